@@ -1,0 +1,393 @@
+//! The node's configuration: one TOML file, overridden by environment
+//! variables, validated before the node starts.
+//!
+//! Environment overrides are named `CHORUS_<SECTION>__<KEY>`, for example
+//! `CHORUS_SERVER__DOMAIN=example.com` or `CHORUS_LIMITS__STANZA_BYTES_MAX=65536`.
+//! The value is read as a TOML value when it parses as one (numbers,
+//! booleans) and as a string otherwise.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Prefix of environment variables that override the file.
+pub const ENV_PREFIX: &str = "CHORUS_";
+
+/// A configuration error: which file, which key, and why.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{source_name}: {key}: {reason}")]
+pub struct ConfigError {
+    /// The file (or `environment`) the bad value came from.
+    pub source_name: String,
+    /// The dotted key, such as `limits.stanza_bytes_max`.
+    pub key: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Domain and data directory.
+    pub server: ServerConfig,
+    /// Certificates.
+    pub tls: TlsConfig,
+    /// Client-to-server listeners.
+    pub c2s: C2sConfig,
+    /// The HTTP listener (WebSocket, metrics, health).
+    pub http: HttpConfig,
+    /// Limits on everything.
+    pub limits: LimitsConfig,
+    /// XEP-0198 stream management.
+    pub stream_management: StreamManagementConfig,
+    /// XEP-0077 in-band registration.
+    pub registration: RegistrationConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The XMPP domain this node serves.
+    pub domain: String,
+    /// Where RocksDB and generated certificates live.
+    pub data_dir: PathBuf,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { domain: "localhost".into(), data_dir: PathBuf::from("./data") }
+    }
+}
+
+/// `[tls]`
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain; when empty a self-signed development
+    /// certificate is generated under `<data_dir>/tls/` on first start.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key matching `cert_file`.
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[c2s]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct C2sConfig {
+    /// Listener that requires STARTTLS (RFC 6120); empty to disable.
+    pub starttls_listen: Option<SocketAddr>,
+    /// Listener speaking TLS from the first byte (XEP-0368); empty to disable.
+    pub direct_tls_listen: Option<SocketAddr>,
+    /// Offer SASL PLAIN (always only inside TLS).
+    pub allow_plain: bool,
+}
+
+impl Default for C2sConfig {
+    fn default() -> Self {
+        C2sConfig {
+            starttls_listen: Some(SocketAddr::from(([0, 0, 0, 0], 5222))),
+            direct_tls_listen: Some(SocketAddr::from(([0, 0, 0, 0], 5223))),
+            allow_plain: true,
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listener for `/xmpp-websocket`, `/metrics`, `/healthz`, `/readyz`;
+    /// empty to disable.
+    pub listen: Option<SocketAddr>,
+    /// Serve HTTPS with the node's certificate (plain HTTP only when false).
+    pub tls: bool,
+    /// Serve XMPP over WebSocket (RFC 7395) at `/xmpp-websocket`.
+    pub websocket: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: Some(SocketAddr::from(([0, 0, 0, 0], 8080))), tls: true, websocket: true }
+    }
+}
+
+/// `[limits]`: every bound the node enforces.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest stanza accepted, in bytes.
+    pub stanza_bytes_max: usize,
+    /// Deepest element nesting accepted inside a stanza.
+    pub xml_depth_max: usize,
+    /// Open client connections, all listeners together.
+    pub connections_max: usize,
+    /// Open client connections from one IP address.
+    pub connections_per_ip_max: usize,
+    /// Bytes per second one connection may send (excess is slowed down).
+    pub connection_bytes_per_sec: u64,
+    /// Stanzas per second one user may send across all resources.
+    pub user_stanzas_per_sec: u32,
+    /// Burst allowance on top of `user_stanzas_per_sec`.
+    pub user_stanzas_burst: u32,
+    /// Resources one user may have bound at once.
+    pub sessions_per_user_max: usize,
+    /// Failed logins for one account within the window before it is throttled.
+    pub auth_failures_per_account_max: u32,
+    /// Failed logins from one address within the window before it is throttled.
+    pub auth_failures_per_address_max: u32,
+    /// Length of the failed-login window, in seconds.
+    pub auth_failure_window_secs: u64,
+    /// Time a new connection has to authenticate and bind, in seconds.
+    pub handshake_timeout_secs: u64,
+    /// Stanzas queued for one session before it counts as stalled.
+    pub session_queue_stanzas_max: usize,
+    /// Items in one roster.
+    pub roster_items_max: usize,
+    /// Messages held in one user's offline queue.
+    pub offline_messages_max: usize,
+    /// Size of one vCard, in bytes.
+    pub vcard_bytes_max: usize,
+    /// Entries in one block list.
+    pub blocklist_items_max: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            stanza_bytes_max: 256 * 1024,
+            xml_depth_max: 32,
+            connections_max: 10_000,
+            connections_per_ip_max: 200,
+            connection_bytes_per_sec: 1024 * 1024,
+            user_stanzas_per_sec: 200,
+            user_stanzas_burst: 400,
+            sessions_per_user_max: 16,
+            auth_failures_per_account_max: 5,
+            auth_failures_per_address_max: 20,
+            auth_failure_window_secs: 60,
+            handshake_timeout_secs: 30,
+            session_queue_stanzas_max: 1024,
+            roster_items_max: 2000,
+            offline_messages_max: 1000,
+            vcard_bytes_max: 64 * 1024,
+            blocklist_items_max: 1000,
+        }
+    }
+}
+
+/// `[stream_management]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamManagementConfig {
+    /// Offer XEP-0198.
+    pub enabled: bool,
+    /// How long a detached session waits for resumption, in seconds.
+    pub resume_timeout_secs: u64,
+    /// Unacknowledged stanzas kept for resending before the session is closed.
+    pub unacked_stanzas_max: usize,
+}
+
+impl Default for StreamManagementConfig {
+    fn default() -> Self {
+        StreamManagementConfig { enabled: true, resume_timeout_secs: 300, unacked_stanzas_max: 2000 }
+    }
+}
+
+/// `[registration]`
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// Allow XEP-0077 in-band registration of new accounts (off by default).
+    pub enabled: bool,
+}
+
+/// `[log]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter such as `info` or `chorus_xmpp=debug,info`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), format: "text".into() }
+    }
+}
+
+impl Config {
+    /// Parses a TOML document, applies environment overrides and validates.
+    pub fn parse(
+        text: &str,
+        source_name: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let err = |key: &str, reason: String| ConfigError {
+            source_name: source_name.to_owned(),
+            key: key.to_owned(),
+            reason,
+        };
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
+            err("(syntax)", format!("{}{at}", e.message()))
+        })?;
+        for (name, value) in env {
+            if let Some(rest) = name.strip_prefix(ENV_PREFIX) {
+                apply_env_override(&mut table, rest, &value).map_err(|reason| ConfigError {
+                    source_name: format!("environment variable {name}"),
+                    key: rest.to_lowercase().replace("__", "."),
+                    reason,
+                })?;
+            }
+        }
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| err(&e.path().to_string(), e.inner().to_string()))?;
+        config.validate().map_err(|(k, r)| err(k, r))?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if jid::BareJid::new(&self.server.domain).map(|j| j.node().is_some()).unwrap_or(true)
+            || self.server.domain.contains('/')
+        {
+            return Err(("server.domain", format!("{:?} is not a valid XMPP domain", self.server.domain)));
+        }
+        if self.server.data_dir.as_os_str().is_empty() {
+            return Err(("server.data_dir", "must not be empty".into()));
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(("tls.key_file", "cert_file and key_file must be set together".into()));
+        }
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            return Err(("log.format", format!("{:?} is neither \"text\" nor \"json\"", self.log.format)));
+        }
+        let l = &self.limits;
+        let positive: [(&'static str, u64); 12] = [
+            ("limits.stanza_bytes_max", l.stanza_bytes_max as u64),
+            ("limits.xml_depth_max", l.xml_depth_max as u64),
+            ("limits.connections_max", l.connections_max as u64),
+            ("limits.connections_per_ip_max", l.connections_per_ip_max as u64),
+            ("limits.connection_bytes_per_sec", l.connection_bytes_per_sec),
+            ("limits.user_stanzas_per_sec", l.user_stanzas_per_sec as u64),
+            ("limits.sessions_per_user_max", l.sessions_per_user_max as u64),
+            ("limits.auth_failure_window_secs", l.auth_failure_window_secs),
+            ("limits.handshake_timeout_secs", l.handshake_timeout_secs),
+            ("limits.session_queue_stanzas_max", l.session_queue_stanzas_max as u64),
+            ("limits.roster_items_max", l.roster_items_max as u64),
+            ("stream_management.unacked_stanzas_max", self.stream_management.unacked_stanzas_max as u64),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err((key, "must be greater than zero".into()));
+            }
+        }
+        if l.stanza_bytes_max < 4096 {
+            return Err(("limits.stanza_bytes_max", "must be at least 4096 bytes".into()));
+        }
+        if l.connection_bytes_per_sec < l.stanza_bytes_max as u64 / 4 {
+            return Err((
+                "limits.connection_bytes_per_sec",
+                "must be at least a quarter of limits.stanza_bytes_max".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Applies `SECTION__KEY=value` to the table.
+fn apply_env_override(table: &mut toml::Table, name: &str, value: &str) -> Result<(), String> {
+    let path: Vec<String> = name.split("__").map(|p| p.to_lowercase()).collect();
+    if path.len() < 2 || path.iter().any(String::is_empty) {
+        return Err("expected CHORUS_<SECTION>__<KEY>".into());
+    }
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    let mut cur = table;
+    for part in &path[..path.len() - 1] {
+        let entry = cur
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry.as_table_mut().ok_or_else(|| format!("{part} is not a section"))?;
+    }
+    cur.insert(path[path.len() - 1].clone(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "test.toml", Vec::new())
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").expect("defaults are valid");
+        assert_eq!(c.limits.stanza_bytes_max, 262_144);
+        assert!(!c.registration.enabled);
+        assert!(c.http.tls);
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let e = parse("[limits]\nstanza_bytes = 5\n").expect_err("unknown key");
+        assert_eq!(e.source_name, "test.toml");
+        assert_eq!(e.key, "limits.stanza_bytes");
+        assert!(e.reason.contains("stanza_bytes"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let e = parse("[limits]\nstanza_bytes_max = \"big\"\n").expect_err("wrong type");
+        assert_eq!(e.key, "limits.stanza_bytes_max");
+    }
+
+    #[test]
+    fn syntax_error_reports_line() {
+        let e = parse("[server]\ndomain = \n").expect_err("syntax");
+        assert!(e.reason.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn invalid_domain_rejected() {
+        let e = parse("[server]\ndomain = \"a@b\"\n").expect_err("bad domain");
+        assert_eq!(e.key, "server.domain");
+    }
+
+    #[test]
+    fn zero_limit_rejected() {
+        let e = parse("[limits]\nconnections_max = 0\n").expect_err("zero");
+        assert_eq!(e.key, "limits.connections_max");
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let env = vec![
+            ("CHORUS_SERVER__DOMAIN".to_string(), "corp.example".to_string()),
+            ("CHORUS_LIMITS__STANZA_BYTES_MAX".to_string(), "65536".to_string()),
+            ("PATH".to_string(), "/bin".to_string()),
+        ];
+        let c = Config::parse("[server]\ndomain = \"x.example\"\n", "f", env).expect("valid");
+        assert_eq!(c.server.domain, "corp.example");
+        assert_eq!(c.limits.stanza_bytes_max, 65536);
+    }
+
+    #[test]
+    fn bad_environment_value_names_variable() {
+        let env = vec![("CHORUS_LIMITS__XML_DEPTH_MAX".to_string(), "deep".to_string())];
+        let e = Config::parse("", "f", env).expect_err("bad env");
+        assert_eq!(e.key, "limits.xml_depth_max");
+    }
+}

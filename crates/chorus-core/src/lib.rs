@@ -1,0 +1,13 @@
+//! Core types shared by every Chorus crate: configuration, SCRAM credentials,
+//! roster items, and the storage and archive seams that the XMPP layer talks
+//! to. This crate performs no I/O: it never opens a file or a socket.
+
+pub mod archive;
+pub mod config;
+pub mod credentials;
+pub mod mem_store;
+pub mod roster;
+pub mod store;
+pub mod time;
+
+pub use jid;

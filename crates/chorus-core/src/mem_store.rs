@@ -1,0 +1,151 @@
+//! An in-memory [`Store`] for unit tests of the XMPP layer.
+
+use crate::credentials::Credentials;
+use crate::roster::RosterItem;
+use crate::store::{OfflineMessage, Roster, Store, StoreError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct User {
+    creds: Option<Credentials>,
+    roster_version: u64,
+    roster: BTreeMap<String, RosterItem>,
+    vcard: Option<String>,
+    blocks: BTreeSet<String>,
+    offline: Vec<OfflineMessage>,
+}
+
+/// Keeps everything in a mutex-protected map; loses it all on drop.
+#[derive(Default)]
+pub struct MemStore {
+    users: Mutex<BTreeMap<String, User>>,
+}
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> MemStore {
+        MemStore::default()
+    }
+
+    fn with<R>(&self, user: &str, f: impl FnOnce(&mut User) -> R) -> R {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        f(users.entry(user.to_owned()).or_default())
+    }
+}
+
+impl Store for MemStore {
+    fn create_account(&self, user: &str, creds: &Credentials) -> Result<(), StoreError> {
+        self.with(user, |u| {
+            if u.creds.is_some() {
+                return Err(StoreError::AccountExists(user.to_owned()));
+            }
+            u.creds = Some(creds.clone());
+            Ok(())
+        })
+    }
+
+    fn set_credentials(&self, user: &str, creds: &Credentials) -> Result<(), StoreError> {
+        self.with(user, |u| match u.creds {
+            Some(_) => {
+                u.creds = Some(creds.clone());
+                Ok(())
+            }
+            None => Err(StoreError::NoSuchAccount(user.to_owned())),
+        })
+    }
+
+    fn credentials(&self, user: &str) -> Result<Option<Credentials>, StoreError> {
+        Ok(self.with(user, |u| u.creds.clone()))
+    }
+
+    fn remove_account(&self, user: &str) -> Result<bool, StoreError> {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(users.remove(user).is_some_and(|u| u.creds.is_some()))
+    }
+
+    fn list_accounts(&self) -> Result<Vec<String>, StoreError> {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(users
+            .iter()
+            .filter(|(_, u)| u.creds.is_some())
+            .map(|(n, _)| n.clone())
+            .collect())
+    }
+
+    fn roster(&self, user: &str) -> Result<Roster, StoreError> {
+        Ok(self.with(user, |u| Roster {
+            version: u.roster_version,
+            items: u.roster.values().cloned().collect(),
+        }))
+    }
+
+    fn roster_item(&self, user: &str, contact: &str) -> Result<Option<RosterItem>, StoreError> {
+        Ok(self.with(user, |u| u.roster.get(contact).cloned()))
+    }
+
+    fn put_roster_item(&self, user: &str, item: &RosterItem) -> Result<u64, StoreError> {
+        Ok(self.with(user, |u| {
+            u.roster.insert(item.jid.clone(), item.clone());
+            u.roster_version += 1;
+            u.roster_version
+        }))
+    }
+
+    fn remove_roster_item(&self, user: &str, contact: &str) -> Result<u64, StoreError> {
+        Ok(self.with(user, |u| {
+            u.roster.remove(contact);
+            u.roster_version += 1;
+            u.roster_version
+        }))
+    }
+
+    fn vcard(&self, user: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.with(user, |u| u.vcard.clone()))
+    }
+
+    fn set_vcard(&self, user: &str, xml: &str) -> Result<(), StoreError> {
+        self.with(user, |u| u.vcard = Some(xml.to_owned()));
+        Ok(())
+    }
+
+    fn blocklist(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.with(user, |u| u.blocks.iter().cloned().collect()))
+    }
+
+    fn set_blocked(&self, user: &str, jids: &[String], blocked: bool) -> Result<(), StoreError> {
+        self.with(user, |u| {
+            for j in jids {
+                if blocked {
+                    u.blocks.insert(j.clone());
+                } else {
+                    u.blocks.remove(j);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn clear_blocklist(&self, user: &str) -> Result<(), StoreError> {
+        self.with(user, |u| u.blocks.clear());
+        Ok(())
+    }
+
+    fn push_offline(&self, user: &str, msg: &OfflineMessage, max: usize) -> Result<(), StoreError> {
+        self.with(user, |u| {
+            if u.offline.len() >= max {
+                return Err(StoreError::QuotaExceeded(format!("{user} has {max} offline messages")));
+            }
+            u.offline.push(msg.clone());
+            Ok(())
+        })
+    }
+
+    fn take_offline(&self, user: &str) -> Result<Vec<OfflineMessage>, StoreError> {
+        Ok(self.with(user, |u| std::mem::take(&mut u.offline)))
+    }
+
+    fn offline_count(&self, user: &str) -> Result<usize, StoreError> {
+        Ok(self.with(user, |u| u.offline.len()))
+    }
+}

@@ -1,0 +1,89 @@
+//! The storage seam: everything the XMPP layer keeps durably, as a trait.
+//!
+//! `chorus-store` implements it on RocksDB; [`crate::mem_store::MemStore`]
+//! implements it in memory for unit tests. Calls are synchronous and short:
+//! implementations must not block on the network.
+
+use crate::credentials::Credentials;
+use crate::roster::RosterItem;
+use serde::{Deserialize, Serialize};
+
+/// A storage failure the caller can branch on.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The account already exists.
+    #[error("account {0} already exists")]
+    AccountExists(String),
+    /// The account does not exist.
+    #[error("account {0} does not exist")]
+    NoSuchAccount(String),
+    /// A per-user quota is exhausted (for example the offline queue).
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
+    /// The disk refused the write (full, read-only, or failing).
+    #[error("storage write failed: {0}")]
+    Io(String),
+    /// Stored bytes could not be decoded.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A message kept for a user who was offline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfflineMessage {
+    /// When the server accepted it, in milliseconds since the epoch.
+    pub stamp_ms: u64,
+    /// The serialized `<message/>` stanza.
+    pub xml: String,
+}
+
+/// A user's roster with its version (RFC 6121 section 2.6).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Roster {
+    /// Increases with every change to the roster.
+    pub version: u64,
+    /// Every item, including hidden pending-in items.
+    pub items: Vec<RosterItem>,
+}
+
+/// Durable per-user data. User names are normalized localparts.
+pub trait Store: Send + Sync + 'static {
+    /// Creates an account; fails with [`StoreError::AccountExists`].
+    fn create_account(&self, user: &str, creds: &Credentials) -> Result<(), StoreError>;
+    /// Replaces an account's credentials.
+    fn set_credentials(&self, user: &str, creds: &Credentials) -> Result<(), StoreError>;
+    /// Reads an account's credentials; `None` if it does not exist.
+    fn credentials(&self, user: &str) -> Result<Option<Credentials>, StoreError>;
+    /// Removes an account and every piece of its data; false if absent.
+    fn remove_account(&self, user: &str) -> Result<bool, StoreError>;
+    /// Lists all account names in order.
+    fn list_accounts(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Reads a user's roster.
+    fn roster(&self, user: &str) -> Result<Roster, StoreError>;
+    /// Reads one roster item.
+    fn roster_item(&self, user: &str, contact: &str) -> Result<Option<RosterItem>, StoreError>;
+    /// Writes one roster item and returns the new roster version.
+    fn put_roster_item(&self, user: &str, item: &RosterItem) -> Result<u64, StoreError>;
+    /// Removes one roster item and returns the new roster version.
+    fn remove_roster_item(&self, user: &str, contact: &str) -> Result<u64, StoreError>;
+
+    /// Reads a user's vCard (XEP-0054) as serialized XML.
+    fn vcard(&self, user: &str) -> Result<Option<String>, StoreError>;
+    /// Stores a user's vCard.
+    fn set_vcard(&self, user: &str, xml: &str) -> Result<(), StoreError>;
+
+    /// Reads a user's block list (XEP-0191), sorted.
+    fn blocklist(&self, user: &str) -> Result<Vec<String>, StoreError>;
+    /// Adds or removes JIDs from the block list.
+    fn set_blocked(&self, user: &str, jids: &[String], blocked: bool) -> Result<(), StoreError>;
+    /// Empties the block list.
+    fn clear_blocklist(&self, user: &str) -> Result<(), StoreError>;
+
+    /// Appends to a user's offline queue, refusing past `max` messages.
+    fn push_offline(&self, user: &str, msg: &OfflineMessage, max: usize) -> Result<(), StoreError>;
+    /// Removes and returns a user's offline queue, oldest first.
+    fn take_offline(&self, user: &str) -> Result<Vec<OfflineMessage>, StoreError>;
+    /// Counts a user's offline messages.
+    fn offline_count(&self, user: &str) -> Result<usize, StoreError>;
+}
