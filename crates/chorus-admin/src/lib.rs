@@ -1,1 +1,103 @@
-//! placeholder
+//! The node's HTTP endpoint: XMPP over WebSocket (RFC 7395) at
+//! `/xmpp-websocket`, Prometheus metrics at `/metrics`, and the `/healthz`
+//! and `/readyz` probes. Served over TLS with the node's certificate unless
+//! the configuration turns TLS off for a trusted proxy in front.
+
+mod tls_listener;
+mod websocket;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use chorus_xmpp::context::Context;
+use chorus_xmpp::runtime::ConnectionLimiter;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+pub use tls_listener::TlsListener;
+
+/// The client's address, for connection limits on WebSocket sessions.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for PeerAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>> for PeerAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+/// Shared state of the HTTP endpoint.
+#[derive(Clone)]
+pub struct HttpState {
+    /// The XMPP context, for WebSocket sessions.
+    pub ctx: Arc<Context>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// True once every listener is up; false again during shutdown.
+    pub ready: Arc<AtomicBool>,
+    /// Flips to true when the node shuts down.
+    pub shutdown: watch::Receiver<bool>,
+    /// Connection limits shared with the TCP listeners.
+    pub limiter: Arc<ConnectionLimiter>,
+}
+
+/// Builds the HTTP routes.
+pub fn routes(state: HttpState) -> Router {
+    let mut r = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics));
+    if state.ctx.config.http.websocket {
+        r = r.route("/xmpp-websocket", get(websocket::upgrade));
+    }
+    r.with_state(state)
+}
+
+async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
+    if s.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+async fn metrics(State(s): State<HttpState>) -> String {
+    metrics::gauge!("chorus_bound_sessions").set(s.ctx.router.session_count() as f64);
+    metrics::gauge!("chorus_parked_sessions").set(s.ctx.parked.len() as f64);
+    s.metrics.render()
+}
+
+/// Serves HTTP (or HTTPS when `tls` is given) until shutdown.
+pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, state: HttpState) -> std::io::Result<()> {
+    let mut shutdown = state.shutdown.clone();
+    let app = routes(state);
+    let stop = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    match tls {
+        Some(acceptor) => {
+            axum::serve(
+                TlsListener::new(listener, acceptor),
+                app.into_make_service_with_connect_info::<PeerAddr>(),
+            )
+            .with_graceful_shutdown(stop)
+            .await
+        }
+        None => {
+            axum::serve(listener, app.into_make_service_with_connect_info::<PeerAddr>())
+                .with_graceful_shutdown(stop)
+                .await
+        }
+    }
+}

@@ -1,1 +1,64 @@
-fn main() {}
+//! The `chorus` binary: a thin top that parses the command line and hands
+//! over to `serve`, `users` or `demo`.
+
+mod control;
+mod demo;
+mod serve;
+mod tls;
+mod users;
+
+use anyhow::Context as _;
+use chorus_core::config::Config;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Chorus: an enterprise XMPP server.
+#[derive(Parser)]
+#[command(name = "chorus", version, about)]
+struct Cli {
+    /// The TOML configuration file.
+    #[arg(long, short, global = true, env = "CHORUS_CONFIG", default_value = "chorus.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node.
+    Serve,
+    /// Manage accounts (works whether the node runs or not).
+    User {
+        #[command(subcommand)]
+        action: users::UserAction,
+    },
+    /// Run a local node with demo accounts (alice, bob, carol).
+    Demo {
+        /// Where the demo keeps its data and configuration.
+        #[arg(long, default_value = "./dev-data")]
+        data_dir: PathBuf,
+    },
+}
+
+/// Reads and validates the configuration, naming file, key and reason.
+pub fn load_config(path: &Path) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read configuration file {}", path.display()))?;
+    Config::parse(&text, &path.display().to_string(), std::env::vars()).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve => load_config(&cli.config).and_then(serve::run),
+        Command::User { action } => load_config(&cli.config).and_then(|c| users::run(&c, action)),
+        Command::Demo { data_dir } => demo::run(&data_dir),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,1 +1,18 @@
-//! placeholder
+//! The XMPP layer of Chorus: the incremental stream parser, the sans-IO
+//! client session state machine with its RFC 6120/6121 and XEP handlers,
+//! the session router, and the thin runtime that drives sessions over TCP,
+//! TLS and WebSocket transports.
+//!
+//! This crate never touches RocksDB or the cluster transport: it talks to
+//! [`chorus_core::store::Store`], [`chorus_core::archive::Archive`] and the
+//! [`router::Router`] trait, which the server wires up.
+
+pub mod ns;
+pub mod parser;
+pub mod xml;
+pub mod context;
+pub mod router;
+pub mod sasl;
+pub mod session;
+pub mod throttle;
+pub mod runtime;

@@ -1,0 +1,101 @@
+//! The control socket: a Unix socket in the data directory through which
+//! `chorus user ...` manages accounts while the node holds the database.
+//! Access is limited by file permissions (0600, owner only), as with
+//! prosodyctl and ejabberdctl.
+
+use chorus_core::store::Store;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// Longest request line accepted, in bytes.
+const REQUEST_BYTES_MAX: usize = 8192;
+
+/// A request on the control socket.
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Create an account.
+    AddUser { user: String, password: String },
+    /// Remove an account.
+    RemoveUser { user: String },
+    /// Change a password.
+    SetPassword { user: String, password: String },
+    /// List accounts.
+    ListUsers,
+}
+
+/// The answer.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Response {
+    /// Set on failure.
+    pub error: Option<String>,
+    /// Account names, for `ListUsers`.
+    pub users: Vec<String>,
+}
+
+/// Where the socket lives.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("control.sock")
+}
+
+/// Carries out a request against the store.
+pub fn execute(store: &dyn Store, domain: &str, req: Request) -> Response {
+    let r = crate::users::apply(store, domain, req);
+    match r {
+        Ok(users) => Response { error: None, users },
+        Err(e) => Response { error: Some(format!("{e:#}")), users: Vec::new() },
+    }
+}
+
+/// Serves the control socket until the task is dropped.
+pub async fn serve(listener: UnixListener, store: Arc<dyn Store>, domain: String) {
+    loop {
+        let Ok((conn, _)) = listener.accept().await else { continue };
+        let (store, domain) = (store.clone(), domain.clone());
+        tokio::spawn(async move {
+            if let Err(e) = handle(conn, store, &domain).await {
+                tracing::warn!(error = %e, "control connection failed");
+            }
+        });
+    }
+}
+
+async fn handle(conn: UnixStream, store: Arc<dyn Store>, domain: &str) -> std::io::Result<()> {
+    let (r, mut w) = conn.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(r).take(REQUEST_BYTES_MAX as u64);
+    reader.read_line(&mut line).await?;
+    let resp = match serde_json::from_str::<Request>(&line) {
+        Ok(req) => {
+            let domain = domain.to_owned();
+            tokio::task::spawn_blocking(move || execute(store.as_ref(), &domain, req))
+                .await
+                .unwrap_or_else(|e| Response { error: Some(e.to_string()), users: Vec::new() })
+        }
+        Err(e) => Response { error: Some(format!("bad request: {e}")), users: Vec::new() },
+    };
+    let mut out = serde_json::to_vec(&resp).unwrap_or_default();
+    out.push(b'\n');
+    w.write_all(&out).await
+}
+
+/// Sends one request to a running node.
+pub fn call(data_dir: &Path, req: &Request) -> anyhow::Result<Response> {
+    use anyhow::Context as _;
+    use std::io::{BufRead, Write};
+    let path = socket_path(data_dir);
+    let mut s = std::os::unix::net::UnixStream::connect(&path)
+        .with_context(|| format!("connect to the running node's control socket {}", path.display()))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let mut line = serde_json::to_vec(req)?;
+    line.push(b'\n');
+    s.write_all(&line).context("send request")?;
+    let mut resp = String::new();
+    std::io::BufReader::new(s).read_line(&mut resp).context("read response")?;
+    serde_json::from_str(&resp).context("parse response")
+}
+
+use tokio::io::AsyncReadExt as _;

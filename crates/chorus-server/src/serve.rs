@@ -1,0 +1,157 @@
+//! `chorus serve`: wires the store, router and XMPP context together,
+//! starts the listeners and shuts down in order on SIGTERM or Ctrl-C:
+//! stop accepting, close sessions with `system-shutdown`, flush storage.
+
+use crate::control;
+use anyhow::Context as _;
+use chorus_admin::HttpState;
+use chorus_core::archive::NoArchive;
+use chorus_core::config::Config;
+use chorus_store::RocksStore;
+use chorus_xmpp::context::Context;
+use chorus_xmpp::router::LocalRouter;
+use chorus_xmpp::runtime::{ConnectionLimiter, serve_connection};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+/// Time sessions get to close after the shutdown signal.
+const SHUTDOWN_DRAIN_SECS: u64 = 10;
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if config.log.format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+/// Runs the node until a signal arrives.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    init_logging(&config);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start runtime")?;
+    rt.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let data = config.server.data_dir.clone();
+    std::fs::create_dir_all(&data).with_context(|| format!("create data directory {}", data.display()))?;
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("install metrics recorder")?;
+    let store = Arc::new(RocksStore::open(&data.join("db"))?);
+    let tls = crate::tls::acceptor(&config)?;
+    let ctx = Arc::new(Context::new(config.clone(), store.clone(), Arc::new(LocalRouter::new()), Arc::new(NoArchive)));
+    let limiter = Arc::new(ConnectionLimiter::new(config.limits.connections_max, config.limits.connections_per_ip_max));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ready = Arc::new(AtomicBool::new(false));
+    let mut tasks = JoinSet::new();
+
+    let sock = control::socket_path(&data);
+    let _ = std::fs::remove_file(&sock);
+    let control_listener = tokio::net::UnixListener::bind(&sock).with_context(|| format!("bind {}", sock.display()))?;
+    std::fs::set_permissions(&sock, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    let control_task = tokio::spawn(control::serve(control_listener, store.clone(), config.server.domain.clone()));
+
+    for (addr, direct) in [(config.c2s.starttls_listen, false), (config.c2s.direct_tls_listen, true)] {
+        let Some(addr) = addr else { continue };
+        let l = TcpListener::bind(addr).await.with_context(|| format!("listen on {addr}"))?;
+        tracing::info!(%addr, direct_tls = direct, "c2s listener up");
+        tasks.spawn(accept_loop(l, direct, ctx.clone(), tls.clone(), limiter.clone(), stop_rx.clone()));
+    }
+    if let Some(addr) = config.http.listen {
+        let l = TcpListener::bind(addr).await.with_context(|| format!("listen on {addr}"))?;
+        tracing::info!(%addr, tls = config.http.tls, "HTTP listener up");
+        let state = HttpState {
+            ctx: ctx.clone(),
+            metrics,
+            ready: ready.clone(),
+            shutdown: stop_rx.clone(),
+            limiter: limiter.clone(),
+        };
+        let http_tls = config.http.tls.then(|| tls.clone());
+        tasks.spawn(async move {
+            if let Err(e) = chorus_admin::serve(l, http_tls, state).await {
+                tracing::error!(error = %e, "HTTP listener failed");
+            }
+        });
+    }
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(domain = %config.server.domain, "chorus node ready");
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: closing listeners and sessions");
+    ready.store(false, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(Duration::from_secs(SHUTDOWN_DRAIN_SECS), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("some connections did not close in time");
+    }
+    for p in ctx.parked.take_all() {
+        chorus_xmpp::session::finish_parked(p);
+    }
+    control_task.abort();
+    let _ = std::fs::remove_file(&sock);
+    store.flush().context("flush storage")?;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    direct_tls: bool,
+    ctx: Arc<Context>,
+    tls: TlsAcceptor,
+    limiter: Arc<ConnectionLimiter>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut sessions = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = limiter.slot() => p,
+            _ = stop.changed() => break,
+        };
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let Some(guard) = limiter.admit(permit, peer.ip()) else {
+            tracing::warn!(%peer, "too many connections from this address");
+            continue;
+        };
+        let (ctx, tls, stop) = (ctx.clone(), tls.clone(), stop.clone());
+        sessions.spawn(async move {
+            serve_connection(ctx, tls, tcp, peer, direct_tls, stop).await;
+            drop(guard);
+        });
+        while sessions.try_join_next().is_some() {}
+    }
+    drop(listener);
+    while sessions.join_next().await.is_some() {}
+}

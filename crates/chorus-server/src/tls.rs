@@ -1,0 +1,69 @@
+//! Loads the node's certificate, or generates a self-signed development
+//! certificate on first start.
+
+use anyhow::Context as _;
+use chorus_core::config::Config;
+use std::sync::Arc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Builds the TLS acceptor shared by every listener.
+pub fn acceptor(config: &Config) -> anyhow::Result<TlsAcceptor> {
+    let (cert_path, key_path) = match (&config.tls.cert_file, &config.tls.key_file) {
+        (Some(c), Some(k)) => (c.clone(), k.clone()),
+        _ => {
+            let dir = config.server.data_dir.join("tls");
+            let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+            if !c.exists() || !k.exists() {
+                generate(&config.server.domain, &c, &k)?;
+                tracing::warn!(cert = %c.display(), "generated a self-signed development certificate; configure tls.cert_file and tls.key_file for production");
+            }
+            (c, k)
+        }
+    };
+    let certs: Vec<CertificateDer<'static>> = {
+        let pem = std::fs::read(&cert_path).with_context(|| format!("read certificate {}", cert_path.display()))?;
+        rustls_pemfile::certs(&mut pem.as_slice())
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("parse certificate {}", cert_path.display()))?
+    };
+    anyhow::ensure!(!certs.is_empty(), "no certificate found in {}", cert_path.display());
+    let key: PrivateKeyDer<'static> = {
+        let pem = std::fs::read(&key_path).with_context(|| format!("read private key {}", key_path.display()))?;
+        rustls_pemfile::private_key(&mut pem.as_slice())
+            .with_context(|| format!("parse private key {}", key_path.display()))?
+            .with_context(|| format!("no private key found in {}", key_path.display()))?
+    };
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let cfg = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("choose TLS versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("load certificate and key")?;
+    Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
+
+fn generate(domain: &str, cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<()> {
+    let names = vec![domain.to_owned(), format!("*.{domain}"), "localhost".to_owned()];
+    let ck = rcgen::generate_simple_self_signed(names).context("generate self-signed certificate")?;
+    if let Some(dir) = cert.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    std::fs::write(cert, ck.cert.pem()).with_context(|| format!("write {}", cert.display()))?;
+    write_private(key, ck.signing_key.serialize_pem().as_bytes())
+}
+
+fn write_private(path: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("write {}", path.display()))?;
+    f.write_all(data).with_context(|| format!("write {}", path.display()))
+}

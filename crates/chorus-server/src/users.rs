@@ -1,0 +1,106 @@
+//! `chorus user add|remove|passwd|list`: against the database directly when
+//! the node is stopped, through the control socket when it runs.
+
+use crate::control::{self, Request};
+use anyhow::Context as _;
+use chorus_core::config::Config;
+use chorus_core::credentials::Credentials;
+use chorus_core::store::Store;
+use chorus_store::{OpenError, RocksStore};
+use clap::Subcommand;
+
+/// An account operation.
+#[derive(Subcommand, Debug)]
+pub enum UserAction {
+    /// Create an account.
+    Add {
+        /// The account's localpart, e.g. `alice` for alice@domain.
+        name: String,
+        /// The password (read from standard input when omitted).
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// Remove an account and all its data.
+    Remove {
+        /// The account's localpart.
+        name: String,
+    },
+    /// Change an account's password.
+    Passwd {
+        /// The account's localpart.
+        name: String,
+        /// The new password (read from standard input when omitted).
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// List accounts, one per line.
+    List,
+}
+
+fn password(p: Option<String>) -> anyhow::Result<String> {
+    match p {
+        Some(p) => Ok(p),
+        None => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).context("read password from standard input")?;
+            Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+        }
+    }
+}
+
+/// Runs the CLI action.
+pub fn run(config: &Config, action: UserAction) -> anyhow::Result<()> {
+    let req = match action {
+        UserAction::Add { name, password: p } => Request::AddUser { user: name, password: password(p)? },
+        UserAction::Remove { name } => Request::RemoveUser { user: name },
+        UserAction::Passwd { name, password: p } => Request::SetPassword { user: name, password: password(p)? },
+        UserAction::List => Request::ListUsers,
+    };
+    let list = matches!(req, Request::ListUsers);
+    let db = config.server.data_dir.join("db");
+    std::fs::create_dir_all(&config.server.data_dir)
+        .with_context(|| format!("create data directory {}", config.server.data_dir.display()))?;
+    let users = match RocksStore::open(&db) {
+        Ok(store) => apply(&store, &config.server.domain, req)?,
+        Err(OpenError::Locked(_)) => {
+            let resp = control::call(&config.server.data_dir, &req)?;
+            if let Some(e) = resp.error {
+                anyhow::bail!(e);
+            }
+            resp.users
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if list {
+        for u in users {
+            println!("{u}");
+        }
+    }
+    Ok(())
+}
+
+fn normalize(name: &str, domain: &str) -> anyhow::Result<String> {
+    let j = jid::BareJid::new(&format!("{name}@{domain}")).with_context(|| format!("{name:?} is not a valid username"))?;
+    j.node().map(|n| n.to_string()).with_context(|| format!("{name:?} is not a valid username"))
+}
+
+/// Applies a request to a store; returns account names for `ListUsers`.
+pub fn apply(store: &dyn Store, domain: &str, req: Request) -> anyhow::Result<Vec<String>> {
+    match req {
+        Request::AddUser { user, password } => {
+            let user = normalize(&user, domain)?;
+            let creds = Credentials::from_password(&password)?;
+            store.create_account(&user, &creds)?;
+        }
+        Request::RemoveUser { user } => {
+            let user = normalize(&user, domain)?;
+            anyhow::ensure!(store.remove_account(&user)?, "account {user} does not exist");
+        }
+        Request::SetPassword { user, password } => {
+            let user = normalize(&user, domain)?;
+            store.set_credentials(&user, &Credentials::from_password(&password)?)?;
+        }
+        Request::ListUsers => return Ok(store.list_accounts()?),
+    }
+    Ok(Vec::new())
+}

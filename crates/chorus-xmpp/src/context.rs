@@ -1,0 +1,112 @@
+//! [`Context`]: everything sessions share on one node: configuration, the
+//! store, router and archive seams, throttles and the parked sessions that
+//! wait for XEP-0198 resumption.
+
+use crate::router::{Routed, Router};
+use crate::session::Session;
+use crate::throttle::{AuthThrottle, UserRateLimits};
+use chorus_core::archive::Archive;
+use chorus_core::config::Config;
+use chorus_core::store::Store;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Shared state of one node's XMPP service.
+pub struct Context {
+    /// The validated configuration.
+    pub config: Config,
+    /// The domain served.
+    pub domain: String,
+    /// Durable per-user data.
+    pub store: Arc<dyn Store>,
+    /// Online sessions.
+    pub router: Arc<dyn Router>,
+    /// The compliance archive seam.
+    pub archive: Arc<dyn Archive>,
+    /// Failed-login throttling.
+    pub auth_throttle: AuthThrottle,
+    /// Per-user stanza rate limits.
+    pub user_limits: UserRateLimits,
+    /// Sessions detached from their connection, waiting to be resumed.
+    pub parked: Parked,
+    next_session_id: AtomicU64,
+}
+
+impl Context {
+    /// Builds the shared context.
+    pub fn new(config: Config, store: Arc<dyn Store>, router: Arc<dyn Router>, archive: Arc<dyn Archive>) -> Context {
+        let l = &config.limits;
+        Context {
+            domain: config.server.domain.clone(),
+            auth_throttle: AuthThrottle::new(
+                Duration::from_secs(l.auth_failure_window_secs),
+                l.auth_failures_per_account_max,
+                l.auth_failures_per_address_max,
+            ),
+            user_limits: UserRateLimits::new(l.user_stanzas_per_sec, l.user_stanzas_burst),
+            config,
+            store,
+            router,
+            archive,
+            parked: Parked::default(),
+            next_session_id: AtomicU64::new(1),
+        }
+    }
+
+    /// A fresh session id, unique on this node.
+    pub fn next_session_id(&self) -> u64 {
+        self.next_session_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A session waiting for resumption, with the queue of stanzas routed to it.
+pub struct ParkedSession {
+    /// The session state.
+    pub session: Box<Session>,
+    /// Stanzas routed to it while detached.
+    pub rx: mpsc::Receiver<Routed>,
+}
+
+/// Parked sessions by resumption id.
+#[derive(Default)]
+pub struct Parked {
+    map: Mutex<HashMap<String, ParkedSession>>,
+}
+
+impl Parked {
+    /// Parks a session under its resumption id.
+    pub fn park(&self, id: String, p: ParkedSession) {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).insert(id, p);
+    }
+
+    /// Takes a parked session out, to resume or to end it.
+    pub fn take(&self, id: &str) -> Option<ParkedSession> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(id)
+    }
+
+    /// Takes the parked session with this session id, if any.
+    pub fn take_session(&self, session_id: u64) -> Option<ParkedSession> {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let key = m.iter().find(|(_, p)| p.session.id == session_id).map(|(k, _)| k.clone())?;
+        m.remove(&key)
+    }
+
+    /// Takes every parked session (at shutdown).
+    pub fn take_all(&self) -> Vec<ParkedSession> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, p)| p).collect()
+    }
+
+    /// Number of parked sessions.
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no session is parked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

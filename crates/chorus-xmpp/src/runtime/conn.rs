@@ -1,0 +1,189 @@
+//! Drives one TCP connection: plain until STARTTLS, or TLS from the start.
+
+use crate::context::Context;
+use crate::parser::{StreamEvent, StreamParser};
+use crate::router::Routed;
+use crate::session::{Output, Session, Transport};
+use crate::throttle::TokenBucket;
+use crate::xml::{self, ElementExt};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+
+/// How often a session with unacknowledged stanzas is asked for an ack.
+pub const ACK_REQUEST_INTERVAL_SECS: u64 = 30;
+/// Read buffer size, in bytes.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+/// Time allowed for writing one batch of output before the peer counts as stalled.
+const WRITE_TIMEOUT_SECS: u64 = 30;
+/// Time allowed for the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 15;
+
+enum End {
+    StartTls(Box<Session>, StreamParser),
+    Done,
+}
+
+/// Serves one accepted TCP connection until it ends.
+pub async fn serve_connection(
+    ctx: Arc<Context>,
+    acceptor: TlsAcceptor,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    direct_tls: bool,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let limits = &ctx.config.limits;
+    let parser = StreamParser::new(limits.stanza_bytes_max, limits.xml_depth_max);
+    let handshake = tokio::time::Duration::from_secs(TLS_HANDSHAKE_TIMEOUT_SECS);
+    if direct_tls {
+        let session = Session::new(ctx.clone(), Transport::DirectTls, peer.ip());
+        match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+            Ok(Ok(mut tls)) => {
+                drive(&ctx, &mut tls, Box::new(session), parser, shutdown).await;
+            }
+            _ => tracing::debug!(%peer, "direct TLS handshake failed"),
+        }
+        return;
+    }
+    let session = Session::new(ctx.clone(), Transport::Tcp, peer.ip());
+    let End::StartTls(mut session, mut parser) = drive(&ctx, &mut tcp, Box::new(session), parser, shutdown.clone()).await
+    else {
+        return;
+    };
+    match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+        Ok(Ok(mut tls)) => {
+            session.on_tls_established();
+            parser.reset();
+            drive(&ctx, &mut tls, session, parser, shutdown).await;
+        }
+        _ => tracing::debug!(%peer, "STARTTLS handshake failed"),
+    }
+}
+
+/// Renders outputs for a TCP stream; returns (bytes, close, starttls).
+fn render(outputs: Vec<Output>, domain: &str, stream_id: &str) -> (String, bool, bool) {
+    let mut buf = String::new();
+    let (mut close, mut starttls) = (false, false);
+    for o in outputs {
+        match o {
+            Output::Header => buf.push_str(&xml::stream_header(domain, stream_id)),
+            Output::Element(e) => buf.push_str(&e.to_xml()),
+            Output::StreamError { condition, text } => {
+                buf.push_str(&xml::stream_error(condition, text.as_deref()));
+                buf.push_str("</stream:stream>");
+                close = true;
+            }
+            Output::Close => {
+                buf.push_str("</stream:stream>");
+                close = true;
+            }
+            Output::StartTls => {
+                buf.push_str(&format!("<proceed xmlns='{}'/>", crate::ns::TLS));
+                starttls = true;
+            }
+        }
+    }
+    (buf, close, starttls)
+}
+
+async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
+    ctx: &Arc<Context>,
+    stream: &mut S,
+    mut session: Box<Session>,
+    mut parser: StreamParser,
+    mut shutdown: watch::Receiver<bool>,
+) -> End {
+    let limits = &ctx.config.limits;
+    let rate = limits.connection_bytes_per_sec as f64;
+    let mut shaper = TokenBucket::new(rate, rate.max(limits.stanza_bytes_max as f64), Instant::now());
+    let mut rx: Option<mpsc::Receiver<Routed>> = None;
+    let mut buf = vec![0u8; READ_BUFFER_BYTES];
+    let handshake_deadline = tokio::time::Instant::now() + Duration::from_secs(limits.handshake_timeout_secs);
+    let mut ack_timer = tokio::time::interval(Duration::from_secs(ACK_REQUEST_INTERVAL_SECS));
+    ack_timer.tick().await;
+    // A connection that drops without a clean close may be resumed
+    // (XEP-0198); one we ended with a stream error may not.
+    let mut dropped = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => session.on_shutdown(),
+            routed = recv(&mut rx) => match routed {
+                Some(item) => session.on_routed(item),
+                None => rx = None,
+            },
+            n = stream.read(&mut buf) => match n {
+                Ok(0) | Err(_) => {
+                    dropped = !session.is_closed();
+                    break;
+                }
+                Ok(n) => {
+                    match parser.feed(&buf[..n]) {
+                        Ok(events) => {
+                            for ev in events {
+                                match ev {
+                                    StreamEvent::Header(a) => session.on_header(&a),
+                                    StreamEvent::Element(e) => session.on_element(e),
+                                    StreamEvent::Close => session.on_close(),
+                                }
+                                if session.take_restart() {
+                                    parser.reset();
+                                }
+                            }
+                        }
+                        Err(e) => session.on_parse_error(&e),
+                    }
+                    let wait = shaper.take_debt(n as f64, Instant::now());
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            },
+            _ = tokio::time::sleep_until(handshake_deadline), if !session.is_bound() => session.on_handshake_timeout(),
+            _ = ack_timer.tick() => session.on_ack_timer(),
+        }
+        if let Some(parked) = session.take_resumed() {
+            session = parked.session;
+            rx = Some(parked.rx);
+        }
+        if rx.is_none() {
+            rx = session.take_rx();
+        }
+        if session.wants_ack_request() {
+            session.on_ack_timer();
+        }
+        let (out, close, starttls) = render(session.take_outputs(), &ctx.domain, session.stream_id());
+        if !out.is_empty() {
+            let w = async {
+                stream.write_all(out.as_bytes()).await?;
+                stream.flush().await
+            };
+            if !matches!(tokio::time::timeout(Duration::from_secs(WRITE_TIMEOUT_SECS), w).await, Ok(Ok(()))) {
+                dropped = true;
+                break;
+            }
+        }
+        if starttls {
+            return End::StartTls(session, parser);
+        }
+        if close {
+            let _ = tokio::time::timeout(Duration::from_secs(2), stream.shutdown()).await;
+            break;
+        }
+    }
+    session.on_disconnect(rx, !dropped);
+    End::Done
+}
+
+async fn recv(rx: &mut Option<mpsc::Receiver<Routed>>) -> Option<Routed> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,195 @@
+//! SASL negotiation and in-band registration before authentication.
+
+use super::{Session, State};
+use crate::ns;
+use crate::sasl::{CredentialLookup, Mechanism, Step};
+use crate::xml::{self, ElementExt};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use chorus_core::credentials::Credentials;
+use chorus_core::store::{Store, StoreError};
+use minidom::Element;
+use std::time::Instant;
+
+/// SASL failures tolerated on one stream before it is closed.
+const SASL_FAILURES_PER_STREAM_MAX: u32 = 5;
+
+struct StoreLookup<'a> {
+    store: &'a dyn Store,
+    domain: &'a str,
+}
+
+/// Normalizes a username to its nodeprep'd localpart, if valid.
+pub(crate) fn normalize_user(name: &str, domain: &str) -> Option<String> {
+    let j = jid::BareJid::new(&format!("{name}@{domain}")).ok()?;
+    let node = j.node()?.to_string();
+    (j.domain().as_str() == domain).then_some(node)
+}
+
+impl CredentialLookup for StoreLookup<'_> {
+    fn lookup(&self, username: &str) -> Option<Credentials> {
+        let user = normalize_user(username, self.domain)?;
+        match self.store.credentials(&user) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read credentials");
+                None
+            }
+        }
+    }
+}
+
+impl Session {
+    pub(super) fn on_sasl(&mut self, el: Element) {
+        match el.name() {
+            "auth" => {
+                let mech = el.attr("mechanism").unwrap_or_default().to_owned();
+                let allowed = match mech.as_str() {
+                    "PLAIN" => self.ctx.config.c2s.allow_plain,
+                    _ => true,
+                };
+                let m = if allowed { Mechanism::start(&mech) } else { None };
+                let Some(m) = m else {
+                    return self.sasl_failure("invalid-mechanism", None);
+                };
+                if self.ctx.auth_throttle.address_blocked(self.peer, Instant::now()) {
+                    return self.sasl_failure("temporary-auth-failure", None);
+                }
+                self.sasl = Some(m);
+                self.sasl_step(&el, &mech);
+            }
+            "response" => {
+                if self.sasl.is_none() {
+                    return self.sasl_failure("malformed-request", None);
+                }
+                self.sasl_step(&el, "");
+            }
+            "abort" => {
+                self.sasl = None;
+                self.sasl_failure("aborted", None);
+            }
+            _ => self.stream_error("unsupported-stanza-type", None),
+        }
+    }
+
+    fn sasl_step(&mut self, el: &Element, mech_name: &str) {
+        let text = el.text();
+        let data = if text.trim() == "=" {
+            Vec::new()
+        } else {
+            match B64.decode(text.trim()) {
+                Ok(d) => d,
+                Err(_) => {
+                    self.sasl = None;
+                    return self.sasl_failure("incorrect-encoding", None);
+                }
+            }
+        };
+        let Some(mut mech) = self.sasl.take() else { return };
+        let step = {
+            let lookup = StoreLookup { store: self.ctx.store.as_ref(), domain: &self.ctx.domain };
+            mech.step(&data, &lookup)
+        };
+        match step {
+            Step::Challenge(c) => {
+                if let Some(user) = scram_user(&data)
+                    && self.ctx.auth_throttle.account_blocked(&user, Instant::now())
+                {
+                    return self.sasl_failure("temporary-auth-failure", None);
+                }
+                self.sasl = Some(mech);
+                self.out.push(super::Output::Element(xml::new("challenge", ns::SASL).with_text(B64.encode(c))));
+            }
+            Step::Success { username, additional } => self.sasl_success(&username, additional, mech_name),
+            Step::Failure { condition, username } => self.sasl_failure(condition, username),
+        }
+    }
+
+    fn sasl_success(&mut self, username: &str, additional: Vec<u8>, mech_name: &str) {
+        let Some(user) = normalize_user(username, &self.ctx.domain) else {
+            return self.sasl_failure("not-authorized", None);
+        };
+        if self.ctx.auth_throttle.account_blocked(&user, Instant::now()) {
+            return self.sasl_failure("temporary-auth-failure", None);
+        }
+        let mech = if mech_name.is_empty() { "SCRAM" } else { mech_name };
+        metrics::counter!("chorus_logins_total", "mechanism" => mech.to_owned()).increment(1);
+        tracing::info!(user = %user, peer = %self.peer, "authenticated");
+        self.user = Some(user);
+        self.state = State::Authenticated;
+        let mut s = xml::new("success", ns::SASL);
+        if !additional.is_empty() {
+            s.append_text(B64.encode(additional));
+        }
+        self.out.push(super::Output::Element(s));
+        self.stream_open = false;
+        self.restart = true;
+    }
+
+    fn sasl_failure(&mut self, condition: &'static str, username: Option<String>) {
+        self.sasl = None;
+        if matches!(condition, "not-authorized" | "invalid-authzid") {
+            let account = username.and_then(|u| normalize_user(&u, &self.ctx.domain));
+            self.ctx.auth_throttle.failed(account.as_deref(), self.peer, Instant::now());
+        }
+        metrics::counter!("chorus_login_failures_total", "reason" => condition).increment(1);
+        let f = xml::new("failure", ns::SASL).with_child(xml::new(condition, ns::SASL));
+        self.out.push(super::Output::Element(f));
+        self.sasl_failures += 1;
+        if self.sasl_failures >= SASL_FAILURES_PER_STREAM_MAX {
+            self.stream_error("policy-violation", Some("too many failed authentication attempts"));
+        }
+    }
+
+    pub(super) fn on_register_unauthenticated(&mut self, iq: &Element, q: &Element) {
+        match iq.attr("type") {
+            Some("get") => {
+                let form = xml::new("query", ns::REGISTER)
+                    .with_child(xml::new("instructions", ns::REGISTER).with_text("Choose a username and password."))
+                    .with_child(xml::new("username", ns::REGISTER))
+                    .with_child(xml::new("password", ns::REGISTER));
+                self.out.push(super::Output::Element(xml::iq_result(iq).with_child(form)));
+            }
+            Some("set") => {
+                let reply = self.register(iq, q);
+                self.out.push(super::Output::Element(reply));
+            }
+            _ => {}
+        }
+    }
+
+    fn register(&mut self, iq: &Element, q: &Element) -> Element {
+        let name = q.get_child("username", ns::REGISTER).map(|e| e.text()).unwrap_or_default();
+        let password = q.get_child("password", ns::REGISTER).map(|e| e.text()).unwrap_or_default();
+        if self.ctx.auth_throttle.address_blocked(self.peer, Instant::now()) {
+            return xml::error_reply(iq, "wait", "resource-constraint");
+        }
+        let Some(user) = normalize_user(&name, &self.ctx.domain) else {
+            return xml::error_reply(iq, "modify", "jid-malformed");
+        };
+        let Ok(creds) = Credentials::from_password(&password) else {
+            return xml::error_reply(iq, "modify", "not-acceptable");
+        };
+        // Registrations count against the address like failures do, so one
+        // address cannot mass-create accounts.
+        self.ctx.auth_throttle.failed(None, self.peer, Instant::now());
+        match self.ctx.store.create_account(&user, &creds) {
+            Ok(()) => {
+                tracing::info!(user = %user, peer = %self.peer, "account registered in-band");
+                xml::iq_result(iq)
+            }
+            Err(StoreError::AccountExists(_)) => xml::error_reply(iq, "cancel", "conflict"),
+            Err(e) => {
+                tracing::error!(error = %e, "registration failed");
+                xml::error_reply(iq, "wait", "internal-server-error")
+            }
+        }
+    }
+}
+
+/// The username from a SCRAM client-first message, for throttling.
+fn scram_user(data: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(data).ok()?;
+    let bare = text.splitn(3, ',').nth(2)?;
+    bare.split(',').next()?.strip_prefix("n=").map(str::to_owned)
+}

@@ -1,0 +1,285 @@
+//! IQ handling: the server's own services (disco, ping, version, time,
+//! vCard, blocking, carbons, registration) and routing IQs between users.
+
+use super::Session;
+use super::message::Target;
+use crate::ns;
+use crate::router::Routed;
+use crate::xml::{self, ElementExt};
+use chorus_core::credentials::Credentials;
+use minidom::Element;
+
+/// Features the server answers, advertised in disco#info. Every entry has a
+/// handler in this module (or in the stream negotiation).
+const SERVER_FEATURES: &[&str] = &[
+    ns::DISCO_INFO,
+    ns::DISCO_ITEMS,
+    ns::PING,
+    ns::VERSION,
+    ns::TIME,
+    ns::VCARD,
+    ns::BLOCKING,
+    ns::CARBONS,
+    ns::ROSTER,
+    ns::SM,
+    ns::CSI,
+    "msgoffline",
+];
+
+impl Session {
+    pub(super) fn on_iq(&mut self, iq: Element) {
+        let typ = iq.attr("type").unwrap_or_default().to_owned();
+        if !matches!(typ.as_str(), "get" | "set" | "result" | "error") || iq.attr("id").is_none() {
+            return self.send(xml::error_reply(&iq, "modify", "bad-request"));
+        }
+        let to = iq.attr("to").map(str::to_owned);
+        let own_bare = to.as_deref() == Some(self.bare().as_str());
+        match self.target(to.as_deref()) {
+            Target::Remote => {
+                if typ == "get" || typ == "set" {
+                    self.send(xml::error_reply(&iq, "cancel", "remote-server-not-found"));
+                }
+            }
+            Target::Server => self.server_iq(&iq, &typ),
+            Target::Local { user, resource: None } => {
+                if own_bare {
+                    self.server_iq(&iq, &typ)
+                } else {
+                    self.bare_iq(&iq, &typ, &user)
+                }
+            }
+            Target::Local { user, resource: Some(r) } => self.route_iq(iq, &typ, &user, &r),
+        }
+    }
+
+    fn route_iq(&mut self, iq: Element, typ: &str, user: &str, resource: &str) {
+        let request = typ == "get" || typ == "set";
+        if self.blocks(&self.user().to_owned(), iq.attr("to").unwrap_or_default()) {
+            if request {
+                self.blocked_by_sender_error(&iq);
+            }
+            return;
+        }
+        if self.blocks(user, &self.full()) {
+            if request {
+                self.send(xml::error_reply(&iq, "cancel", "service-unavailable"));
+            }
+            return;
+        }
+        if self.ctx.router.deliver(user, resource, Routed::Stanza(iq.clone())).is_err() && request {
+            self.send(xml::error_reply(&iq, "cancel", "service-unavailable"));
+        }
+    }
+
+    /// An IQ to another user's bare JID is answered by the server on the
+    /// account's behalf (RFC 6121 section 8.5.1).
+    fn bare_iq(&mut self, iq: &Element, typ: &str, user: &str) {
+        if typ != "get" && typ != "set" {
+            return;
+        }
+        let exists = self.account_exists(user);
+        if !exists || self.blocks(user, &self.full()) {
+            return self.send(xml::error_reply(iq, "cancel", "service-unavailable"));
+        }
+        let payload = iq.children().next().cloned();
+        match payload {
+            Some(p) if p.is("vCard", ns::VCARD) && typ == "get" => self.vcard_get(iq, user),
+            Some(p) if p.is("ping", ns::PING) => self.send(xml::iq_result(iq)),
+            Some(p) if p.is("query", ns::DISCO_INFO) => {
+                let q = xml::new("query", ns::DISCO_INFO)
+                    .with_child(xml::new("identity", ns::DISCO_INFO).with_attr("category", "account").with_attr("type", "registered"))
+                    .with_child(xml::new("feature", ns::DISCO_INFO).with_attr("var", ns::DISCO_INFO));
+                self.send(xml::iq_result(iq).with_child(q));
+            }
+            _ => self.send(xml::error_reply(iq, "cancel", "service-unavailable")),
+        }
+    }
+
+    fn server_iq(&mut self, iq: &Element, typ: &str) {
+        if typ != "get" && typ != "set" {
+            return;
+        }
+        let Some(payload) = iq.children().next().cloned() else {
+            return self.send(xml::error_reply(iq, "modify", "bad-request"));
+        };
+        let get = typ == "get";
+        match (payload.name(), payload.ns().as_str()) {
+            ("query", ns::ROSTER) => self.on_roster_iq(iq, &payload),
+            ("query", ns::DISCO_INFO) if get => self.disco_info(iq, &payload),
+            ("query", ns::DISCO_ITEMS) if get => {
+                self.send(xml::iq_result(iq).with_child(xml::new("query", ns::DISCO_ITEMS)))
+            }
+            ("ping", ns::PING) => self.send(xml::iq_result(iq)),
+            ("query", ns::VERSION) if get => {
+                let q = xml::new("query", ns::VERSION)
+                    .with_child(xml::new("name", ns::VERSION).with_text("Chorus"))
+                    .with_child(xml::new("version", ns::VERSION).with_text(env!("CARGO_PKG_VERSION")));
+                self.send(xml::iq_result(iq).with_child(q));
+            }
+            ("time", ns::TIME) if get => {
+                let t = xml::new("time", ns::TIME)
+                    .with_child(xml::new("tzo", ns::TIME).with_text("+00:00"))
+                    .with_child(xml::new("utc", ns::TIME).with_text(chorus_core::time::xep0082(chorus_core::time::now_millis())));
+                self.send(xml::iq_result(iq).with_child(t));
+            }
+            ("vCard", ns::VCARD) if get => {
+                let user = self.user().to_owned();
+                self.vcard_get(iq, &user)
+            }
+            ("vCard", ns::VCARD) => self.vcard_set(iq, &payload),
+            ("blocklist", ns::BLOCKING) if get => self.blocklist_get(iq),
+            ("block" | "unblock", ns::BLOCKING) if !get => self.block_set(iq, &payload),
+            ("enable" | "disable", ns::CARBONS) if !get => {
+                let on = payload.name() == "enable";
+                self.carbons = on;
+                let (user, res, id) = (self.user().to_owned(), self.resource.clone().unwrap_or_default(), self.id);
+                self.ctx.router.update(&user, &res, id, &mut |i| i.carbons = on);
+                self.send(xml::iq_result(iq));
+            }
+            ("session", ns::SESSION) if !get => self.send(xml::iq_result(iq)),
+            ("query", ns::REGISTER) if self.ctx.config.registration.enabled => self.register_authenticated(iq, &payload, get),
+            _ => self.send(xml::error_reply(iq, "cancel", "service-unavailable")),
+        }
+    }
+
+    fn disco_info(&mut self, iq: &Element, q: &Element) {
+        if q.attr("node").is_some() {
+            return self.send(xml::error_reply(iq, "cancel", "item-not-found"));
+        }
+        let mut query = xml::new("query", ns::DISCO_INFO).with_child(
+            xml::new("identity", ns::DISCO_INFO)
+                .with_attr("category", "server")
+                .with_attr("type", "im")
+                .with_attr("name", "Chorus"),
+        );
+        let mut features: Vec<&str> = SERVER_FEATURES.to_vec();
+        if self.ctx.config.registration.enabled {
+            features.push(ns::REGISTER);
+        }
+        for f in features {
+            query.append_child(xml::new("feature", ns::DISCO_INFO).with_attr("var", f));
+        }
+        self.send(xml::iq_result(iq).with_child(query));
+    }
+
+    fn vcard_get(&mut self, iq: &Element, user: &str) {
+        let stored = self.ctx.store.vcard(user);
+        let vcard = match stored {
+            Ok(Some(x)) => crate::parser::parse_frame(x.as_bytes(), self.ctx.config.limits.vcard_bytes_max * 2, 64).ok(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read vCard");
+                return self.send(xml::error_reply(iq, "wait", "internal-server-error"));
+            }
+        };
+        let vcard = vcard.unwrap_or_else(|| xml::new("vCard", ns::VCARD));
+        self.send(xml::iq_result(iq).with_child(vcard));
+    }
+
+    fn vcard_set(&mut self, iq: &Element, vcard: &Element) {
+        if iq.attr("to").is_some_and(|t| t != self.bare()) {
+            return self.send(xml::error_reply(iq, "auth", "forbidden"));
+        }
+        let text = vcard.to_xml();
+        if text.len() > self.ctx.config.limits.vcard_bytes_max {
+            return self.send(xml::error_reply(iq, "modify", "not-acceptable"));
+        }
+        let user = self.user().to_owned();
+        match self.ctx.store.set_vcard(&user, &text) {
+            Ok(()) => self.send(xml::iq_result(iq)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store vCard");
+                self.send(xml::error_reply(iq, "wait", "internal-server-error"))
+            }
+        }
+    }
+
+    fn blocklist_get(&mut self, iq: &Element) {
+        let list = self.ctx.store.blocklist(self.user()).unwrap_or_default();
+        let mut q = xml::new("blocklist", ns::BLOCKING);
+        for j in list {
+            q.append_child(xml::new("item", ns::BLOCKING).with_attr("jid", j));
+        }
+        self.send(xml::iq_result(iq).with_child(q));
+    }
+
+    fn block_set(&mut self, iq: &Element, payload: &Element) {
+        let block = payload.name() == "block";
+        let mut jids = Vec::new();
+        for item in payload.children().filter(|c| c.is("item", ns::BLOCKING)) {
+            match item.attr("jid").and_then(|j| jid::Jid::new(j).ok()) {
+                Some(j) => jids.push(j.to_string()),
+                None => return self.send(xml::error_reply(iq, "modify", "jid-malformed")),
+            }
+        }
+        if block && jids.is_empty() {
+            return self.send(xml::error_reply(iq, "modify", "bad-request"));
+        }
+        let user = self.user().to_owned();
+        if block {
+            let current = self.ctx.store.blocklist(&user).unwrap_or_default().len();
+            if current + jids.len() > self.ctx.config.limits.blocklist_items_max {
+                return self.send(xml::error_reply(iq, "wait", "resource-constraint"));
+            }
+            // Blocked contacts stop seeing us at once (XEP-0191 section 3.3).
+            for j in &jids {
+                self.send_unavailable_to(j);
+            }
+        }
+        let result = if !block && jids.is_empty() {
+            self.ctx.store.clear_blocklist(&user)
+        } else {
+            self.ctx.store.set_blocked(&user, &jids, block)
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cannot change block list");
+            return self.send(xml::error_reply(iq, "wait", "internal-server-error"));
+        }
+        self.send(xml::iq_result(iq));
+        // Every resource of the user learns of the change.
+        let mut push = xml::new(payload.name(), ns::BLOCKING);
+        for j in &jids {
+            push.append_child(xml::new("item", ns::BLOCKING).with_attr("jid", j.clone()));
+        }
+        let bare = self.bare();
+        for r in self.ctx.router.resources(&user) {
+            let p = xml::new("iq", ns::CLIENT)
+                .with_attr("type", "set")
+                .with_attr("id", format!("block-{}", super::random_id()))
+                .with_attr("to", format!("{bare}/{}", r.resource))
+                .with_child(push.clone());
+            if r.session_id == self.id {
+                self.send(p);
+            } else {
+                let _ = self.ctx.router.deliver(&user, &r.resource, Routed::Stanza(p));
+            }
+        }
+    }
+
+    fn register_authenticated(&mut self, iq: &Element, q: &Element, get: bool) {
+        if get {
+            let reply = xml::new("query", ns::REGISTER)
+                .with_child(xml::new("registered", ns::REGISTER))
+                .with_child(xml::new("username", ns::REGISTER).with_text(self.user().to_owned()));
+            return self.send(xml::iq_result(iq).with_child(reply));
+        }
+        let user = self.user().to_owned();
+        if q.has_child("remove", ns::REGISTER) {
+            return match self.ctx.store.remove_account(&user) {
+                Ok(_) => {
+                    self.send(xml::iq_result(iq));
+                    self.stream_error("not-authorized", Some("account removed"));
+                }
+                Err(_) => self.send(xml::error_reply(iq, "wait", "internal-server-error")),
+            };
+        }
+        let password = q.get_child("password", ns::REGISTER).map(|p| p.text()).unwrap_or_default();
+        match Credentials::from_password(&password) {
+            Ok(c) => match self.ctx.store.set_credentials(&user, &c) {
+                Ok(()) => self.send(xml::iq_result(iq)),
+                Err(_) => self.send(xml::error_reply(iq, "wait", "internal-server-error")),
+            },
+            Err(_) => self.send(xml::error_reply(iq, "modify", "not-acceptable")),
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! Message routing (RFC 6121 section 8), offline storage with XEP-0203
+//! delays, XEP-0280 carbons and XEP-0191 block checks.
+
+use super::Session;
+use crate::ns;
+use crate::router::{DeliverError, Routed};
+use crate::xml::{self, ElementExt};
+use chorus_core::archive::ArchiveRecord;
+use chorus_core::store::{OfflineMessage, StoreError};
+use minidom::Element;
+
+/// Where a stanza addressed to `to` goes.
+pub(super) enum Target {
+    /// The server itself.
+    Server,
+    /// A local account, optionally a specific resource.
+    Local { user: String, resource: Option<String> },
+    /// Another domain; there is no federation unless configured.
+    Remote,
+}
+
+fn is_error(el: &Element) -> bool {
+    el.attr("type") == Some("error")
+}
+
+impl Session {
+    pub(super) fn target(&self, to: Option<&str>) -> Target {
+        let Some(to) = to else { return Target::Server };
+        let Ok(j) = jid::Jid::new(to) else { return Target::Remote };
+        if j.domain().as_str() != self.ctx.domain {
+            return Target::Remote;
+        }
+        match j.node() {
+            None => Target::Server,
+            Some(n) => Target::Local { user: n.to_string(), resource: j.resource().map(|r| r.to_string()) },
+        }
+    }
+
+    /// Whether `owner` blocks `other` (a JID string) per XEP-0191.
+    pub(super) fn blocks(&self, owner: &str, other: &str) -> bool {
+        let Ok(j) = jid::Jid::new(other) else { return false };
+        let list = match self.ctx.store.blocklist(owner) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read block list");
+                return false;
+            }
+        };
+        if list.is_empty() {
+            return false;
+        }
+        let bare = j.to_bare().to_string();
+        let domain = j.domain().to_string();
+        list.iter().any(|b| *b == other || *b == bare || *b == domain)
+    }
+
+    pub(super) fn account_exists(&self, user: &str) -> bool {
+        matches!(self.ctx.store.credentials(user), Ok(Some(_)))
+    }
+
+    /// Replies with the XEP-0191 "you blocked them" error.
+    pub(super) fn blocked_by_sender_error(&mut self, el: &Element) {
+        let mut e = xml::error_reply(el, "cancel", "not-acceptable");
+        if let Some(err) = e.get_child_mut("error", ns::CLIENT) {
+            err.append_child(xml::new("blocked", ns::BLOCKING_ERRORS));
+        }
+        self.send(e);
+    }
+
+    pub(super) fn on_message(&mut self, el: Element) {
+        let to = el.attr("to").map(str::to_owned).unwrap_or_else(|| self.bare());
+        let mut el = el;
+        el.put_attr("to", to.clone());
+        match self.target(Some(&to)) {
+            Target::Remote => {
+                if !is_error(&el) {
+                    self.send(xml::error_reply(&el, "cancel", "remote-server-not-found"));
+                }
+            }
+            Target::Server => {
+                if !is_error(&el) && el.attr("type") != Some("headline") {
+                    self.send(xml::error_reply(&el, "cancel", "service-unavailable"));
+                }
+            }
+            Target::Local { user, resource } => {
+                if self.blocks(&self.user().to_owned(), &to) {
+                    if !is_error(&el) {
+                        self.blocked_by_sender_error(&el);
+                    }
+                    return;
+                }
+                let carbon_eligible = carbon_eligible(&el);
+                if self.route_message(&el, &user, resource.as_deref()) && carbon_eligible {
+                    self.send_sent_carbons(&el);
+                }
+            }
+        }
+    }
+
+    /// Routes a message from this session to a local user. Returns whether
+    /// it was accepted (delivered or stored).
+    pub(super) fn route_message(&mut self, el: &Element, user: &str, resource: Option<&str>) -> bool {
+        let typ = el.attr("type").unwrap_or("normal");
+        if !self.account_exists(user) {
+            if typ != "error" && typ != "headline" {
+                self.send(xml::error_reply(el, "cancel", "service-unavailable"));
+            }
+            return false;
+        }
+        if self.blocks(user, &self.full()) {
+            if typ != "error" {
+                self.send(xml::error_reply(el, "cancel", "service-unavailable"));
+            }
+            return false;
+        }
+        if typ == "groupchat" {
+            self.send(xml::error_reply(el, "cancel", "service-unavailable"));
+            return false;
+        }
+        if let Err(reply) = self.archive(el, user) {
+            self.send(reply);
+            return false;
+        }
+        let resources = self.ctx.router.resources(user);
+        if let Some(r) = resource {
+            if resources.iter().any(|i| i.resource == r) {
+                let delivered = self.ctx.router.deliver(user, r, Routed::Stanza(el.clone())).is_ok();
+                if delivered {
+                    self.send_received_carbons(el, user, &[r.to_owned()]);
+                    return true;
+                }
+                return self.store_offline(el, user);
+            }
+            if typ == "headline" || typ == "error" {
+                return false;
+            }
+        }
+        let available: Vec<_> = resources.iter().filter(|i| i.available && i.priority >= 0).collect();
+        let targets: Vec<String> = match typ {
+            "headline" => available.iter().map(|i| i.resource.clone()).collect(),
+            "error" => return false,
+            _ => {
+                let top = available.iter().map(|i| i.priority).max();
+                available.iter().filter(|i| Some(i.priority) == top).map(|i| i.resource.clone()).collect()
+            }
+        };
+        if targets.is_empty() {
+            return typ != "headline" && self.store_offline(el, user);
+        }
+        let mut delivered = Vec::new();
+        for r in &targets {
+            match self.ctx.router.deliver(user, r, Routed::Stanza(el.clone())) {
+                Ok(()) => delivered.push(r.clone()),
+                Err(DeliverError::QueueFull | DeliverError::NotFound) => {}
+            }
+        }
+        if delivered.is_empty() {
+            return self.store_offline(el, user);
+        }
+        self.send_received_carbons(el, user, &delivered);
+        true
+    }
+
+    fn archive(&self, el: &Element, user: &str) -> Result<(), Element> {
+        if !self.ctx.archive.enabled() || el.get_child("body", ns::CLIENT).is_none() {
+            return Ok(());
+        }
+        let record = ArchiveRecord {
+            from: self.bare(),
+            to: format!("{user}@{}", self.ctx.domain),
+            stamp_ms: chorus_core::time::now_millis(),
+            xml: el.to_xml(),
+        };
+        self.ctx.archive.append(record).map(|_| ()).map_err(|e| {
+            tracing::warn!(error = %e, "archive refused a message");
+            xml::error_reply(el, "wait", "resource-constraint")
+        })
+    }
+
+    /// Keeps a message for an offline user; replies with an error if that
+    /// is impossible. Returns whether it was stored.
+    pub(super) fn store_offline(&mut self, el: &Element, user: &str) -> bool {
+        if !worth_storing(el) {
+            return false;
+        }
+        let msg = OfflineMessage { stamp_ms: chorus_core::time::now_millis(), xml: el.to_xml() };
+        match self.ctx.store.push_offline(user, &msg, self.ctx.config.limits.offline_messages_max) {
+            Ok(()) => {
+                metrics::counter!("chorus_offline_stored_total").increment(1);
+                true
+            }
+            Err(StoreError::QuotaExceeded(_)) => {
+                self.send(xml::error_reply(el, "wait", "resource-constraint"));
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store offline message");
+                self.send(xml::error_reply(el, "wait", "internal-server-error"));
+                false
+            }
+        }
+    }
+
+    /// Keeps a stanza this session never got acknowledged, when it ends.
+    pub(super) fn store_unacked(&mut self, el: Element) {
+        if el.name() != "message" || !worth_storing(&el) {
+            return;
+        }
+        let user = self.user().to_owned();
+        let msg = OfflineMessage { stamp_ms: chorus_core::time::now_millis(), xml: el.to_xml() };
+        if let Err(e) = self.ctx.store.push_offline(&user, &msg, self.ctx.config.limits.offline_messages_max) {
+            tracing::warn!(error = %e, user = %user, "unacknowledged message could not be kept offline");
+        }
+    }
+
+    /// Delivers the offline queue to this session, oldest first, with delays.
+    pub(super) fn deliver_offline(&mut self) {
+        let user = self.user().to_owned();
+        let msgs = match self.ctx.store.take_offline(&user) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read offline messages");
+                return;
+            }
+        };
+        let limits = &self.ctx.config.limits;
+        let (bytes_max, depth_max) = (limits.stanza_bytes_max * 2, limits.xml_depth_max + 4);
+        for m in msgs {
+            match crate::parser::parse_frame(m.xml.as_bytes(), bytes_max, depth_max) {
+                Ok(mut el) => {
+                    if !el.has_child("delay", ns::DELAY) {
+                        el.append_child(
+                            xml::new("delay", ns::DELAY)
+                                .with_attr("from", self.ctx.domain.clone())
+                                .with_attr("stamp", chorus_core::time::xep0082(m.stamp_ms)),
+                        );
+                    }
+                    self.send(el);
+                }
+                Err(e) => tracing::error!(error = %e, "dropping unparseable offline message"),
+            }
+        }
+    }
+
+    fn send_sent_carbons(&mut self, el: &Element) {
+        let me = self.resource.clone().unwrap_or_default();
+        let user = self.user().to_owned();
+        for r in self.ctx.router.resources(&user) {
+            if r.carbons && r.resource != me {
+                let c = carbon("sent", el, &self.bare(), &format!("{}/{}", self.bare(), r.resource));
+                let _ = self.ctx.router.deliver(&user, &r.resource, Routed::Stanza(c));
+            }
+        }
+    }
+
+    fn send_received_carbons(&mut self, el: &Element, user: &str, delivered: &[String]) {
+        if !carbon_eligible(el) {
+            return;
+        }
+        let bare = format!("{user}@{}", self.ctx.domain);
+        for r in self.ctx.router.resources(user) {
+            if r.carbons && r.available && !delivered.contains(&r.resource) {
+                let c = carbon("received", el, &bare, &format!("{bare}/{}", r.resource));
+                let _ = self.ctx.router.deliver(user, &r.resource, Routed::Stanza(c));
+            }
+        }
+    }
+}
+
+/// XEP-0280 section 6: which messages are copied.
+fn carbon_eligible(el: &Element) -> bool {
+    if el.has_child("private", ns::CARBONS) || el.has_child("no-copy", ns::HINTS) {
+        return false;
+    }
+    match el.attr("type").unwrap_or("normal") {
+        "chat" => true,
+        "normal" => el.has_child("body", ns::CLIENT),
+        _ => false,
+    }
+}
+
+/// Whether a message is worth keeping offline (XEP-0160).
+fn worth_storing(el: &Element) -> bool {
+    el.has_child("body", ns::CLIENT) || el.has_child("subject", ns::CLIENT)
+}
+
+fn carbon(kind: &str, el: &Element, from: &str, to: &str) -> Element {
+    let forwarded = xml::new("forwarded", ns::FORWARD).with_child(el.clone());
+    xml::new("message", ns::CLIENT)
+        .with_attr("from", from)
+        .with_attr("to", to)
+        .with_attr("type", el.attr("type").unwrap_or("normal"))
+        .with_child(xml::new(kind, ns::CARBONS).with_child(forwarded))
+}

@@ -1,0 +1,188 @@
+//! Brute-force throttling of logins and token-bucket rate limits.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Keys tracked at most by one [`AuthThrottle`] map; the oldest are dropped.
+pub const THROTTLE_KEYS_MAX: usize = 100_000;
+
+/// Counts failed logins per account and per address in a sliding window.
+pub struct AuthThrottle {
+    window: Duration,
+    per_account_max: u32,
+    per_address_max: u32,
+    accounts: Mutex<HashMap<String, VecDeque<Instant>>>,
+    addresses: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+}
+
+fn prune(q: &mut VecDeque<Instant>, now: Instant, window: Duration) {
+    while q.front().is_some_and(|t| now.duration_since(*t) >= window) {
+        q.pop_front();
+    }
+}
+
+fn count<K: std::hash::Hash + Eq>(m: &Mutex<HashMap<K, VecDeque<Instant>>>, k: &K, now: Instant, w: Duration) -> u32 {
+    let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
+    match m.get_mut(k) {
+        Some(q) => {
+            prune(q, now, w);
+            q.len() as u32
+        }
+        None => 0,
+    }
+}
+
+fn record<K: std::hash::Hash + Eq + Clone>(m: &Mutex<HashMap<K, VecDeque<Instant>>>, k: &K, now: Instant, w: Duration) {
+    let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
+    if m.len() >= THROTTLE_KEYS_MAX && !m.contains_key(k) {
+        m.retain(|_, q| {
+            prune(q, now, w);
+            !q.is_empty()
+        });
+        if m.len() >= THROTTLE_KEYS_MAX {
+            return;
+        }
+    }
+    let q = m.entry(k.clone()).or_default();
+    prune(q, now, w);
+    q.push_back(now);
+}
+
+impl AuthThrottle {
+    /// A throttle with the configured window and thresholds.
+    pub fn new(window: Duration, per_account_max: u32, per_address_max: u32) -> AuthThrottle {
+        AuthThrottle {
+            window,
+            per_account_max,
+            per_address_max,
+            accounts: Mutex::default(),
+            addresses: Mutex::default(),
+        }
+    }
+
+    /// Whether an attempt from this address is refused right now.
+    pub fn address_blocked(&self, ip: IpAddr, now: Instant) -> bool {
+        count(&self.addresses, &ip, now, self.window) >= self.per_address_max
+    }
+
+    /// Whether an attempt for this account is refused right now.
+    pub fn account_blocked(&self, account: &str, now: Instant) -> bool {
+        count(&self.accounts, &account.to_owned(), now, self.window) >= self.per_account_max
+    }
+
+    /// Records a failed attempt.
+    pub fn failed(&self, account: Option<&str>, ip: IpAddr, now: Instant) {
+        record(&self.addresses, &ip, now, self.window);
+        if let Some(a) = account {
+            record(&self.accounts, &a.to_owned(), now, self.window);
+        }
+    }
+}
+
+/// A token bucket: `rate` tokens per second up to `burst`.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(rate: f64, burst: f64, now: Instant) -> TokenBucket {
+        TokenBucket { rate, burst, tokens: burst, last: now }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        self.last = now;
+    }
+
+    /// Takes `n` tokens if available.
+    pub fn try_take(&mut self, n: f64, now: Instant) -> bool {
+        self.refill(now);
+        if self.tokens >= n {
+            self.tokens -= n;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Takes `n` tokens, going into debt; returns how long to wait until the
+    /// debt is repaid (zero if none).
+    pub fn take_debt(&mut self, n: f64, now: Instant) -> Duration {
+        self.refill(now);
+        self.tokens -= n;
+        if self.tokens >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-self.tokens / self.rate) }
+    }
+}
+
+/// Per-user stanza rate limits shared by all of a user's sessions.
+pub struct UserRateLimits {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, TokenBucket>>,
+}
+
+impl UserRateLimits {
+    /// Limits of `rate` stanzas per second with a `burst` allowance.
+    pub fn new(rate: u32, burst: u32) -> UserRateLimits {
+        UserRateLimits { rate: rate as f64, burst: (rate + burst) as f64, buckets: Mutex::default() }
+    }
+
+    /// Whether the user may send one more stanza now.
+    pub fn allow(&self, user: &str, now: Instant) -> bool {
+        let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if b.len() >= THROTTLE_KEYS_MAX && !b.contains_key(user) {
+            b.retain(|_, t| {
+                t.refill(now);
+                t.tokens < t.burst
+            });
+        }
+        b.entry(user.to_owned())
+            .or_insert_with(|| TokenBucket::new(self.rate, self.burst, now))
+            .try_take(1.0, now)
+    }
+
+    /// Forgets a user's bucket (when their last session ends).
+    pub fn forget(&self, user: &str) {
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner()).remove(user);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttles_after_threshold_and_recovers() {
+        let t = AuthThrottle::new(Duration::from_secs(60), 3, 10);
+        let ip: IpAddr = "127.0.0.1".parse().expect("ip");
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(!t.account_blocked("a", t0));
+            t.failed(Some("a"), ip, t0);
+        }
+        assert!(t.account_blocked("a", t0));
+        assert!(!t.account_blocked("b", t0));
+        assert!(!t.address_blocked(ip, t0));
+        assert!(!t.account_blocked("a", t0 + Duration::from_secs(61)));
+    }
+
+    #[test]
+    fn bucket_limits_and_refills() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10.0, 2.0, t0);
+        assert!(b.try_take(1.0, t0));
+        assert!(b.try_take(1.0, t0));
+        assert!(!b.try_take(1.0, t0));
+        assert!(b.try_take(1.0, t0 + Duration::from_millis(100)));
+        let wait = b.take_debt(5.0, t0 + Duration::from_millis(100));
+        assert_eq!(wait, Duration::from_millis(500));
+    }
+}

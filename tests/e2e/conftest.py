@@ -1,0 +1,99 @@
+"""pytest fixtures for the Chorus end-to-end suite.
+
+Every test that asks for the ``node`` fixture gets its own, freshly started
+``chorus`` process (the real binary) on three free loopback ports, with its own
+data directory, and users created through the real CLI before the start.
+
+Tests are plain ``async def`` functions: the ``pytest_pyfunc_call`` hook below
+runs them on a fresh asyncio event loop (no pytest-asyncio plugin needed), with
+an overall deadline, and closes every XMPP client they left open.
+
+Per-test node customisation is done with a marker::
+
+    @pytest.mark.chorus(config={"registration": {"enabled": True}},
+                        users={"alice": "pw"}, start=False)
+
+``config`` is deep-merged into the default configuration (so it can add
+sections or override single keys); ``users`` replaces the default accounts;
+``start=False`` hands the test a node that is configured (and has its users)
+but not running yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import xmpp as xmpp_helpers  # noqa: E402  (after sys.path tweak)
+from chorus_node import Node  # noqa: E402
+
+# Inner deadline for one async test body; pytest-timeout (pytest.ini) is the
+# outer safety net that also covers fixture setup/teardown.
+ASYNC_TEST_DEADLINE_S = float(os.environ.get("CHORUS_E2E_TEST_DEADLINE", "90"))
+
+
+# --------------------------------------------------------------------------
+# fixtures and hooks
+# --------------------------------------------------------------------------
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "chorus(config=None, users=None, start=True): customise the node "
+        "fixture (extra TOML config merged in, accounts, autostart)")
+
+
+@pytest.fixture
+def node(request, tmp_path):
+    marker = request.node.get_closest_marker("chorus")
+    opts = dict(marker.kwargs) if marker else {}
+    n = Node(tmp_path / "node", config=opts.get("config"), users=opts.get("users"))
+    for name, pw in list(n.users.items()):
+        n.add_user(name, pw)
+    if opts.get("start", True):
+        n.start()
+    request.node._chorus_node = n
+    yield n
+    if n.proc is not None:
+        code = n.stop()
+        assert code == 0, (f"chorus exited with code {code} on SIGTERM\n"
+                           f"--- log tail ---\n{n.log_tail()}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed:
+        n = getattr(item, "_chorus_node", None)
+        if n is not None:
+            rep.sections.append(
+                (f"chorus node log tail ({n.log_path})", n.log_tail()))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """Run ``async def`` tests on a fresh event loop with a deadline."""
+    fn = pyfuncitem.obj
+    if not inspect.iscoroutinefunction(fn):
+        return None
+    argnames = pyfuncitem._fixtureinfo.argnames
+    kwargs = {name: pyfuncitem.funcargs[name] for name in argnames}
+
+    async def runner():
+        try:
+            await asyncio.wait_for(fn(**kwargs), ASYNC_TEST_DEADLINE_S)
+        finally:
+            await xmpp_helpers.close_all_clients()
+
+    asyncio.run(runner())
+    return True
