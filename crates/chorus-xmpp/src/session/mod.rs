@@ -167,10 +167,10 @@ impl Session {
     }
 
     /// The TLS handshake finished (after STARTTLS).
+    /// The transport resets its parser itself at this point.
     pub fn on_tls_established(&mut self) {
         self.secure = true;
         self.stream_open = false;
-        self.restart = true;
     }
 
     /// The bare JID string of the authenticated user.

@@ -1,1 +1,268 @@
 //! Unit tests of the session state machine with in-memory seams.
+
+use super::*;
+use crate::router::LocalRouter;
+use base64::Engine;
+use chorus_core::archive::MemArchive;
+use chorus_core::config::Config;
+use chorus_core::credentials::Credentials;
+use chorus_core::mem_store::MemStore;
+use chorus_core::store::Store;
+
+const DOMAIN: &str = "chorus.test";
+
+fn context(tweak: impl FnOnce(&mut Config)) -> (Arc<Context>, Arc<MemArchive>) {
+    let mut config = Config::default();
+    config.server.domain = DOMAIN.into();
+    config.limits.auth_failures_per_account_max = 3;
+    tweak(&mut config);
+    let store = Arc::new(MemStore::new());
+    for (u, p) in [("alice", "apw"), ("bob", "bpw")] {
+        store.create_account(u, &Credentials::from_password_with(p, 64).expect("valid")).expect("create");
+    }
+    let archive = Arc::new(MemArchive::default());
+    let ctx = Context::new(config, store, Arc::new(LocalRouter::new()), archive.clone());
+    (Arc::new(ctx), archive)
+}
+
+fn header() -> HashMap<String, String> {
+    [("to", DOMAIN), ("version", "1.0")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn parse(s: &str) -> Element {
+    crate::parser::parse_frame(s.as_bytes(), 1 << 20, 32).expect("valid test XML")
+}
+
+fn elements(out: Vec<Output>) -> Vec<Element> {
+    out.into_iter()
+        .filter_map(|o| match o {
+            Output::Element(e) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+fn plain_auth(user: &str, pass: &str) -> Element {
+    let b = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pass}"));
+    parse(&format!("<auth xmlns='{}' mechanism='PLAIN'>{b}</auth>", ns::SASL))
+}
+
+/// Logs in over an already-secure transport and binds `resource`.
+fn login(ctx: &Arc<Context>, user: &str, pass: &str, resource: &str) -> (Session, mpsc::Receiver<Routed>) {
+    let mut s = Session::new(ctx.clone(), Transport::DirectTls, "127.0.0.1".parse().expect("ip"));
+    s.on_header(&header());
+    s.on_element(plain_auth(user, pass));
+    assert!(s.take_restart(), "SASL success restarts the stream");
+    s.on_header(&header());
+    s.on_element(parse(&format!(
+        "<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='{}'><resource>{resource}</resource></bind></iq>",
+        ns::BIND
+    )));
+    let out = elements(s.take_outputs());
+    let bound = out.iter().any(|e| e.is("iq", ns::CLIENT) && e.attr("type") == Some("result"));
+    assert!(bound, "bind failed: {out:?}");
+    let rx = s.take_rx().expect("queue after bind");
+    (s, rx)
+}
+
+fn drain(s: &mut Session, rx: &mut mpsc::Receiver<Routed>) -> Vec<Element> {
+    while let Ok(r) = rx.try_recv() {
+        s.on_routed(r);
+    }
+    elements(s.take_outputs())
+}
+
+#[test]
+fn plain_tcp_offers_only_starttls_and_refuses_auth() {
+    let (ctx, _) = context(|_| {});
+    let mut s = Session::new(ctx, Transport::Tcp, "127.0.0.1".parse().expect("ip"));
+    s.on_header(&header());
+    let out = elements(s.take_outputs());
+    let features = out.iter().find(|e| e.is("features", ns::STREAM)).expect("features");
+    assert!(features.has_child("starttls", ns::TLS));
+    assert!(!features.has_child("mechanisms", ns::SASL));
+    s.on_element(plain_auth("alice", "apw"));
+    let out = s.take_outputs();
+    assert!(matches!(out.last(), Some(Output::StreamError { condition: "policy-violation", .. })));
+    assert!(s.is_closed());
+}
+
+#[test]
+fn starttls_then_mechanisms() {
+    let (ctx, _) = context(|_| {});
+    let mut s = Session::new(ctx, Transport::Tcp, "127.0.0.1".parse().expect("ip"));
+    s.on_header(&header());
+    s.take_outputs();
+    s.on_element(parse(&format!("<starttls xmlns='{}'/>", ns::TLS)));
+    assert!(matches!(s.take_outputs().as_slice(), [Output::StartTls]));
+    s.on_tls_established();
+    s.on_header(&header());
+    let out = elements(s.take_outputs());
+    let mechs = out[0].get_child("mechanisms", ns::SASL).expect("mechanisms after TLS");
+    let names: Vec<String> = mechs.children().map(|m| m.text()).collect();
+    assert_eq!(names, vec!["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]);
+}
+
+#[test]
+fn wrong_password_can_retry_then_throttles() {
+    let (ctx, _) = context(|_| {});
+    let mut s = Session::new(ctx.clone(), Transport::DirectTls, "127.0.0.1".parse().expect("ip"));
+    s.on_header(&header());
+    s.take_outputs();
+    s.on_element(plain_auth("alice", "wrong"));
+    let out = elements(s.take_outputs());
+    assert!(out[0].is("failure", ns::SASL) && out[0].has_child("not-authorized", ns::SASL));
+    s.on_element(plain_auth("alice", "apw"));
+    let out = elements(s.take_outputs());
+    assert!(out[0].is("success", ns::SASL), "retry on the same stream succeeds");
+
+    let mut s = Session::new(ctx, Transport::DirectTls, "127.0.0.2".parse().expect("ip"));
+    s.on_header(&header());
+    for _ in 0..3 {
+        s.on_element(plain_auth("bob", "wrong"));
+    }
+    s.take_outputs();
+    s.on_element(plain_auth("bob", "bpw"));
+    let out = elements(s.take_outputs());
+    assert!(out[0].has_child("temporary-auth-failure", ns::SASL), "{out:?}");
+}
+
+#[test]
+fn stanzas_before_bind_are_refused() {
+    let (ctx, _) = context(|_| {});
+    let mut s = Session::new(ctx, Transport::DirectTls, "127.0.0.1".parse().expect("ip"));
+    s.on_header(&header());
+    s.on_element(plain_auth("alice", "apw"));
+    s.on_header(&header());
+    s.take_outputs();
+    s.on_element(parse("<message xmlns='jabber:client' to='bob@chorus.test'><body>x</body></message>"));
+    assert!(matches!(s.take_outputs().last(), Some(Output::StreamError { condition: "not-authorized", .. })));
+}
+
+#[test]
+fn message_offline_then_delivered_with_delay_once() {
+    let (ctx, archive) = context(|_| {});
+    let (mut a, mut arx) = login(&ctx, "alice", "apw", "pc");
+    for i in 0..3 {
+        a.on_element(parse(&format!(
+            "<message xmlns='jabber:client' to='bob@chorus.test' type='chat'><body>m{i}</body></message>"
+        )));
+    }
+    assert!(drain(&mut a, &mut arx).is_empty(), "no errors for stored messages");
+    assert_eq!(ctx.store.offline_count("bob").expect("count"), 3);
+    assert_eq!(archive.records().len(), 3);
+    let (mut b, mut brx) = login(&ctx, "bob", "bpw", "phone");
+    b.on_element(parse("<presence xmlns='jabber:client'/>"));
+    let got = drain(&mut b, &mut brx);
+    let bodies: Vec<String> = got
+        .iter()
+        .filter(|e| e.is("message", ns::CLIENT))
+        .map(|m| {
+            assert!(m.has_child("delay", ns::DELAY), "offline message carries a delay");
+            m.get_child("body", ns::CLIENT).map(|b| b.text()).unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(bodies, vec!["m0", "m1", "m2"]);
+    assert_eq!(ctx.store.offline_count("bob").expect("count"), 0);
+}
+
+#[test]
+fn bare_jid_message_goes_to_highest_priority() {
+    let (ctx, _) = context(|_| {});
+    let (mut b1, mut b1rx) = login(&ctx, "bob", "bpw", "low");
+    let (mut b2, mut b2rx) = login(&ctx, "bob", "bpw", "high");
+    b1.on_element(parse("<presence xmlns='jabber:client'><priority>1</priority></presence>"));
+    b2.on_element(parse("<presence xmlns='jabber:client'><priority>5</priority></presence>"));
+    drain(&mut b1, &mut b1rx);
+    drain(&mut b2, &mut b2rx);
+    let (mut a, _arx) = login(&ctx, "alice", "apw", "pc");
+    a.on_element(parse("<message xmlns='jabber:client' to='bob@chorus.test' type='chat'><body>hi</body></message>"));
+    assert!(drain(&mut b1, &mut b1rx).iter().all(|e| !e.is("message", ns::CLIENT)));
+    let got = drain(&mut b2, &mut b2rx);
+    let m = got.iter().find(|e| e.is("message", ns::CLIENT)).expect("high priority gets it");
+    assert_eq!(m.attr("from"), Some("alice@chorus.test/pc"));
+}
+
+#[test]
+fn resource_conflict_ends_the_old_session() {
+    let (ctx, _) = context(|_| {});
+    let (mut old, mut orx) = login(&ctx, "alice", "apw", "same");
+    let (_new, _nrx) = login(&ctx, "alice", "apw", "same");
+    while let Ok(r) = orx.try_recv() {
+        old.on_routed(r);
+    }
+    let out = old.take_outputs();
+    assert!(matches!(out.last(), Some(Output::StreamError { condition: "conflict", .. })), "{out:?}");
+    assert_eq!(ctx.router.resources("alice").len(), 1);
+}
+
+#[test]
+fn subscription_handshake_reaches_both() {
+    let (ctx, _) = context(|_| {});
+    let (mut a, mut arx) = login(&ctx, "alice", "apw", "pc");
+    let (mut b, mut brx) = login(&ctx, "bob", "bpw", "pc");
+    for (s, rx) in [(&mut a, &mut arx), (&mut b, &mut brx)] {
+        s.on_element(parse("<iq xmlns='jabber:client' type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>"));
+        s.on_element(parse("<presence xmlns='jabber:client'/>"));
+        drain(s, rx);
+    }
+    a.on_element(parse("<presence xmlns='jabber:client' type='subscribe' to='bob@chorus.test'/>"));
+    drain(&mut a, &mut arx);
+    let got = drain(&mut b, &mut brx);
+    assert!(got.iter().any(|e| e.is("presence", ns::CLIENT) && e.attr("type") == Some("subscribe")));
+    b.on_element(parse("<presence xmlns='jabber:client' type='subscribed' to='alice@chorus.test'/>"));
+    drain(&mut b, &mut brx);
+    let got = drain(&mut a, &mut arx);
+    assert!(got.iter().any(|e| e.attr("type") == Some("subscribed")), "{got:?}");
+    assert!(got.iter().any(|e| e.is("presence", ns::CLIENT) && e.attr("type").is_none()), "bob's presence follows");
+    let item = ctx.store.roster_item("alice", "bob@chorus.test").expect("read").expect("item");
+    assert_eq!(item.subscription, chorus_core::roster::Subscription::To);
+    let item = ctx.store.roster_item("bob", "alice@chorus.test").expect("read").expect("item");
+    assert_eq!(item.subscription, chorus_core::roster::Subscription::From);
+}
+
+#[test]
+fn blocked_sender_is_not_delivered() {
+    let (ctx, _) = context(|_| {});
+    let (mut b, mut brx) = login(&ctx, "bob", "bpw", "pc");
+    b.on_element(parse("<presence xmlns='jabber:client'/>"));
+    b.on_element(parse(&format!(
+        "<iq xmlns='jabber:client' type='set' id='bl'><block xmlns='{}'><item jid='alice@chorus.test'/></block></iq>",
+        ns::BLOCKING
+    )));
+    drain(&mut b, &mut brx);
+    let (mut a, mut arx) = login(&ctx, "alice", "apw", "pc");
+    a.on_element(parse("<message xmlns='jabber:client' to='bob@chorus.test' type='chat'><body>x</body></message>"));
+    let got = drain(&mut a, &mut arx);
+    assert!(got.iter().any(|e| e.attr("type") == Some("error")), "sender gets an error");
+    assert!(drain(&mut b, &mut brx).iter().all(|e| !e.is("message", ns::CLIENT)));
+}
+
+#[tokio::test]
+async fn resumption_replays_unacked_stanzas() {
+    let (ctx, _) = context(|_| {});
+    let (mut b, mut brx) = login(&ctx, "bob", "bpw", "pc");
+    b.on_element(parse(&format!("<enable xmlns='{}' resume='true'/>", ns::SM)));
+    let out = elements(b.take_outputs());
+    let id = out[0].attr("id").expect("resumption id").to_owned();
+    b.on_element(parse("<presence xmlns='jabber:client'/>"));
+    drain(&mut b, &mut brx);
+    b.on_disconnect(Some(brx), false);
+    assert_eq!(ctx.parked.len(), 1);
+
+    let (mut a, _arx) = login(&ctx, "alice", "apw", "pc");
+    a.on_element(parse("<message xmlns='jabber:client' to='bob@chorus.test/pc' type='chat'><body>while away</body></message>"));
+
+    let mut n = Session::new(ctx.clone(), Transport::DirectTls, "127.0.0.1".parse().expect("ip"));
+    n.on_header(&header());
+    n.on_element(plain_auth("bob", "bpw"));
+    n.on_header(&header());
+    n.take_outputs();
+    n.on_element(parse(&format!("<resume xmlns='{}' previd='{id}' h='0'/>", ns::SM)));
+    let parked = n.take_resumed().expect("resumed");
+    let mut s = parked.session;
+    let mut rx = parked.rx;
+    let got = drain(&mut s, &mut rx);
+    assert!(got[0].is("resumed", ns::SM));
+    assert!(got.iter().any(|e| e.get_child("body", ns::CLIENT).is_some_and(|b| b.text() == "while away")));
+}
