@@ -391,3 +391,27 @@ mod tests {
         assert_eq!(e.key, "limits.xml_depth_max");
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    /// deploy/chorus.example.toml documents every setting with its default.
+    #[test]
+    fn example_config_matches_defaults_and_names_every_key() {
+        let text = include_str!("../../../deploy/chorus.example.toml");
+        let parsed = Config::parse(text, "chorus.example.toml", Vec::new()).expect("example parses");
+        let as_toml = |c: &Config| toml::Value::try_from(c).expect("serializes");
+        assert_eq!(as_toml(&parsed), as_toml(&Config::default()));
+        let toml::Value::Table(sections) = as_toml(&Config::default()) else { panic!("table") };
+        for (section, keys) in sections {
+            assert!(text.contains(&format!("[{section}]")), "section {section} missing");
+            if let toml::Value::Table(keys) = keys {
+                for key in keys.keys() {
+                    assert!(text.contains(&format!("{key} = ")), "{section}.{key} missing from the example");
+                }
+            }
+        }
+        assert!(text.contains("cert_file") && text.contains("key_file"));
+    }
+}

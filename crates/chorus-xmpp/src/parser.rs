@@ -349,4 +349,31 @@ mod tests {
         assert!(parse_frame(b"<message><a></message>", 4096, 8).is_err());
         assert!(parse_frame(&vec![b'a'; 5000], 4096, 8).is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_chunking_gives_the_same_events(cuts in proptest::collection::vec(0usize..200, 0..8)) {
+            let input = format!("{HEADER}<message to='a@b'><body>caf\u{e9} &amp; more</body></message><iq id='1' type='get'><query xmlns='jabber:iq:roster'/></iq></stream:stream>");
+            let bytes = input.as_bytes();
+            let expected = parser().feed(bytes).expect("valid");
+            let mut points: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            points.sort_unstable();
+            let mut p = parser();
+            let mut got = Vec::new();
+            let mut last = 0;
+            for c in points.into_iter().chain(std::iter::once(bytes.len())) {
+                got.extend(p.feed(&bytes[last..c]).expect("valid"));
+                last = c;
+            }
+            proptest::prop_assert_eq!(got, expected);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
+            let mut p = parser();
+            let _ = p.feed(HEADER.as_bytes());
+            let _ = p.feed(&data);
+            let _ = parse_frame(&data, 4096, 8);
+        }
+    }
 }

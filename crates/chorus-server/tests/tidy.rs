@@ -1,0 +1,89 @@
+//! Tidy checks over the whole source tree: module docs, banned macros and
+//! the crate layering that ARCHITECTURE.md promises.
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("readable source directory") {
+        let path = entry.expect("directory entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn all_sources() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for krate in std::fs::read_dir(root().join("crates")).expect("crates/") {
+        let krate = krate.expect("entry").path();
+        for sub in ["src", "tests"] {
+            if krate.join(sub).is_dir() {
+                rust_files(&krate.join(sub), &mut files);
+            }
+        }
+    }
+    assert!(files.len() > 10, "found the sources");
+    files
+}
+
+#[test]
+fn every_module_has_a_doc_comment() {
+    for f in all_sources() {
+        let text = std::fs::read_to_string(&f).expect("readable");
+        assert!(text.trim_start().starts_with("//!"), "{} has no //! module doc", f.display());
+    }
+}
+
+#[test]
+fn no_debugging_leftovers() {
+    let banned = [concat!("dbg", "!("), concat!("todo", "!("), concat!("unimplemented", "!(")];
+    for f in all_sources() {
+        let text = std::fs::read_to_string(&f).expect("readable");
+        for b in banned {
+            assert!(!text.contains(b), "{} contains {b}", f.display());
+        }
+    }
+}
+
+fn dependencies(krate: &str) -> String {
+    let manifest = std::fs::read_to_string(root().join("crates").join(krate).join("Cargo.toml")).expect("manifest");
+    manifest.split("[dev-dependencies]").next().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn crates_depend_downwards_only() {
+    // Only chorus-store links RocksDB.
+    for krate in ["chorus-core", "chorus-xmpp", "chorus-admin", "chorus-server"] {
+        assert!(!dependencies(krate).contains("rocksdb"), "{krate} must not depend on rocksdb");
+    }
+    // chorus-core performs no I/O.
+    let core = dependencies("chorus-core");
+    for banned in ["tokio", "chorus-"] {
+        assert!(!core.contains(&format!("\n{banned}")), "chorus-core must not depend on {banned}");
+    }
+    // The XMPP layer talks to storage through traits only.
+    let xmpp = dependencies("chorus-xmpp");
+    for banned in ["chorus-store", "chorus-admin", "chorus-server", "axum", "tonic"] {
+        assert!(!xmpp.contains(banned), "chorus-xmpp must not depend on {banned}");
+    }
+    let store = dependencies("chorus-store");
+    assert!(!store.contains("chorus-xmpp"), "chorus-store must not depend on chorus-xmpp");
+}
+
+#[test]
+fn only_the_xmpp_crate_parses_xml() {
+    for f in all_sources() {
+        let p = f.display().to_string();
+        if p.contains("chorus-xmpp") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).expect("readable");
+        assert!(!text.contains(concat!("rxml", "::")), "{p} parses XML outside chorus-xmpp");
+    }
+}
