@@ -25,6 +25,10 @@ READY_DEADLINE_S = 30.0
 STOP_DEADLINE_S = 10.0
 CLI_TIMEOUT_S = 60.0
 
+# Nodes whose process may still be running (killed at session end if a test
+# was interrupted, e.g. by pytest-timeout, before its teardown ran).
+_LIVE: set["Node"] = set()
+
 DEFAULT_USERS = {
     "alice": "alice-secret",
     "bob": "bob-secret",
@@ -206,6 +210,7 @@ class Node:
             stdout=self._log_fh, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env=self._env(),
         )
+        _LIVE.add(self)
         if wait:
             self.wait_ready()
 
@@ -247,11 +252,13 @@ class Node:
                 self.proc.wait(timeout=10)
                 self._close_log()
                 self.proc = None
+                _LIVE.discard(self)
                 raise AssertionError(
                     f"chorus did not exit within {timeout}s of SIGTERM\n"
-                    f"--- log tail ---\n{self.log_tail()}")
+                    f"--- log tail ---\n{self.log_tail()}") from None
         code = self.proc.returncode
         self.proc = None
+        _LIVE.discard(self)
         self._close_log()
         return code
 
@@ -260,6 +267,7 @@ class Node:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
         self.proc = None
+        _LIVE.discard(self)
         self._close_log()
 
     def restart(self) -> None:
@@ -287,3 +295,17 @@ class Node:
 
     def log_tail(self, lines: int = 150) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
+
+
+def kill_leftover_nodes() -> None:
+    """SIGKILL every node process still running (end-of-session safety net)."""
+    for n in list(_LIVE):
+        if n.proc is not None and n.proc.poll() is None:
+            n.proc.kill()
+            try:
+                n.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        n.proc = None
+        n._close_log()
+    _LIVE.clear()

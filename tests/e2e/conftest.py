@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import xmpp as xmpp_helpers  # noqa: E402  (after sys.path tweak)
-from chorus_node import Node  # noqa: E402
+from chorus_node import Node, kill_leftover_nodes  # noqa: E402
 
 # Inner deadline for one async test body; pytest-timeout (pytest.ini) is the
 # outer safety net that also covers fixture setup/teardown.
@@ -52,16 +52,25 @@ def pytest_configure(config):
         "fixture (extra TOML config merged in, accounts, autostart)")
 
 
+def pytest_sessionfinish(session, exitstatus):
+    kill_leftover_nodes()
+
+
 @pytest.fixture
 def node(request, tmp_path):
     marker = request.node.get_closest_marker("chorus")
     opts = dict(marker.kwargs) if marker else {}
     n = Node(tmp_path / "node", config=opts.get("config"), users=opts.get("users"))
-    for name, pw in list(n.users.items()):
-        n.add_user(name, pw)
-    if opts.get("start", True):
-        n.start()
     request.node._chorus_node = n
+    try:
+        for name, pw in list(n.users.items()):
+            n.add_user(name, pw)
+        if opts.get("start", True):
+            n.start()
+    except BaseException:
+        if n.running:
+            n.kill9()
+        raise
     yield n
     if n.proc is not None:
         code = n.stop()

@@ -18,7 +18,7 @@ async def test_50_concurrent_logins(node):
     assert len(clients) == 50
     results = await asyncio.gather(*(c.connect(timeout=60) for c in clients),
                                    return_exceptions=True)
-    failed = [(c.name, r) for c, r in zip(clients, results) if isinstance(r, BaseException)]
+    failed = [(c.name, r) for c, r in zip(clients, results, strict=True) if isinstance(r, BaseException)]
     assert not failed, f"{len(failed)} of 50 logins failed: {failed[:5]}"
     assert len({c.jid for c in clients}) == 50
     # Every session is live.

@@ -95,5 +95,5 @@ async def test_websocket_session(node):
         try:
             await asyncio.wait_for(ws.wait_closed(), 10)
         except asyncio.TimeoutError:
-            raise AssertionError("server did not close the WebSocket after <close/>")
+            raise AssertionError("server did not close the WebSocket after <close/>") from None
 

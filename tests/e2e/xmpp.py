@@ -135,11 +135,10 @@ async def close_all_clients() -> None:
     """Close every client created in this event loop (called after each test)."""
     clients = list(_ALL_CLIENTS)
     _ALL_CLIENTS.clear()
-    for c in clients:
-        try:
-            await c.close()
-        except Exception:  # pragma: no cover - best effort cleanup
-            log.debug("error closing %s", c.name, exc_info=True)
+    results = await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+    for c, r in zip(clients, results, strict=True):
+        if isinstance(r, BaseException):  # best effort cleanup
+            log.debug("error closing %s: %r", c.name, r)
 
 
 class Client:

@@ -22,13 +22,20 @@ pub async fn upgrade(
 ) -> Response {
     let ip = peer.0.ip();
     let Some(guard) = s.limiter.admit(s.limiter.slot().await, ip) else {
-        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections",
+        )
+            .into_response();
     };
     let max = s.ctx.config.limits.stanza_bytes_max;
-    ws.protocols(["xmpp"]).max_message_size(max).max_frame_size(max).on_upgrade(move |socket| async move {
-        run(s, socket, ip).await;
-        drop(guard);
-    })
+    ws.protocols(["xmpp"])
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| async move {
+            run(s, socket, ip).await;
+            drop(guard);
+        })
 }
 
 async fn run(s: HttpState, socket: WebSocket, ip: IpAddr) {
@@ -91,7 +98,9 @@ async fn run(s: HttpState, socket: WebSocket, ip: IpAddr) {
             }
         }
         if close {
-            let _ = sink.send(Message::Text(format!("<close xmlns='{}'/>", ns::FRAMING).into())).await;
+            let _ = sink
+                .send(Message::Text(format!("<close xmlns='{}'/>", ns::FRAMING).into()))
+                .await;
             let _ = sink.close().await;
             break;
         }

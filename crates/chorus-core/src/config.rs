@@ -59,7 +59,10 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { domain: "localhost".into(), data_dir: PathBuf::from("./data") }
+        ServerConfig {
+            domain: "localhost".into(),
+            data_dir: PathBuf::from("./data"),
+        }
     }
 }
 
@@ -111,7 +114,11 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: Some(SocketAddr::from(([0, 0, 0, 0], 8080))), tls: true, websocket: true }
+        HttpConfig {
+            listen: Some(SocketAddr::from(([0, 0, 0, 0], 8080))),
+            tls: true,
+            websocket: true,
+        }
     }
 }
 
@@ -193,7 +200,11 @@ pub struct StreamManagementConfig {
 
 impl Default for StreamManagementConfig {
     fn default() -> Self {
-        StreamManagementConfig { enabled: true, resume_timeout_secs: 300, unacked_stanzas_max: 2000 }
+        StreamManagementConfig {
+            enabled: true,
+            resume_timeout_secs: 300,
+            unacked_stanzas_max: 2000,
+        }
     }
 }
 
@@ -217,7 +228,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into(), format: "text".into() }
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+        }
     }
 }
 
@@ -234,7 +248,9 @@ impl Config {
             reason,
         };
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
             let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
             err("(syntax)", format!("{}{at}", e.message()))
         })?;
@@ -255,19 +271,30 @@ impl Config {
 
     /// Checks values that parse but make no sense.
     fn validate(&self) -> Result<(), (&'static str, String)> {
-        if jid::BareJid::new(&self.server.domain).map(|j| j.node().is_some()).unwrap_or(true)
+        if jid::BareJid::new(&self.server.domain)
+            .map(|j| j.node().is_some())
+            .unwrap_or(true)
             || self.server.domain.contains('/')
         {
-            return Err(("server.domain", format!("{:?} is not a valid XMPP domain", self.server.domain)));
+            return Err((
+                "server.domain",
+                format!("{:?} is not a valid XMPP domain", self.server.domain),
+            ));
         }
         if self.server.data_dir.as_os_str().is_empty() {
             return Err(("server.data_dir", "must not be empty".into()));
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
-            return Err(("tls.key_file", "cert_file and key_file must be set together".into()));
+            return Err((
+                "tls.key_file",
+                "cert_file and key_file must be set together".into(),
+            ));
         }
         if !["text", "json"].contains(&self.log.format.as_str()) {
-            return Err(("log.format", format!("{:?} is neither \"text\" nor \"json\"", self.log.format)));
+            return Err((
+                "log.format",
+                format!("{:?} is neither \"text\" nor \"json\"", self.log.format),
+            ));
         }
         let l = &self.limits;
         let positive: [(&'static str, u64); 12] = [
@@ -280,9 +307,15 @@ impl Config {
             ("limits.sessions_per_user_max", l.sessions_per_user_max as u64),
             ("limits.auth_failure_window_secs", l.auth_failure_window_secs),
             ("limits.handshake_timeout_secs", l.handshake_timeout_secs),
-            ("limits.session_queue_stanzas_max", l.session_queue_stanzas_max as u64),
+            (
+                "limits.session_queue_stanzas_max",
+                l.session_queue_stanzas_max as u64,
+            ),
             ("limits.roster_items_max", l.roster_items_max as u64),
-            ("stream_management.unacked_stanzas_max", self.stream_management.unacked_stanzas_max as u64),
+            (
+                "stream_management.unacked_stanzas_max",
+                self.stream_management.unacked_stanzas_max as u64,
+            ),
         ];
         for (key, v) in positive {
             if v == 0 {
@@ -318,7 +351,9 @@ fn apply_env_override(table: &mut toml::Table, name: &str, value: &str) -> Resul
         let entry = cur
             .entry(part.clone())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        cur = entry.as_table_mut().ok_or_else(|| format!("{part} is not a section"))?;
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("{part} is not a section"))?;
     }
     cur.insert(path[path.len() - 1].clone(), parsed);
     Ok(())
@@ -403,12 +438,20 @@ mod example_file {
         let parsed = Config::parse(text, "chorus.example.toml", Vec::new()).expect("example parses");
         let as_toml = |c: &Config| toml::Value::try_from(c).expect("serializes");
         assert_eq!(as_toml(&parsed), as_toml(&Config::default()));
-        let toml::Value::Table(sections) = as_toml(&Config::default()) else { panic!("table") };
+        let toml::Value::Table(sections) = as_toml(&Config::default()) else {
+            panic!("table")
+        };
         for (section, keys) in sections {
-            assert!(text.contains(&format!("[{section}]")), "section {section} missing");
+            assert!(
+                text.contains(&format!("[{section}]")),
+                "section {section} missing"
+            );
             if let toml::Value::Table(keys) = keys {
                 for key in keys.keys() {
-                    assert!(text.contains(&format!("{key} = ")), "{section}.{key} missing from the example");
+                    assert!(
+                        text.contains(&format!("{key} = ")),
+                        "{section}.{key} missing from the example"
+                    );
                 }
             }
         }

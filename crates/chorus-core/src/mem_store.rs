@@ -134,7 +134,9 @@ impl Store for MemStore {
     fn push_offline(&self, user: &str, msg: &OfflineMessage, max: usize) -> Result<(), StoreError> {
         self.with(user, |u| {
             if u.offline.len() >= max {
-                return Err(StoreError::QuotaExceeded(format!("{user} has {max} offline messages")));
+                return Err(StoreError::QuotaExceeded(format!(
+                    "{user} has {max} offline messages"
+                )));
             }
             u.offline.push(msg.clone());
             Ok(())

@@ -46,14 +46,19 @@ pub fn execute(store: &dyn Store, domain: &str, req: Request) -> Response {
     let r = crate::users::apply(store, domain, req);
     match r {
         Ok(users) => Response { error: None, users },
-        Err(e) => Response { error: Some(format!("{e:#}")), users: Vec::new() },
+        Err(e) => Response {
+            error: Some(format!("{e:#}")),
+            users: Vec::new(),
+        },
     }
 }
 
 /// Serves the control socket until the task is dropped.
 pub async fn serve(listener: UnixListener, store: Arc<dyn Store>, domain: String) {
     loop {
-        let Ok((conn, _)) = listener.accept().await else { continue };
+        let Ok((conn, _)) = listener.accept().await else {
+            continue;
+        };
         let (store, domain) = (store.clone(), domain.clone());
         tokio::spawn(async move {
             if let Err(e) = handle(conn, store, &domain).await {
@@ -73,9 +78,15 @@ async fn handle(conn: UnixStream, store: Arc<dyn Store>, domain: &str) -> std::i
             let domain = domain.to_owned();
             tokio::task::spawn_blocking(move || execute(store.as_ref(), &domain, req))
                 .await
-                .unwrap_or_else(|e| Response { error: Some(e.to_string()), users: Vec::new() })
+                .unwrap_or_else(|e| Response {
+                    error: Some(e.to_string()),
+                    users: Vec::new(),
+                })
         }
-        Err(e) => Response { error: Some(format!("bad request: {e}")), users: Vec::new() },
+        Err(e) => Response {
+            error: Some(format!("bad request: {e}")),
+            users: Vec::new(),
+        },
     };
     let mut out = serde_json::to_vec(&resp).unwrap_or_default();
     out.push(b'\n');
@@ -94,7 +105,9 @@ pub fn call(data_dir: &Path, req: &Request) -> anyhow::Result<Response> {
     line.push(b'\n');
     s.write_all(&line).context("send request")?;
     let mut resp = String::new();
-    std::io::BufReader::new(s).read_line(&mut resp).context("read response")?;
+    std::io::BufReader::new(s)
+        .read_line(&mut resp)
+        .context("read response")?;
     serde_json::from_str(&resp).context("parse response")
 }
 

@@ -5,12 +5,18 @@ use chorus_core::store::Store as _;
 use std::path::Path;
 
 /// The demo accounts and their passwords.
-pub const DEMO_ACCOUNTS: [(&str, &str); 3] = [("alice", "alice-pass"), ("bob", "bob-pass"), ("carol", "carol-pass")];
+pub const DEMO_ACCOUNTS: [(&str, &str); 3] = [
+    ("alice", "alice-pass"),
+    ("bob", "bob-pass"),
+    ("carol", "carol-pass"),
+];
 
 /// Writes a demo config (once), creates the accounts and runs the node.
 pub fn run(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let dir = dir.canonicalize().with_context(|| format!("resolve {}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("resolve {}", dir.display()))?;
     let cfg_path = dir.join("chorus.toml");
     if !cfg_path.exists() {
         let text = format!(
@@ -21,7 +27,10 @@ pub fn run(dir: &Path) -> anyhow::Result<()> {
     }
     let config = crate::load_config(&cfg_path)?;
     for (user, pass) in DEMO_ACCOUNTS {
-        let req = crate::control::Request::AddUser { user: user.into(), password: pass.into() };
+        let req = crate::control::Request::AddUser {
+            user: user.into(),
+            password: pass.into(),
+        };
         let db = config.server.data_dir.join("db");
         std::fs::create_dir_all(&config.server.data_dir)?;
         let store = chorus_store::RocksStore::open(&db)?;
@@ -29,11 +38,16 @@ pub fn run(dir: &Path) -> anyhow::Result<()> {
             crate::users::apply(&store, &config.server.domain, req)?;
         }
     }
-    println!("Chorus demo node for domain 'localhost' (config: {})", cfg_path.display());
+    println!(
+        "Chorus demo node for domain 'localhost' (config: {})",
+        cfg_path.display()
+    );
     println!("  XMPP with STARTTLS  127.0.0.1:5222    direct TLS  127.0.0.1:5223");
     println!("  WebSocket           wss://127.0.0.1:8080/xmpp-websocket");
     println!("  Metrics             https://127.0.0.1:8080/metrics");
-    println!("Accounts: alice@localhost / alice-pass, bob@localhost / bob-pass, carol@localhost / carol-pass");
+    println!(
+        "Accounts: alice@localhost / alice-pass, bob@localhost / bob-pass, carol@localhost / carol-pass"
+    );
     println!("The certificate is self-signed: accept it in your client. Stop with Ctrl-C.");
     crate::serve::run(config)
 }

@@ -18,7 +18,13 @@ use std::process::ExitCode;
 #[command(name = "chorus", version, about)]
 struct Cli {
     /// The TOML configuration file.
-    #[arg(long, short, global = true, env = "CHORUS_CONFIG", default_value = "chorus.toml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "CHORUS_CONFIG",
+        default_value = "chorus.toml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -43,7 +49,8 @@ enum Command {
 
 /// Reads and validates the configuration, naming file, key and reason.
 pub fn load_config(path: &Path) -> anyhow::Result<Config> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("read configuration file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("read configuration file {}", path.display()))?;
     Config::parse(&text, &path.display().to_string(), std::env::vars()).map_err(|e| anyhow::anyhow!("{e}"))
 }
 

@@ -26,7 +26,10 @@ fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     if config.log.format == "json" {
         b.json().init();
     } else {
@@ -37,7 +40,10 @@ fn init_logging(config: &Config) {
 /// Runs the node until a signal arrives.
 pub fn run(config: Config) -> anyhow::Result<()> {
     init_logging(&config);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start runtime")?;
     rt.block_on(serve(config))
 }
 
@@ -49,26 +55,53 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("install metrics recorder")?;
     let store = Arc::new(RocksStore::open(&data.join("db"))?);
     let tls = crate::tls::acceptor(&config)?;
-    let ctx = Arc::new(Context::new(config.clone(), store.clone(), Arc::new(LocalRouter::new()), Arc::new(NoArchive)));
-    let limiter = Arc::new(ConnectionLimiter::new(config.limits.connections_max, config.limits.connections_per_ip_max));
+    let ctx = Arc::new(Context::new(
+        config.clone(),
+        store.clone(),
+        Arc::new(LocalRouter::new()),
+        Arc::new(NoArchive),
+    ));
+    let limiter = Arc::new(ConnectionLimiter::new(
+        config.limits.connections_max,
+        config.limits.connections_per_ip_max,
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
     let mut tasks = JoinSet::new();
 
     let sock = control::socket_path(&data);
     let _ = std::fs::remove_file(&sock);
-    let control_listener = tokio::net::UnixListener::bind(&sock).with_context(|| format!("bind {}", sock.display()))?;
+    let control_listener =
+        tokio::net::UnixListener::bind(&sock).with_context(|| format!("bind {}", sock.display()))?;
     std::fs::set_permissions(&sock, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    let control_task = tokio::spawn(control::serve(control_listener, store.clone(), config.server.domain.clone()));
+    let control_task = tokio::spawn(control::serve(
+        control_listener,
+        store.clone(),
+        config.server.domain.clone(),
+    ));
 
-    for (addr, direct) in [(config.c2s.starttls_listen, false), (config.c2s.direct_tls_listen, true)] {
+    for (addr, direct) in [
+        (config.c2s.starttls_listen, false),
+        (config.c2s.direct_tls_listen, true),
+    ] {
         let Some(addr) = addr else { continue };
-        let l = TcpListener::bind(addr).await.with_context(|| format!("listen on {addr}"))?;
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listen on {addr}"))?;
         tracing::info!(%addr, direct_tls = direct, "c2s listener up");
-        tasks.spawn(accept_loop(l, direct, ctx.clone(), tls.clone(), limiter.clone(), stop_rx.clone()));
+        tasks.spawn(accept_loop(
+            l,
+            direct,
+            ctx.clone(),
+            tls.clone(),
+            limiter.clone(),
+            stop_rx.clone(),
+        ));
     }
     if let Some(addr) = config.http.listen {
-        let l = TcpListener::bind(addr).await.with_context(|| format!("listen on {addr}"))?;
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listen on {addr}"))?;
         tracing::info!(%addr, tls = config.http.tls, "HTTP listener up");
         let state = HttpState {
             ctx: ctx.clone(),

@@ -23,14 +23,20 @@ pub fn acceptor(config: &Config) -> anyhow::Result<TlsAcceptor> {
         }
     };
     let certs: Vec<CertificateDer<'static>> = {
-        let pem = std::fs::read(&cert_path).with_context(|| format!("read certificate {}", cert_path.display()))?;
+        let pem =
+            std::fs::read(&cert_path).with_context(|| format!("read certificate {}", cert_path.display()))?;
         rustls_pemfile::certs(&mut pem.as_slice())
             .collect::<Result<_, _>>()
             .with_context(|| format!("parse certificate {}", cert_path.display()))?
     };
-    anyhow::ensure!(!certs.is_empty(), "no certificate found in {}", cert_path.display());
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "no certificate found in {}",
+        cert_path.display()
+    );
     let key: PrivateKeyDer<'static> = {
-        let pem = std::fs::read(&key_path).with_context(|| format!("read private key {}", key_path.display()))?;
+        let pem =
+            std::fs::read(&key_path).with_context(|| format!("read private key {}", key_path.display()))?;
         rustls_pemfile::private_key(&mut pem.as_slice())
             .with_context(|| format!("parse private key {}", key_path.display()))?
             .with_context(|| format!("no private key found in {}", key_path.display()))?
@@ -65,5 +71,6 @@ fn write_private(path: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("write {}", path.display()))?;
-    f.write_all(data).with_context(|| format!("write {}", path.display()))
+    f.write_all(data)
+        .with_context(|| format!("write {}", path.display()))
 }

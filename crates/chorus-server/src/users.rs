@@ -42,7 +42,9 @@ fn password(p: Option<String>) -> anyhow::Result<String> {
         Some(p) => Ok(p),
         None => {
             let mut line = String::new();
-            std::io::stdin().read_line(&mut line).context("read password from standard input")?;
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("read password from standard input")?;
             Ok(line.trim_end_matches(['\r', '\n']).to_owned())
         }
     }
@@ -51,9 +53,15 @@ fn password(p: Option<String>) -> anyhow::Result<String> {
 /// Runs the CLI action.
 pub fn run(config: &Config, action: UserAction) -> anyhow::Result<()> {
     let req = match action {
-        UserAction::Add { name, password: p } => Request::AddUser { user: name, password: password(p)? },
+        UserAction::Add { name, password: p } => Request::AddUser {
+            user: name,
+            password: password(p)?,
+        },
         UserAction::Remove { name } => Request::RemoveUser { user: name },
-        UserAction::Passwd { name, password: p } => Request::SetPassword { user: name, password: password(p)? },
+        UserAction::Passwd { name, password: p } => Request::SetPassword {
+            user: name,
+            password: password(p)?,
+        },
         UserAction::List => Request::ListUsers,
     };
     let list = matches!(req, Request::ListUsers);
@@ -80,8 +88,11 @@ pub fn run(config: &Config, action: UserAction) -> anyhow::Result<()> {
 }
 
 fn normalize(name: &str, domain: &str) -> anyhow::Result<String> {
-    let j = jid::BareJid::new(&format!("{name}@{domain}")).with_context(|| format!("{name:?} is not a valid username"))?;
-    j.node().map(|n| n.to_string()).with_context(|| format!("{name:?} is not a valid username"))
+    let j = jid::BareJid::new(&format!("{name}@{domain}"))
+        .with_context(|| format!("{name:?} is not a valid username"))?;
+    j.node()
+        .map(|n| n.to_string())
+        .with_context(|| format!("{name:?} is not a valid username"))
 }
 
 /// Applies a request to a store; returns account names for `ListUsers`.

@@ -36,13 +36,21 @@ fn all_sources() -> Vec<PathBuf> {
 fn every_module_has_a_doc_comment() {
     for f in all_sources() {
         let text = std::fs::read_to_string(&f).expect("readable");
-        assert!(text.trim_start().starts_with("//!"), "{} has no //! module doc", f.display());
+        assert!(
+            text.trim_start().starts_with("//!"),
+            "{} has no //! module doc",
+            f.display()
+        );
     }
 }
 
 #[test]
 fn no_debugging_leftovers() {
-    let banned = [concat!("dbg", "!("), concat!("todo", "!("), concat!("unimplemented", "!(")];
+    let banned = [
+        concat!("dbg", "!("),
+        concat!("todo", "!("),
+        concat!("unimplemented", "!("),
+    ];
     for f in all_sources() {
         let text = std::fs::read_to_string(&f).expect("readable");
         for b in banned {
@@ -52,20 +60,31 @@ fn no_debugging_leftovers() {
 }
 
 fn dependencies(krate: &str) -> String {
-    let manifest = std::fs::read_to_string(root().join("crates").join(krate).join("Cargo.toml")).expect("manifest");
-    manifest.split("[dev-dependencies]").next().unwrap_or_default().to_owned()
+    let manifest =
+        std::fs::read_to_string(root().join("crates").join(krate).join("Cargo.toml")).expect("manifest");
+    manifest
+        .split("[dev-dependencies]")
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[test]
 fn crates_depend_downwards_only() {
     // Only chorus-store links RocksDB.
     for krate in ["chorus-core", "chorus-xmpp", "chorus-admin", "chorus-server"] {
-        assert!(!dependencies(krate).contains("rocksdb"), "{krate} must not depend on rocksdb");
+        assert!(
+            !dependencies(krate).contains("rocksdb"),
+            "{krate} must not depend on rocksdb"
+        );
     }
     // chorus-core performs no I/O.
     let core = dependencies("chorus-core");
     for banned in ["tokio", "chorus-"] {
-        assert!(!core.contains(&format!("\n{banned}")), "chorus-core must not depend on {banned}");
+        assert!(
+            !core.contains(&format!("\n{banned}")),
+            "chorus-core must not depend on {banned}"
+        );
     }
     // The XMPP layer talks to storage through traits only.
     let xmpp = dependencies("chorus-xmpp");
@@ -73,7 +92,10 @@ fn crates_depend_downwards_only() {
         assert!(!xmpp.contains(banned), "chorus-xmpp must not depend on {banned}");
     }
     let store = dependencies("chorus-store");
-    assert!(!store.contains("chorus-xmpp"), "chorus-store must not depend on chorus-xmpp");
+    assert!(
+        !store.contains("chorus-xmpp"),
+        "chorus-store must not depend on chorus-xmpp"
+    );
 }
 
 #[test]
@@ -84,6 +106,9 @@ fn only_the_xmpp_crate_parses_xml() {
             continue;
         }
         let text = std::fs::read_to_string(&f).expect("readable");
-        assert!(!text.contains(concat!("rxml", "::")), "{p} parses XML outside chorus-xmpp");
+        assert!(
+            !text.contains(concat!("rxml", "::")),
+            "{p} parses XML outside chorus-xmpp"
+        );
     }
 }

@@ -17,6 +17,9 @@ const CF_BLOCKS: &str = "blocks";
 const CF_OFFLINE: &str = "offline";
 const ALL_CFS: [&str; 6] = [CF_ACCOUNTS, CF_ROSTERS, CF_META, CF_VCARDS, CF_BLOCKS, CF_OFFLINE];
 
+/// A key and its value, as read from an iterator.
+type KeyValue = (Box<[u8]>, Box<[u8]>);
+
 /// Why the database could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -83,7 +86,10 @@ impl RocksStore {
                 OpenError::Other { path, reason }
             }
         })?;
-        Ok(RocksStore { db, rmw: Mutex::new(()) })
+        Ok(RocksStore {
+            db,
+            rmw: Mutex::new(()),
+        })
     }
 
     fn cf(&self, name: &str) -> &ColumnFamily {
@@ -104,9 +110,12 @@ impl RocksStore {
         Ok(())
     }
 
-    fn scan_prefix(&self, cf: &str, p: &[u8]) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, StoreError> {
+    fn scan_prefix(&self, cf: &str, p: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(cf), IteratorMode::From(p, Direction::Forward)) {
+        for item in self
+            .db
+            .iterator_cf(self.cf(cf), IteratorMode::From(p, Direction::Forward))
+        {
             let (k, v) = item.map_err(io)?;
             if !k.starts_with(p) {
                 break;
@@ -124,7 +133,11 @@ impl RocksStore {
     }
 
     fn roster_version(&self, user: &str) -> Result<u64, StoreError> {
-        match self.db.get_cf(self.cf(CF_META), key2("rosterver", user)).map_err(io)? {
+        match self
+            .db
+            .get_cf(self.cf(CF_META), key2("rosterver", user))
+            .map_err(io)?
+        {
             Some(b) => {
                 let arr: [u8; 8] = b
                     .as_slice()
@@ -143,12 +156,16 @@ impl RocksStore {
     }
 
     fn next_offline_seq(&self, user: &str) -> Result<u64, StoreError> {
-        match self.db.get_cf(self.cf(CF_META), key2("offlineseq", user)).map_err(io)? {
-            Some(b) => Ok(u64::from_be_bytes(
-                b.as_slice()
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt(format!("offline sequence of {user}")))?,
-            )),
+        match self
+            .db
+            .get_cf(self.cf(CF_META), key2("offlineseq", user))
+            .map_err(io)?
+        {
+            Some(b) => {
+                Ok(u64::from_be_bytes(b.as_slice().try_into().map_err(|_| {
+                    StoreError::Corrupt(format!("offline sequence of {user}"))
+                })?))
+            }
             None => Ok(0),
         }
     }
@@ -216,11 +233,18 @@ impl Store for RocksStore {
             .iter()
             .map(|(_, v)| decode("roster item", v))
             .collect::<Result<Vec<RosterItem>, _>>()?;
-        Ok(Roster { version: self.roster_version(user)?, items })
+        Ok(Roster {
+            version: self.roster_version(user)?,
+            items,
+        })
     }
 
     fn roster_item(&self, user: &str, contact: &str) -> Result<Option<RosterItem>, StoreError> {
-        match self.db.get_cf(self.cf(CF_ROSTERS), key2(user, contact)).map_err(io)? {
+        match self
+            .db
+            .get_cf(self.cf(CF_ROSTERS), key2(user, contact))
+            .map_err(io)?
+        {
             Some(b) => Ok(Some(decode("roster item", &b)?)),
             None => Ok(None),
         }
@@ -289,14 +313,20 @@ impl Store for RocksStore {
     fn push_offline(&self, user: &str, msg: &OfflineMessage, max: usize) -> Result<(), StoreError> {
         let _g = self.rmw.lock().unwrap_or_else(|e| e.into_inner());
         if self.scan_prefix(CF_OFFLINE, &prefix(user))?.len() >= max {
-            return Err(StoreError::QuotaExceeded(format!("{user} has {max} offline messages")));
+            return Err(StoreError::QuotaExceeded(format!(
+                "{user} has {max} offline messages"
+            )));
         }
         let seq = self.next_offline_seq(user)?;
         let mut key = prefix(user);
         key.extend_from_slice(&seq.to_be_bytes());
         let mut b = WriteBatch::default();
         b.put_cf(self.cf(CF_OFFLINE), key, encode(msg));
-        b.put_cf(self.cf(CF_META), key2("offlineseq", user), (seq + 1).to_be_bytes());
+        b.put_cf(
+            self.cf(CF_META),
+            key2("offlineseq", user),
+            (seq + 1).to_be_bytes(),
+        );
         self.write(b)
     }
 
@@ -336,14 +366,37 @@ mod tests {
         {
             let s = RocksStore::open(dir.path()).expect("open");
             s.create_account("alice", &creds()).expect("create");
-            assert!(matches!(s.create_account("alice", &creds()), Err(StoreError::AccountExists(_))));
+            assert!(matches!(
+                s.create_account("alice", &creds()),
+                Err(StoreError::AccountExists(_))
+            ));
             s.put_roster_item(
                 "alice",
-                &RosterItem { jid: "bob@x".into(), subscription: Subscription::Both, ..Default::default() },
+                &RosterItem {
+                    jid: "bob@x".into(),
+                    subscription: Subscription::Both,
+                    ..Default::default()
+                },
             )
             .expect("roster");
-            s.push_offline("alice", &OfflineMessage { stamp_ms: 1, xml: "<m1/>".into() }, 10).expect("offline");
-            s.push_offline("alice", &OfflineMessage { stamp_ms: 2, xml: "<m2/>".into() }, 10).expect("offline");
+            s.push_offline(
+                "alice",
+                &OfflineMessage {
+                    stamp_ms: 1,
+                    xml: "<m1/>".into(),
+                },
+                10,
+            )
+            .expect("offline");
+            s.push_offline(
+                "alice",
+                &OfflineMessage {
+                    stamp_ms: 2,
+                    xml: "<m2/>".into(),
+                },
+                10,
+            )
+            .expect("offline");
             s.set_blocked("alice", &["eve@x".into()], true).expect("block");
         }
         let s = RocksStore::open(dir.path()).expect("reopen");
@@ -353,7 +406,10 @@ mod tests {
         assert_eq!(r.items[0].subscription, Subscription::Both);
         assert_eq!(s.blocklist("alice").expect("blocks"), vec!["eve@x".to_string()]);
         let off = s.take_offline("alice").expect("take");
-        assert_eq!(off.iter().map(|m| m.xml.as_str()).collect::<Vec<_>>(), vec!["<m1/>", "<m2/>"]);
+        assert_eq!(
+            off.iter().map(|m| m.xml.as_str()).collect::<Vec<_>>(),
+            vec!["<m1/>", "<m2/>"]
+        );
         assert!(s.take_offline("alice").expect("take again").is_empty());
     }
 
@@ -369,13 +425,33 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = RocksStore::open(dir.path()).expect("open");
         for i in 0..300u64 {
-            s.push_offline("u", &OfflineMessage { stamp_ms: i, xml: format!("<m{i}/>") }, 300).expect("push");
+            s.push_offline(
+                "u",
+                &OfflineMessage {
+                    stamp_ms: i,
+                    xml: format!("<m{i}/>"),
+                },
+                300,
+            )
+            .expect("push");
         }
         assert!(matches!(
-            s.push_offline("u", &OfflineMessage { stamp_ms: 0, xml: String::new() }, 300),
+            s.push_offline(
+                "u",
+                &OfflineMessage {
+                    stamp_ms: 0,
+                    xml: String::new()
+                },
+                300
+            ),
             Err(StoreError::QuotaExceeded(_))
         ));
-        let got: Vec<u64> = s.take_offline("u").expect("take").iter().map(|m| m.stamp_ms).collect();
+        let got: Vec<u64> = s
+            .take_offline("u")
+            .expect("take")
+            .iter()
+            .map(|m| m.stamp_ms)
+            .collect();
         assert_eq!(got, (0..300).collect::<Vec<_>>());
     }
 

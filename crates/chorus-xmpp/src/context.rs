@@ -38,7 +38,12 @@ pub struct Context {
 
 impl Context {
     /// Builds the shared context.
-    pub fn new(config: Config, store: Arc<dyn Store>, router: Arc<dyn Router>, archive: Arc<dyn Archive>) -> Context {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        router: Arc<dyn Router>,
+        archive: Arc<dyn Archive>,
+    ) -> Context {
         let l = &config.limits;
         Context {
             domain: config.server.domain.clone(),
@@ -91,13 +96,21 @@ impl Parked {
     /// Takes the parked session with this session id, if any.
     pub fn take_session(&self, session_id: u64) -> Option<ParkedSession> {
         let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let key = m.iter().find(|(_, p)| p.session.id == session_id).map(|(k, _)| k.clone())?;
+        let key = m
+            .iter()
+            .find(|(_, p)| p.session.id == session_id)
+            .map(|(k, _)| k.clone())?;
         m.remove(&key)
     }
 
     /// Takes every parked session (at shutdown).
     pub fn take_all(&self) -> Vec<ParkedSession> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, p)| p).collect()
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, p)| p)
+            .collect()
     }
 
     /// Number of parked sessions.

@@ -7,12 +7,12 @@
 //! [`chorus_core::store::Store`], [`chorus_core::archive::Archive`] and the
 //! [`router::Router`] trait, which the server wires up.
 
+pub mod context;
 pub mod ns;
 pub mod parser;
-pub mod xml;
-pub mod context;
 pub mod router;
+pub mod runtime;
 pub mod sasl;
 pub mod session;
 pub mod throttle;
-pub mod runtime;
+pub mod xml;

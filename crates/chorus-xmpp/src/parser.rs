@@ -85,9 +85,10 @@ impl StreamParser {
 
     fn raw_parser(stanza_bytes_max: usize) -> RawParser {
         use rxml::parser::WithOptions;
-        let mut opts = rxml::parser::Options::default();
-        opts.max_token_length = stanza_bytes_max;
-        RawParser::with_options(opts)
+        RawParser::with_options(rxml::parser::Options {
+            max_token_length: stanza_bytes_max,
+            ..Default::default()
+        })
     }
 
     /// Forgets everything and expects a new stream header.
@@ -140,7 +141,9 @@ impl StreamParser {
                     }
                     return Ok(());
                 }
-                Err(rxml::error::EndOrError::Error(e)) => return Err(ParseError::NotWellFormed(e.to_string())),
+                Err(rxml::error::EndOrError::Error(e)) => {
+                    return Err(ParseError::NotWellFormed(e.to_string()));
+                }
             }
         }
     }
@@ -169,7 +172,11 @@ impl StreamParser {
                 }
                 let mut attrs = HashMap::new();
                 for ((ns, name), value) in root.attrs() {
-                    let key = if ns.is_empty() { name.to_string() } else { format!("{}", name) };
+                    let key = if ns.is_empty() {
+                        name.to_string()
+                    } else {
+                        format!("{}", name)
+                    };
                     attrs.insert(key, value.clone());
                 }
                 events.push(StreamEvent::Header(attrs));
@@ -198,7 +205,8 @@ pub fn parse_frame(data: &[u8], stanza_bytes_max: usize, depth_max: usize) -> Re
         match raw.parse(&mut buf, true) {
             Ok(Some(ev)) => {
                 let head_close = matches!(ev, RawEvent::ElementHeadClose(_));
-                tree.process_event(ev).map_err(|e| ParseError::NotWellFormed(e.to_string()))?;
+                tree.process_event(ev)
+                    .map_err(|e| ParseError::NotWellFormed(e.to_string()))?;
                 if head_close && tree.depth() > depth_max + 1 {
                     return Err(ParseError::TooDeep(depth_max));
                 }
@@ -210,7 +218,9 @@ pub fn parse_frame(data: &[u8], stanza_bytes_max: usize, depth_max: usize) -> Re
             Err(rxml::error::EndOrError::Error(e)) => return Err(ParseError::NotWellFormed(e.to_string())),
         }
     }
-    tree.root.take().ok_or_else(|| ParseError::NotWellFormed("empty frame".into()))
+    tree.root
+        .take()
+        .ok_or_else(|| ParseError::NotWellFormed("empty frame".into()))
 }
 
 #[cfg(test)]
@@ -236,7 +246,10 @@ mod tests {
         match &ev[1] {
             StreamEvent::Element(e) => {
                 assert!(e.is("message", "jabber:client"));
-                assert_eq!(e.get_child("body", "jabber:client").map(|b| b.text()), Some("hi".into()));
+                assert_eq!(
+                    e.get_child("body", "jabber:client").map(|b| b.text()),
+                    Some("hi".into())
+                );
             }
             other => panic!("expected element, got {other:?}"),
         }
@@ -266,8 +279,13 @@ mod tests {
         for chunk in bytes.chunks(3) {
             got.extend(p.feed(chunk).expect("valid"));
         }
-        let StreamEvent::Element(m) = &got[1] else { panic!("no element") };
-        assert_eq!(m.get_child("body", "jabber:client").map(|b| b.text()), Some("h\u{e9}\u{1F600}".into()));
+        let StreamEvent::Element(m) = &got[1] else {
+            panic!("no element")
+        };
+        assert_eq!(
+            m.get_child("body", "jabber:client").map(|b| b.text()),
+            Some("h\u{e9}\u{1F600}".into())
+        );
     }
 
     #[test]
@@ -313,7 +331,9 @@ mod tests {
         p.feed(HEADER.as_bytes()).expect("header");
         let body = "x".repeat(3000);
         for _ in 0..5 {
-            let ev = p.feed(format!("<message><body>{body}</body></message>").as_bytes()).expect("fits");
+            let ev = p
+                .feed(format!("<message><body>{body}</body></message>").as_bytes())
+                .expect("fits");
             assert_eq!(ev.len(), 1);
         }
     }
@@ -329,7 +349,10 @@ mod tests {
     #[test]
     fn rejects_wrong_root() {
         let mut p = parser();
-        assert_eq!(p.feed(b"<html xmlns='x'>").expect_err("root"), ParseError::BadRoot);
+        assert_eq!(
+            p.feed(b"<html xmlns='x'>").expect_err("root"),
+            ParseError::BadRoot
+        );
     }
 
     #[test]
@@ -343,8 +366,12 @@ mod tests {
 
     #[test]
     fn frame_parsing() {
-        let el = parse_frame(b"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='x' version='1.0'/>", 4096, 8)
-            .expect("open frame");
+        let el = parse_frame(
+            b"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='x' version='1.0'/>",
+            4096,
+            8,
+        )
+        .expect("open frame");
         assert!(el.is("open", crate::ns::FRAMING));
         assert!(parse_frame(b"<message><a></message>", 4096, 8).is_err());
         assert!(parse_frame(&vec![b'a'; 5000], 4096, 8).is_err());

@@ -134,7 +134,9 @@ impl Router for LocalRouter {
 
     fn unbind(&self, user: &str, resource: &str, session_id: u64) -> bool {
         let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(list) = users.get_mut(user) else { return false };
+        let Some(list) = users.get_mut(user) else {
+            return false;
+        };
         let before = list.len();
         list.retain(|e| !(e.info.resource == resource && e.info.session_id == session_id));
         let removed = list.len() != before;
@@ -146,17 +148,20 @@ impl Router for LocalRouter {
 
     fn update(&self, user: &str, resource: &str, session_id: u64, f: &mut dyn FnMut(&mut ResourceInfo)) {
         let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = users
-            .get_mut(user)
-            .and_then(|l| l.iter_mut().find(|e| e.info.resource == resource && e.info.session_id == session_id))
-        {
+        if let Some(e) = users.get_mut(user).and_then(|l| {
+            l.iter_mut()
+                .find(|e| e.info.resource == resource && e.info.session_id == session_id)
+        }) {
             f(&mut e.info);
         }
     }
 
     fn resources(&self, user: &str) -> Vec<ResourceInfo> {
         let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        users.get(user).map(|l| l.iter().map(|e| e.info.clone()).collect()).unwrap_or_default()
+        users
+            .get(user)
+            .map(|l| l.iter().map(|e| e.info.clone()).collect())
+            .unwrap_or_default()
     }
 
     fn deliver(&self, user: &str, resource: &str, item: Routed) -> Result<(), DeliverError> {
@@ -196,7 +201,10 @@ mod tests {
         assert_eq!(r.bind("a", "phone", 1, tx1, 4), Ok(None));
         assert_eq!(r.bind("a", "phone", 2, tx2, 4), Ok(Some(1)));
         assert!(matches!(rx1.try_recv(), Ok(Routed::Conflict)));
-        assert!(!r.unbind("a", "phone", 1), "the old session must not unbind the new one");
+        assert!(
+            !r.unbind("a", "phone", 1),
+            "the old session must not unbind the new one"
+        );
         assert_eq!(r.resources("a")[0].session_id, 2);
     }
 
@@ -209,8 +217,14 @@ mod tests {
         assert_eq!(r.bind("a", "3", 3, tx, 2), Err(BindError::TooManyResources));
         let el = crate::xml::new("message", crate::ns::CLIENT);
         assert_eq!(r.deliver("a", "1", Routed::Stanza(el.clone())), Ok(()));
-        assert_eq!(r.deliver("a", "1", Routed::Stanza(el.clone())), Err(DeliverError::QueueFull));
-        assert_eq!(r.deliver("b", "1", Routed::Stanza(el)), Err(DeliverError::NotFound));
+        assert_eq!(
+            r.deliver("a", "1", Routed::Stanza(el.clone())),
+            Err(DeliverError::QueueFull)
+        );
+        assert_eq!(
+            r.deliver("b", "1", Routed::Stanza(el)),
+            Err(DeliverError::NotFound)
+        );
         assert_eq!(r.session_count(), 2);
     }
 }

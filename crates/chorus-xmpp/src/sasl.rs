@@ -44,7 +44,7 @@ pub enum Mechanism {
     /// PLAIN: a single message.
     Plain,
     /// SCRAM: waiting for client-first or client-final.
-    Scram(ScramState),
+    Scram(Box<ScramState>),
 }
 
 /// SCRAM progress.
@@ -75,10 +75,14 @@ impl Mechanism {
     pub fn start(name: &str) -> Option<Mechanism> {
         match name {
             "PLAIN" => Some(Mechanism::Plain),
-            "SCRAM-SHA-1" => Some(Mechanism::Scram(ScramState { hash: ScramHash::Sha1, stage: ScramStage::First })),
-            "SCRAM-SHA-256" => {
-                Some(Mechanism::Scram(ScramState { hash: ScramHash::Sha256, stage: ScramStage::First }))
-            }
+            "SCRAM-SHA-1" => Some(Mechanism::Scram(Box::new(ScramState {
+                hash: ScramHash::Sha1,
+                stage: ScramStage::First,
+            }))),
+            "SCRAM-SHA-256" => Some(Mechanism::Scram(Box::new(ScramState {
+                hash: ScramHash::Sha256,
+                stage: ScramStage::First,
+            }))),
             _ => None,
         }
     }
@@ -97,13 +101,16 @@ impl Mechanism {
 
 fn plain(data: &[u8], creds: &dyn CredentialLookup) -> Step {
     let mut parts = data.split(|&b| b == 0);
-    let (Some(authzid), Some(user), Some(pass), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(authzid), Some(user), Some(pass), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return fail("malformed-request", None);
     };
-    let (Ok(authzid), Ok(user), Ok(pass)) =
-        (std::str::from_utf8(authzid), std::str::from_utf8(user), std::str::from_utf8(pass))
-    else {
+    let (Ok(authzid), Ok(user), Ok(pass)) = (
+        std::str::from_utf8(authzid),
+        std::str::from_utf8(user),
+        std::str::from_utf8(pass),
+    ) else {
         return fail("malformed-request", None);
     };
     if user.is_empty() {
@@ -114,9 +121,10 @@ fn plain(data: &[u8], creds: &dyn CredentialLookup) -> Step {
         return fail("invalid-authzid", Some(user));
     }
     match creds.lookup(&user) {
-        Some(c) if c.sha256.verify_password(ScramHash::Sha256, pass) => {
-            Step::Success { username: user, additional: Vec::new() }
-        }
+        Some(c) if c.sha256.verify_password(ScramHash::Sha256, pass) => Step::Success {
+            username: user,
+            additional: Vec::new(),
+        },
         _ => fail("not-authorized", Some(user)),
     }
 }
@@ -139,7 +147,7 @@ fn decode_saslname(s: &str) -> Option<String> {
     Some(out)
 }
 
-fn attr<'a>(part: Option<&'a str>, key: char) -> Option<&'a str> {
+fn attr(part: Option<&str>, key: char) -> Option<&str> {
     let p = part?;
     let mut chars = p.chars();
     (chars.next()? == key && chars.next()? == '=').then(|| &p[2..])
@@ -152,9 +160,22 @@ impl ScramState {
         };
         match std::mem::replace(&mut self.stage, ScramStage::Done) {
             ScramStage::First => self.first(text, creds),
-            ScramStage::Final { username, keys, gs2_header, client_first_bare, server_first, nonce } => {
-                self.final_(text, username, keys, &gs2_header, &client_first_bare, &server_first, &nonce)
-            }
+            ScramStage::Final {
+                username,
+                keys,
+                gs2_header,
+                client_first_bare,
+                server_first,
+                nonce,
+            } => self.final_(
+                text,
+                username,
+                keys,
+                &gs2_header,
+                &client_first_bare,
+                &server_first,
+                &nonce,
+            ),
             ScramStage::Done => fail("malformed-request", None),
         }
     }
@@ -177,7 +198,10 @@ impl ScramState {
         if first.is_some_and(|p| p.starts_with("m=")) {
             return fail("malformed-request", None);
         }
-        let (Some(user), Some(cnonce)) = (attr(first, 'n').and_then(decode_saslname), attr(parts.next(), 'r')) else {
+        let (Some(user), Some(cnonce)) = (
+            attr(first, 'n').and_then(decode_saslname),
+            attr(parts.next(), 'r'),
+        ) else {
             return fail("malformed-request", None);
         };
         if user.is_empty() || cnonce.is_empty() || cnonce.contains(',') {
@@ -194,7 +218,10 @@ impl ScramState {
         // reveal which accounts exist; the final step then fails.
         let (salt, iterations) = match &keys {
             Some(k) => (k.salt.clone(), k.iterations),
-            None => (self.hash.hash(user.as_bytes())[..16].to_vec(), chorus_core::credentials::ITERATIONS_DEFAULT),
+            None => (
+                self.hash.hash(user.as_bytes())[..16].to_vec(),
+                chorus_core::credentials::ITERATIONS_DEFAULT,
+            ),
         };
         let snonce: [u8; 18] = rand::random();
         let nonce = format!("{cnonce}{}", B64.encode(snonce));
@@ -249,7 +276,10 @@ impl ScramState {
             return fail("not-authorized", Some(username));
         }
         let server_sig = self.hash.hmac(&keys.server_key, auth_message.as_bytes());
-        Step::Success { username, additional: format!("v={}", B64.encode(server_sig)).into_bytes() }
+        Step::Success {
+            username,
+            additional: format!("v={}", B64.encode(server_sig)).into_bytes(),
+        }
     }
 }
 
@@ -312,11 +342,20 @@ mod tests {
 
     #[test]
     fn scram_sha256_and_sha1_succeed_and_fail() {
-        assert!(matches!(run("SCRAM-SHA-256", ScramHash::Sha256, "pencil"), Step::Success { .. }));
-        assert!(matches!(run("SCRAM-SHA-1", ScramHash::Sha1, "pencil"), Step::Success { .. }));
+        assert!(matches!(
+            run("SCRAM-SHA-256", ScramHash::Sha256, "pencil"),
+            Step::Success { .. }
+        ));
+        assert!(matches!(
+            run("SCRAM-SHA-1", ScramHash::Sha1, "pencil"),
+            Step::Success { .. }
+        ));
         assert_eq!(
             run("SCRAM-SHA-256", ScramHash::Sha256, "wrong"),
-            Step::Failure { condition: "not-authorized", username: Some("user".into()) }
+            Step::Failure {
+                condition: "not-authorized",
+                username: Some("user".into())
+            }
         );
     }
 
@@ -326,9 +365,21 @@ mod tests {
         let mut m = Mechanism::start("PLAIN").expect("known");
         assert!(matches!(m.step(b"\0user\0pencil", &creds), Step::Success { .. }));
         let mut m = Mechanism::start("PLAIN").expect("known");
-        assert!(matches!(m.step(b"\0user\0nope", &creds), Step::Failure { condition: "not-authorized", .. }));
+        assert!(matches!(
+            m.step(b"\0user\0nope", &creds),
+            Step::Failure {
+                condition: "not-authorized",
+                ..
+            }
+        ));
         let mut m = Mechanism::start("PLAIN").expect("known");
-        assert!(matches!(m.step(b"garbage", &creds), Step::Failure { condition: "malformed-request", .. }));
+        assert!(matches!(
+            m.step(b"garbage", &creds),
+            Step::Failure {
+                condition: "malformed-request",
+                ..
+            }
+        ));
     }
 
     #[test]

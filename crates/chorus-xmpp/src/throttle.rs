@@ -23,7 +23,12 @@ fn prune(q: &mut VecDeque<Instant>, now: Instant, window: Duration) {
     }
 }
 
-fn count<K: std::hash::Hash + Eq>(m: &Mutex<HashMap<K, VecDeque<Instant>>>, k: &K, now: Instant, w: Duration) -> u32 {
+fn count<K: std::hash::Hash + Eq>(
+    m: &Mutex<HashMap<K, VecDeque<Instant>>>,
+    k: &K,
+    now: Instant,
+    w: Duration,
+) -> u32 {
     let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
     match m.get_mut(k) {
         Some(q) => {
@@ -34,7 +39,12 @@ fn count<K: std::hash::Hash + Eq>(m: &Mutex<HashMap<K, VecDeque<Instant>>>, k: &
     }
 }
 
-fn record<K: std::hash::Hash + Eq + Clone>(m: &Mutex<HashMap<K, VecDeque<Instant>>>, k: &K, now: Instant, w: Duration) {
+fn record<K: std::hash::Hash + Eq + Clone>(
+    m: &Mutex<HashMap<K, VecDeque<Instant>>>,
+    k: &K,
+    now: Instant,
+    w: Duration,
+) {
     let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
     if m.len() >= THROTTLE_KEYS_MAX && !m.contains_key(k) {
         m.retain(|_, q| {
@@ -93,7 +103,12 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket.
     pub fn new(rate: f64, burst: f64, now: Instant) -> TokenBucket {
-        TokenBucket { rate, burst, tokens: burst, last: now }
+        TokenBucket {
+            rate,
+            burst,
+            tokens: burst,
+            last: now,
+        }
     }
 
     fn refill(&mut self, now: Instant) {
@@ -118,7 +133,11 @@ impl TokenBucket {
     pub fn take_debt(&mut self, n: f64, now: Instant) -> Duration {
         self.refill(now);
         self.tokens -= n;
-        if self.tokens >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-self.tokens / self.rate) }
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
     }
 }
 
@@ -132,7 +151,11 @@ pub struct UserRateLimits {
 impl UserRateLimits {
     /// Limits of `rate` stanzas per second with a `burst` allowance.
     pub fn new(rate: u32, burst: u32) -> UserRateLimits {
-        UserRateLimits { rate: rate as f64, burst: (rate + burst) as f64, buckets: Mutex::default() }
+        UserRateLimits {
+            rate: rate as f64,
+            burst: (rate + burst) as f64,
+            buckets: Mutex::default(),
+        }
     }
 
     /// Whether the user may send one more stanza now.
@@ -151,7 +174,10 @@ impl UserRateLimits {
 
     /// Forgets a user's bucket (when their last session ends).
     pub fn forget(&self, user: &str) {
-        self.buckets.lock().unwrap_or_else(|e| e.into_inner()).remove(user);
+        self.buckets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(user);
     }
 }
 

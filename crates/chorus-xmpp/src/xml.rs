@@ -106,7 +106,10 @@ pub fn stream_error(condition: &str, text: Option<&str>) -> String {
     let text = text
         .map(|t| format!("<text xmlns='{}'>{}</text>", ns::STREAMS, escape(t)))
         .unwrap_or_default();
-    format!("<stream:error><{condition} xmlns='{}'/>{text}</stream:error>", ns::STREAMS)
+    format!(
+        "<stream:error><{condition} xmlns='{}'/>{text}</stream:error>",
+        ns::STREAMS
+    )
 }
 
 /// A stream error for a WebSocket, where there is no `stream` prefix.
@@ -166,18 +169,29 @@ mod tests {
             .with_child(new("body", ns::CLIENT).with_text("1 < 2 & 'x'"));
         let s = m.to_xml();
         assert!(s.starts_with("<message"), "{s}");
-        assert!(s.contains("xmlns=\"jabber:client\"") || s.contains("xmlns='jabber:client'"), "{s}");
+        assert!(
+            s.contains("xmlns=\"jabber:client\"") || s.contains("xmlns='jabber:client'"),
+            "{s}"
+        );
         assert!(s.contains("1 &lt; 2 &amp;"), "{s}");
     }
 
     #[test]
     fn error_reply_swaps_addresses() {
-        let iq = new("iq", ns::CLIENT).with_attr("id", "7").with_attr("from", "a@b/c").with_attr("to", "b");
+        let iq = new("iq", ns::CLIENT)
+            .with_attr("id", "7")
+            .with_attr("from", "a@b/c")
+            .with_attr("to", "b");
         let e = error_reply(&iq, "cancel", "service-unavailable");
         assert_eq!(e.attr("to"), Some("a@b/c"));
         assert_eq!(e.attr("from"), Some("b"));
         assert_eq!(e.attr("type"), Some("error"));
-        let cond = e.get_child("error", ns::CLIENT).and_then(|e| e.children().next().cloned());
-        assert_eq!(cond.map(|c| c.name().to_owned()), Some("service-unavailable".to_owned()));
+        let cond = e
+            .get_child("error", ns::CLIENT)
+            .and_then(|e| e.children().next().cloned());
+        assert_eq!(
+            cond.map(|c| c.name().to_owned()),
+            Some("service-unavailable".to_owned())
+        );
     }
 }

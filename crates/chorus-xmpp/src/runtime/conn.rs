@@ -24,7 +24,7 @@ const WRITE_TIMEOUT_SECS: u64 = 30;
 const TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 15;
 
 enum End {
-    StartTls(Box<Session>, StreamParser),
+    StartTls(Box<Session>, Box<StreamParser>),
     Done,
 }
 
@@ -52,7 +52,8 @@ pub async fn serve_connection(
         return;
     }
     let session = Session::new(ctx.clone(), Transport::Tcp, peer.ip());
-    let End::StartTls(mut session, mut parser) = drive(&ctx, &mut tcp, Box::new(session), parser, shutdown.clone()).await
+    let End::StartTls(mut session, mut parser) =
+        drive(&ctx, &mut tcp, Box::new(session), parser, shutdown.clone()).await
     else {
         return;
     };
@@ -60,7 +61,7 @@ pub async fn serve_connection(
         Ok(Ok(mut tls)) => {
             session.on_tls_established();
             parser.reset();
-            drive(&ctx, &mut tls, session, parser, shutdown).await;
+            drive(&ctx, &mut tls, session, *parser, shutdown).await;
         }
         _ => tracing::debug!(%peer, "STARTTLS handshake failed"),
     }
@@ -164,13 +165,16 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                 stream.write_all(out.as_bytes()).await?;
                 stream.flush().await
             };
-            if !matches!(tokio::time::timeout(Duration::from_secs(WRITE_TIMEOUT_SECS), w).await, Ok(Ok(()))) {
+            if !matches!(
+                tokio::time::timeout(Duration::from_secs(WRITE_TIMEOUT_SECS), w).await,
+                Ok(Ok(()))
+            ) {
                 dropped = true;
                 break;
             }
         }
         if starttls {
-            return End::StartTls(session, parser);
+            return End::StartTls(session, Box::new(parser));
         }
         if close {
             let _ = tokio::time::timeout(Duration::from_secs(2), stream.shutdown()).await;

@@ -37,12 +37,20 @@ impl Drop for ConnectionGuard {
 impl ConnectionLimiter {
     /// A limiter with the configured bounds.
     pub fn new(total_max: usize, per_ip_max: usize) -> ConnectionLimiter {
-        ConnectionLimiter { total: Arc::new(Semaphore::new(total_max)), per_ip_max, per_ip: Arc::default() }
+        ConnectionLimiter {
+            total: Arc::new(Semaphore::new(total_max)),
+            per_ip_max,
+            per_ip: Arc::default(),
+        }
     }
 
     /// Waits for a free slot (backpressure on the accept loop).
     pub async fn slot(&self) -> OwnedSemaphorePermit {
-        self.total.clone().acquire_owned().await.expect("the semaphore is never closed")
+        self.total
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
     }
 
     /// Admits a connection from `ip` with an acquired slot, unless that
@@ -55,7 +63,11 @@ impl ConnectionLimiter {
         }
         *n += 1;
         metrics::gauge!("chorus_connections").increment(1.0);
-        Some(ConnectionGuard { _permit: permit, ip: Some(ip), per_ip: self.per_ip.clone() })
+        Some(ConnectionGuard {
+            _permit: permit,
+            ip: Some(ip),
+            per_ip: self.per_ip.clone(),
+        })
     }
 }
 

@@ -5,5 +5,5 @@
 mod conn;
 mod limiter;
 
-pub use conn::{serve_connection, ACK_REQUEST_INTERVAL_SECS};
+pub use conn::{ACK_REQUEST_INTERVAL_SECS, serve_connection};
 pub use limiter::{ConnectionGuard, ConnectionLimiter};

@@ -87,7 +87,10 @@ impl Session {
         };
         let Some(mut mech) = self.sasl.take() else { return };
         let step = {
-            let lookup = StoreLookup { store: self.ctx.store.as_ref(), domain: &self.ctx.domain };
+            let lookup = StoreLookup {
+                store: self.ctx.store.as_ref(),
+                domain: &self.ctx.domain,
+            };
             mech.step(&data, &lookup)
         };
         match step {
@@ -98,7 +101,9 @@ impl Session {
                     return self.sasl_failure("temporary-auth-failure", None);
                 }
                 self.sasl = Some(mech);
-                self.out.push(super::Output::Element(xml::new("challenge", ns::SASL).with_text(B64.encode(c))));
+                self.out.push(super::Output::Element(
+                    xml::new("challenge", ns::SASL).with_text(B64.encode(c)),
+                ));
             }
             Step::Success { username, additional } => self.sasl_success(&username, additional, mech_name),
             Step::Failure { condition, username } => self.sasl_failure(condition, username),
@@ -130,14 +135,19 @@ impl Session {
         self.sasl = None;
         if matches!(condition, "not-authorized" | "invalid-authzid") {
             let account = username.and_then(|u| normalize_user(&u, &self.ctx.domain));
-            self.ctx.auth_throttle.failed(account.as_deref(), self.peer, Instant::now());
+            self.ctx
+                .auth_throttle
+                .failed(account.as_deref(), self.peer, Instant::now());
         }
         metrics::counter!("chorus_login_failures_total", "reason" => condition).increment(1);
         let f = xml::new("failure", ns::SASL).with_child(xml::new(condition, ns::SASL));
         self.out.push(super::Output::Element(f));
         self.sasl_failures += 1;
         if self.sasl_failures >= SASL_FAILURES_PER_STREAM_MAX {
-            self.stream_error("policy-violation", Some("too many failed authentication attempts"));
+            self.stream_error(
+                "policy-violation",
+                Some("too many failed authentication attempts"),
+            );
         }
     }
 
@@ -145,10 +155,13 @@ impl Session {
         match iq.attr("type") {
             Some("get") => {
                 let form = xml::new("query", ns::REGISTER)
-                    .with_child(xml::new("instructions", ns::REGISTER).with_text("Choose a username and password."))
+                    .with_child(
+                        xml::new("instructions", ns::REGISTER).with_text("Choose a username and password."),
+                    )
                     .with_child(xml::new("username", ns::REGISTER))
                     .with_child(xml::new("password", ns::REGISTER));
-                self.out.push(super::Output::Element(xml::iq_result(iq).with_child(form)));
+                self.out
+                    .push(super::Output::Element(xml::iq_result(iq).with_child(form)));
             }
             Some("set") => {
                 let reply = self.register(iq, q);
@@ -159,8 +172,14 @@ impl Session {
     }
 
     fn register(&mut self, iq: &Element, q: &Element) -> Element {
-        let name = q.get_child("username", ns::REGISTER).map(|e| e.text()).unwrap_or_default();
-        let password = q.get_child("password", ns::REGISTER).map(|e| e.text()).unwrap_or_default();
+        let name = q
+            .get_child("username", ns::REGISTER)
+            .map(|e| e.text())
+            .unwrap_or_default();
+        let password = q
+            .get_child("password", ns::REGISTER)
+            .map(|e| e.text())
+            .unwrap_or_default();
         if self.ctx.auth_throttle.address_blocked(self.peer, Instant::now()) {
             return xml::error_reply(iq, "wait", "resource-constraint");
         }

@@ -48,13 +48,16 @@ impl Session {
                     self.bare_iq(&iq, &typ, &user)
                 }
             }
-            Target::Local { user, resource: Some(r) } => self.route_iq(iq, &typ, &user, &r),
+            Target::Local {
+                user,
+                resource: Some(r),
+            } => self.route_iq(iq, &typ, &user, &r),
         }
     }
 
     fn route_iq(&mut self, iq: Element, typ: &str, user: &str, resource: &str) {
         let request = typ == "get" || typ == "set";
-        if self.blocks(&self.user().to_owned(), iq.attr("to").unwrap_or_default()) {
+        if self.blocks(self.user(), iq.attr("to").unwrap_or_default()) {
             if request {
                 self.blocked_by_sender_error(&iq);
             }
@@ -66,7 +69,13 @@ impl Session {
             }
             return;
         }
-        if self.ctx.router.deliver(user, resource, Routed::Stanza(iq.clone())).is_err() && request {
+        if self
+            .ctx
+            .router
+            .deliver(user, resource, Routed::Stanza(iq.clone()))
+            .is_err()
+            && request
+        {
             self.send(xml::error_reply(&iq, "cancel", "service-unavailable"));
         }
     }
@@ -87,7 +96,11 @@ impl Session {
             Some(p) if p.is("ping", ns::PING) => self.send(xml::iq_result(iq)),
             Some(p) if p.is("query", ns::DISCO_INFO) => {
                 let q = xml::new("query", ns::DISCO_INFO)
-                    .with_child(xml::new("identity", ns::DISCO_INFO).with_attr("category", "account").with_attr("type", "registered"))
+                    .with_child(
+                        xml::new("identity", ns::DISCO_INFO)
+                            .with_attr("category", "account")
+                            .with_attr("type", "registered"),
+                    )
                     .with_child(xml::new("feature", ns::DISCO_INFO).with_attr("var", ns::DISCO_INFO));
                 self.send(xml::iq_result(iq).with_child(q));
             }
@@ -119,7 +132,10 @@ impl Session {
             ("time", ns::TIME) if get => {
                 let t = xml::new("time", ns::TIME)
                     .with_child(xml::new("tzo", ns::TIME).with_text("+00:00"))
-                    .with_child(xml::new("utc", ns::TIME).with_text(chorus_core::time::xep0082(chorus_core::time::now_millis())));
+                    .with_child(
+                        xml::new("utc", ns::TIME)
+                            .with_text(chorus_core::time::xep0082(chorus_core::time::now_millis())),
+                    );
                 self.send(xml::iq_result(iq).with_child(t));
             }
             ("vCard", ns::VCARD) if get => {
@@ -132,12 +148,18 @@ impl Session {
             ("enable" | "disable", ns::CARBONS) if !get => {
                 let on = payload.name() == "enable";
                 self.carbons = on;
-                let (user, res, id) = (self.user().to_owned(), self.resource.clone().unwrap_or_default(), self.id);
+                let (user, res, id) = (
+                    self.user().to_owned(),
+                    self.resource.clone().unwrap_or_default(),
+                    self.id,
+                );
                 self.ctx.router.update(&user, &res, id, &mut |i| i.carbons = on);
                 self.send(xml::iq_result(iq));
             }
             ("session", ns::SESSION) if !get => self.send(xml::iq_result(iq)),
-            ("query", ns::REGISTER) if self.ctx.config.registration.enabled => self.register_authenticated(iq, &payload, get),
+            ("query", ns::REGISTER) if self.ctx.config.registration.enabled => {
+                self.register_authenticated(iq, &payload, get)
+            }
             _ => self.send(xml::error_reply(iq, "cancel", "service-unavailable")),
         }
     }
@@ -165,7 +187,9 @@ impl Session {
     fn vcard_get(&mut self, iq: &Element, user: &str) {
         let stored = self.ctx.store.vcard(user);
         let vcard = match stored {
-            Ok(Some(x)) => crate::parser::parse_frame(x.as_bytes(), self.ctx.config.limits.vcard_bytes_max * 2, 64).ok(),
+            Ok(Some(x)) => {
+                crate::parser::parse_frame(x.as_bytes(), self.ctx.config.limits.vcard_bytes_max * 2, 64).ok()
+            }
             Ok(None) => None,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read vCard");
@@ -273,7 +297,10 @@ impl Session {
                 Err(_) => self.send(xml::error_reply(iq, "wait", "internal-server-error")),
             };
         }
-        let password = q.get_child("password", ns::REGISTER).map(|p| p.text()).unwrap_or_default();
+        let password = q
+            .get_child("password", ns::REGISTER)
+            .map(|p| p.text())
+            .unwrap_or_default();
         match Credentials::from_password(&password) {
             Ok(c) => match self.ctx.store.set_credentials(&user, &c) {
                 Ok(()) => self.send(xml::iq_result(iq)),

@@ -26,13 +26,18 @@ fn is_error(el: &Element) -> bool {
 impl Session {
     pub(super) fn target(&self, to: Option<&str>) -> Target {
         let Some(to) = to else { return Target::Server };
-        let Ok(j) = jid::Jid::new(to) else { return Target::Remote };
+        let Ok(j) = jid::Jid::new(to) else {
+            return Target::Remote;
+        };
         if j.domain().as_str() != self.ctx.domain {
             return Target::Remote;
         }
         match j.node() {
             None => Target::Server,
-            Some(n) => Target::Local { user: n.to_string(), resource: j.resource().map(|r| r.to_string()) },
+            Some(n) => Target::Local {
+                user: n.to_string(),
+                resource: j.resource().map(|r| r.to_string()),
+            },
         }
     }
 
@@ -83,7 +88,7 @@ impl Session {
                 }
             }
             Target::Local { user, resource } => {
-                if self.blocks(&self.user().to_owned(), &to) {
+                if self.blocks(self.user(), &to) {
                     if !is_error(&el) {
                         self.blocked_by_sender_error(&el);
                     }
@@ -124,7 +129,11 @@ impl Session {
         let resources = self.ctx.router.resources(user);
         if let Some(r) = resource {
             if resources.iter().any(|i| i.resource == r) {
-                let delivered = self.ctx.router.deliver(user, r, Routed::Stanza(el.clone())).is_ok();
+                let delivered = self
+                    .ctx
+                    .router
+                    .deliver(user, r, Routed::Stanza(el.clone()))
+                    .is_ok();
                 if delivered {
                     self.send_received_carbons(el, user, &[r.to_owned()]);
                     return true;
@@ -135,13 +144,20 @@ impl Session {
                 return false;
             }
         }
-        let available: Vec<_> = resources.iter().filter(|i| i.available && i.priority >= 0).collect();
+        let available: Vec<_> = resources
+            .iter()
+            .filter(|i| i.available && i.priority >= 0)
+            .collect();
         let targets: Vec<String> = match typ {
             "headline" => available.iter().map(|i| i.resource.clone()).collect(),
             "error" => return false,
             _ => {
                 let top = available.iter().map(|i| i.priority).max();
-                available.iter().filter(|i| Some(i.priority) == top).map(|i| i.resource.clone()).collect()
+                available
+                    .iter()
+                    .filter(|i| Some(i.priority) == top)
+                    .map(|i| i.resource.clone())
+                    .collect()
             }
         };
         if targets.is_empty() {
@@ -183,8 +199,15 @@ impl Session {
         if !worth_storing(el) {
             return false;
         }
-        let msg = OfflineMessage { stamp_ms: chorus_core::time::now_millis(), xml: el.to_xml() };
-        match self.ctx.store.push_offline(user, &msg, self.ctx.config.limits.offline_messages_max) {
+        let msg = OfflineMessage {
+            stamp_ms: chorus_core::time::now_millis(),
+            xml: el.to_xml(),
+        };
+        match self
+            .ctx
+            .store
+            .push_offline(user, &msg, self.ctx.config.limits.offline_messages_max)
+        {
             Ok(()) => {
                 metrics::counter!("chorus_offline_stored_total").increment(1);
                 true
@@ -207,8 +230,15 @@ impl Session {
             return;
         }
         let user = self.user().to_owned();
-        let msg = OfflineMessage { stamp_ms: chorus_core::time::now_millis(), xml: el.to_xml() };
-        if let Err(e) = self.ctx.store.push_offline(&user, &msg, self.ctx.config.limits.offline_messages_max) {
+        let msg = OfflineMessage {
+            stamp_ms: chorus_core::time::now_millis(),
+            xml: el.to_xml(),
+        };
+        if let Err(e) = self
+            .ctx
+            .store
+            .push_offline(&user, &msg, self.ctx.config.limits.offline_messages_max)
+        {
             tracing::warn!(error = %e, user = %user, "unacknowledged message could not be kept offline");
         }
     }
@@ -247,7 +277,12 @@ impl Session {
         let user = self.user().to_owned();
         for r in self.ctx.router.resources(&user) {
             if r.carbons && r.resource != me {
-                let c = carbon("sent", el, &self.bare(), &format!("{}/{}", self.bare(), r.resource));
+                let c = carbon(
+                    "sent",
+                    el,
+                    &self.bare(),
+                    &format!("{}/{}", self.bare(), r.resource),
+                );
                 let _ = self.ctx.router.deliver(&user, &r.resource, Routed::Stanza(c));
             }
         }

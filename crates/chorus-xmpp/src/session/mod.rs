@@ -148,7 +148,11 @@ impl Session {
 
     /// The receiving end of this session's queue, once, after binding.
     pub fn take_rx(&mut self) -> Option<mpsc::Receiver<Routed>> {
-        if self.state == State::Bound { self.rx.take() } else { None }
+        if self.state == State::Bound {
+            self.rx.take()
+        } else {
+            None
+        }
     }
 
     /// A parked session this connection resumed; the driver switches to it.
@@ -211,7 +215,10 @@ impl Session {
             self.stream_open = true;
         }
         metrics::counter!("chorus_stream_errors_total", "condition" => condition).increment(1);
-        self.out.push(Output::StreamError { condition, text: text.map(str::to_owned) });
+        self.out.push(Output::StreamError {
+            condition,
+            text: text.map(str::to_owned),
+        });
         self.closed = true;
     }
 
@@ -220,10 +227,10 @@ impl Session {
         self.out.push(Output::Header);
         self.stream_open = true;
         self.stream_id = random_id();
-        if let Some(to) = attrs.get("to") {
-            if !to.eq_ignore_ascii_case(&self.ctx.domain) {
-                return self.stream_error("host-unknown", Some("this server does not serve that domain"));
-            }
+        if let Some(to) = attrs.get("to")
+            && !to.eq_ignore_ascii_case(&self.ctx.domain)
+        {
+            return self.stream_error("host-unknown", Some("this server does not serve that domain"));
         }
         if attrs.get("version").map(String::as_str) != Some("1.0") {
             return self.stream_error("unsupported-version", Some("XMPP 1.0 is required"));
@@ -308,14 +315,17 @@ impl Session {
         if el.has_ns(ns::SASL) {
             return self.on_sasl(el);
         }
-        if el.is("iq", ns::CLIENT) && self.ctx.config.registration.enabled {
-            if let Some(q) = el.get_child("query", ns::REGISTER) {
-                let q = q.clone();
-                return self.on_register_unauthenticated(&el, &q);
-            }
+        if el.is("iq", ns::CLIENT)
+            && self.ctx.config.registration.enabled
+            && let Some(q) = el.get_child("query", ns::REGISTER)
+        {
+            let q = q.clone();
+            return self.on_register_unauthenticated(&el, &q);
         }
         if el.is("iq", ns::CLIENT) && matches!(el.attr("type"), Some("get" | "set")) {
-            return self.out.push(Output::Element(xml::error_reply(&el, "auth", "not-authorized")));
+            return self
+                .out
+                .push(Output::Element(xml::error_reply(&el, "auth", "not-authorized")));
         }
         self.stream_error("not-authorized", Some("authenticate first"))
     }
@@ -332,7 +342,9 @@ impl Session {
             return self.on_bind(&el);
         }
         if el.is("iq", ns::CLIENT) && matches!(el.attr("type"), Some("get" | "set")) {
-            return self.out.push(Output::Element(xml::error_reply(&el, "auth", "not-authorized")));
+            return self
+                .out
+                .push(Output::Element(xml::error_reply(&el, "auth", "not-authorized")));
         }
         self.stream_error("not-authorized", Some("bind a resource first"))
     }
@@ -346,13 +358,21 @@ impl Session {
         let resource = match requested {
             Some(r) => match jid::BareJid::new(&self.bare()).map(|b| b.with_resource_str(&r)) {
                 Ok(Ok(full)) => full.resource().to_string(),
-                _ => return self.out.push(Output::Element(xml::error_reply(iq, "modify", "bad-request"))),
+                _ => {
+                    return self
+                        .out
+                        .push(Output::Element(xml::error_reply(iq, "modify", "bad-request")));
+                }
             },
             None => format!("chorus-{}", random_id()),
         };
         let user = self.user().to_owned();
         let max = self.ctx.config.limits.sessions_per_user_max;
-        match self.ctx.router.bind(&user, &resource, self.id, self.tx.clone(), max) {
+        match self
+            .ctx
+            .router
+            .bind(&user, &resource, self.id, self.tx.clone(), max)
+        {
             Ok(replaced) => {
                 if let Some(old) = replaced {
                     // A parked session has no connection to read the
@@ -363,7 +383,11 @@ impl Session {
                 }
             }
             Err(_) => {
-                return self.out.push(Output::Element(xml::error_reply(iq, "cancel", "resource-constraint")));
+                return self.out.push(Output::Element(xml::error_reply(
+                    iq,
+                    "cancel",
+                    "resource-constraint",
+                )));
             }
         }
         self.resource = Some(resource);
@@ -514,8 +538,15 @@ impl Session {
                 self.closed = false;
                 let ctx = self.ctx.clone();
                 let session_id = self.id;
-                let timeout = std::time::Duration::from_secs(ctx.config.stream_management.resume_timeout_secs);
-                ctx.parked.park(id, ParkedSession { session: Box::new(self), rx });
+                let timeout =
+                    std::time::Duration::from_secs(ctx.config.stream_management.resume_timeout_secs);
+                ctx.parked.park(
+                    id,
+                    ParkedSession {
+                        session: Box::new(self),
+                        rx,
+                    },
+                );
                 tokio::spawn(async move {
                     tokio::time::sleep(timeout).await;
                     if let Some(p) = ctx.parked.take_session(session_id) {

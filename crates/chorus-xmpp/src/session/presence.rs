@@ -14,7 +14,9 @@ impl Session {
         match (typ.as_deref(), el.attr("to").is_some()) {
             (None | Some("unavailable"), false) => self.on_broadcast(el, typ.is_none()),
             (None | Some("unavailable"), true) => self.on_directed(el),
-            (Some("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed"), true) => self.on_subscription(el),
+            (Some("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed"), true) => {
+                self.on_subscription(el)
+            }
             (Some("probe"), true) => self.on_probe(&el),
             (Some("error"), true) => self.forward_presence_error(el),
             _ => {}
@@ -28,7 +30,11 @@ impl Session {
             .and_then(|p| p.text().trim().parse::<i32>().ok())
             .map(|p| p.clamp(-128, 127) as i8)
             .unwrap_or(0);
-        let (user, res, id) = (self.user().to_owned(), self.resource.clone().unwrap_or_default(), self.id);
+        let (user, res, id) = (
+            self.user().to_owned(),
+            self.resource.clone().unwrap_or_default(),
+            self.id,
+        );
         self.available = available;
         self.priority = priority;
         let stored = el.clone();
@@ -93,7 +99,10 @@ impl Session {
     fn deliver_to_available(&self, user: &str, p: &Element) {
         for r in self.ctx.router.resources(user) {
             if r.available {
-                let _ = self.ctx.router.deliver(user, &r.resource, Routed::Stanza(p.clone()));
+                let _ = self
+                    .ctx
+                    .router
+                    .deliver(user, &r.resource, Routed::Stanza(p.clone()));
             }
         }
     }
@@ -116,11 +125,13 @@ impl Session {
 
     fn on_directed(&mut self, el: Element) {
         let to = el.attr("to").unwrap_or_default().to_owned();
-        if self.blocks(&self.user().to_owned(), &to) {
+        if self.blocks(self.user(), &to) {
             return;
         }
         let unavailable = el.attr("type") == Some("unavailable");
-        let bare_to = jid::Jid::new(&to).map(|j| j.to_bare().to_string()).unwrap_or_default();
+        let bare_to = jid::Jid::new(&to)
+            .map(|j| j.to_bare().to_string())
+            .unwrap_or_default();
         let subscribed = self
             .ctx
             .store
@@ -145,7 +156,9 @@ impl Session {
 
     fn on_probe(&mut self, el: &Element) {
         let to = el.attr("to").unwrap_or_default().to_owned();
-        let Some(contact) = self.local_user_of(&to) else { return };
+        let Some(contact) = self.local_user_of(&to) else {
+            return;
+        };
         let item = self.ctx.store.roster_item(self.user(), &to).ok().flatten();
         if item.is_some_and(|i| i.subscription.has_to()) {
             self.send_presences_of(&contact, &to);
@@ -191,18 +204,21 @@ impl Session {
         }
         let bare = self.bare();
         for r in self.ctx.router.resources(&user) {
-            if r.session_id != self.id && r.available {
-                if let Some(mut p) = r.presence.clone() {
-                    p.put_attr("from", format!("{bare}/{}", r.resource));
-                    p.put_attr("to", bare.clone());
-                    self.send(p);
-                }
+            if let (true, Some(mut p)) = (r.session_id != self.id && r.available, r.presence.clone()) {
+                p.put_attr("from", format!("{bare}/{}", r.resource));
+                p.put_attr("to", bare.clone());
+                self.send(p);
             }
         }
     }
 
     fn redeliver_pending_subscriptions(&mut self) {
-        let roster = self.ctx.store.roster(self.user()).map(|r| r.items).unwrap_or_default();
+        let roster = self
+            .ctx
+            .store
+            .roster(self.user())
+            .map(|r| r.items)
+            .unwrap_or_default();
         for item in roster.iter().filter(|i| i.pending_in) {
             let p = xml::new("presence", ns::CLIENT)
                 .with_attr("type", "subscribe")
@@ -215,7 +231,9 @@ impl Session {
     /// Sends unavailable presence from each of this user's available
     /// resources to a contact (after their subscription ended).
     pub(super) fn send_unavailable_to(&mut self, contact_bare: &str) {
-        let Some(contact) = self.local_user_of(contact_bare) else { return };
+        let Some(contact) = self.local_user_of(contact_bare) else {
+            return;
+        };
         let bare = self.bare();
         for r in self.ctx.router.resources(self.user()) {
             if r.available {
@@ -231,7 +249,9 @@ impl Session {
     fn on_subscription(&mut self, el: Element) {
         let typ = el.attr("type").unwrap_or_default().to_owned();
         let to = el.attr("to").unwrap_or_default();
-        let Ok(bare_to) = jid::Jid::new(to).map(|j| j.to_bare().to_string()) else { return };
+        let Ok(bare_to) = jid::Jid::new(to).map(|j| j.to_bare().to_string()) else {
+            return;
+        };
         let contact = match self.target(Some(&bare_to)) {
             super::message::Target::Local { user, .. } => user,
             super::message::Target::Remote => {
@@ -239,7 +259,7 @@ impl Session {
             }
             super::message::Target::Server => return,
         };
-        if self.blocks(&self.user().to_owned(), &bare_to) {
+        if self.blocks(self.user(), &bare_to) {
             return self.blocked_by_sender_error(&el);
         }
         let me = self.bare();
@@ -254,7 +274,10 @@ impl Session {
             .roster_item(&user, &bare_to)
             .ok()
             .flatten()
-            .unwrap_or_else(|| RosterItem { jid: bare_to.clone(), ..Default::default() });
+            .unwrap_or_else(|| RosterItem {
+                jid: bare_to.clone(),
+                ..Default::default()
+            });
         let exists = self.account_exists(&contact);
         match typ.as_str() {
             "subscribe" => {
@@ -335,7 +358,11 @@ impl Session {
             .roster_item(contact, from_bare)
             .ok()
             .flatten()
-            .unwrap_or_else(|| RosterItem { jid: from_bare.to_owned(), hidden: true, ..Default::default() })
+            .unwrap_or_else(|| RosterItem {
+                jid: from_bare.to_owned(),
+                hidden: true,
+                ..Default::default()
+            })
     }
 
     /// A subscribe request arrives at local user `contact`.
@@ -425,9 +452,18 @@ impl Session {
         let _ = self.save_item(contact, &citem);
         if contact == self.user() {
             self.send(stanza.clone());
-            let others: Vec<_> = self.ctx.router.resources(contact).into_iter().filter(|r| r.session_id != self.id).collect();
+            let others: Vec<_> = self
+                .ctx
+                .router
+                .resources(contact)
+                .into_iter()
+                .filter(|r| r.session_id != self.id)
+                .collect();
             for r in others {
-                let _ = self.ctx.router.deliver(contact, &r.resource, Routed::Stanza(stanza.clone()));
+                let _ = self
+                    .ctx
+                    .router
+                    .deliver(contact, &r.resource, Routed::Stanza(stanza.clone()));
             }
         } else {
             self.deliver_to_available(contact, stanza);

@@ -56,7 +56,9 @@ impl Session {
         };
         self.interested = true;
         let (id, res) = (self.id, self.resource.clone().unwrap_or_default());
-        self.ctx.router.update(&user, &res, id, &mut |i| i.interested = true);
+        self.ctx
+            .router
+            .update(&user, &res, id, &mut |i| i.interested = true);
         let ver = roster.version.to_string();
         if q.attr("ver") == Some(ver.as_str()) {
             // RFC 6121 section 2.6.3: unchanged; pushes will follow.
@@ -77,7 +79,11 @@ impl Session {
         let [item] = items.as_slice() else {
             return xml::error_reply(iq, "modify", "bad-request");
         };
-        let Some(contact) = item.attr("jid").and_then(|j| jid::BareJid::new(j).ok()).map(|j| j.to_string()) else {
+        let Some(contact) = item
+            .attr("jid")
+            .and_then(|j| jid::BareJid::new(j).ok())
+            .map(|j| j.to_string())
+        else {
             return xml::error_reply(iq, "modify", "bad-request");
         };
         let user = self.user().to_owned();
@@ -88,10 +94,16 @@ impl Session {
             };
         }
         let name = item.attr("name").filter(|n| !n.is_empty()).map(str::to_owned);
-        let mut groups: Vec<String> = item.children().filter(|c| c.is("group", ns::ROSTER)).map(|g| g.text()).collect();
+        let mut groups: Vec<String> = item
+            .children()
+            .filter(|c| c.is("group", ns::ROSTER))
+            .map(|g| g.text())
+            .collect();
         groups.sort();
         groups.dedup();
-        if groups.iter().any(|g| g.is_empty() || g.len() > ROSTER_TEXT_BYTES_MAX)
+        if groups
+            .iter()
+            .any(|g| g.is_empty() || g.len() > ROSTER_TEXT_BYTES_MAX)
             || groups.len() > ROSTER_GROUPS_MAX
             || name.as_ref().is_some_and(|n| n.len() > ROSTER_TEXT_BYTES_MAX)
         {
@@ -107,7 +119,10 @@ impl Session {
                 return xml::error_reply(iq, "wait", "resource-constraint");
             }
         }
-        let mut updated = existing.unwrap_or_else(|| RosterItem { jid: contact.clone(), ..Default::default() });
+        let mut updated = existing.unwrap_or_else(|| RosterItem {
+            jid: contact.clone(),
+            ..Default::default()
+        });
         updated.name = name;
         updated.groups = groups;
         updated.hidden = false;
@@ -118,26 +133,44 @@ impl Session {
     }
 
     fn roster_remove(&mut self, user: &str, contact: &str) -> Result<(), RosterError> {
-        let Some(item) = self.ctx.store.roster_item(user, contact).map_err(|_| RosterError::Internal)? else {
+        let Some(item) = self
+            .ctx
+            .store
+            .roster_item(user, contact)
+            .map_err(|_| RosterError::Internal)?
+        else {
             return Err(RosterError::NotFound);
         };
         let me = self.bare();
         let contact_user = self.local_user_of(contact);
         if item.subscription.has_to() || item.ask {
-            let p = xml::new("presence", ns::CLIENT).with_attr("type", "unsubscribe").with_attr("from", me.clone()).with_attr("to", contact);
+            let p = xml::new("presence", ns::CLIENT)
+                .with_attr("type", "unsubscribe")
+                .with_attr("from", me.clone())
+                .with_attr("to", contact);
             if let Some(c) = &contact_user {
                 self.inbound_unsubscribe(c, &p);
             }
         }
         if item.subscription.has_from() || item.pending_in {
-            let p = xml::new("presence", ns::CLIENT).with_attr("type", "unsubscribed").with_attr("from", me).with_attr("to", contact);
+            let p = xml::new("presence", ns::CLIENT)
+                .with_attr("type", "unsubscribed")
+                .with_attr("from", me)
+                .with_attr("to", contact);
             self.send_unavailable_to(contact);
             if let Some(c) = &contact_user {
                 self.inbound_unsubscribed(c, &p);
             }
         }
-        let ver = self.ctx.store.remove_roster_item(user, contact).map_err(|_| RosterError::Internal)?;
-        let removed = RosterItem { jid: contact.to_owned(), ..Default::default() };
+        let ver = self
+            .ctx
+            .store
+            .remove_roster_item(user, contact)
+            .map_err(|_| RosterError::Internal)?;
+        let removed = RosterItem {
+            jid: contact.to_owned(),
+            ..Default::default()
+        };
         self.push_roster(user, &removed, ver, true);
         Ok(())
     }
@@ -164,7 +197,9 @@ impl Session {
     fn push_roster(&mut self, user: &str, item: &RosterItem, ver: u64, removal: bool) {
         let mut el = item_element(item);
         if removal {
-            el = xml::new("item", ns::ROSTER).with_attr("jid", item.jid.clone()).with_attr("subscription", "remove");
+            el = xml::new("item", ns::ROSTER)
+                .with_attr("jid", item.jid.clone())
+                .with_attr("subscription", "remove");
         }
         let bare = format!("{user}@{}", self.ctx.domain);
         for r in self.ctx.router.resources(user) {
@@ -176,7 +211,11 @@ impl Session {
                 .with_attr("type", "set")
                 .with_attr("id", format!("push-{}", super::random_id()))
                 .with_attr("to", format!("{bare}/{}", r.resource))
-                .with_child(xml::new("query", ns::ROSTER).with_attr("ver", ver.to_string()).with_child(el.clone()));
+                .with_child(
+                    xml::new("query", ns::ROSTER)
+                        .with_attr("ver", ver.to_string())
+                        .with_child(el.clone()),
+                );
             if r.session_id == self.id {
                 self.send(push);
             } else {

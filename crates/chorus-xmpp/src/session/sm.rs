@@ -21,7 +21,14 @@ pub struct SmState {
 
 impl SmState {
     fn new(id: Option<String>, max: usize) -> SmState {
-        SmState { resumable: id.is_some(), id, h_in: 0, h_out: 0, unacked: VecDeque::new(), max }
+        SmState {
+            resumable: id.is_some(),
+            id,
+            h_in: 0,
+            h_out: 0,
+            unacked: VecDeque::new(),
+            max,
+        }
     }
 
     /// Counts a stanza received from the client.
@@ -72,7 +79,8 @@ impl Session {
         match el.name() {
             "enable" => {
                 if self.sm.is_some() || !self.ctx.config.stream_management.enabled {
-                    let f = xml::new("failed", ns::SM).with_child(xml::new("unexpected-request", ns::STANZAS));
+                    let f =
+                        xml::new("failed", ns::SM).with_child(xml::new("unexpected-request", ns::STANZAS));
                     return self.out.push(Output::Element(f));
                 }
                 let resume = matches!(el.attr("resume"), Some("true" | "1"));
@@ -81,9 +89,15 @@ impl Session {
                 if let Some(id) = &id {
                     enabled.put_attr("id", id.clone());
                     enabled.put_attr("resume", "true");
-                    enabled.put_attr("max", self.ctx.config.stream_management.resume_timeout_secs.to_string());
+                    enabled.put_attr(
+                        "max",
+                        self.ctx.config.stream_management.resume_timeout_secs.to_string(),
+                    );
                 }
-                self.sm = Some(SmState::new(id, self.ctx.config.stream_management.unacked_stanzas_max));
+                self.sm = Some(SmState::new(
+                    id,
+                    self.ctx.config.stream_management.unacked_stanzas_max,
+                ));
                 self.out.push(Output::Element(enabled));
             }
             "r" => {
@@ -120,7 +134,9 @@ impl Session {
 
     /// Whether an ack request is due because many stanzas are pending.
     pub fn wants_ack_request(&self) -> bool {
-        self.sm.as_ref().is_some_and(|s| s.pending() > 0 && s.pending() % 16 == 0)
+        self.sm
+            .as_ref()
+            .is_some_and(|s| s.pending() > 0 && s.pending() % 16 == 0)
     }
 
     pub(super) fn on_resume(&mut self, el: &Element) {
@@ -131,7 +147,9 @@ impl Session {
             s.out.push(Output::Element(f));
         };
         let Some(h) = h else { return failed(self) };
-        let Some(mut parked) = self.ctx.parked.take(&previd) else { return failed(self) };
+        let Some(mut parked) = self.ctx.parked.take(&previd) else {
+            return failed(self);
+        };
         if parked.session.user != self.user {
             // Someone else's session: put it back untouched.
             self.ctx.parked.park(previd, parked);
@@ -150,9 +168,15 @@ impl Session {
         old.closed = false;
         old.out.clear();
         let h_in = old.sm.as_ref().map(|s| s.h_in).unwrap_or(0);
-        let resumed = xml::new("resumed", ns::SM).with_attr("previd", previd).with_attr("h", h_in.to_string());
+        let resumed = xml::new("resumed", ns::SM)
+            .with_attr("previd", previd)
+            .with_attr("h", h_in.to_string());
         old.out.push(Output::Element(resumed));
-        let retransmit: Vec<Element> = old.sm.as_mut().map(|s| s.unacked.drain(..).map(|(_, e)| e).collect()).unwrap_or_default();
+        let retransmit: Vec<Element> = old
+            .sm
+            .as_mut()
+            .map(|s| s.unacked.drain(..).map(|(_, e)| e).collect())
+            .unwrap_or_default();
         if let Some(sm) = old.sm.as_mut() {
             sm.h_out = sm.h_out.wrapping_sub(retransmit.len() as u32);
         }

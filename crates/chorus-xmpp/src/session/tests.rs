@@ -18,7 +18,9 @@ fn context(tweak: impl FnOnce(&mut Config)) -> (Arc<Context>, Arc<MemArchive>) {
     tweak(&mut config);
     let store = Arc::new(MemStore::new());
     for (u, p) in [("alice", "apw"), ("bob", "bpw")] {
-        store.create_account(u, &Credentials::from_password_with(p, 64).expect("valid")).expect("create");
+        store
+            .create_account(u, &Credentials::from_password_with(p, 64).expect("valid"))
+            .expect("create");
     }
     let archive = Arc::new(MemArchive::default());
     let ctx = Context::new(config, store, Arc::new(LocalRouter::new()), archive.clone());
@@ -26,7 +28,10 @@ fn context(tweak: impl FnOnce(&mut Config)) -> (Arc<Context>, Arc<MemArchive>) {
 }
 
 fn header() -> HashMap<String, String> {
-    [("to", DOMAIN), ("version", "1.0")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    [("to", DOMAIN), ("version", "1.0")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn parse(s: &str) -> Element {
@@ -44,12 +49,19 @@ fn elements(out: Vec<Output>) -> Vec<Element> {
 
 fn plain_auth(user: &str, pass: &str) -> Element {
     let b = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pass}"));
-    parse(&format!("<auth xmlns='{}' mechanism='PLAIN'>{b}</auth>", ns::SASL))
+    parse(&format!(
+        "<auth xmlns='{}' mechanism='PLAIN'>{b}</auth>",
+        ns::SASL
+    ))
 }
 
 /// Logs in over an already-secure transport and binds `resource`.
 fn login(ctx: &Arc<Context>, user: &str, pass: &str, resource: &str) -> (Session, mpsc::Receiver<Routed>) {
-    let mut s = Session::new(ctx.clone(), Transport::DirectTls, "127.0.0.1".parse().expect("ip"));
+    let mut s = Session::new(
+        ctx.clone(),
+        Transport::DirectTls,
+        "127.0.0.1".parse().expect("ip"),
+    );
     s.on_header(&header());
     s.on_element(plain_auth(user, pass));
     assert!(s.take_restart(), "SASL success restarts the stream");
@@ -59,7 +71,9 @@ fn login(ctx: &Arc<Context>, user: &str, pass: &str, resource: &str) -> (Session
         ns::BIND
     )));
     let out = elements(s.take_outputs());
-    let bound = out.iter().any(|e| e.is("iq", ns::CLIENT) && e.attr("type") == Some("result"));
+    let bound = out
+        .iter()
+        .any(|e| e.is("iq", ns::CLIENT) && e.attr("type") == Some("result"));
     assert!(bound, "bind failed: {out:?}");
     let rx = s.take_rx().expect("queue after bind");
     (s, rx)
@@ -78,12 +92,21 @@ fn plain_tcp_offers_only_starttls_and_refuses_auth() {
     let mut s = Session::new(ctx, Transport::Tcp, "127.0.0.1".parse().expect("ip"));
     s.on_header(&header());
     let out = elements(s.take_outputs());
-    let features = out.iter().find(|e| e.is("features", ns::STREAM)).expect("features");
+    let features = out
+        .iter()
+        .find(|e| e.is("features", ns::STREAM))
+        .expect("features");
     assert!(features.has_child("starttls", ns::TLS));
     assert!(!features.has_child("mechanisms", ns::SASL));
     s.on_element(plain_auth("alice", "apw"));
     let out = s.take_outputs();
-    assert!(matches!(out.last(), Some(Output::StreamError { condition: "policy-violation", .. })));
+    assert!(matches!(
+        out.last(),
+        Some(Output::StreamError {
+            condition: "policy-violation",
+            ..
+        })
+    ));
     assert!(s.is_closed());
 }
 
@@ -98,7 +121,9 @@ fn starttls_then_mechanisms() {
     s.on_tls_established();
     s.on_header(&header());
     let out = elements(s.take_outputs());
-    let mechs = out[0].get_child("mechanisms", ns::SASL).expect("mechanisms after TLS");
+    let mechs = out[0]
+        .get_child("mechanisms", ns::SASL)
+        .expect("mechanisms after TLS");
     let names: Vec<String> = mechs.children().map(|m| m.text()).collect();
     assert_eq!(names, vec!["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]);
 }
@@ -106,7 +131,11 @@ fn starttls_then_mechanisms() {
 #[test]
 fn wrong_password_can_retry_then_throttles() {
     let (ctx, _) = context(|_| {});
-    let mut s = Session::new(ctx.clone(), Transport::DirectTls, "127.0.0.1".parse().expect("ip"));
+    let mut s = Session::new(
+        ctx.clone(),
+        Transport::DirectTls,
+        "127.0.0.1".parse().expect("ip"),
+    );
     s.on_header(&header());
     s.take_outputs();
     s.on_element(plain_auth("alice", "wrong"));
@@ -114,7 +143,10 @@ fn wrong_password_can_retry_then_throttles() {
     assert!(out[0].is("failure", ns::SASL) && out[0].has_child("not-authorized", ns::SASL));
     s.on_element(plain_auth("alice", "apw"));
     let out = elements(s.take_outputs());
-    assert!(out[0].is("success", ns::SASL), "retry on the same stream succeeds");
+    assert!(
+        out[0].is("success", ns::SASL),
+        "retry on the same stream succeeds"
+    );
 
     let mut s = Session::new(ctx, Transport::DirectTls, "127.0.0.2".parse().expect("ip"));
     s.on_header(&header());
@@ -135,8 +167,16 @@ fn stanzas_before_bind_are_refused() {
     s.on_element(plain_auth("alice", "apw"));
     s.on_header(&header());
     s.take_outputs();
-    s.on_element(parse("<message xmlns='jabber:client' to='bob@chorus.test'><body>x</body></message>"));
-    assert!(matches!(s.take_outputs().last(), Some(Output::StreamError { condition: "not-authorized", .. })));
+    s.on_element(parse(
+        "<message xmlns='jabber:client' to='bob@chorus.test'><body>x</body></message>",
+    ));
+    assert!(matches!(
+        s.take_outputs().last(),
+        Some(Output::StreamError {
+            condition: "not-authorized",
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -148,7 +188,10 @@ fn message_offline_then_delivered_with_delay_once() {
             "<message xmlns='jabber:client' to='bob@chorus.test' type='chat'><body>m{i}</body></message>"
         )));
     }
-    assert!(drain(&mut a, &mut arx).is_empty(), "no errors for stored messages");
+    assert!(
+        drain(&mut a, &mut arx).is_empty(),
+        "no errors for stored messages"
+    );
     assert_eq!(ctx.store.offline_count("bob").expect("count"), 3);
     assert_eq!(archive.records().len(), 3);
     let (mut b, mut brx) = login(&ctx, "bob", "bpw", "phone");
@@ -159,7 +202,9 @@ fn message_offline_then_delivered_with_delay_once() {
         .filter(|e| e.is("message", ns::CLIENT))
         .map(|m| {
             assert!(m.has_child("delay", ns::DELAY), "offline message carries a delay");
-            m.get_child("body", ns::CLIENT).map(|b| b.text()).unwrap_or_default()
+            m.get_child("body", ns::CLIENT)
+                .map(|b| b.text())
+                .unwrap_or_default()
         })
         .collect();
     assert_eq!(bodies, vec!["m0", "m1", "m2"]);
@@ -171,15 +216,28 @@ fn bare_jid_message_goes_to_highest_priority() {
     let (ctx, _) = context(|_| {});
     let (mut b1, mut b1rx) = login(&ctx, "bob", "bpw", "low");
     let (mut b2, mut b2rx) = login(&ctx, "bob", "bpw", "high");
-    b1.on_element(parse("<presence xmlns='jabber:client'><priority>1</priority></presence>"));
-    b2.on_element(parse("<presence xmlns='jabber:client'><priority>5</priority></presence>"));
+    b1.on_element(parse(
+        "<presence xmlns='jabber:client'><priority>1</priority></presence>",
+    ));
+    b2.on_element(parse(
+        "<presence xmlns='jabber:client'><priority>5</priority></presence>",
+    ));
     drain(&mut b1, &mut b1rx);
     drain(&mut b2, &mut b2rx);
     let (mut a, _arx) = login(&ctx, "alice", "apw", "pc");
-    a.on_element(parse("<message xmlns='jabber:client' to='bob@chorus.test' type='chat'><body>hi</body></message>"));
-    assert!(drain(&mut b1, &mut b1rx).iter().all(|e| !e.is("message", ns::CLIENT)));
+    a.on_element(parse(
+        "<message xmlns='jabber:client' to='bob@chorus.test' type='chat'><body>hi</body></message>",
+    ));
+    assert!(
+        drain(&mut b1, &mut b1rx)
+            .iter()
+            .all(|e| !e.is("message", ns::CLIENT))
+    );
     let got = drain(&mut b2, &mut b2rx);
-    let m = got.iter().find(|e| e.is("message", ns::CLIENT)).expect("high priority gets it");
+    let m = got
+        .iter()
+        .find(|e| e.is("message", ns::CLIENT))
+        .expect("high priority gets it");
     assert_eq!(m.attr("from"), Some("alice@chorus.test/pc"));
 }
 
@@ -192,7 +250,16 @@ fn resource_conflict_ends_the_old_session() {
         old.on_routed(r);
     }
     let out = old.take_outputs();
-    assert!(matches!(out.last(), Some(Output::StreamError { condition: "conflict", .. })), "{out:?}");
+    assert!(
+        matches!(
+            out.last(),
+            Some(Output::StreamError {
+                condition: "conflict",
+                ..
+            })
+        ),
+        "{out:?}"
+    );
     assert_eq!(ctx.router.resources("alice").len(), 1);
 }
 
@@ -202,22 +269,46 @@ fn subscription_handshake_reaches_both() {
     let (mut a, mut arx) = login(&ctx, "alice", "apw", "pc");
     let (mut b, mut brx) = login(&ctx, "bob", "bpw", "pc");
     for (s, rx) in [(&mut a, &mut arx), (&mut b, &mut brx)] {
-        s.on_element(parse("<iq xmlns='jabber:client' type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>"));
+        s.on_element(parse(
+            "<iq xmlns='jabber:client' type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>",
+        ));
         s.on_element(parse("<presence xmlns='jabber:client'/>"));
         drain(s, rx);
     }
-    a.on_element(parse("<presence xmlns='jabber:client' type='subscribe' to='bob@chorus.test'/>"));
+    a.on_element(parse(
+        "<presence xmlns='jabber:client' type='subscribe' to='bob@chorus.test'/>",
+    ));
     drain(&mut a, &mut arx);
     let got = drain(&mut b, &mut brx);
-    assert!(got.iter().any(|e| e.is("presence", ns::CLIENT) && e.attr("type") == Some("subscribe")));
-    b.on_element(parse("<presence xmlns='jabber:client' type='subscribed' to='alice@chorus.test'/>"));
+    assert!(
+        got.iter()
+            .any(|e| e.is("presence", ns::CLIENT) && e.attr("type") == Some("subscribe"))
+    );
+    b.on_element(parse(
+        "<presence xmlns='jabber:client' type='subscribed' to='alice@chorus.test'/>",
+    ));
     drain(&mut b, &mut brx);
     let got = drain(&mut a, &mut arx);
-    assert!(got.iter().any(|e| e.attr("type") == Some("subscribed")), "{got:?}");
-    assert!(got.iter().any(|e| e.is("presence", ns::CLIENT) && e.attr("type").is_none()), "bob's presence follows");
-    let item = ctx.store.roster_item("alice", "bob@chorus.test").expect("read").expect("item");
+    assert!(
+        got.iter().any(|e| e.attr("type") == Some("subscribed")),
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|e| e.is("presence", ns::CLIENT) && e.attr("type").is_none()),
+        "bob's presence follows"
+    );
+    let item = ctx
+        .store
+        .roster_item("alice", "bob@chorus.test")
+        .expect("read")
+        .expect("item");
     assert_eq!(item.subscription, chorus_core::roster::Subscription::To);
-    let item = ctx.store.roster_item("bob", "alice@chorus.test").expect("read").expect("item");
+    let item = ctx
+        .store
+        .roster_item("bob", "alice@chorus.test")
+        .expect("read")
+        .expect("item");
     assert_eq!(item.subscription, chorus_core::roster::Subscription::From);
 }
 
@@ -232,10 +323,19 @@ fn blocked_sender_is_not_delivered() {
     )));
     drain(&mut b, &mut brx);
     let (mut a, mut arx) = login(&ctx, "alice", "apw", "pc");
-    a.on_element(parse("<message xmlns='jabber:client' to='bob@chorus.test' type='chat'><body>x</body></message>"));
+    a.on_element(parse(
+        "<message xmlns='jabber:client' to='bob@chorus.test' type='chat'><body>x</body></message>",
+    ));
     let got = drain(&mut a, &mut arx);
-    assert!(got.iter().any(|e| e.attr("type") == Some("error")), "sender gets an error");
-    assert!(drain(&mut b, &mut brx).iter().all(|e| !e.is("message", ns::CLIENT)));
+    assert!(
+        got.iter().any(|e| e.attr("type") == Some("error")),
+        "sender gets an error"
+    );
+    assert!(
+        drain(&mut b, &mut brx)
+            .iter()
+            .all(|e| !e.is("message", ns::CLIENT))
+    );
 }
 
 #[tokio::test]
@@ -253,16 +353,26 @@ async fn resumption_replays_unacked_stanzas() {
     let (mut a, _arx) = login(&ctx, "alice", "apw", "pc");
     a.on_element(parse("<message xmlns='jabber:client' to='bob@chorus.test/pc' type='chat'><body>while away</body></message>"));
 
-    let mut n = Session::new(ctx.clone(), Transport::DirectTls, "127.0.0.1".parse().expect("ip"));
+    let mut n = Session::new(
+        ctx.clone(),
+        Transport::DirectTls,
+        "127.0.0.1".parse().expect("ip"),
+    );
     n.on_header(&header());
     n.on_element(plain_auth("bob", "bpw"));
     n.on_header(&header());
     n.take_outputs();
-    n.on_element(parse(&format!("<resume xmlns='{}' previd='{id}' h='0'/>", ns::SM)));
+    n.on_element(parse(&format!(
+        "<resume xmlns='{}' previd='{id}' h='0'/>",
+        ns::SM
+    )));
     let parked = n.take_resumed().expect("resumed");
     let mut s = parked.session;
     let mut rx = parked.rx;
     let got = drain(&mut s, &mut rx);
     assert!(got[0].is("resumed", ns::SM));
-    assert!(got.iter().any(|e| e.get_child("body", ns::CLIENT).is_some_and(|b| b.text() == "while away")));
+    assert!(got.iter().any(|e| {
+        e.get_child("body", ns::CLIENT)
+            .is_some_and(|b| b.text() == "while away")
+    }));
 }
