@@ -73,7 +73,7 @@ async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
 }
 
 async fn metrics(State(s): State<HttpState>) -> String {
-    metrics::gauge!("chorus_bound_sessions").set(s.ctx.router.session_count() as f64);
+    metrics::gauge!("chorus_sessions").set(s.ctx.router.session_count() as f64);
     metrics::gauge!("chorus_parked_sessions").set(s.ctx.parked.len() as f64);
     s.metrics.render()
 }

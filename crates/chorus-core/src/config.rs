@@ -2,7 +2,8 @@
 //! variables, validated before the node starts.
 //!
 //! Environment overrides are named `CHORUS_<SECTION>__<KEY>`, for example
-//! `CHORUS_SERVER__DOMAIN=example.com` or `CHORUS_LIMITS__STANZA_BYTES_MAX=65536`.
+//! `CHORUS_SERVER__DOMAIN=example.com` or `CHORUS_LIMITS__STANZA_BYTES_MAX=65536`;
+//! other `CHORUS_` variables (such as `CHORUS_CONFIG`) are not overrides.
 //! The value is read as a TOML value when it parses as one (numbers,
 //! booleans) and as a string otherwise.
 
@@ -255,7 +256,9 @@ impl Config {
             err("(syntax)", format!("{}{at}", e.message()))
         })?;
         for (name, value) in env {
-            if let Some(rest) = name.strip_prefix(ENV_PREFIX) {
+            // Only CHORUS_<SECTION>__<KEY> names are overrides; others such as
+            // CHORUS_CONFIG belong to the command line or to tools.
+            if let Some(rest) = name.strip_prefix(ENV_PREFIX).filter(|r| r.contains("__")) {
                 apply_env_override(&mut table, rest, &value).map_err(|reason| ConfigError {
                     source_name: format!("environment variable {name}"),
                     key: rest.to_lowercase().replace("__", "."),
@@ -413,6 +416,8 @@ mod tests {
             ("CHORUS_SERVER__DOMAIN".to_string(), "corp.example".to_string()),
             ("CHORUS_LIMITS__STANZA_BYTES_MAX".to_string(), "65536".to_string()),
             ("PATH".to_string(), "/bin".to_string()),
+            ("CHORUS_CONFIG".to_string(), "/etc/chorus.toml".to_string()),
+            ("CHORUS_BIN".to_string(), "target/debug/chorus".to_string()),
         ];
         let c = Config::parse("[server]\ndomain = \"x.example\"\n", "f", env).expect("valid");
         assert_eq!(c.server.domain, "corp.example");

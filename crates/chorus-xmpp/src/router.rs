@@ -174,7 +174,11 @@ impl Router for LocalRouter {
                 .ok_or(DeliverError::NotFound)?
         };
         match tx.try_send(item) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                let depth = tx.max_capacity() - tx.capacity();
+                metrics::histogram!("chorus_session_queue_depth").record(depth as f64);
+                Ok(())
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 metrics::counter!("chorus_router_queue_full_total").increment(1);
                 Err(DeliverError::QueueFull)

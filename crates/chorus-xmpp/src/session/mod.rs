@@ -392,7 +392,6 @@ impl Session {
         }
         self.resource = Some(resource);
         self.state = State::Bound;
-        metrics::gauge!("chorus_sessions").increment(1.0);
         let jid = xml::new("jid", ns::BIND).with_text(self.full());
         let reply = xml::iq_result(iq).with_child(xml::new("bind", ns::BIND).with_child(jid));
         self.out.push(Output::Element(reply));
@@ -580,9 +579,7 @@ impl Session {
         }
         let user = self.user().to_owned();
         let resource = self.resource.clone().unwrap_or_default();
-        if self.ctx.router.unbind(&user, &resource, self.id) {
-            metrics::gauge!("chorus_sessions").decrement(1.0);
-        }
+        self.ctx.router.unbind(&user, &resource, self.id);
         for el in leftover {
             self.store_unacked(el);
         }
@@ -595,7 +592,6 @@ impl Session {
     /// Our resource was taken over by a new session.
     fn resource_lost(&mut self) {
         if self.state == State::Bound {
-            metrics::gauge!("chorus_sessions").decrement(1.0);
             self.state = State::Start;
             self.sm = None;
         }
