@@ -46,6 +46,60 @@ pub struct Config {
     pub registration: RegistrationConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Membership of the multi-site cluster.
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: this node's identity and its peers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's id, unique in the cluster.
+    pub node_id: String,
+    /// The site (office) this node belongs to.
+    pub site: String,
+    /// Cluster gRPC listener (mTLS); empty for a node without peers.
+    pub listen: Option<SocketAddr>,
+    /// PEM of the cluster CA that signs every node certificate.
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate of this node (from `chorus cert node`).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of this node.
+    pub key_file: Option<PathBuf>,
+    /// How long a silent peer's sessions stay valid, in milliseconds.
+    pub lease_ms: u64,
+    /// How often this node tells peers it is alive, in milliseconds.
+    pub heartbeat_ms: u64,
+    /// The other nodes.
+    pub peers: Vec<PeerConfig>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_id: "node1".into(),
+            site: "default".into(),
+            listen: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            lease_ms: 3000,
+            heartbeat_ms: 500,
+            peers: Vec::new(),
+        }
+    }
+}
+
+/// `[[cluster.peers]]`: another node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The peer's node id (also the name in its certificate).
+    pub id: String,
+    /// The peer's site.
+    pub site: String,
+    /// Where to reach its cluster listener, `host:port`.
+    pub addr: String,
 }
 
 /// `[server]`
@@ -299,6 +353,7 @@ impl Config {
                 format!("{:?} is neither \"text\" nor \"json\"", self.log.format),
             ));
         }
+        self.validate_cluster()?;
         let l = &self.limits;
         let positive: [(&'static str, u64); 12] = [
             ("limits.stanza_bytes_max", l.stanza_bytes_max as u64),
@@ -335,6 +390,80 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+impl Config {
+    fn validate_cluster(&self) -> Result<(), (&'static str, String)> {
+        let c = &self.cluster;
+        let id_ok = |s: &str| {
+            !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if !id_ok(&c.node_id) {
+            return Err(("cluster.node_id", "use 1-64 letters, digits or '-'".into()));
+        }
+        if !id_ok(&c.site) {
+            return Err(("cluster.site", "use 1-64 letters, digits or '-'".into()));
+        }
+        if c.peers.is_empty() {
+            return Ok(());
+        }
+        if c.listen.is_none() {
+            return Err((
+                "cluster.listen",
+                "required when cluster.peers are configured".into(),
+            ));
+        }
+        for (key, v) in [
+            ("cluster.ca_file", &c.ca_file),
+            ("cluster.cert_file", &c.cert_file),
+            ("cluster.key_file", &c.key_file),
+        ] {
+            if v.is_none() {
+                return Err((
+                    key,
+                    "required when cluster.peers are configured (see `chorus cert`)".into(),
+                ));
+            }
+        }
+        if c.heartbeat_ms == 0 || c.lease_ms < 2 * c.heartbeat_ms {
+            return Err((
+                "cluster.lease_ms",
+                "must be at least twice cluster.heartbeat_ms".into(),
+            ));
+        }
+        let mut tags = std::collections::HashMap::new();
+        tags.insert(crate::hlc::node_tag(&c.node_id), c.node_id.clone());
+        for p in &c.peers {
+            if !id_ok(&p.id) || !id_ok(&p.site) {
+                return Err((
+                    "cluster.peers",
+                    format!("peer {:?}: ids and sites use letters, digits or '-'", p.id),
+                ));
+            }
+            if p.addr
+                .rsplit_once(':')
+                .and_then(|(_, port)| port.parse::<u16>().ok())
+                .is_none()
+            {
+                return Err((
+                    "cluster.peers",
+                    format!("peer {}: addr {:?} is not host:port", p.id, p.addr),
+                ));
+            }
+            if let Some(other) = tags.insert(crate::hlc::node_tag(&p.id), p.id.clone()) {
+                return Err((
+                    "cluster.peers",
+                    format!("node ids {other} and {} collide or repeat", p.id),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// This node's version tag.
+    pub fn node_tag(&self) -> u32 {
+        crate::hlc::node_tag(&self.cluster.node_id)
     }
 }
 

@@ -5,7 +5,10 @@
 pub mod archive;
 pub mod config;
 pub mod credentials;
+pub mod hlc;
+pub mod lww;
 pub mod mem_store;
+pub mod replication;
 pub mod roster;
 pub mod store;
 pub mod time;

@@ -33,7 +33,7 @@ pub fn run(dir: &Path) -> anyhow::Result<()> {
         };
         let db = config.server.data_dir.join("db");
         std::fs::create_dir_all(&config.server.data_dir)?;
-        let store = chorus_store::RocksStore::open(&db)?;
+        let store = chorus_store::RocksStore::open(&db, config.node_tag())?;
         if store.list_accounts()?.iter().all(|u| u != user) {
             crate::users::apply(&store, &config.server.domain, req)?;
         }

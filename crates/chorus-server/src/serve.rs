@@ -53,7 +53,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("install metrics recorder")?;
-    let store = Arc::new(RocksStore::open(&data.join("db"))?);
+    let store = Arc::new(RocksStore::open(&data.join("db"), config.node_tag())?);
     let tls = crate::tls::acceptor(&config)?;
     let ctx = Arc::new(Context::new(
         config.clone(),

@@ -68,7 +68,7 @@ pub fn run(config: &Config, action: UserAction) -> anyhow::Result<()> {
     let db = config.server.data_dir.join("db");
     std::fs::create_dir_all(&config.server.data_dir)
         .with_context(|| format!("create data directory {}", config.server.data_dir.display()))?;
-    let users = match RocksStore::open(&db) {
+    let users = match RocksStore::open(&db, config.node_tag()) {
         Ok(store) => apply(&store, &config.server.domain, req)?,
         Err(OpenError::Locked(_)) => {
             let resp = control::call(&config.server.data_dir, &req)?;

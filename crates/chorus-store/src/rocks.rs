@@ -1,24 +1,30 @@
-//! [`RocksStore`]: the RocksDB-backed [`Store`].
+//! [`RocksStore`]: the RocksDB-backed [`Store`], every item a versioned
+//! last-writer-wins register so that nodes can replicate and converge.
 
 use chorus_core::credentials::Credentials;
+use chorus_core::hlc::{Clock, Version};
+use chorus_core::lww::Lww;
+use chorus_core::replication::{
+    ChangeListener, ChangeOrigin, DIGEST_BUCKETS, ReplItem, Table, bucket_of, item_digest,
+};
 use chorus_core::roster::RosterItem;
 use chorus_core::store::{OfflineMessage, Roster, Store, StoreError};
-use rocksdb::{ColumnFamily, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use rocksdb::{ColumnFamily, DB, Direction, IteratorMode, Options, WriteBatch};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
-const CF_ACCOUNTS: &str = "accounts";
-const CF_ROSTERS: &str = "rosters";
-const CF_META: &str = "meta";
-const CF_VCARDS: &str = "vcards";
-const CF_BLOCKS: &str = "blocks";
-const CF_OFFLINE: &str = "offline";
-const ALL_CFS: [&str; 6] = [CF_ACCOUNTS, CF_ROSTERS, CF_META, CF_VCARDS, CF_BLOCKS, CF_OFFLINE];
+/// Column family for node-local bookkeeping (never replicated).
+pub(crate) const CF_META: &str = "meta";
+/// Column family for the durable per-peer stanza outbox.
+pub(crate) const CF_OUTBOX: &str = "outbox";
 
 /// A key and its value, as read from an iterator.
-type KeyValue = (Box<[u8]>, Box<[u8]>);
+pub(crate) type KeyValue = (Box<[u8]>, Box<[u8]>);
+
+/// A key and its live value.
+type LiveItem = (Box<[u8]>, Vec<u8>);
 
 /// Why the database could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -38,26 +44,26 @@ pub enum OpenError {
 
 /// The RocksDB store. Cheap to share behind an `Arc`.
 pub struct RocksStore {
-    db: DB,
-    /// Serializes read-modify-write sequences (roster versions, quotas).
+    pub(crate) db: DB,
+    clock: Clock,
+    /// Serializes read-modify-write sequences (quotas, merges).
     rmw: Mutex<()>,
+    listener: RwLock<Option<ChangeListener>>,
 }
 
-fn key2(a: &str, b: &str) -> Vec<u8> {
+fn key2(a: &str, b: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(a.len() + b.len() + 1);
     k.extend_from_slice(a.as_bytes());
     k.push(0);
-    k.extend_from_slice(b.as_bytes());
+    k.extend_from_slice(b);
     k
 }
 
 fn prefix(user: &str) -> Vec<u8> {
-    let mut k = user.as_bytes().to_vec();
-    k.push(0);
-    k
+    key2(user, b"")
 }
 
-fn io(e: rocksdb::Error) -> StoreError {
+pub(crate) fn io(e: rocksdb::Error) -> StoreError {
     StoreError::Io(e.into_string())
 }
 
@@ -69,15 +75,22 @@ fn decode<T: DeserializeOwned>(what: &str, b: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what}: bad register encoding"))
+}
+
 impl RocksStore {
-    /// Opens (creating if needed) the database in `dir`.
-    pub fn open(dir: &Path) -> Result<RocksStore, OpenError> {
+    /// Opens (creating if needed) the database in `dir` for the node whose
+    /// versions carry `node_tag` (see [`chorus_core::hlc::node_tag`]).
+    pub fn open(dir: &Path, node_tag: u32) -> Result<RocksStore, OpenError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_keep_log_file_num(4);
         opts.set_max_total_wal_size(256 * 1024 * 1024);
-        let db = DB::open_cf(&opts, dir, ALL_CFS).map_err(|e| {
+        let mut cfs: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
+        cfs.extend([CF_META, CF_OUTBOX]);
+        let db = DB::open_cf(&opts, dir, cfs).map_err(|e| {
             let reason = e.into_string();
             let path = dir.display().to_string();
             if reason.contains("lock") {
@@ -86,36 +99,51 @@ impl RocksStore {
                 OpenError::Other { path, reason }
             }
         })?;
-        Ok(RocksStore {
+        let store = RocksStore {
             db,
+            clock: Clock::new(node_tag),
             rmw: Mutex::new(()),
-        })
+            listener: RwLock::new(None),
+        };
+        store.restore_clock();
+        Ok(store)
     }
 
-    fn cf(&self, name: &str) -> &ColumnFamily {
+    /// Never issue a version below one already stored (clock went back).
+    fn restore_clock(&self) {
+        if let Ok(Some(b)) = self.db.get_cf(self.cf(CF_META), b"clock")
+            && let Some(v) = Version::from_bytes(&b)
+        {
+            self.clock.observe(v.hlc);
+        }
+    }
+
+    /// Registers the function told about every durable change.
+    pub fn set_listener(&self, l: ChangeListener) {
+        *self.listener.write().unwrap_or_else(|e| e.into_inner()) = Some(l);
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
         self.db.cf_handle(name).expect("column family created at open")
     }
 
-    fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        let wo = WriteOptions::default();
-        self.db.write_opt(batch, &wo).map_err(io)
+    fn tcf(&self, t: Table) -> &ColumnFamily {
+        self.cf(t.name())
     }
 
     /// Flushes memtables and syncs the WAL; called on graceful shutdown.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_wal(true).map_err(io)?;
-        for cf in ALL_CFS {
-            self.db.flush_cf(self.cf(cf)).map_err(io)?;
+        for t in Table::ALL {
+            self.db.flush_cf(self.tcf(t)).map_err(io)?;
         }
-        Ok(())
+        self.db.flush_cf(self.cf(CF_META)).map_err(io)?;
+        self.db.flush_cf(self.cf(CF_OUTBOX)).map_err(io)
     }
 
-    fn scan_prefix(&self, cf: &str, p: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
+    pub(crate) fn scan_prefix(&self, cf: &ColumnFamily, p: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
         let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(cf), IteratorMode::From(p, Direction::Forward))
-        {
+        for item in self.db.iterator_cf(cf, IteratorMode::From(p, Direction::Forward)) {
             let (k, v) = item.map_err(io)?;
             if !k.starts_with(p) {
                 break;
@@ -125,75 +153,159 @@ impl RocksStore {
         Ok(out)
     }
 
-    fn delete_prefix(&self, batch: &mut WriteBatch, cf: &str, p: &[u8]) -> Result<(), StoreError> {
-        for (k, _) in self.scan_prefix(cf, p)? {
-            batch.delete_cf(self.cf(cf), k);
+    fn register(&self, t: Table, key: &[u8]) -> Result<Option<Lww>, StoreError> {
+        match self.db.get_cf(self.tcf(t), key).map_err(io)? {
+            Some(b) => Lww::decode(&b).map(Some).ok_or_else(|| corrupt(t.name())),
+            None => Ok(None),
         }
-        Ok(())
     }
 
-    fn roster_version(&self, user: &str) -> Result<u64, StoreError> {
-        match self
-            .db
-            .get_cf(self.cf(CF_META), key2("rosterver", user))
-            .map_err(io)?
-        {
-            Some(b) => {
-                let arr: [u8; 8] = b
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt(format!("roster version of {user}")))?;
-                Ok(u64::from_be_bytes(arr))
+    fn live(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.register(t, key)?.and_then(|r| r.value))
+    }
+
+    /// Live items under a prefix (tombstones skipped).
+    fn scan_live(&self, t: Table, p: &[u8]) -> Result<Vec<LiveItem>, StoreError> {
+        let mut out = Vec::new();
+        for (k, v) in self.scan_prefix(self.tcf(t), p)? {
+            if let Some(value) = Lww::decode(&v).ok_or_else(|| corrupt(t.name()))?.value {
+                out.push((k, value));
             }
-            None => Ok(0),
+        }
+        Ok(out)
+    }
+
+    /// Writes local changes with fresh versions and tells the listener.
+    fn write_local(&self, changes: Vec<(Table, Vec<u8>, Option<Vec<u8>>)>) -> Result<Version, StoreError> {
+        let mut batch = WriteBatch::default();
+        let mut items = Vec::with_capacity(changes.len());
+        let mut last = self.clock.tick();
+        for (i, (table, key, value)) in changes.into_iter().enumerate() {
+            if i > 0 {
+                last = self.clock.tick();
+            }
+            let lww = Lww { version: last, value };
+            batch.put_cf(self.tcf(table), &key, lww.encode());
+            items.push(ReplItem { table, key, lww });
+        }
+        batch.put_cf(self.cf(CF_META), b"clock", last.to_bytes());
+        self.db.write(batch).map_err(io)?;
+        self.notify(&items, ChangeOrigin::Local);
+        Ok(last)
+    }
+
+    fn notify(&self, items: &[ReplItem], origin: ChangeOrigin) {
+        if items.is_empty() {
+            return;
+        }
+        let l = self.listener.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(l) = l {
+            l(items, origin);
         }
     }
 
-    fn bump_roster(&self, batch: &mut WriteBatch, user: &str) -> Result<u64, StoreError> {
-        let v = self.roster_version(user)? + 1;
-        batch.put_cf(self.cf(CF_META), key2("rosterver", user), v.to_be_bytes());
+    /// Merges items from a peer (last writer wins); returns those that
+    /// changed something here.
+    pub fn apply_remote(&self, items: &[ReplItem]) -> Result<Vec<ReplItem>, StoreError> {
+        let _g = self.rmw.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch = WriteBatch::default();
+        let mut changed = Vec::new();
+        for item in items {
+            self.clock.observe(item.lww.version.hlc);
+            let current = self.register(item.table, &item.key)?;
+            let (_, took) = Lww::apply(current, item.lww.clone());
+            if took {
+                batch.put_cf(self.tcf(item.table), &item.key, item.lww.encode());
+                changed.push(item.clone());
+            }
+        }
+        if !changed.is_empty() {
+            self.db.write(batch).map_err(io)?;
+            self.notify(&changed, ChangeOrigin::Remote);
+        }
+        Ok(changed)
+    }
+
+    /// One digest per anti-entropy bucket of a table.
+    pub fn digests(&self, t: Table) -> Result<Vec<u64>, StoreError> {
+        let mut d = vec![0u64; DIGEST_BUCKETS as usize];
+        for item in self.db.iterator_cf(self.tcf(t), IteratorMode::Start) {
+            let (k, v) = item.map_err(io)?;
+            let lww = Lww::decode(&v).ok_or_else(|| corrupt(t.name()))?;
+            d[bucket_of(&k) as usize] ^= item_digest(&k, &lww);
+        }
+        Ok(d)
+    }
+
+    /// Every item (tombstones included) in the given buckets of a table.
+    pub fn items_in_buckets(&self, t: Table, buckets: &[u32]) -> Result<Vec<ReplItem>, StoreError> {
+        let wanted: std::collections::HashSet<u32> = buckets.iter().copied().collect();
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.tcf(t), IteratorMode::Start) {
+            let (k, v) = item.map_err(io)?;
+            if wanted.contains(&bucket_of(&k)) {
+                let lww = Lww::decode(&v).ok_or_else(|| corrupt(t.name()))?;
+                out.push(ReplItem {
+                    table: t,
+                    key: k.to_vec(),
+                    lww,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Increments and returns this node's incarnation number.
+    pub fn next_incarnation(&self) -> Result<u64, StoreError> {
+        let cur = match self.db.get_cf(self.cf(CF_META), b"incarnation").map_err(io)? {
+            Some(b) => u64::from_be_bytes(b.as_slice().try_into().map_err(|_| corrupt("incarnation"))?),
+            None => 0,
+        };
+        let next = cur + 1;
+        self.db
+            .put_cf(self.cf(CF_META), b"incarnation", next.to_be_bytes())
+            .map_err(io)?;
+        Ok(next)
+    }
+
+    fn roster_version_of(&self, user: &str) -> Result<u64, StoreError> {
+        let mut v = 0;
+        for (_, b) in self.scan_prefix(self.tcf(Table::Rosters), &prefix(user))? {
+            v = v.max(Lww::decode(&b).ok_or_else(|| corrupt("rosters"))?.version.hlc.0);
+        }
         Ok(v)
-    }
-
-    fn next_offline_seq(&self, user: &str) -> Result<u64, StoreError> {
-        match self
-            .db
-            .get_cf(self.cf(CF_META), key2("offlineseq", user))
-            .map_err(io)?
-        {
-            Some(b) => {
-                Ok(u64::from_be_bytes(b.as_slice().try_into().map_err(|_| {
-                    StoreError::Corrupt(format!("offline sequence of {user}"))
-                })?))
-            }
-            None => Ok(0),
-        }
     }
 }
 
 impl Store for RocksStore {
     fn create_account(&self, user: &str, creds: &Credentials) -> Result<(), StoreError> {
         let _g = self.rmw.lock().unwrap_or_else(|e| e.into_inner());
-        if self.db.get_cf(self.cf(CF_ACCOUNTS), user).map_err(io)?.is_some() {
+        if self.live(Table::Accounts, user.as_bytes())?.is_some() {
             return Err(StoreError::AccountExists(user.to_owned()));
         }
-        let mut b = WriteBatch::default();
-        b.put_cf(self.cf(CF_ACCOUNTS), user, encode(creds));
-        self.write(b)
+        self.write_local(vec![(
+            Table::Accounts,
+            user.as_bytes().to_vec(),
+            Some(encode(creds)),
+        )])?;
+        Ok(())
     }
 
     fn set_credentials(&self, user: &str, creds: &Credentials) -> Result<(), StoreError> {
         let _g = self.rmw.lock().unwrap_or_else(|e| e.into_inner());
-        if self.db.get_cf(self.cf(CF_ACCOUNTS), user).map_err(io)?.is_none() {
+        if self.live(Table::Accounts, user.as_bytes())?.is_none() {
             return Err(StoreError::NoSuchAccount(user.to_owned()));
         }
-        let mut b = WriteBatch::default();
-        b.put_cf(self.cf(CF_ACCOUNTS), user, encode(creds));
-        self.write(b)
+        self.write_local(vec![(
+            Table::Accounts,
+            user.as_bytes().to_vec(),
+            Some(encode(creds)),
+        )])?;
+        Ok(())
     }
 
     fn credentials(&self, user: &str) -> Result<Option<Credentials>, StoreError> {
-        match self.db.get_cf(self.cf(CF_ACCOUNTS), user).map_err(io)? {
+        match self.live(Table::Accounts, user.as_bytes())? {
             Some(b) => Ok(Some(decode("credentials", &b)?)),
             None => Ok(None),
         }
@@ -201,75 +313,66 @@ impl Store for RocksStore {
 
     fn remove_account(&self, user: &str) -> Result<bool, StoreError> {
         let _g = self.rmw.lock().unwrap_or_else(|e| e.into_inner());
-        if self.db.get_cf(self.cf(CF_ACCOUNTS), user).map_err(io)?.is_none() {
+        if self.live(Table::Accounts, user.as_bytes())?.is_none() {
             return Ok(false);
         }
-        let mut b = WriteBatch::default();
-        b.delete_cf(self.cf(CF_ACCOUNTS), user);
-        b.delete_cf(self.cf(CF_VCARDS), user);
-        b.delete_cf(self.cf(CF_META), key2("rosterver", user));
-        b.delete_cf(self.cf(CF_META), key2("offlineseq", user));
-        let p = prefix(user);
-        for cf in [CF_ROSTERS, CF_BLOCKS, CF_OFFLINE] {
-            self.delete_prefix(&mut b, cf, &p)?;
+        let mut changes = vec![(Table::Accounts, user.as_bytes().to_vec(), None)];
+        if self.live(Table::Vcards, user.as_bytes())?.is_some() {
+            changes.push((Table::Vcards, user.as_bytes().to_vec(), None));
         }
-        self.write(b)?;
+        let p = prefix(user);
+        for t in [Table::Rosters, Table::Blocks, Table::Offline] {
+            for (k, _) in self.scan_live(t, &p)? {
+                changes.push((t, k.to_vec(), None));
+            }
+        }
+        self.write_local(changes)?;
         Ok(true)
     }
 
     fn list_accounts(&self) -> Result<Vec<String>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_ACCOUNTS), IteratorMode::Start) {
-            let (k, _) = item.map_err(io)?;
-            out.push(String::from_utf8_lossy(&k).into_owned());
-        }
-        Ok(out)
+        Ok(self
+            .scan_live(Table::Accounts, b"")?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+            .collect())
     }
 
     fn roster(&self, user: &str) -> Result<Roster, StoreError> {
-        let _g = self.rmw.lock().unwrap_or_else(|e| e.into_inner());
         let items = self
-            .scan_prefix(CF_ROSTERS, &prefix(user))?
+            .scan_live(Table::Rosters, &prefix(user))?
             .iter()
             .map(|(_, v)| decode("roster item", v))
             .collect::<Result<Vec<RosterItem>, _>>()?;
         Ok(Roster {
-            version: self.roster_version(user)?,
+            version: self.roster_version_of(user)?,
             items,
         })
     }
 
     fn roster_item(&self, user: &str, contact: &str) -> Result<Option<RosterItem>, StoreError> {
-        match self
-            .db
-            .get_cf(self.cf(CF_ROSTERS), key2(user, contact))
-            .map_err(io)?
-        {
+        match self.live(Table::Rosters, &key2(user, contact.as_bytes()))? {
             Some(b) => Ok(Some(decode("roster item", &b)?)),
             None => Ok(None),
         }
     }
 
     fn put_roster_item(&self, user: &str, item: &RosterItem) -> Result<u64, StoreError> {
-        let _g = self.rmw.lock().unwrap_or_else(|e| e.into_inner());
-        let mut b = WriteBatch::default();
-        b.put_cf(self.cf(CF_ROSTERS), key2(user, &item.jid), encode(item));
-        let v = self.bump_roster(&mut b, user)?;
-        self.write(b)?;
-        Ok(v)
+        let v = self.write_local(vec![(
+            Table::Rosters,
+            key2(user, item.jid.as_bytes()),
+            Some(encode(item)),
+        )])?;
+        Ok(v.hlc.0)
     }
 
     fn remove_roster_item(&self, user: &str, contact: &str) -> Result<u64, StoreError> {
-        let _g = self.rmw.lock().unwrap_or_else(|e| e.into_inner());
-        let mut b = WriteBatch::default();
-        b.delete_cf(self.cf(CF_ROSTERS), key2(user, contact));
-        let v = self.bump_roster(&mut b, user)?;
-        self.write(b)?;
-        Ok(v)
+        let v = self.write_local(vec![(Table::Rosters, key2(user, contact.as_bytes()), None)])?;
+        Ok(v.hlc.0)
     }
 
     fn vcard(&self, user: &str) -> Result<Option<String>, StoreError> {
-        match self.db.get_cf(self.cf(CF_VCARDS), user).map_err(io)? {
+        match self.live(Table::Vcards, user.as_bytes())? {
             Some(b) => String::from_utf8(b)
                 .map(Some)
                 .map_err(|_| StoreError::Corrupt(format!("vCard of {user}"))),
@@ -278,194 +381,88 @@ impl Store for RocksStore {
     }
 
     fn set_vcard(&self, user: &str, xml: &str) -> Result<(), StoreError> {
-        let mut b = WriteBatch::default();
-        b.put_cf(self.cf(CF_VCARDS), user, xml);
-        self.write(b)
+        self.write_local(vec![(
+            Table::Vcards,
+            user.as_bytes().to_vec(),
+            Some(xml.as_bytes().to_vec()),
+        )])?;
+        Ok(())
     }
 
     fn blocklist(&self, user: &str) -> Result<Vec<String>, StoreError> {
         let p = prefix(user);
         Ok(self
-            .scan_prefix(CF_BLOCKS, &p)?
+            .scan_live(Table::Blocks, &p)?
             .iter()
             .map(|(k, _)| String::from_utf8_lossy(&k[p.len()..]).into_owned())
             .collect())
     }
 
     fn set_blocked(&self, user: &str, jids: &[String], blocked: bool) -> Result<(), StoreError> {
-        let mut b = WriteBatch::default();
-        for j in jids {
-            if blocked {
-                b.put_cf(self.cf(CF_BLOCKS), key2(user, j), b"");
-            } else {
-                b.delete_cf(self.cf(CF_BLOCKS), key2(user, j));
-            }
+        if jids.is_empty() {
+            return Ok(());
         }
-        self.write(b)
+        let value = blocked.then(Vec::new);
+        self.write_local(
+            jids.iter()
+                .map(|j| (Table::Blocks, key2(user, j.as_bytes()), value.clone()))
+                .collect(),
+        )?;
+        Ok(())
     }
 
     fn clear_blocklist(&self, user: &str) -> Result<(), StoreError> {
-        let mut b = WriteBatch::default();
-        self.delete_prefix(&mut b, CF_BLOCKS, &prefix(user))?;
-        self.write(b)
+        let changes: Vec<_> = self
+            .scan_live(Table::Blocks, &prefix(user))?
+            .into_iter()
+            .map(|(k, _)| (Table::Blocks, k.to_vec(), None))
+            .collect();
+        if !changes.is_empty() {
+            self.write_local(changes)?;
+        }
+        Ok(())
     }
 
     fn push_offline(&self, user: &str, msg: &OfflineMessage, max: usize) -> Result<(), StoreError> {
         let _g = self.rmw.lock().unwrap_or_else(|e| e.into_inner());
-        if self.scan_prefix(CF_OFFLINE, &prefix(user))?.len() >= max {
+        if self.scan_live(Table::Offline, &prefix(user))?.len() >= max {
             return Err(StoreError::QuotaExceeded(format!(
                 "{user} has {max} offline messages"
             )));
         }
-        let seq = self.next_offline_seq(user)?;
-        let mut key = prefix(user);
-        key.extend_from_slice(&seq.to_be_bytes());
-        let mut b = WriteBatch::default();
-        b.put_cf(self.cf(CF_OFFLINE), key, encode(msg));
-        b.put_cf(
-            self.cf(CF_META),
-            key2("offlineseq", user),
-            (seq + 1).to_be_bytes(),
-        );
-        self.write(b)
+        // The key embeds a fresh version, so concurrent pushes on different
+        // nodes never collide and iteration order is arrival order.
+        let id = self.clock.tick();
+        self.write_local(vec![(
+            Table::Offline,
+            key2(user, &id.to_bytes()),
+            Some(encode(msg)),
+        )])?;
+        Ok(())
     }
 
     fn take_offline(&self, user: &str) -> Result<Vec<OfflineMessage>, StoreError> {
         let _g = self.rmw.lock().unwrap_or_else(|e| e.into_inner());
-        let entries = self.scan_prefix(CF_OFFLINE, &prefix(user))?;
-        let mut b = WriteBatch::default();
+        let entries = self.scan_live(Table::Offline, &prefix(user))?;
         let mut out = Vec::with_capacity(entries.len());
-        for (k, v) in &entries {
-            b.delete_cf(self.cf(CF_OFFLINE), k);
-            match decode::<OfflineMessage>("offline message", v) {
+        let mut changes = Vec::with_capacity(entries.len());
+        for (k, v) in entries {
+            changes.push((Table::Offline, k.to_vec(), None));
+            match decode::<OfflineMessage>("offline message", &v) {
                 Ok(m) => out.push(m),
                 Err(e) => tracing::error!(user, error = %e, "dropping undecodable offline message"),
             }
         }
-        self.write(b)?;
+        if !changes.is_empty() {
+            self.write_local(changes)?;
+        }
         Ok(out)
     }
 
     fn offline_count(&self, user: &str) -> Result<usize, StoreError> {
-        Ok(self.scan_prefix(CF_OFFLINE, &prefix(user))?.len())
+        Ok(self.scan_live(Table::Offline, &prefix(user))?.len())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use chorus_core::roster::Subscription;
-
-    fn creds() -> Credentials {
-        Credentials::from_password_with("pw", 16).expect("valid")
-    }
-
-    #[test]
-    fn accounts_roundtrip_and_reopen() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let s = RocksStore::open(dir.path()).expect("open");
-            s.create_account("alice", &creds()).expect("create");
-            assert!(matches!(
-                s.create_account("alice", &creds()),
-                Err(StoreError::AccountExists(_))
-            ));
-            s.put_roster_item(
-                "alice",
-                &RosterItem {
-                    jid: "bob@x".into(),
-                    subscription: Subscription::Both,
-                    ..Default::default()
-                },
-            )
-            .expect("roster");
-            s.push_offline(
-                "alice",
-                &OfflineMessage {
-                    stamp_ms: 1,
-                    xml: "<m1/>".into(),
-                },
-                10,
-            )
-            .expect("offline");
-            s.push_offline(
-                "alice",
-                &OfflineMessage {
-                    stamp_ms: 2,
-                    xml: "<m2/>".into(),
-                },
-                10,
-            )
-            .expect("offline");
-            s.set_blocked("alice", &["eve@x".into()], true).expect("block");
-        }
-        let s = RocksStore::open(dir.path()).expect("reopen");
-        assert_eq!(s.list_accounts().expect("list"), vec!["alice".to_string()]);
-        let r = s.roster("alice").expect("roster");
-        assert_eq!(r.version, 1);
-        assert_eq!(r.items[0].subscription, Subscription::Both);
-        assert_eq!(s.blocklist("alice").expect("blocks"), vec!["eve@x".to_string()]);
-        let off = s.take_offline("alice").expect("take");
-        assert_eq!(
-            off.iter().map(|m| m.xml.as_str()).collect::<Vec<_>>(),
-            vec!["<m1/>", "<m2/>"]
-        );
-        assert!(s.take_offline("alice").expect("take again").is_empty());
-    }
-
-    #[test]
-    fn second_open_reports_lock() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let _s = RocksStore::open(dir.path()).expect("open");
-        assert!(matches!(RocksStore::open(dir.path()), Err(OpenError::Locked(_))));
-    }
-
-    #[test]
-    fn offline_quota_and_ordering_past_255() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let s = RocksStore::open(dir.path()).expect("open");
-        for i in 0..300u64 {
-            s.push_offline(
-                "u",
-                &OfflineMessage {
-                    stamp_ms: i,
-                    xml: format!("<m{i}/>"),
-                },
-                300,
-            )
-            .expect("push");
-        }
-        assert!(matches!(
-            s.push_offline(
-                "u",
-                &OfflineMessage {
-                    stamp_ms: 0,
-                    xml: String::new()
-                },
-                300
-            ),
-            Err(StoreError::QuotaExceeded(_))
-        ));
-        let got: Vec<u64> = s
-            .take_offline("u")
-            .expect("take")
-            .iter()
-            .map(|m| m.stamp_ms)
-            .collect();
-        assert_eq!(got, (0..300).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn remove_account_removes_everything() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let s = RocksStore::open(dir.path()).expect("open");
-        s.create_account("a", &creds()).expect("create");
-        s.create_account("ab", &creds()).expect("create");
-        s.set_blocked("a", &["x@y".into()], true).expect("block");
-        s.set_blocked("ab", &["z@y".into()], true).expect("block");
-        assert!(s.remove_account("a").expect("remove"));
-        assert!(s.blocklist("a").expect("list").is_empty());
-        assert_eq!(s.blocklist("ab").expect("list"), vec!["z@y".to_string()]);
-        assert!(!s.remove_account("a").expect("remove again"));
-    }
-}
+mod tests;
