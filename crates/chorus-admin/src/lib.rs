@@ -37,9 +37,14 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpL
     }
 }
 
+/// Produces the cluster status as JSON.
+pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 /// Shared state of the HTTP endpoint.
 #[derive(Clone)]
 pub struct HttpState {
+    /// Cluster status for `/cluster/status`, on clustered nodes.
+    pub cluster_status: Option<StatusFn>,
     /// The XMPP context, for WebSocket sessions.
     pub ctx: Arc<Context>,
     /// Renders `/metrics`.
@@ -57,7 +62,8 @@ pub fn routes(state: HttpState) -> Router {
     let mut r = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .route("/cluster/status", get(cluster_status));
     if state.ctx.config.http.websocket {
         r = r.route("/xmpp-websocket", get(websocket::upgrade));
     }
@@ -69,6 +75,16 @@ async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+async fn cluster_status(State(s): State<HttpState>) -> (StatusCode, axum::Json<serde_json::Value>) {
+    match &s.cluster_status {
+        Some(f) => (StatusCode::OK, axum::Json(f())),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({"error": "this node is not clustered"})),
+        ),
     }
 }
 

@@ -1,8 +1,10 @@
 //! The `chorus` binary: a thin top that parses the command line and hands
 //! over to `serve`, `users` or `demo`.
 
+mod cluster_cli;
 mod control;
 mod demo;
+mod dev;
 mod serve;
 mod tls;
 mod users;
@@ -39,7 +41,26 @@ enum Command {
         #[command(subcommand)]
         action: users::UserAction,
     },
-    /// Run a local node with demo accounts (alice, bob, carol).
+    /// Create certificates for mutual TLS between nodes.
+    Cert {
+        #[command(subcommand)]
+        action: cluster_cli::CertAction,
+    },
+    /// Inspect the cluster this node belongs to.
+    Cluster {
+        #[command(subcommand)]
+        action: cluster_cli::ClusterAction,
+    },
+    /// Run a local three-site cluster (one node per site) with demo accounts.
+    Dev {
+        /// Where the cluster keeps its data, configs and certificates.
+        #[arg(long, default_value = "./dev-data")]
+        data_dir: PathBuf,
+        /// First port; each site uses a block of ten above it.
+        #[arg(long, default_value_t = 15200)]
+        base_port: u16,
+    },
+    /// Run a single local node with demo accounts (alice, bob, carol).
     Demo {
         /// Where the demo keeps its data and configuration.
         #[arg(long, default_value = "./dev-data")]
@@ -60,6 +81,11 @@ fn main() -> ExitCode {
         Command::Serve => load_config(&cli.config).and_then(serve::run),
         Command::User { action } => load_config(&cli.config).and_then(|c| users::run(&c, action)),
         Command::Demo { data_dir } => demo::run(&data_dir),
+        Command::Cert { action } => cluster_cli::cert(action),
+        Command::Cluster { action } => {
+            load_config(&cli.config).and_then(|c| cluster_cli::cluster(&c, action))
+        }
+        Command::Dev { data_dir, base_port } => dev::run(&data_dir, base_port),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

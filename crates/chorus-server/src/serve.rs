@@ -5,11 +5,12 @@
 use crate::control;
 use anyhow::Context as _;
 use chorus_admin::HttpState;
+use chorus_cluster::node::{Cluster, ClusterRouter};
 use chorus_core::archive::NoArchive;
 use chorus_core::config::Config;
 use chorus_store::RocksStore;
 use chorus_xmpp::context::Context;
-use chorus_xmpp::router::LocalRouter;
+use chorus_xmpp::router::{LocalRouter, Router};
 use chorus_xmpp::runtime::{ConnectionLimiter, serve_connection};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,12 +56,43 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("install metrics recorder")?;
     let store = Arc::new(RocksStore::open(&data.join("db"), config.node_tag())?);
     let tls = crate::tls::acceptor(&config)?;
+    let clustered = !config.cluster.peers.is_empty();
+    let cluster = if clustered {
+        let incarnation = store.next_incarnation().context("bump incarnation")?;
+        Some(Cluster::new(&config, store.clone(), incarnation))
+    } else {
+        None
+    };
+    let router: Arc<dyn Router> = match &cluster {
+        Some(c) => Arc::new(ClusterRouter(c.clone())),
+        None => Arc::new(LocalRouter::new()),
+    };
     let ctx = Arc::new(Context::new(
         config.clone(),
         store.clone(),
-        Arc::new(LocalRouter::new()),
+        router,
         Arc::new(NoArchive),
     ));
+    let (cluster_stop_tx, cluster_stop_rx) = watch::channel(false);
+    let mut cluster_tasks = JoinSet::new();
+    if let Some(c) = &cluster {
+        c.set_context(ctx.clone());
+        let ctls = chorus_cluster::tls::ClusterTls::load(&config.cluster).map_err(|e| anyhow::anyhow!(e))?;
+        let listen = config
+            .cluster
+            .listen
+            .context("cluster.listen is required with peers")?;
+        cluster_tasks = chorus_cluster::start(
+            c.clone(),
+            ctls,
+            listen,
+            Duration::from_millis(config.cluster.lease_ms),
+            Duration::from_millis(config.cluster.heartbeat_ms),
+            cluster_stop_rx,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    }
     let limiter = Arc::new(ConnectionLimiter::new(
         config.limits.connections_max,
         config.limits.connections_per_ip_max,
@@ -103,7 +135,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listen on {addr}"))?;
         tracing::info!(%addr, tls = config.http.tls, "HTTP listener up");
+        let cluster_status: Option<chorus_admin::StatusFn> = cluster.clone().map(|c| {
+            let f: chorus_admin::StatusFn =
+                Arc::new(move || crate::cluster_cli::status_json(&chorus_cluster::service::status(&c)));
+            f
+        });
         let state = HttpState {
+            cluster_status,
             ctx: ctx.clone(),
             metrics,
             ready: ready.clone(),
@@ -134,6 +172,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for p in ctx.parked.take_all() {
         chorus_xmpp::session::finish_parked(p);
     }
+    // Peers hear about our sessions ending before the links close.
+    let _ = cluster_stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        while cluster_tasks.join_next().await.is_some() {}
+    })
+    .await;
     control_task.abort();
     let _ = std::fs::remove_file(&sock);
     store.flush().context("flush storage")?;

@@ -7,7 +7,12 @@
 //! (user NUL big-endian sequence → message JSON, so iteration is arrival
 //! order). Every write goes through the write-ahead log, so an acknowledged
 //! change survives `kill -9` of the process.
+//!
+//! Every item is a last-writer-wins register on a hybrid logical clock
+//! (`chorus_core::lww`), so replicas converge; `outbox` and `meta` hold
+//! node-local bookkeeping that is never replicated.
 
+mod outbox;
 mod rocks;
 
 pub use rocks::{OpenError, RocksStore};

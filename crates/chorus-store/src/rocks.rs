@@ -48,6 +48,8 @@ pub struct RocksStore {
     clock: Clock,
     /// Serializes read-modify-write sequences (quotas, merges).
     rmw: Mutex<()>,
+    /// Serializes outbox sequence allocation.
+    pub(crate) outbox_lock: Mutex<()>,
     listener: RwLock<Option<ChangeListener>>,
 }
 
@@ -103,6 +105,7 @@ impl RocksStore {
             db,
             clock: Clock::new(node_tag),
             rmw: Mutex::new(()),
+            outbox_lock: Mutex::new(()),
             listener: RwLock::new(None),
         };
         store.restore_clock();

@@ -10,6 +10,7 @@
 pub mod context;
 pub mod ns;
 pub mod parser;
+pub mod remote;
 pub mod router;
 pub mod runtime;
 pub mod sasl;

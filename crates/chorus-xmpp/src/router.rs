@@ -36,6 +36,8 @@ pub struct ResourceInfo {
     pub interested: bool,
     /// Whether XEP-0280 carbons are enabled.
     pub carbons: bool,
+    /// The node holding the session, `None` for this node.
+    pub node: Option<String>,
 }
 
 /// Why a resource could not be bound.
@@ -79,6 +81,10 @@ pub trait Router: Send + Sync + 'static {
     fn deliver(&self, user: &str, resource: &str, item: Routed) -> Result<(), DeliverError>;
     /// Number of bound sessions.
     fn session_count(&self) -> usize;
+    /// Users with at least one session on this node.
+    fn local_users(&self) -> Vec<String>;
+    /// Every resource bound on this node, with its user.
+    fn local_resources(&self) -> Vec<(String, ResourceInfo)>;
 }
 
 struct Entry {
@@ -118,6 +124,7 @@ impl Router for LocalRouter {
             presence: None,
             interested: false,
             carbons: false,
+            node: None,
         };
         if let Some(old) = list.iter_mut().find(|e| e.info.resource == resource) {
             let replaced = old.info.session_id;
@@ -190,6 +197,19 @@ impl Router for LocalRouter {
     fn session_count(&self) -> usize {
         let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
         users.values().map(Vec::len).sum()
+    }
+
+    fn local_users(&self) -> Vec<String> {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users.keys().cloned().collect()
+    }
+
+    fn local_resources(&self) -> Vec<(String, ResourceInfo)> {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users
+            .iter()
+            .flat_map(|(u, l)| l.iter().map(|e| (u.clone(), e.info.clone())))
+            .collect()
     }
 }
 

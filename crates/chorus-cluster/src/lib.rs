@@ -1,0 +1,98 @@
+//! The multi-site cluster: membership from the configuration, mTLS gRPC
+//! between nodes (tonic), the replicated session directory with leases,
+//! cross-node stanza routing through a durable outbox with exactly-once
+//! delivery, live replication of durable items and anti-entropy.
+//!
+//! [`node::ClusterRouter`] implements the XMPP layer's `Router`, so sessions
+//! reach users on any node without knowing the cluster exists.
+
+pub mod antientropy;
+pub mod certs;
+pub mod directory;
+pub mod link;
+pub mod node;
+pub mod service;
+pub mod tls;
+
+use node::Cluster;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Starts the cluster listener, the links to every peer, lease expiry and
+/// delivery of replicated offline messages. Everything stops when `stop`
+/// turns true.
+pub async fn start(
+    cluster: Arc<Cluster>,
+    tls: tls::ClusterTls,
+    listen: SocketAddr,
+    lease: Duration,
+    heartbeat: Duration,
+    stop: watch::Receiver<bool>,
+) -> Result<JoinSet<()>, String> {
+    let mut tasks = JoinSet::new();
+    let incoming = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("listen on {listen}: {e}"))?;
+    let server = tonic::transport::Server::builder()
+        .tls_config(tls.server())
+        .map_err(|e| format!("cluster TLS: {e}"))?
+        .add_service(service::Service::server(cluster.clone()));
+    let mut s = stop.clone();
+    tasks.spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(incoming);
+        let shutdown = async move {
+            let _ = s.wait_for(|v| *v).await;
+        };
+        if let Err(e) = server.serve_with_incoming_shutdown(incoming, shutdown).await {
+            tracing::error!(error = %e, "cluster listener failed");
+        }
+    });
+    tracing::info!(%listen, node = %cluster.node_id, site = %cluster.site, "cluster listener up");
+    for link in cluster.links.values() {
+        tasks.spawn(
+            link.clone()
+                .run(cluster.clone(), tls.clone(), heartbeat, stop.clone()),
+        );
+    }
+    tasks.spawn(expire_leases(cluster.clone(), lease, heartbeat, stop.clone()));
+    if let Some(mut rx) = cluster.take_flush_rx() {
+        let c = cluster.clone();
+        let mut s = stop.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    user = rx.recv() => match (user, c.ctx()) {
+                        (Some(u), Some(ctx)) => chorus_xmpp::remote::flush_offline(ctx, &u),
+                        (Some(_), None) => {}
+                        (None, _) => return,
+                    },
+                    _ = s.changed() => return,
+                }
+            }
+        });
+    }
+    Ok(tasks)
+}
+
+async fn expire_leases(
+    cluster: Arc<Cluster>,
+    lease: Duration,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        for (node, changes) in cluster.directory.expire(std::time::Instant::now(), lease) {
+            tracing::warn!(peer = %node, sessions = changes.len(), "peer lease expired; its sessions count as gone");
+            metrics::counter!("chorus_cluster_lease_expiries_total").increment(1);
+            cluster.apply_changes(changes);
+        }
+    }
+}

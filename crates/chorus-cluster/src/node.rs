@@ -1,0 +1,284 @@
+//! [`Cluster`]: this node's view of the cluster and the [`Router`] that
+//! reaches sessions on every node.
+
+use crate::directory::{Change, Directory};
+use crate::link::Link;
+use chorus_core::config::Config;
+use chorus_core::replication::{ChangeOrigin, ReplItem, Table};
+use chorus_proto::v1::{ResourceEntry, ResourceKey};
+use chorus_store::RocksStore;
+use chorus_xmpp::context::Context;
+use chorus_xmpp::router::{BindError, DeliverError, LocalRouter, ResourceInfo, Routed, Router};
+use chorus_xmpp::xml::ElementExt;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use tokio::sync::mpsc;
+
+/// Users whose replicated offline messages may need delivering, queued.
+const OFFLINE_FLUSH_QUEUE_MAX: usize = 4096;
+
+/// A stanza waiting in the durable outbox for a peer.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct OutboxRecord {
+    pub user: String,
+    pub resource: String,
+    pub xml: String,
+}
+
+/// This node's membership, directory, links and local sessions.
+pub struct Cluster {
+    /// This node's id.
+    pub node_id: String,
+    /// This node's site.
+    pub site: String,
+    /// Increases at every start.
+    pub incarnation: u64,
+    /// Peers' sessions.
+    pub directory: Directory,
+    /// Sessions on this node.
+    pub local: LocalRouter,
+    /// Outbound links by peer id.
+    pub links: HashMap<String, Arc<Link>>,
+    /// The durable store (replicated tables and the stanza outbox).
+    pub store: Arc<RocksStore>,
+    ctx: OnceLock<Arc<Context>>,
+    flush_tx: mpsc::Sender<String>,
+    flush_rx: std::sync::Mutex<Option<mpsc::Receiver<String>>>,
+}
+
+impl Cluster {
+    /// Builds the cluster state for a node; `start` runs it.
+    pub fn new(config: &Config, store: Arc<RocksStore>, incarnation: u64) -> Arc<Cluster> {
+        let (flush_tx, flush_rx) = mpsc::channel(OFFLINE_FLUSH_QUEUE_MAX);
+        let links = config
+            .cluster
+            .peers
+            .iter()
+            .map(|p| (p.id.clone(), Arc::new(Link::new(p.clone()))))
+            .collect();
+        let cluster = Arc::new(Cluster {
+            node_id: config.cluster.node_id.clone(),
+            site: config.cluster.site.clone(),
+            incarnation,
+            directory: Directory::default(),
+            local: LocalRouter::new(),
+            links,
+            store: store.clone(),
+            ctx: OnceLock::new(),
+            flush_tx,
+            flush_rx: std::sync::Mutex::new(Some(flush_rx)),
+        });
+        let weak = Arc::downgrade(&cluster);
+        store.set_listener(Arc::new(move |items: &[ReplItem], origin: ChangeOrigin| {
+            if let Some(c) = weak.upgrade() {
+                c.on_store_change(items, origin);
+            }
+        }));
+        cluster
+    }
+
+    /// Connects the XMPP context (created with this cluster's router).
+    pub fn set_context(&self, ctx: Arc<Context>) {
+        let _ = self.ctx.set(ctx);
+    }
+
+    pub(crate) fn ctx(&self) -> Option<&Arc<Context>> {
+        self.ctx.get()
+    }
+
+    pub(crate) fn take_flush_rx(&self) -> Option<mpsc::Receiver<String>> {
+        self.flush_rx.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn on_store_change(&self, items: &[ReplItem], origin: ChangeOrigin) {
+        match origin {
+            ChangeOrigin::Local => {
+                for link in self.links.values() {
+                    link.queue_items(items.to_vec());
+                }
+            }
+            ChangeOrigin::Remote => {
+                for item in items
+                    .iter()
+                    .filter(|i| i.table == Table::Offline && i.lww.value.is_some())
+                {
+                    if let Some(user) = item.key.split(|b| *b == 0).next() {
+                        let user = String::from_utf8_lossy(user).into_owned();
+                        if !self.local.resources(&user).is_empty() {
+                            let _ = self.flush_tx.try_send(user);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The directory entry announcing a local resource.
+    pub(crate) fn entry(user: &str, info: &ResourceInfo) -> ResourceEntry {
+        ResourceEntry {
+            user: user.to_owned(),
+            resource: info.resource.clone(),
+            priority: info.priority as i32,
+            available: info.available,
+            presence_xml: info.presence.as_ref().map(|p| p.to_xml()).unwrap_or_default(),
+            interested: info.interested,
+            carbons: info.carbons,
+        }
+    }
+
+    /// Every local resource as directory entries (for snapshots).
+    pub fn local_entries(&self) -> Vec<ResourceEntry> {
+        self.local
+            .local_resources()
+            .iter()
+            .map(|(u, i)| Cluster::entry(u, i))
+            .collect()
+    }
+
+    fn announce_up(&self, user: &str, resource: &str) {
+        if let Some(info) = self
+            .local
+            .resources(user)
+            .into_iter()
+            .find(|r| r.resource == resource)
+        {
+            let e = Cluster::entry(user, &info);
+            for link in self.links.values() {
+                link.queue_up(e.clone());
+            }
+        }
+    }
+
+    /// Presence notifications for sessions that appeared or vanished
+    /// without announcing it themselves.
+    pub(crate) fn apply_changes(&self, changes: Vec<Change>) {
+        let Some(ctx) = self.ctx() else { return };
+        for c in changes {
+            match c {
+                Change::Vanished(user, resource) => {
+                    chorus_xmpp::remote::remote_presence_changed(ctx, &user, &resource, None);
+                }
+                Change::Appeared(e) => {
+                    let presence = (!e.presence_xml.is_empty())
+                        .then(|| chorus_xmpp::remote::parse_stanza(ctx, &e.presence_xml))
+                        .flatten();
+                    if presence.is_some() {
+                        chorus_xmpp::remote::remote_presence_changed(ctx, &e.user, &e.resource, presence);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The router of a clustered node.
+pub struct ClusterRouter(pub Arc<Cluster>);
+
+impl Router for ClusterRouter {
+    fn bind(
+        &self,
+        user: &str,
+        resource: &str,
+        session_id: u64,
+        tx: mpsc::Sender<Routed>,
+        resources_max: usize,
+    ) -> Result<Option<u64>, BindError> {
+        let remote = self.0.directory.resources(user).len();
+        let r = self.0.local.bind(
+            user,
+            resource,
+            session_id,
+            tx,
+            resources_max.saturating_sub(remote).max(1),
+        )?;
+        self.0.announce_up(user, resource);
+        Ok(r)
+    }
+
+    fn unbind(&self, user: &str, resource: &str, session_id: u64) -> bool {
+        let removed = self.0.local.unbind(user, resource, session_id);
+        if removed {
+            let k = ResourceKey {
+                user: user.to_owned(),
+                resource: resource.to_owned(),
+            };
+            for link in self.0.links.values() {
+                link.queue_down(k.clone());
+            }
+        }
+        removed
+    }
+
+    fn update(&self, user: &str, resource: &str, session_id: u64, f: &mut dyn FnMut(&mut ResourceInfo)) {
+        self.0.local.update(user, resource, session_id, f);
+        self.0.announce_up(user, resource);
+    }
+
+    fn resources(&self, user: &str) -> Vec<ResourceInfo> {
+        let mut out = self.0.local.resources(user);
+        let ctx = self.0.ctx();
+        for (node, e) in self.0.directory.resources(user) {
+            if out.iter().any(|r| r.resource == e.resource) {
+                continue;
+            }
+            let presence = match (ctx, e.presence_xml.is_empty()) {
+                (Some(ctx), false) => chorus_xmpp::remote::parse_stanza(ctx, &e.presence_xml),
+                _ => None,
+            };
+            out.push(ResourceInfo {
+                resource: e.resource,
+                session_id: 0,
+                priority: e.priority.clamp(-128, 127) as i8,
+                available: e.available,
+                presence,
+                interested: e.interested,
+                carbons: e.carbons,
+                node: Some(node),
+            });
+        }
+        out
+    }
+
+    fn deliver(&self, user: &str, resource: &str, item: Routed) -> Result<(), DeliverError> {
+        match self.0.local.deliver(user, resource, item.clone()) {
+            Err(DeliverError::NotFound) => {}
+            other => return other,
+        }
+        let Routed::Stanza(el) = item else {
+            return Err(DeliverError::NotFound);
+        };
+        let node = self
+            .0
+            .directory
+            .node_of(user, resource)
+            .ok_or(DeliverError::NotFound)?;
+        let link = self.0.links.get(&node).ok_or(DeliverError::NotFound)?;
+        if el.name() == "presence" && !link.is_up() {
+            // Presence is soft state: a stale update delivered after a heal
+            // would be wrong, and lease expiry already tells subscribers.
+            return Err(DeliverError::NotFound);
+        }
+        let record = OutboxRecord {
+            user: user.to_owned(),
+            resource: resource.to_owned(),
+            xml: el.to_xml(),
+        };
+        link.send_stanza(&self.0.store, &record).map_err(|e| {
+            tracing::error!(error = %e, peer = %node, "cannot queue a stanza for a peer");
+            DeliverError::QueueFull
+        })
+    }
+
+    fn session_count(&self) -> usize {
+        self.0.local.session_count()
+    }
+
+    fn local_users(&self) -> Vec<String> {
+        self.0.local.local_users()
+    }
+
+    fn local_resources(&self) -> Vec<(String, ResourceInfo)> {
+        self.0.local.local_resources()
+    }
+}

@@ -1,0 +1,190 @@
+//! The gRPC service peers call: inbound links (directory, stanzas,
+//! replicated items), anti-entropy and status.
+
+use crate::link::{GRPC_MESSAGE_BYTES_MAX, from_proto};
+use crate::node::Cluster;
+use chorus_core::replication::Table;
+use chorus_proto::v1::cluster_server::{Cluster as ClusterApi, ClusterServer};
+use chorus_proto::v1::{
+    Ack, DigestRequest, DigestResponse, FetchRequest, Frame, ItemBatch, PeerStatus, PushResponse,
+    StatusRequest, StatusResponse, frame,
+};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Acks buffered towards a peer.
+const ACKS_IN_FLIGHT_MAX: usize = 64;
+
+/// The service implementation.
+pub struct Service {
+    cluster: Arc<Cluster>,
+}
+
+impl Service {
+    /// A tonic server for this node's cluster API, with large message limits
+    /// so full batches never stall.
+    pub fn server(cluster: Arc<Cluster>) -> ClusterServer<Service> {
+        ClusterServer::new(Service { cluster })
+            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+    }
+}
+
+fn table(i: u32) -> Result<Table, Status> {
+    Table::from_index(i).ok_or_else(|| Status::invalid_argument(format!("unknown table {i}")))
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+#[tonic::async_trait]
+impl ClusterApi for Service {
+    type LinkStream = ReceiverStream<Result<Ack, Status>>;
+
+    async fn link(&self, req: Request<Streaming<Frame>>) -> Result<Response<Self::LinkStream>, Status> {
+        let mut inbound = req.into_inner();
+        let first = inbound.message().await?.and_then(|f| f.body);
+        let Some(frame::Body::Hello(hello)) = first else {
+            return Err(Status::invalid_argument("a link starts with Hello"));
+        };
+        if !self.cluster.links.contains_key(&hello.node_id) {
+            return Err(Status::permission_denied(format!(
+                "{} is not a configured peer",
+                hello.node_id
+            )));
+        }
+        let changes =
+            self.cluster
+                .directory
+                .hello(&hello.node_id, &hello.site, hello.incarnation, Instant::now());
+        self.cluster.apply_changes(changes);
+        tracing::debug!(peer = %hello.node_id, incarnation = hello.incarnation, "inbound link");
+        let (tx, rx) = mpsc::channel(ACKS_IN_FLIGHT_MAX);
+        let cluster = self.cluster.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_link(&cluster, &hello.node_id, inbound, tx).await {
+                tracing::debug!(peer = %hello.node_id, error = %e, "inbound link ended");
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn digests(&self, req: Request<DigestRequest>) -> Result<Response<DigestResponse>, Status> {
+        let t = table(req.into_inner().table)?;
+        let store = self.cluster.store.clone();
+        let digests = tokio::task::spawn_blocking(move || store.digests(t))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        Ok(Response::new(DigestResponse { digests }))
+    }
+
+    async fn fetch_items(&self, req: Request<FetchRequest>) -> Result<Response<ItemBatch>, Status> {
+        let r = req.into_inner();
+        let t = table(r.table)?;
+        let store = self.cluster.store.clone();
+        let items = tokio::task::spawn_blocking(move || store.items_in_buckets(t, &r.buckets))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        Ok(Response::new(ItemBatch {
+            items: crate::link::to_proto(&items),
+        }))
+    }
+
+    async fn push_items(&self, req: Request<ItemBatch>) -> Result<Response<PushResponse>, Status> {
+        let items = from_proto(req.into_inner().items);
+        let store = self.cluster.store.clone();
+        let changed = tokio::task::spawn_blocking(move || store.apply_remote(&items))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        Ok(Response::new(PushResponse {
+            applied: changed.len() as u32,
+        }))
+    }
+
+    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        Ok(Response::new(status(&self.cluster)))
+    }
+}
+
+/// What this node knows about the cluster.
+pub fn status(c: &Cluster) -> StatusResponse {
+    use chorus_xmpp::router::Router as _;
+    let now = Instant::now();
+    let mut peers: Vec<PeerStatus> = c
+        .links
+        .values()
+        .map(|l| {
+            let (_, heard, sessions, incarnation) = c.directory.peer_summary(&l.peer.id, now);
+            PeerStatus {
+                node_id: l.peer.id.clone(),
+                site: l.peer.site.clone(),
+                link_up: l.is_up(),
+                last_heard_ms_ago: heard.map(|h| h as i64).unwrap_or(-1),
+                outbox_stanzas: c.store.outbox_len(&l.peer.id).unwrap_or(0),
+                replication_lag_items: l.lag(),
+                sessions,
+                incarnation,
+            }
+        })
+        .collect();
+    peers.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    StatusResponse {
+        node_id: c.node_id.clone(),
+        site: c.site.clone(),
+        incarnation: c.incarnation,
+        local_sessions: c.local.session_count() as u64,
+        peers,
+    }
+}
+
+async fn serve_link(
+    cluster: &Arc<Cluster>,
+    peer: &str,
+    mut inbound: Streaming<Frame>,
+    acks: mpsc::Sender<Result<Ack, Status>>,
+) -> Result<(), Status> {
+    let mut mark = cluster.store.inbox_mark(peer).map_err(internal)?;
+    while let Some(f) = inbound.message().await? {
+        cluster.directory.heard(peer, Instant::now());
+        match f.body {
+            Some(frame::Body::Heartbeat(_)) | Some(frame::Body::Hello(_)) | None => {}
+            Some(frame::Body::Snapshot(s)) => {
+                let changes = cluster.directory.snapshot(peer, s.entries);
+                cluster.apply_changes(changes);
+            }
+            Some(frame::Body::Delta(d)) => cluster.directory.delta(peer, d.up, d.down),
+            Some(frame::Body::Items(batch)) => {
+                let items = from_proto(batch.items);
+                cluster.store.apply_remote(&items).map_err(internal)?;
+            }
+            Some(frame::Body::Stanzas(batch)) => {
+                let Some(ctx) = cluster.ctx() else { continue };
+                let before = mark;
+                for s in batch.stanzas {
+                    if s.seq <= mark {
+                        metrics::counter!("chorus_cluster_duplicates_dropped_total").increment(1);
+                        continue;
+                    }
+                    if let Some(el) = chorus_xmpp::remote::parse_stanza(ctx, &s.xml) {
+                        chorus_xmpp::remote::deliver_from_peer(ctx, &s.user, &s.resource, el);
+                    }
+                    mark = s.seq;
+                }
+                if mark != before {
+                    cluster.store.set_inbox_mark(peer, mark).map_err(internal)?;
+                }
+                if acks.send(Ok(Ack { stanza_seq: mark })).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}

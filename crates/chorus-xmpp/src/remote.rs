@@ -1,0 +1,139 @@
+//! Entry points for the cluster layer: stanzas arriving from other nodes,
+//! presence changes of sessions on other nodes, and offline messages that
+//! replication brought in for users online here.
+
+use crate::context::Context;
+use crate::ns;
+use crate::router::{ResourceInfo, Routed};
+use crate::xml::{self, ElementExt};
+use minidom::Element;
+
+/// Parses a stanza received from a peer; `None` (and a log line) if broken.
+pub fn parse_stanza(ctx: &Context, xml_text: &str) -> Option<Element> {
+    let limits = &ctx.config.limits;
+    match crate::parser::parse_frame(
+        xml_text.as_bytes(),
+        limits.stanza_bytes_max * 2,
+        limits.xml_depth_max + 8,
+    ) {
+        Ok(el) => Some(el),
+        Err(e) => {
+            tracing::warn!(error = %e, "dropping an unparseable stanza from a peer");
+            None
+        }
+    }
+}
+
+/// The best available resources of a user across the cluster: highest
+/// non-negative priority.
+fn best(resources: &[ResourceInfo]) -> Vec<&ResourceInfo> {
+    let available: Vec<&ResourceInfo> = resources
+        .iter()
+        .filter(|r| r.available && r.priority >= 0)
+        .collect();
+    let top = available.iter().map(|r| r.priority).max();
+    available
+        .into_iter()
+        .filter(|r| Some(r.priority) == top)
+        .collect()
+}
+
+/// Delivers a stanza a peer routed to `user/resource` on this node. If that
+/// session is gone, a message is re-routed like one to the bare JID, and
+/// kept offline if nobody is available.
+pub fn deliver_from_peer(ctx: &Context, user: &str, resource: &str, el: Element) {
+    if ctx
+        .router
+        .deliver(user, resource, Routed::Stanza(el.clone()))
+        .is_ok()
+    {
+        return;
+    }
+    if el.name() != "message" || el.attr("type") == Some("error") {
+        return;
+    }
+    let resources = ctx.router.resources(user);
+    for r in best(&resources) {
+        if ctx
+            .router
+            .deliver(user, &r.resource, Routed::Stanza(el.clone()))
+            .is_ok()
+        {
+            return;
+        }
+    }
+    if el.has_child("body", ns::CLIENT) || el.has_child("subject", ns::CLIENT) {
+        let msg = chorus_core::store::OfflineMessage {
+            stamp_ms: chorus_core::time::now_millis(),
+            xml: el.to_xml(),
+        };
+        if let Err(e) = ctx
+            .store
+            .push_offline(user, &msg, ctx.config.limits.offline_messages_max)
+        {
+            tracing::warn!(error = %e, user, "message from a peer could not be kept offline");
+        }
+    }
+}
+
+/// A session on another node appeared, changed or vanished without being
+/// able to say so itself (lease expiry, restart, heal): tell local users
+/// who are subscribed to its presence. `presence` is `None` for gone.
+pub fn remote_presence_changed(ctx: &Context, user: &str, resource: &str, presence: Option<Element>) {
+    let bare = format!("{user}@{}", ctx.domain);
+    let full = format!("{bare}/{resource}");
+    let mut p = presence.unwrap_or_else(|| xml::new("presence", ns::CLIENT).with_attr("type", "unavailable"));
+    p.put_attr("from", full);
+    for (local_user, info) in ctx.router.local_resources() {
+        if !info.available {
+            continue;
+        }
+        let subscribed = ctx
+            .store
+            .roster_item(&local_user, &bare)
+            .ok()
+            .flatten()
+            .is_some_and(|i| i.subscription.has_to());
+        if subscribed {
+            let mut p = p.clone();
+            p.put_attr("to", format!("{local_user}@{}", ctx.domain));
+            let _ = ctx.router.deliver(&local_user, &info.resource, Routed::Stanza(p));
+        }
+    }
+}
+
+/// Offline messages for `user` arrived by replication. If the user is
+/// online and this node holds the session that should get them (the best
+/// available resource; ties go to the node with the smallest id), deliver
+/// them now with their delay stamps.
+pub fn flush_offline(ctx: &Context, user: &str) {
+    let resources = ctx.router.resources(user);
+    let best = best(&resources);
+    let me = ctx.config.cluster.node_id.as_str();
+    let node_of = |r: &ResourceInfo| r.node.clone().unwrap_or_else(|| me.to_owned());
+    let Some(target) = best.iter().min_by_key(|r| node_of(r)) else {
+        return;
+    };
+    if target.node.is_some() {
+        return;
+    }
+    let msgs = match ctx.store.take_offline(user) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read offline messages");
+            return;
+        }
+    };
+    for m in msgs {
+        if let Some(mut el) = parse_stanza(ctx, &m.xml) {
+            if !el.has_child("delay", ns::DELAY) {
+                el.append_child(
+                    xml::new("delay", ns::DELAY)
+                        .with_attr("from", ctx.domain.clone())
+                        .with_attr("stamp", chorus_core::time::xep0082(m.stamp_ms)),
+                );
+            }
+            let _ = ctx.router.deliver(user, &target.resource, Routed::Stanza(el));
+        }
+    }
+}
