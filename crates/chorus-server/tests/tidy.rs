@@ -72,7 +72,7 @@ fn dependencies(krate: &str) -> String {
 #[test]
 fn crates_depend_downwards_only() {
     // Only chorus-store links RocksDB.
-    for krate in ["chorus-core", "chorus-xmpp", "chorus-admin", "chorus-server"] {
+    for krate in ["chorus-core", "chorus-xmpp", "chorus-admin", "chorus-server", "chorus-cluster", "chorus-proto"] {
         assert!(
             !dependencies(krate).contains("rocksdb"),
             "{krate} must not depend on rocksdb"
@@ -90,6 +90,11 @@ fn crates_depend_downwards_only() {
     let xmpp = dependencies("chorus-xmpp");
     for banned in ["chorus-store", "chorus-admin", "chorus-server", "axum", "tonic"] {
         assert!(!xmpp.contains(banned), "chorus-xmpp must not depend on {banned}");
+    }
+    // The HTTP layer knows nothing of the cluster transport.
+    let admin = dependencies("chorus-admin");
+    for banned in ["chorus-cluster", "tonic", "chorus-store"] {
+        assert!(!admin.contains(banned), "chorus-admin must not depend on {banned}");
     }
     let store = dependencies("chorus-store");
     assert!(
@@ -110,5 +115,14 @@ fn only_the_xmpp_crate_parses_xml() {
             !text.contains(concat!("rxml", "::")),
             "{p} parses XML outside chorus-xmpp"
         );
+    }
+}
+
+#[test]
+fn only_the_proto_crate_has_a_build_script() {
+    for krate in std::fs::read_dir(root().join("crates")).expect("crates/") {
+        let krate = krate.expect("entry").path();
+        let name = krate.file_name().expect("name").to_string_lossy().into_owned();
+        assert_eq!(krate.join("build.rs").exists(), name == "chorus-proto", "{name}: build.rs");
     }
 }
