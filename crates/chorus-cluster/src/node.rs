@@ -185,13 +185,20 @@ impl Router for ClusterRouter {
         resources_max: usize,
     ) -> Result<Option<u64>, BindError> {
         let remote = self.0.directory.resources(user).len();
-        let r = self.0.local.bind(
-            user,
-            resource,
-            session_id,
-            tx,
-            resources_max.saturating_sub(remote).max(1),
-        )?;
+        let room = resources_max.saturating_sub(remote).max(1);
+        let r = self.0.local.bind(user, resource, session_id, tx, room)?;
+        if let Some(node) = self.0.directory.node_of(user, resource)
+            && let Some(link) = self.0.links.get(&node)
+        {
+            let record = OutboxRecord {
+                user: user.to_owned(),
+                resource: resource.to_owned(),
+                xml: chorus_xmpp::remote::conflict_signal().to_xml(),
+            };
+            if let Err(e) = link.send_stanza(&self.0.store, &record) {
+                tracing::warn!(error = %e, "cannot tell a peer about a resource conflict");
+            }
+        }
         self.0.announce_up(user, resource);
         Ok(r)
     }

@@ -72,7 +72,14 @@ fn dependencies(krate: &str) -> String {
 #[test]
 fn crates_depend_downwards_only() {
     // Only chorus-store links RocksDB.
-    for krate in ["chorus-core", "chorus-xmpp", "chorus-admin", "chorus-server", "chorus-cluster", "chorus-proto"] {
+    for krate in [
+        "chorus-core",
+        "chorus-xmpp",
+        "chorus-admin",
+        "chorus-server",
+        "chorus-cluster",
+        "chorus-proto",
+    ] {
         assert!(
             !dependencies(krate).contains("rocksdb"),
             "{krate} must not depend on rocksdb"
@@ -94,7 +101,10 @@ fn crates_depend_downwards_only() {
     // The HTTP layer knows nothing of the cluster transport.
     let admin = dependencies("chorus-admin");
     for banned in ["chorus-cluster", "tonic", "chorus-store"] {
-        assert!(!admin.contains(banned), "chorus-admin must not depend on {banned}");
+        assert!(
+            !admin.contains(banned),
+            "chorus-admin must not depend on {banned}"
+        );
     }
     let store = dependencies("chorus-store");
     assert!(
@@ -123,6 +133,10 @@ fn only_the_proto_crate_has_a_build_script() {
     for krate in std::fs::read_dir(root().join("crates")).expect("crates/") {
         let krate = krate.expect("entry").path();
         let name = krate.file_name().expect("name").to_string_lossy().into_owned();
-        assert_eq!(krate.join("build.rs").exists(), name == "chorus-proto", "{name}: build.rs");
+        assert_eq!(
+            krate.join("build.rs").exists(),
+            name == "chorus-proto",
+            "{name}: build.rs"
+        );
     }
 }

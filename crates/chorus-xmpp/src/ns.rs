@@ -58,3 +58,5 @@ pub const REGISTER: &str = "jabber:iq:register";
 pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
 /// XEP-0004 data forms.
 pub const DATA: &str = "jabber:x:data";
+/// Chorus-internal signals between nodes (never sent to clients).
+pub const CHORUS_CLUSTER: &str = "urn:xmpp:chorus:cluster:0";

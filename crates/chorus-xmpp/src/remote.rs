@@ -8,6 +8,12 @@ use crate::router::{ResourceInfo, Routed};
 use crate::xml::{self, ElementExt};
 use minidom::Element;
 
+/// The signal a node sends when one of its sessions takes over a full JID
+/// bound on another node.
+pub fn conflict_signal() -> Element {
+    xml::new("conflict", ns::CHORUS_CLUSTER)
+}
+
 /// Parses a stanza received from a peer; `None` (and a log line) if broken.
 pub fn parse_stanza(ctx: &Context, xml_text: &str) -> Option<Element> {
     let limits = &ctx.config.limits;
@@ -42,6 +48,12 @@ fn best(resources: &[ResourceInfo]) -> Vec<&ResourceInfo> {
 /// session is gone, a message is re-routed like one to the bare JID, and
 /// kept offline if nobody is available.
 pub fn deliver_from_peer(ctx: &Context, user: &str, resource: &str, el: Element) {
+    if el.is("conflict", ns::CHORUS_CLUSTER) {
+        // A session on another node bound this full JID: ours gives way
+        // (RFC 6120 section 7.7.2.2), as with a conflict on one node.
+        let _ = ctx.router.deliver(user, resource, Routed::Conflict);
+        return;
+    }
     if ctx
         .router
         .deliver(user, resource, Routed::Stanza(el.clone()))

@@ -592,6 +592,11 @@ impl Session {
     /// Our resource was taken over by a new session.
     fn resource_lost(&mut self) {
         if self.state == State::Bound {
+            // A no-op when a local session took the resource over (the entry
+            // is already theirs); removes ours when the new session is on
+            // another node.
+            let (user, resource) = (self.user().to_owned(), self.resource.clone().unwrap_or_default());
+            self.ctx.router.unbind(&user, &resource, self.id);
             self.state = State::Start;
             self.sm = None;
         }
