@@ -90,13 +90,21 @@ def _toml_value(v) -> str:
 
 
 def to_toml(cfg: dict) -> str:
-    """Minimal TOML writer for {section: {key: value | {subsection...}}}."""
+    """Minimal TOML writer for {section: {key: value | {subsection...} |
+    [{table}, ...]}} (a list of dicts becomes an array of tables)."""
     out: list[str] = []
 
-    def emit(prefix: str, table: dict):
-        scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    def is_table_array(v) -> bool:
+        return isinstance(v, (list, tuple)) and bool(v) and all(isinstance(x, dict) for x in v)
+
+    def emit(prefix: str, table: dict, header: str | None = None):
+        scalars = {k: v for k, v in table.items()
+                   if not isinstance(v, dict) and not is_table_array(v)}
         tables = {k: v for k, v in table.items() if isinstance(v, dict)}
-        if prefix:
+        arrays = {k: v for k, v in table.items() if is_table_array(v)}
+        if header is not None:
+            out.append(header)
+        elif prefix:
             out.append(f"[{prefix}]")
         for k, v in scalars.items():
             out.append(f"{k} = {_toml_value(v)}")
@@ -104,6 +112,10 @@ def to_toml(cfg: dict) -> str:
             out.append("")
         for k, v in tables.items():
             emit(f"{prefix}.{k}" if prefix else k, v)
+        for k, v in arrays.items():  # [[prefix.k]] tables, e.g. cluster peers
+            name = f"{prefix}.{k}" if prefix else k
+            for element in v:
+                emit(name, element, header=f"[[{name}]]")
 
     emit("", cfg)
     return "\n".join(out) + "\n"
@@ -128,13 +140,14 @@ class Node:
     """One real ``chorus`` process plus its config file, data dir and log."""
 
     def __init__(self, workdir: Path, config: dict | None = None,
-                 users: dict[str, str] | None = None):
+                 users: dict[str, str] | None = None,
+                 ports: tuple[int, int, int] | None = None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.binary = chorus_bin()
         self.domain = DOMAIN
         self.host = "127.0.0.1"
-        self.c2s_port, self.tls_port, self.http_port = free_ports(3)
+        self.c2s_port, self.tls_port, self.http_port = ports or free_ports(3)
         self.data_dir = self.workdir / "data"
         self.config_path = self.workdir / "chorus.toml"
         self.log_path = self.workdir / "chorus.log"

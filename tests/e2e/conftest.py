@@ -34,6 +34,7 @@ sys.path.insert(0, str(HERE))
 
 import xmpp as xmpp_helpers  # noqa: E402  (after sys.path tweak)
 from chorus_node import Node, kill_leftover_nodes  # noqa: E402
+from cluster import Cluster  # noqa: E402
 
 # Inner deadline for one async test body; pytest-timeout (pytest.ini) is the
 # outer safety net that also covers fixture setup/teardown.
@@ -78,6 +79,25 @@ def node(request, tmp_path):
                            f"--- log tail ---\n{n.log_tail()}")
 
 
+@pytest.fixture
+def cluster3(request, tmp_path):
+    """Three sites a, b, c (nodes a1, b1, c1), every inter-node connection
+    through a fault-injecting proxy; accounts alice, bob, carol, dave
+    (password ``<name>-pw``); started and ready (see cluster.py)."""
+    cl = Cluster(tmp_path / "cluster")
+    request.node._chorus_cluster = cl
+    try:
+        cl.start_all()
+    except BaseException:
+        cl.kill_all()
+        raise
+    yield cl
+    codes = cl.stop_all()
+    bad = {s: c for s, c in codes.items() if c != 0}
+    assert not bad, (f"cluster nodes exited with {bad} on SIGTERM\n" + "\n".join(
+        f"--- {title} ---\n{text}" for title, text in cl.log_sections(60)))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
@@ -87,6 +107,9 @@ def pytest_runtest_makereport(item, call):
         if n is not None:
             rep.sections.append(
                 (f"chorus node log tail ({n.log_path})", n.log_tail()))
+        cl = getattr(item, "_chorus_cluster", None)
+        if cl is not None:
+            rep.sections.extend(cl.log_sections())
 
 
 @pytest.hookimpl(tryfirst=True)

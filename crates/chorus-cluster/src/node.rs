@@ -45,6 +45,9 @@ pub struct Cluster {
     ctx: OnceLock<Arc<Context>>,
     flush_tx: mpsc::Sender<String>,
     flush_rx: std::sync::Mutex<Option<mpsc::Receiver<String>>>,
+    /// Serializes intake of stanzas from peers (link frames and pulls), so
+    /// the per-origin de-duplication mark only moves forward.
+    intake: std::sync::Mutex<()>,
 }
 
 impl Cluster {
@@ -68,6 +71,7 @@ impl Cluster {
             ctx: OnceLock::new(),
             flush_tx,
             flush_rx: std::sync::Mutex::new(Some(flush_rx)),
+            intake: std::sync::Mutex::new(()),
         });
         let weak = Arc::downgrade(&cluster);
         store.set_listener(Arc::new(move |items: &[ReplItem], origin: ChangeOrigin| {
@@ -112,6 +116,35 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// Delivers stanzas a peer routed here, dropping any whose sequence
+    /// number is not above the persisted mark for that peer; returns the new
+    /// mark (everything up to it is handled).
+    pub fn accept_stanzas(
+        &self,
+        origin: &str,
+        stanzas: Vec<chorus_proto::v1::Stanza>,
+    ) -> Result<u64, chorus_core::store::StoreError> {
+        let _g = self.intake.lock().unwrap_or_else(|e| e.into_inner());
+        let mut mark = self.store.inbox_mark(origin)?;
+        let before = mark;
+        for s in stanzas {
+            if s.seq <= mark {
+                metrics::counter!("chorus_cluster_duplicates_dropped_total").increment(1);
+                continue;
+            }
+            if let Some(ctx) = self.ctx()
+                && let Some(el) = chorus_xmpp::remote::parse_stanza(ctx, &s.xml)
+            {
+                chorus_xmpp::remote::deliver_from_peer(ctx, &s.user, &s.resource, el);
+            }
+            mark = s.seq;
+        }
+        if mark != before {
+            self.store.set_inbox_mark(origin, mark)?;
+        }
+        Ok(mark)
     }
 
     /// The directory entry announcing a local resource.

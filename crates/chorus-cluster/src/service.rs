@@ -6,14 +6,17 @@ use crate::node::Cluster;
 use chorus_core::replication::Table;
 use chorus_proto::v1::cluster_server::{Cluster as ClusterApi, ClusterServer};
 use chorus_proto::v1::{
-    Ack, DigestRequest, DigestResponse, FetchRequest, Frame, ItemBatch, PeerStatus, PushResponse,
-    StatusRequest, StatusResponse, frame,
+    Ack, AckRequest, AckResponse, DigestRequest, DigestResponse, FetchRequest, Frame, ItemBatch, PeerStatus,
+    PullRequest, PushResponse, Stanza, StanzaBatch, StatusRequest, StatusResponse, frame,
 };
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+
+/// Stanzas returned by one outbox pull.
+const PULL_BATCH_MAX: usize = 256;
 
 /// Acks buffered towards a peer.
 const ACKS_IN_FLIGHT_MAX: usize = 64;
@@ -108,6 +111,51 @@ impl ClusterApi for Service {
         }))
     }
 
+    async fn pull_stanzas(&self, req: Request<PullRequest>) -> Result<Response<StanzaBatch>, Status> {
+        let r = req.into_inner();
+        if !self.cluster.links.contains_key(&r.node_id) {
+            return Err(Status::permission_denied(format!(
+                "{} is not a configured peer",
+                r.node_id
+            )));
+        }
+        let store = self.cluster.store.clone();
+        let pending = tokio::task::spawn_blocking(move || {
+            store.outbox_pending(&r.node_id, r.after_seq, PULL_BATCH_MAX)
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+        let stanzas = pending
+            .into_iter()
+            .filter_map(|(seq, bytes)| {
+                let r: crate::node::OutboxRecord = serde_json::from_slice(&bytes).ok()?;
+                Some(Stanza {
+                    seq,
+                    user: r.user,
+                    resource: r.resource,
+                    xml: r.xml,
+                })
+            })
+            .collect();
+        Ok(Response::new(StanzaBatch { stanzas }))
+    }
+
+    async fn ack_stanzas(&self, req: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
+        let r = req.into_inner();
+        if !self.cluster.links.contains_key(&r.node_id) {
+            return Err(Status::permission_denied(format!(
+                "{} is not a configured peer",
+                r.node_id
+            )));
+        }
+        self.cluster
+            .store
+            .outbox_ack(&r.node_id, r.stanza_seq)
+            .map_err(internal)?;
+        Ok(Response::new(AckResponse {}))
+    }
+
     async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         Ok(Response::new(status(&self.cluster)))
     }
@@ -121,7 +169,7 @@ pub fn status(c: &Cluster) -> StatusResponse {
         .links
         .values()
         .map(|l| {
-            let (_, heard, sessions, incarnation) = c.directory.peer_summary(&l.peer.id, now);
+            let (alive, heard, sessions, incarnation) = c.directory.peer_summary(&l.peer.id, now);
             PeerStatus {
                 node_id: l.peer.id.clone(),
                 site: l.peer.site.clone(),
@@ -131,6 +179,7 @@ pub fn status(c: &Cluster) -> StatusResponse {
                 replication_lag_items: l.lag(),
                 sessions,
                 incarnation,
+                alive,
             }
         })
         .collect();
@@ -150,7 +199,6 @@ async fn serve_link(
     mut inbound: Streaming<Frame>,
     acks: mpsc::Sender<Result<Ack, Status>>,
 ) -> Result<(), Status> {
-    let mut mark = cluster.store.inbox_mark(peer).map_err(internal)?;
     while let Some(f) = inbound.message().await? {
         cluster.directory.heard(peer, Instant::now());
         match f.body {
@@ -165,21 +213,7 @@ async fn serve_link(
                 cluster.store.apply_remote(&items).map_err(internal)?;
             }
             Some(frame::Body::Stanzas(batch)) => {
-                let Some(ctx) = cluster.ctx() else { continue };
-                let before = mark;
-                for s in batch.stanzas {
-                    if s.seq <= mark {
-                        metrics::counter!("chorus_cluster_duplicates_dropped_total").increment(1);
-                        continue;
-                    }
-                    if let Some(el) = chorus_xmpp::remote::parse_stanza(ctx, &s.xml) {
-                        chorus_xmpp::remote::deliver_from_peer(ctx, &s.user, &s.resource, el);
-                    }
-                    mark = s.seq;
-                }
-                if mark != before {
-                    cluster.store.set_inbox_mark(peer, mark).map_err(internal)?;
-                }
+                let mark = cluster.accept_stanzas(peer, batch.stanzas).map_err(internal)?;
                 if acks.send(Ok(Ack { stanza_seq: mark })).await.is_err() {
                     return Ok(());
                 }

@@ -72,7 +72,7 @@ pub fn status_json(s: &StatusResponse) -> serde_json::Value {
             "site": p.site,
             "link_up": p.link_up,
             "last_heard_ms_ago": (p.last_heard_ms_ago >= 0).then_some(p.last_heard_ms_ago),
-            "alive": p.last_heard_ms_ago >= 0,
+            "alive": p.alive,
             "sessions": p.sessions,
             "incarnation": p.incarnation,
             "outbox_stanzas": p.outbox_stanzas,
@@ -117,8 +117,8 @@ pub fn cluster(config: &Config, action: ClusterAction) -> anyhow::Result<()> {
         status.node_id, status.site, status.incarnation, status.local_sessions
     );
     println!(
-        "{:<12} {:<10} {:<6} {:<12} {:>8} {:>8} {:>8}",
-        "PEER", "SITE", "LINK", "LAST HEARD", "SESSIONS", "OUTBOX", "LAG"
+        "{:<12} {:<10} {:<6} {:<6} {:<12} {:>8} {:>8} {:>8}",
+        "PEER", "SITE", "LINK", "ALIVE", "LAST HEARD", "SESSIONS", "OUTBOX", "LAG"
     );
     for p in status.peers {
         let heard = if p.last_heard_ms_ago < 0 {
@@ -127,9 +127,10 @@ pub fn cluster(config: &Config, action: ClusterAction) -> anyhow::Result<()> {
             format!("{} ms", p.last_heard_ms_ago)
         };
         let link = if p.link_up { "up" } else { "down" };
+        let alive = if p.alive { "yes" } else { "no" };
         println!(
-            "{:<12} {:<10} {:<6} {:<12} {:>8} {:>8} {:>8}",
-            p.node_id, p.site, link, heard, p.sessions, p.outbox_stanzas, p.replication_lag_items
+            "{:<12} {:<10} {:<6} {:<6} {:<12} {:>8} {:>8} {:>8}",
+            p.node_id, p.site, link, alive, heard, p.sessions, p.outbox_stanzas, p.replication_lag_items
         );
     }
     Ok(())
