@@ -52,7 +52,7 @@ async fn run(s: HttpState, socket: WebSocket, ip: IpAddr) {
         tokio::select! {
             biased;
             _ = shutdown.changed() => session.on_shutdown(),
-            routed = recv(&mut rx) => match routed {
+            routed = chorus_xmpp::runtime::recv_routed(&mut rx) => match routed {
                 Some(item) => session.on_routed(item),
                 None => rx = None,
             },
@@ -114,12 +114,5 @@ fn on_frame(session: &mut Session, data: &[u8], bytes_max: usize, depth_max: usi
         Ok(el) if el.is("close", ns::FRAMING) => session.on_close(),
         Ok(el) => session.on_element(el),
         Err(e) => session.on_parse_error(&e),
-    }
-}
-
-async fn recv(rx: &mut Option<mpsc::Receiver<Routed>>) -> Option<Routed> {
-    match rx {
-        Some(r) => r.recv().await,
-        None => std::future::pending().await,
     }
 }

@@ -115,7 +115,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         tokio::select! {
             biased;
             _ = shutdown.changed() => session.on_shutdown(),
-            routed = recv(&mut rx) => match routed {
+            routed = recv_routed(&mut rx) => match routed {
                 Some(item) => session.on_routed(item),
                 None => rx = None,
             },
@@ -185,7 +185,9 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     End::Done
 }
 
-async fn recv(rx: &mut Option<mpsc::Receiver<Routed>>) -> Option<Routed> {
+/// Receives from a session's queue once it has one; pends forever before
+/// binding, so it can sit in a `select!` from the start.
+pub async fn recv_routed(rx: &mut Option<mpsc::Receiver<Routed>>) -> Option<Routed> {
     match rx {
         Some(r) => r.recv().await,
         None => std::future::pending().await,

@@ -5,5 +5,5 @@
 mod conn;
 mod limiter;
 
-pub use conn::{ACK_REQUEST_INTERVAL_SECS, serve_connection};
+pub use conn::{ACK_REQUEST_INTERVAL_SECS, recv_routed, serve_connection};
 pub use limiter::{ConnectionGuard, ConnectionLimiter};
