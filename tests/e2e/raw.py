@@ -117,6 +117,10 @@ class RawStream:
             raise StreamClosed("connection closed")
         try:
             data = await asyncio.wait_for(self.reader.read(1 << 16), timeout)
+        except asyncio.TimeoutError:
+            # TimeoutError is an OSError since Python 3.11: let recv() see it
+            # as a timeout, not as the connection closing.
+            raise
         except (ConnectionResetError, BrokenPipeError, ssl.SSLError, OSError):
             data = b""
         if not data:

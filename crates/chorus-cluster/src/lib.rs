@@ -58,18 +58,22 @@ pub async fn start(
         );
     }
     tasks.spawn(expire_leases(cluster.clone(), lease, heartbeat, stop.clone()));
-    if let Some(mut rx) = cluster.take_flush_rx() {
+    if let Some(mut rx) = cluster.take_event_rx() {
         let c = cluster.clone();
         let mut s = stop.clone();
         tasks.spawn(async move {
             loop {
-                tokio::select! {
-                    user = rx.recv() => match (user, c.ctx()) {
-                        (Some(u), Some(ctx)) => chorus_xmpp::remote::flush_offline(ctx, &u),
-                        (Some(_), None) => {}
-                        (None, _) => return,
-                    },
+                let event = tokio::select! {
+                    e = rx.recv() => e,
                     _ = s.changed() => return,
+                };
+                let Some(event) = event else { return };
+                let Some(ctx) = c.ctx() else { continue };
+                match event {
+                    node::Event::OfflineArrived(u) => chorus_xmpp::remote::flush_offline(ctx, &u),
+                    node::Event::SubscriptionRequest(u, contact) => {
+                        chorus_xmpp::remote::subscription_requested(ctx, &u, &contact)
+                    }
                 }
             }
         });

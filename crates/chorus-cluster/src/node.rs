@@ -15,8 +15,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use tokio::sync::mpsc;
 
-/// Users whose replicated offline messages may need delivering, queued.
-const OFFLINE_FLUSH_QUEUE_MAX: usize = 4096;
+/// Replication events waiting to be handed to local sessions.
+const EVENT_QUEUE_MAX: usize = 4096;
+
+/// Something replication brought in that local sessions must hear about.
+/// Handled off the storage write path, which holds the store's locks.
+pub(crate) enum Event {
+    /// Offline messages for this user arrived.
+    OfflineArrived(String),
+    /// (user, contact): the contact asked to subscribe to the user.
+    SubscriptionRequest(String, String),
+}
 
 /// A stanza waiting in the durable outbox for a peer.
 #[derive(Serialize, Deserialize)]
@@ -43,8 +52,8 @@ pub struct Cluster {
     /// The durable store (replicated tables and the stanza outbox).
     pub store: Arc<RocksStore>,
     ctx: OnceLock<Arc<Context>>,
-    flush_tx: mpsc::Sender<String>,
-    flush_rx: std::sync::Mutex<Option<mpsc::Receiver<String>>>,
+    event_tx: mpsc::Sender<Event>,
+    event_rx: std::sync::Mutex<Option<mpsc::Receiver<Event>>>,
     /// Serializes intake of stanzas from peers (link frames and pulls), so
     /// the per-origin de-duplication mark only moves forward.
     intake: std::sync::Mutex<()>,
@@ -53,7 +62,7 @@ pub struct Cluster {
 impl Cluster {
     /// Builds the cluster state for a node; `start` runs it.
     pub fn new(config: &Config, store: Arc<RocksStore>, incarnation: u64) -> Arc<Cluster> {
-        let (flush_tx, flush_rx) = mpsc::channel(OFFLINE_FLUSH_QUEUE_MAX);
+        let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE_MAX);
         let links = config
             .cluster
             .peers
@@ -69,8 +78,8 @@ impl Cluster {
             links,
             store: store.clone(),
             ctx: OnceLock::new(),
-            flush_tx,
-            flush_rx: std::sync::Mutex::new(Some(flush_rx)),
+            event_tx,
+            event_rx: std::sync::Mutex::new(Some(event_rx)),
             intake: std::sync::Mutex::new(()),
         });
         let weak = Arc::downgrade(&cluster);
@@ -91,8 +100,8 @@ impl Cluster {
         self.ctx.get()
     }
 
-    pub(crate) fn take_flush_rx(&self) -> Option<mpsc::Receiver<String>> {
-        self.flush_rx.lock().unwrap_or_else(|e| e.into_inner()).take()
+    pub(crate) fn take_event_rx(&self) -> Option<mpsc::Receiver<Event>> {
+        self.event_rx.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     fn on_store_change(&self, items: &[ReplItem], origin: ChangeOrigin) {
@@ -103,6 +112,9 @@ impl Cluster {
                 }
             }
             ChangeOrigin::Remote => {
+                for item in items.iter().filter(|i| i.table == Table::Rosters) {
+                    self.on_remote_roster_item(item);
+                }
                 for item in items
                     .iter()
                     .filter(|i| i.table == Table::Offline && i.lww.value.is_some())
@@ -110,7 +122,7 @@ impl Cluster {
                     if let Some(user) = item.key.split(|b| *b == 0).next() {
                         let user = String::from_utf8_lossy(user).into_owned();
                         if !self.local.resources(&user).is_empty() {
-                            let _ = self.flush_tx.try_send(user);
+                            let _ = self.event_tx.try_send(Event::OfflineArrived(user));
                         }
                     }
                 }
@@ -145,6 +157,27 @@ impl Cluster {
             self.store.set_inbox_mark(origin, mark)?;
         }
         Ok(mark)
+    }
+
+    /// A replicated roster item that carries a new subscription request for
+    /// a user online here: hand it to the user's sessions.
+    fn on_remote_roster_item(&self, item: &ReplItem) {
+        let Some(value) = &item.lww.value else { return };
+        let Ok(roster_item) = serde_json::from_slice::<chorus_core::roster::RosterItem>(value) else {
+            return;
+        };
+        if !roster_item.pending_in || roster_item.subscription.has_from() {
+            return;
+        }
+        let Some(user) = item.key.split(|b| *b == 0).next() else {
+            return;
+        };
+        let user = String::from_utf8_lossy(user).into_owned();
+        if self.local.resources(&user).iter().any(|r| r.available) {
+            let _ = self
+                .event_tx
+                .try_send(Event::SubscriptionRequest(user, roster_item.jid));
+        }
     }
 
     /// The directory entry announcing a local resource.

@@ -464,3 +464,21 @@ async fn cut_site_keeps_working_and_heals_exactly_once() {
         assert_eq!(c.name.as_deref(), Some("A from c"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t_subscription_request_reaches_a_contact_who_just_logged_in_elsewhere() {
+    // Regression: the requester's node had not yet seen the contact's new
+    // session, so the request waited until the contact's next login.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (nodes, _net) = start(dir.path()).await;
+    ready(&nodes).await;
+    let mut carol = Client::login(&nodes[2], "carol", "phone").await;
+    let mut alice = Client::login(&nodes[0], "alice", "pc").await;
+    alice.send("<presence xmlns='jabber:client' type='subscribe' to='carol@chorus.test'/>");
+    let req = carol
+        .wait_for("the subscription request", |e| {
+            e.attr("type") == Some("subscribe")
+        })
+        .await;
+    assert_eq!(req.attr("from"), Some("alice@chorus.test"));
+}

@@ -149,3 +149,21 @@ pub fn flush_offline(ctx: &Context, user: &str) {
         }
     }
 }
+
+/// A subscription request from `contact` (a bare JID) to `user` reached
+/// this node by replication of the user's roster. Tell the user's available
+/// sessions here: the requester's node may not have seen them yet. (A
+/// session may then see the request twice, which RFC 6121 allows: servers
+/// redeliver pending requests at every login.)
+pub fn subscription_requested(ctx: &Context, user: &str, contact: &str) {
+    let bare = format!("{user}@{}", ctx.domain);
+    for r in ctx.router.local_resources() {
+        if r.0 == user && r.1.available {
+            let p = xml::new("presence", ns::CLIENT)
+                .with_attr("type", "subscribe")
+                .with_attr("from", contact)
+                .with_attr("to", bare.clone());
+            let _ = ctx.router.deliver(user, &r.1.resource, Routed::Stanza(p));
+        }
+    }
+}
