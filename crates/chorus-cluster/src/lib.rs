@@ -42,7 +42,13 @@ pub async fn start(
         .add_service(service::Service::server(cluster.clone()));
     let mut s = stop.clone();
     tasks.spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(incoming);
+        // Small frames (acks, single stanzas) must not wait for Nagle.
+        let incoming =
+            tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(incoming), |s| {
+                s.inspect(|s| {
+                    let _ = s.set_nodelay(true);
+                })
+            });
         let shutdown = async move {
             let _ = s.wait_for(|v| *v).await;
         };

@@ -264,6 +264,19 @@ impl Link {
             if !ok {
                 break;
             }
+            // Items written before a stanza was queued go out before it (a
+            // subscription's roster changes before the presence that makes
+            // the peer act on them); the peer handles frames in order.
+            let mut flushed = true;
+            while let Ok(o) = queue.try_recv() {
+                if !self.forward(o, queue, &ftx).await {
+                    flushed = false;
+                    break;
+                }
+            }
+            if !flushed {
+                break;
+            }
             match self.send_outbox(cluster, &ftx, &mut last_sent).await {
                 Ok(()) => {}
                 Err(()) => break,
