@@ -1,5 +1,8 @@
-"""Crash durability (kill -9) and graceful shutdown."""
+"""Crash durability (kill -9), graceful shutdown and structured logs."""
 
+import json
+
+import pytest
 from slixmpp import JID
 
 from raw import raw_login
@@ -63,3 +66,20 @@ async def test_sigterm_sends_system_shutdown_and_exits_zero(node):
     await bob.wait_disconnected(10)
     code = node.stop()
     assert code == 0, f"exit code {code}"
+
+
+@pytest.mark.chorus(config={"log": {"format": "json", "level": "info"}})
+async def test_json_logs_are_structured(node):
+    alice = await connect(node, "alice", resource="a")
+    await alice.close()
+    records = []
+    for line in node.log_text().splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            records.append(json.loads(line))
+    assert records, "no JSON log lines"
+    assert all("level" in r and "timestamp" in r and "fields" in r for r in records)
+    messages = [r["fields"].get("message") for r in records]
+    assert "chorus node ready" in messages
+    assert any(r["fields"].get("message") == "authenticated" and r["fields"].get("user") == "alice"
+               for r in records), messages

@@ -376,3 +376,29 @@ async fn resumption_replays_unacked_stanzas() {
             .is_some_and(|b| b.text() == "while away")
     }));
 }
+
+#[test]
+fn per_user_rate_limit_answers_resource_constraint() {
+    let (ctx, _) = context(|c| {
+        c.limits.user_stanzas_per_sec = 1;
+        c.limits.user_stanzas_burst = 2;
+    });
+    let (mut a, mut arx) = login(&ctx, "alice", "apw", "pc");
+    for i in 0..6 {
+        a.on_element(parse(&format!(
+            "<iq xmlns='jabber:client' type='get' id='p{i}'><ping xmlns='urn:xmpp:ping'/></iq>"
+        )));
+    }
+    let out = drain(&mut a, &mut arx);
+    let limited = out
+        .iter()
+        .filter(|e| {
+            e.attr("type") == Some("error")
+                && e.get_child("error", ns::CLIENT)
+                    .is_some_and(|x| x.has_child("resource-constraint", ns::STANZAS))
+        })
+        .count();
+    let answered = out.iter().filter(|e| e.attr("type") == Some("result")).count();
+    assert_eq!(answered, 3, "the burst (rate + burst = 3) is served: {out:?}");
+    assert_eq!(limited, 3, "the rest is refused, not dropped silently");
+}
