@@ -71,7 +71,7 @@ fn dependencies(krate: &str) -> String {
 
 #[test]
 fn crates_depend_downwards_only() {
-    // Only chorus-store links RocksDB.
+    // Only chorus-store and chorus-archive link RocksDB.
     for krate in [
         "chorus-core",
         "chorus-xmpp",
