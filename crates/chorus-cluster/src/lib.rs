@@ -11,6 +11,7 @@ pub mod certs;
 pub mod directory;
 pub mod link;
 pub mod node;
+pub mod raft_net;
 pub mod service;
 pub mod tls;
 

@@ -51,6 +51,8 @@ pub struct Cluster {
     pub links: HashMap<String, Arc<Link>>,
     /// The durable store (replicated tables and the stanza outbox).
     pub store: Arc<RocksStore>,
+    /// The archive's Raft node, once started.
+    pub raft: OnceLock<crate::raft_net::ArchiveRaft>,
     ctx: OnceLock<Arc<Context>>,
     event_tx: mpsc::Sender<Event>,
     event_rx: std::sync::Mutex<Option<mpsc::Receiver<Event>>>,
@@ -77,6 +79,7 @@ impl Cluster {
             local: LocalRouter::new(),
             links,
             store: store.clone(),
+            raft: OnceLock::new(),
             ctx: OnceLock::new(),
             event_tx,
             event_rx: std::sync::Mutex::new(Some(event_rx)),

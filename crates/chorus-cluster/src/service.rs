@@ -7,7 +7,7 @@ use chorus_core::replication::Table;
 use chorus_proto::v1::cluster_server::{Cluster as ClusterApi, ClusterServer};
 use chorus_proto::v1::{
     Ack, AckRequest, AckResponse, DigestRequest, DigestResponse, FetchRequest, Frame, ItemBatch, PeerStatus,
-    PullRequest, PushResponse, Stanza, StanzaBatch, StatusRequest, StatusResponse, frame,
+    PullRequest, PushResponse, RaftMessage, Stanza, StanzaBatch, StatusRequest, StatusResponse, frame,
 };
 use std::sync::Arc;
 use std::time::Instant;
@@ -154,6 +154,16 @@ impl ClusterApi for Service {
             .outbox_ack(&r.node_id, r.stanza_seq)
             .map_err(internal)?;
         Ok(Response::new(AckResponse {}))
+    }
+
+    async fn raft(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let Some(raft) = self.cluster.raft.get() else {
+            return Err(Status::unavailable("the archive's raft node is not running here"));
+        };
+        crate::raft_net::handle(raft, req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::invalid_argument)
     }
 
     async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {

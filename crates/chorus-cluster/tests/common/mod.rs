@@ -1,0 +1,195 @@
+//! Shared harness of the in-process cluster tests: three nodes on loopback
+//! with real mTLS gRPC, every directed link through its own fault-injecting
+//! proxy.
+
+#![allow(dead_code)]
+
+use chorus_cluster::node::{Cluster, ClusterRouter};
+use chorus_core::archive::NoArchive;
+use chorus_core::config::{Config, PeerConfig};
+use chorus_core::credentials::Credentials;
+use chorus_core::store::Store;
+use chorus_store::RocksStore;
+use chorus_xmpp::context::Context;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, watch};
+
+pub const DOMAIN: &str = "chorus.test";
+pub const NODES: [(&str, &str); 3] = [("a1", "a"), ("b1", "b"), ("c1", "c")];
+pub const STEP: Duration = Duration::from_secs(10);
+
+/// A TCP proxy in front of one node's cluster port that can cut its traffic.
+pub struct Proxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    kill: broadcast::Sender<()>,
+}
+
+impl Proxy {
+    async fn start(target: u16) -> Proxy {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = l.local_addr().expect("addr").port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let (kill, _) = broadcast::channel(4);
+        let (c2, k2) = (cut.clone(), kill.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = l.accept().await {
+                if c2.load(Ordering::SeqCst) {
+                    let _ = inbound.shutdown().await;
+                    continue;
+                }
+                let mut killed = k2.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", target)).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = killed.recv() => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, cut, kill }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, Ordering::SeqCst);
+        if cut {
+            let _ = self.kill.send(());
+        }
+    }
+}
+
+pub struct Node {
+    pub cluster: Arc<Cluster>,
+    pub ctx: Arc<Context>,
+    pub store: Arc<RocksStore>,
+    pub config: Config,
+    pub stop: watch::Sender<bool>,
+}
+
+pub async fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// Proxies by (from, to) node index: every directed link has its own.
+pub struct Net(pub HashMap<(usize, usize), Proxy>);
+
+impl Net {
+    /// Cuts (or heals) every link to and from node `k`.
+    pub fn isolate(&self, k: usize, cut: bool) {
+        for ((from, to), p) in &self.0 {
+            if *from == k || *to == k {
+                p.set_cut(cut);
+            }
+        }
+    }
+}
+
+/// Starts three nodes; node i reaches node j through proxy (i, j).
+pub async fn start(dir: &std::path::Path) -> (Vec<Node>, Net) {
+    let certs = dir.join("certs");
+    chorus_cluster::certs::create_ca(&certs).expect("ca");
+    let mut ports = Vec::new();
+    for (id, _) in NODES {
+        chorus_cluster::certs::create_node(&certs, id, &["127.0.0.1".into()], &certs).expect("node cert");
+        ports.push(free_port().await);
+    }
+    let mut proxies = HashMap::new();
+    for i in 0..NODES.len() {
+        for (j, port) in ports.iter().enumerate() {
+            if i != j {
+                proxies.insert((i, j), Proxy::start(*port).await);
+            }
+        }
+    }
+    let mut nodes = Vec::new();
+    for (i, (id, site)) in NODES.iter().enumerate() {
+        let mut config = Config::default();
+        config.server.domain = DOMAIN.into();
+        config.server.data_dir = dir.join(id);
+        config.cluster.node_id = id.to_string();
+        config.cluster.site = site.to_string();
+        config.cluster.listen = Some(([127, 0, 0, 1], ports[i]).into());
+        config.cluster.ca_file = Some(certs.join("ca.pem"));
+        config.cluster.cert_file = Some(certs.join(format!("{id}.pem")));
+        config.cluster.key_file = Some(certs.join(format!("{id}.key")));
+        config.cluster.lease_ms = 600;
+        config.cluster.heartbeat_ms = 100;
+        config.cluster.peers = NODES
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(j, (pid, psite))| PeerConfig {
+                id: pid.to_string(),
+                site: psite.to_string(),
+                addr: format!("127.0.0.1:{}", proxies[&(i, j)].port),
+            })
+            .collect();
+        let store =
+            Arc::new(RocksStore::open(&dir.join(id).join("db"), config.node_tag()).expect("open store"));
+        for u in ["alice", "bob", "carol", "dave"] {
+            let _ = store.create_account(u, &Credentials::from_password_with("pw", 16).expect("creds"));
+        }
+        let cluster = Cluster::new(&config, store.clone(), 1);
+        let ctx = Arc::new(Context::new(
+            config.clone(),
+            store.clone(),
+            Arc::new(ClusterRouter(cluster.clone())),
+            Arc::new(NoArchive),
+        ));
+        cluster.set_context(ctx.clone());
+        let tls = chorus_cluster::tls::ClusterTls::load(&config.cluster).expect("tls");
+        let (stop, stop_rx) = watch::channel(false);
+        let listen = config.cluster.listen.expect("listen");
+        chorus_cluster::start(
+            cluster.clone(),
+            tls,
+            listen,
+            Duration::from_millis(600),
+            Duration::from_millis(100),
+            stop_rx,
+        )
+        .await
+        .expect("start")
+        .detach_all();
+        nodes.push(Node {
+            cluster,
+            ctx,
+            store,
+            config,
+            stop,
+        });
+    }
+    (nodes, Net(proxies))
+}
+
+pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + STEP;
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn ready(nodes: &[Node]) {
+    eventually("all links up", || {
+        nodes.iter().all(|n| {
+            let s = chorus_cluster::service::status(&n.cluster);
+            s.peers
+                .iter()
+                .all(|p| p.link_up && p.last_heard_ms_ago >= 0 && p.last_heard_ms_ago < 500)
+        })
+    })
+    .await;
+}
