@@ -16,6 +16,10 @@ pub const CF_RECORDS: &str = "records";
 pub const CF_IDS: &str = "record_ids";
 /// Last applied log id, membership, the current snapshot.
 pub const CF_SM_META: &str = "sm_meta";
+/// This node's spool: records awaiting commit, by local sequence.
+pub const CF_SPOOL: &str = "spool";
+/// The spool's next sequence number.
+pub const CF_SPOOL_META: &str = "spool_meta";
 
 /// Why the archive database could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -27,21 +31,46 @@ pub struct OpenError {
     pub reason: String,
 }
 
-/// Opens (creating) the archive database and returns its two stores.
+/// Opens (creating) the archive database and returns its two Raft stores.
 pub fn open(dir: &Path) -> Result<(LogStore, ArchiveStateMachine), OpenError> {
+    let (log, sm, _) = open_with_spool(dir, "node", 1)?;
+    Ok((log, sm))
+}
+
+/// Opens the archive database with this node's spool as well.
+pub fn open_with_spool(
+    dir: &Path,
+    node_id: &str,
+    spool_records_max: u64,
+) -> Result<(LogStore, ArchiveStateMachine, crate::spool::Spool), OpenError> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
-    let db = DB::open_cf(&opts, dir, [CF_LOG, CF_LOG_META, CF_RECORDS, CF_IDS, CF_SM_META]).map_err(|e| {
-        OpenError {
-            path: dir.display().to_string(),
-            reason: e.into_string(),
-        }
+    let db = DB::open_cf(
+        &opts,
+        dir,
+        [
+            CF_LOG,
+            CF_LOG_META,
+            CF_RECORDS,
+            CF_IDS,
+            CF_SM_META,
+            CF_SPOOL,
+            CF_SPOOL_META,
+        ],
+    )
+    .map_err(|e| OpenError {
+        path: dir.display().to_string(),
+        reason: e.into_string(),
     })?;
     let db = Arc::new(db);
     let sm = ArchiveStateMachine::new(db.clone()).map_err(|e| OpenError {
         path: dir.display().to_string(),
         reason: e.to_string(),
     })?;
-    Ok((LogStore::new(db), sm))
+    let spool = crate::spool::Spool::new(db.clone(), node_id, spool_records_max).map_err(|e| OpenError {
+        path: dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok((LogStore::new(db), sm, spool))
 }

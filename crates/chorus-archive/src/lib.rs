@@ -15,5 +15,6 @@
 
 pub mod db;
 pub mod log_store;
+pub mod spool;
 pub mod state_machine;
 pub mod types;

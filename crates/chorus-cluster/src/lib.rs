@@ -7,6 +7,7 @@
 //! reach users on any node without knowing the cluster exists.
 
 pub mod antientropy;
+pub mod archive;
 pub mod certs;
 pub mod directory;
 pub mod link;

@@ -54,6 +54,38 @@ impl NetworkFactory {
     }
 }
 
+impl NetworkFactory {
+    /// Sends a spool batch to the leader `target` and waits for its commit.
+    pub async fn forward_write(
+        &self,
+        target: u64,
+        cmd: &chorus_archive::types::Command,
+    ) -> Result<chorus_archive::types::Response, String> {
+        let mut net = PeerNetwork {
+            target,
+            peer: self.peers.get(&target).cloned(),
+            tls: self.tls.clone(),
+            client: None,
+        };
+        let mut client = net.client().await?;
+        let json = serde_json::to_vec(cmd).map_err(|e| e.to_string())?;
+        let call = client.raft(RaftMessage {
+            kind: "write".into(),
+            json,
+        });
+        let reply = tokio::time::timeout(Duration::from_secs(FORWARD_TIMEOUT_SECS), call)
+            .await
+            .map_err(|_| "forwarding to the leader timed out".to_string())?
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        serde_json::from_slice::<Result<chorus_archive::types::Response, String>>(&reply.json)
+            .map_err(|e| e.to_string())?
+    }
+}
+
+/// Time a forwarded write may take, in seconds.
+const FORWARD_TIMEOUT_SECS: u64 = 10;
+
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerNetwork;
 
@@ -193,6 +225,16 @@ pub async fn handle(raft: &ArchiveRaft, msg: RaftMessage) -> Result<RaftMessage,
         "snapshot" => {
             let req: InstallSnapshotRequest<TypeConfig> = parse(&msg.json)?;
             serde_json::to_vec(&raft.install_snapshot(req).await)
+        }
+        "write" => {
+            // A follower forwards a spool batch to us, the leader.
+            let cmd: chorus_archive::types::Command = parse(&msg.json)?;
+            let r = raft
+                .client_write(cmd)
+                .await
+                .map(|resp| resp.data)
+                .map_err(|e| e.to_string());
+            serde_json::to_vec(&r)
         }
         other => return Err(format!("unknown raft message kind {other:?}")),
     }

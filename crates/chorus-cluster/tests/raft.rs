@@ -4,6 +4,7 @@
 
 mod common;
 
+use chorus_archive::spool::Spool;
 use chorus_archive::state_machine::ArchiveStateMachine;
 use chorus_archive::types::{Command, Record};
 use chorus_cluster::raft_net::{ArchiveRaft, NetworkFactory, raft_id};
@@ -42,11 +43,17 @@ async fn leader(rafts: &[Option<ArchiveRaft>]) -> usize {
     panic!("no leader elected");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn archive_raft_replicates_and_survives_leader_loss() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (nodes, _net) = start(dir.path()).await;
-    ready(&nodes).await;
+/// Starts one Raft node per cluster node (all voters) and initializes the
+/// group.
+async fn start_raft(
+    nodes: &[common::Node],
+    dir: &std::path::Path,
+) -> (
+    Vec<Option<ArchiveRaft>>,
+    Vec<ArchiveStateMachine>,
+    Vec<Spool>,
+    Vec<NetworkFactory>,
+) {
     let config = Arc::new(
         openraft::Config {
             heartbeat_interval: 100,
@@ -59,11 +66,15 @@ async fn archive_raft_replicates_and_survives_leader_loss() {
     );
     let mut rafts: Vec<Option<ArchiveRaft>> = Vec::new();
     let mut machines: Vec<ArchiveStateMachine> = Vec::new();
+    let (mut spools, mut nets) = (Vec::new(), Vec::new());
     for (i, n) in nodes.iter().enumerate() {
-        let (log, sm) =
-            chorus_archive::db::open(&dir.path().join(format!("archive-{i}"))).expect("archive db");
+        let (log, sm, spool) =
+            chorus_archive::db::open_with_spool(&dir.join(format!("archive-{i}")), NODES[i].0, 100_000)
+                .expect("archive db");
+        spools.push(spool);
         let tls = chorus_cluster::tls::ClusterTls::load(&n.config.cluster).expect("tls");
         let net = NetworkFactory::new(&n.config.cluster.peers, tls);
+        nets.push(net.clone());
         let raft = ArchiveRaft::new(raft_id(NODES[i].0), config.clone(), net, log, sm.clone())
             .await
             .expect("raft");
@@ -88,6 +99,16 @@ async fn archive_raft_replicates_and_survives_leader_loss() {
         .await
         .expect("initialize");
 
+    (rafts, machines, spools, nets)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_raft_replicates_and_survives_leader_loss() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (nodes, _net) = start(dir.path()).await;
+    ready(&nodes).await;
+    let (rafts, machines, _spools, _nets) = start_raft(&nodes, dir.path()).await;
+    let mut rafts = rafts;
     let l = leader(&rafts).await;
     let r = rafts[l]
         .as_ref()
@@ -143,6 +164,84 @@ async fn archive_raft_replicates_and_survives_leader_loss() {
         order(survivors[1]),
         "same order on every site"
     );
+    for r in rafts.into_iter().flatten() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), r.shutdown()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spooled_records_reach_every_site_and_a_cut_site_drains_after_the_heal() {
+    use chorus_cluster::archive::RaftArchive;
+    use chorus_core::archive::{Archive, ArchiveRecord};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (nodes, net) = start(dir.path()).await;
+    ready(&nodes).await;
+    let (rafts, machines, spools, nets) = start_raft(&nodes, dir.path()).await;
+    let _l = leader(&rafts).await;
+    let archives: Vec<Arc<RaftArchive>> = spools
+        .iter()
+        .map(|s| Arc::new(RaftArchive::new(s.clone(), "site")))
+        .collect();
+    for (i, a) in archives.iter().enumerate() {
+        let (a, c, n, stop) = (
+            a.clone(),
+            nodes[i].cluster.clone(),
+            nets[i].clone(),
+            nodes[i].stop.subscribe(),
+        );
+        tokio::spawn(async move { a.ship(c, n, stop).await });
+    }
+    let rec = |i: usize| ArchiveRecord {
+        from: "carol@chorus.test/phone".into(),
+        to: "alice@chorus.test".into(),
+        stamp_ms: i as u64,
+        xml: format!("<message><body>{i}</body></message>"),
+    };
+    // Site c accepts messages; whether c1 leads or follows, they commit.
+    for i in 0..10 {
+        let id = archives[2]
+            .append(rec(i))
+            .expect("spooled")
+            .expect("an archive id");
+        assert!(id.starts_with("c1-"), "{id}");
+    }
+    eventually("every site holds c's ten records", || {
+        machines
+            .iter()
+            .all(|m| m.records().map(|r| r.len()).unwrap_or(0) == 10)
+    })
+    .await;
+    // Cut c off: it keeps accepting (spooling) without a quorum.
+    net.isolate(2, true);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for i in 10..15 {
+        archives[2].append(rec(i)).expect("spooled while cut off");
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        spools[2].len(),
+        5,
+        "records wait in the spool while c has no quorum"
+    );
+    assert_eq!(machines[0].records().expect("records").len(), 10);
+    net.isolate(2, false);
+    eventually("c's spool drains after the heal", || spools[2].is_empty()).await;
+    eventually("every site holds all fifteen records once", || {
+        machines
+            .iter()
+            .all(|m| m.records().map(|r| r.len()).unwrap_or(0) == 15)
+    })
+    .await;
+    let order = |i: usize| {
+        machines[i]
+            .records()
+            .expect("records")
+            .into_iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(order(0), order(1));
+    assert_eq!(order(1), order(2));
     for r in rafts.into_iter().flatten() {
         let _ = tokio::time::timeout(Duration::from_secs(5), r.shutdown()).await;
     }

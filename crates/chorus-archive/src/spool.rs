@@ -1,0 +1,130 @@
+//! The node's archive spool: every archive-worthy message is written here,
+//! with its archive id, before the sender is acknowledged. The shipper
+//! proposes spooled records to the Raft group in batches and removes them
+//! once committed. A node cut off from the majority keeps spooling and
+//! drains after the heal.
+
+use crate::db::{CF_SPOOL, CF_SPOOL_META};
+use crate::types::Record;
+use rocksdb::{DB, IteratorMode, WriteBatch};
+use std::sync::{Arc, Mutex};
+
+const KEY_NEXT: &[u8] = b"next_seq";
+
+/// Why the spool refused a record.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// The disk refused the write.
+    #[error("archive spool write failed: {0}")]
+    Io(String),
+    /// The spool holds its maximum; the cluster has not committed for long.
+    #[error("archive spool is full ({0} records)")]
+    Full(u64),
+}
+
+/// The spool; cheap to clone.
+#[derive(Clone)]
+pub struct Spool {
+    db: Arc<DB>,
+    node_id: String,
+    next: Arc<Mutex<u64>>,
+    depth: Arc<std::sync::atomic::AtomicU64>,
+    records_max: u64,
+}
+
+impl Spool {
+    pub(crate) fn new(db: Arc<DB>, node_id: &str, records_max: u64) -> Result<Spool, SpoolError> {
+        let cf = db
+            .cf_handle(CF_SPOOL_META)
+            .expect("column family created at open");
+        let next = match db
+            .get_cf(cf, KEY_NEXT)
+            .map_err(|e| SpoolError::Io(e.into_string()))?
+        {
+            Some(b) => u64::from_be_bytes(
+                b.as_slice()
+                    .try_into()
+                    .map_err(|_| SpoolError::Io("bad sequence".into()))?,
+            ),
+            None => 1,
+        };
+        let cf = db.cf_handle(CF_SPOOL).expect("column family created at open");
+        let depth = db.iterator_cf(cf, IteratorMode::Start).count() as u64;
+        Ok(Spool {
+            db,
+            node_id: node_id.to_owned(),
+            next: Arc::new(Mutex::new(next)),
+            depth: Arc::new(std::sync::atomic::AtomicU64::new(depth)),
+            records_max,
+        })
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(name).expect("column family created at open")
+    }
+
+    /// Assigns the record its archive id (`<node>-<sequence>`) and writes it
+    /// durably; returns the id.
+    pub fn append(&self, mut record: Record) -> Result<String, SpoolError> {
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let depth = self.len();
+        if depth >= self.records_max {
+            return Err(SpoolError::Full(depth));
+        }
+        let seq = *next;
+        record.id = format!("{}-{seq}", self.node_id);
+        let bytes = serde_json::to_vec(&record).map_err(|e| SpoolError::Io(e.to_string()))?;
+        let mut b = WriteBatch::default();
+        b.put_cf(self.cf(CF_SPOOL), seq.to_be_bytes(), bytes);
+        b.put_cf(self.cf(CF_SPOOL_META), KEY_NEXT, (seq + 1).to_be_bytes());
+        self.db.write(b).map_err(|e| SpoolError::Io(e.into_string()))?;
+        *next = seq + 1;
+        self.depth.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(record.id)
+    }
+
+    /// Up to `limit` of the oldest spooled records with their sequence numbers.
+    pub fn oldest(&self, limit: usize) -> Result<Vec<(u64, Record)>, SpoolError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_SPOOL), IteratorMode::Start) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item.map_err(|e| SpoolError::Io(e.into_string()))?;
+            let seq = u64::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| SpoolError::Io("bad key".into()))?,
+            );
+            let r: Record = serde_json::from_slice(&v).map_err(|e| SpoolError::Io(e.to_string()))?;
+            out.push((seq, r));
+        }
+        Ok(out)
+    }
+
+    /// Drops committed records (point deletes: see the stanza outbox).
+    pub fn remove(&self, seqs: &[u64]) -> Result<(), SpoolError> {
+        let mut b = WriteBatch::default();
+        for s in seqs {
+            b.delete_cf(self.cf(CF_SPOOL), s.to_be_bytes());
+        }
+        self.db.write(b).map_err(|e| SpoolError::Io(e.into_string()))?;
+        let n = seqs.len() as u64;
+        let _ = self.depth.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |d| Some(d.saturating_sub(n)),
+        );
+        Ok(())
+    }
+
+    /// Records waiting to be committed.
+    pub fn len(&self) -> u64 {
+        self.depth.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

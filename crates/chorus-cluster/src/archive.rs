@@ -1,0 +1,112 @@
+//! The Raft-replicated archive as the XMPP layer sees it: `append` writes
+//! the record to this node's durable spool and returns its archive id; a
+//! shipper proposes spooled batches to the Raft group (forwarding to the
+//! leader when this node is a follower) and drops them once committed.
+
+use crate::node::Cluster;
+use crate::raft_net::NetworkFactory;
+use chorus_archive::spool::Spool;
+use chorus_archive::types::{Command, Record};
+use chorus_core::archive::{Archive, ArchiveError, ArchiveRecord};
+use openraft::error::{ClientWriteError, RaftError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+/// Records per Raft proposal.
+pub const SHIP_BATCH_MAX: usize = 512;
+/// Pause after a failed proposal, in milliseconds.
+const SHIP_RETRY_MS: u64 = 200;
+
+/// The archive of a clustered node.
+pub struct RaftArchive {
+    spool: Spool,
+    site: String,
+    wake: Arc<Notify>,
+}
+
+impl RaftArchive {
+    /// An archive spooling into `spool` for this node's site.
+    pub fn new(spool: Spool, site: &str) -> RaftArchive {
+        RaftArchive {
+            spool,
+            site: site.to_owned(),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Runs the shipper until `stop`.
+    pub async fn ship(&self, cluster: Arc<Cluster>, net: NetworkFactory, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(SHIP_RETRY_MS)) => {}
+                _ = stop.changed() => return,
+            }
+            loop {
+                let batch = match self.spool.oldest(SHIP_BATCH_MAX) {
+                    Ok(b) if b.is_empty() => break,
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read the archive spool");
+                        break;
+                    }
+                };
+                let (seqs, records): (Vec<u64>, Vec<Record>) = batch.into_iter().unzip();
+                match propose(&cluster, &net, Command::Append(records)).await {
+                    Ok(()) => {
+                        if let Err(e) = self.spool.remove(&seqs) {
+                            tracing::error!(error = %e, "cannot trim the archive spool");
+                            break;
+                        }
+                        metrics::counter!("chorus_archive_shipped_total").increment(seqs.len() as u64);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, spooled = self.spool.len(), "archive batch not committed yet");
+                        break;
+                    }
+                }
+            }
+            metrics::gauge!("chorus_archive_spool_depth").set(self.spool.len() as f64);
+        }
+    }
+}
+
+/// Commits a batch through the leader.
+async fn propose(cluster: &Cluster, net: &NetworkFactory, cmd: Command) -> Result<(), String> {
+    let raft = cluster
+        .raft
+        .get()
+        .ok_or("the archive's raft node is not running")?;
+    match raft.client_write(cmd.clone()).await {
+        Ok(_) => Ok(()),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_id {
+            Some(leader) => net.forward_write(leader, &cmd).await.map(|_| ()),
+            None => Err("no archive leader".into()),
+        },
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl Archive for RaftArchive {
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    fn append(&self, r: ArchiveRecord) -> Result<Option<String>, ArchiveError> {
+        let record = Record {
+            id: String::new(),
+            from: r.from,
+            to: r.to,
+            site: self.site.clone(),
+            stamp_ms: r.stamp_ms,
+            xml: r.xml,
+        };
+        let id = self
+            .spool
+            .append(record)
+            .map_err(|e| ArchiveError::Unavailable(e.to_string()))?;
+        self.wake.notify_one();
+        Ok(Some(id))
+    }
+}
