@@ -3,8 +3,7 @@
 //! shipper proposes spooled batches to the Raft group (forwarding to the
 //! leader when this node is a follower) and drops them once committed.
 
-use crate::node::Cluster;
-use crate::raft_net::NetworkFactory;
+use crate::raft_net::{ArchiveRaft, NetworkFactory};
 use chorus_archive::spool::Spool;
 use chorus_archive::types::{Command, Record};
 use chorus_core::archive::{Archive, ArchiveError, ArchiveRecord};
@@ -35,8 +34,13 @@ impl RaftArchive {
         }
     }
 
+    /// Records waiting in the spool.
+    pub fn spooled(&self) -> u64 {
+        self.spool.len()
+    }
+
     /// Runs the shipper until `stop`.
-    pub async fn ship(&self, cluster: Arc<Cluster>, net: NetworkFactory, mut stop: watch::Receiver<bool>) {
+    pub async fn ship(&self, raft: ArchiveRaft, net: NetworkFactory, mut stop: watch::Receiver<bool>) {
         loop {
             tokio::select! {
                 _ = self.wake.notified() => {}
@@ -53,7 +57,7 @@ impl RaftArchive {
                     }
                 };
                 let (seqs, records): (Vec<u64>, Vec<Record>) = batch.into_iter().unzip();
-                match propose(&cluster, &net, Command::Append(records)).await {
+                match propose(&raft, &net, Command::Append(records)).await {
                     Ok(()) => {
                         if let Err(e) = self.spool.remove(&seqs) {
                             tracing::error!(error = %e, "cannot trim the archive spool");
@@ -73,11 +77,7 @@ impl RaftArchive {
 }
 
 /// Commits a batch through the leader.
-async fn propose(cluster: &Cluster, net: &NetworkFactory, cmd: Command) -> Result<(), String> {
-    let raft = cluster
-        .raft
-        .get()
-        .ok_or("the archive's raft node is not running")?;
+async fn propose(raft: &ArchiveRaft, net: &NetworkFactory, cmd: Command) -> Result<(), String> {
     match raft.client_write(cmd.clone()).await {
         Ok(_) => Ok(()),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_id {

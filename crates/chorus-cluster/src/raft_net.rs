@@ -40,7 +40,7 @@ pub fn raft_id(node_id: &str) -> u64 {
 #[derive(Clone)]
 pub struct NetworkFactory {
     peers: Arc<HashMap<u64, PeerConfig>>,
-    tls: ClusterTls,
+    tls: Option<ClusterTls>,
 }
 
 impl NetworkFactory {
@@ -49,7 +49,15 @@ impl NetworkFactory {
         let peers = peers.iter().map(|p| (raft_id(&p.id), p.clone())).collect();
         NetworkFactory {
             peers: Arc::new(peers),
-            tls,
+            tls: Some(tls),
+        }
+    }
+
+    /// The network of a single node, which never talks to anyone.
+    pub fn alone() -> NetworkFactory {
+        NetworkFactory {
+            peers: Arc::new(HashMap::new()),
+            tls: None,
         }
     }
 }
@@ -103,7 +111,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct PeerNetwork {
     target: u64,
     peer: Option<PeerConfig>,
-    tls: ClusterTls,
+    tls: Option<ClusterTls>,
     client: Option<ClusterClient<Channel>>,
 }
 
@@ -118,9 +126,10 @@ impl PeerNetwork {
             .peer
             .as_ref()
             .ok_or_else(|| format!("raft node {} is not a configured peer", self.target))?;
+        let tls = self.tls.as_ref().ok_or("this node has no cluster TLS")?;
         let ep = Endpoint::from_shared(format!("https://{}", peer.addr))
             .map_err(|e| e.to_string())?
-            .tls_config(self.tls.client(&peer.id))
+            .tls_config(tls.client(&peer.id))
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_millis(RAFT_CONNECT_TIMEOUT_MS))
             .tcp_nodelay(true);

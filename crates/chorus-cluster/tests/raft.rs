@@ -183,13 +183,9 @@ async fn spooled_records_reach_every_site_and_a_cut_site_drains_after_the_heal()
         .map(|s| Arc::new(RaftArchive::new(s.clone(), "site")))
         .collect();
     for (i, a) in archives.iter().enumerate() {
-        let (a, c, n, stop) = (
-            a.clone(),
-            nodes[i].cluster.clone(),
-            nets[i].clone(),
-            nodes[i].stop.subscribe(),
-        );
-        tokio::spawn(async move { a.ship(c, n, stop).await });
+        let raft = rafts[i].clone().expect("raft");
+        let (a, n, stop) = (a.clone(), nets[i].clone(), nodes[i].stop.subscribe());
+        tokio::spawn(async move { a.ship(raft, n, stop).await });
     }
     let rec = |i: usize| ArchiveRecord {
         from: "carol@chorus.test/phone".into(),

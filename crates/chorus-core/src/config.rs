@@ -48,6 +48,32 @@ pub struct Config {
     pub log: LogConfig,
     /// Membership of the multi-site cluster.
     pub cluster: ClusterConfig,
+    /// The compliance archive.
+    pub archive: ArchiveConfig,
+}
+
+/// `[archive]`: the Raft-replicated compliance archive.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// Archive every one-to-one message with a body.
+    pub enabled: bool,
+    /// Node ids of the Raft voters; empty means the first node listed for
+    /// each site (this node included), so every site has one vote.
+    pub voters: Vec<String>,
+    /// Records a node may spool while it cannot commit (cut off from the
+    /// majority) before it refuses messages.
+    pub spool_records_max: u64,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        ArchiveConfig {
+            enabled: true,
+            voters: Vec::new(),
+            spool_records_max: 1_000_000,
+        }
+    }
 }
 
 /// `[cluster]`: this node's identity and its peers.
@@ -405,6 +431,17 @@ impl Config {
         if !id_ok(&c.site) {
             return Err(("cluster.site", "use 1-64 letters, digits or '-'".into()));
         }
+        for v in &self.archive.voters {
+            if *v != c.node_id && !c.peers.iter().any(|p| p.id == *v) {
+                return Err((
+                    "archive.voters",
+                    format!("{v:?} is neither this node nor a configured peer"),
+                ));
+            }
+        }
+        if self.archive.spool_records_max == 0 {
+            return Err(("archive.spool_records_max", "must be greater than zero".into()));
+        }
         if c.peers.is_empty() {
             return Ok(());
         }
@@ -459,6 +496,24 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The archive's Raft voters: configured, or the first node of each site.
+    pub fn archive_voters(&self) -> Vec<String> {
+        if !self.archive.voters.is_empty() {
+            return self.archive.voters.clone();
+        }
+        let mut seen = std::collections::HashSet::new();
+        let me = std::iter::once((self.cluster.site.as_str(), self.cluster.node_id.as_str()));
+        let peers = self
+            .cluster
+            .peers
+            .iter()
+            .map(|p| (p.site.as_str(), p.id.as_str()));
+        me.chain(peers)
+            .filter(|(site, _)| seen.insert(*site))
+            .map(|(_, id)| id.to_owned())
+            .collect()
     }
 
     /// This node's version tag.

@@ -60,3 +60,5 @@ pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
 pub const DATA: &str = "jabber:x:data";
 /// Chorus-internal signals between nodes (never sent to clients).
 pub const CHORUS_CLUSTER: &str = "urn:xmpp:chorus:cluster:0";
+/// XEP-0359 unique and stable stanza ids.
+pub const SID: &str = "urn:xmpp:sid:0";

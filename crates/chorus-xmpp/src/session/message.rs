@@ -122,10 +122,14 @@ impl Session {
             self.send(xml::error_reply(el, "cancel", "service-unavailable"));
             return false;
         }
-        if let Err(reply) = self.archive(el, user) {
-            self.send(reply);
-            return false;
-        }
+        let archived = match self.archive(el, user) {
+            Ok(a) => a,
+            Err(reply) => {
+                self.send(reply);
+                return false;
+            }
+        };
+        let el = &archived;
         let resources = self.ctx.router.resources(user);
         if let Some(r) = resource {
             if resources.iter().any(|i| i.resource == r) {
@@ -177,20 +181,38 @@ impl Session {
         true
     }
 
-    fn archive(&self, el: &Element, user: &str) -> Result<(), Element> {
+    /// Hands a message to the archive before it is delivered or stored;
+    /// returns the message to deliver, carrying its XEP-0359 stanza-id when
+    /// the archive assigned one, or the error to send back.
+    fn archive(&self, el: &Element, user: &str) -> Result<Element, Element> {
         if !self.ctx.archive.enabled() || el.get_child("body", ns::CLIENT).is_none() {
-            return Ok(());
+            return Ok(el.clone());
         }
+        let to_bare = format!("{user}@{}", self.ctx.domain);
         let record = ArchiveRecord {
-            from: self.bare(),
-            to: format!("{user}@{}", self.ctx.domain),
+            from: self.full(),
+            to: el.attr("to").unwrap_or(&to_bare).to_owned(),
             stamp_ms: chorus_core::time::now_millis(),
             xml: el.to_xml(),
         };
-        self.ctx.archive.append(record).map(|_| ()).map_err(|e| {
-            tracing::warn!(error = %e, "archive refused a message");
-            xml::error_reply(el, "wait", "resource-constraint")
-        })
+        match self.ctx.archive.append(record) {
+            Ok(Some(id)) => {
+                let mut out = el.clone();
+                // A client must not be able to forge the archive's id.
+                out.remove_child("stanza-id", ns::SID);
+                out.append_child(
+                    xml::new("stanza-id", ns::SID)
+                        .with_attr("id", id)
+                        .with_attr("by", to_bare),
+                );
+                Ok(out)
+            }
+            Ok(None) => Ok(el.clone()),
+            Err(e) => {
+                tracing::warn!(error = %e, "archive refused a message");
+                Err(xml::error_reply(el, "wait", "resource-constraint"))
+            }
+        }
     }
 
     /// Keeps a message for an offline user; replies with an error if that

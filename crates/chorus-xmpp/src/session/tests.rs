@@ -202,6 +202,11 @@ fn message_offline_then_delivered_with_delay_once() {
         .filter(|e| e.is("message", ns::CLIENT))
         .map(|m| {
             assert!(m.has_child("delay", ns::DELAY), "offline message carries a delay");
+            let sid = m
+                .get_child("stanza-id", ns::SID)
+                .expect("archived messages carry a stanza-id");
+            assert!(sid.attr("id").is_some_and(|id| id.starts_with("mem-")));
+            assert_eq!(sid.attr("by"), Some("bob@chorus.test"));
             m.get_child("body", ns::CLIENT)
                 .map(|b| b.text())
                 .unwrap_or_default()
