@@ -45,6 +45,9 @@ pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 pub struct HttpState {
     /// Cluster status for `/cluster/status`, on clustered nodes.
     pub cluster_status: Option<StatusFn>,
+    /// Archive status for `/archive/status`: Raft state, record count and
+    /// the digest that proves two sites hold identical archives.
+    pub archive_status: Option<StatusFn>,
     /// The XMPP context, for WebSocket sessions.
     pub ctx: Arc<Context>,
     /// Renders `/metrics`.
@@ -63,7 +66,8 @@ pub fn routes(state: HttpState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/cluster/status", get(cluster_status));
+        .route("/cluster/status", get(cluster_status))
+        .route("/archive/status", get(archive_status));
     if state.ctx.config.http.websocket {
         r = r.route("/xmpp-websocket", get(websocket::upgrade));
     }
@@ -84,6 +88,16 @@ async fn cluster_status(State(s): State<HttpState>) -> (StatusCode, axum::Json<s
         None => (
             StatusCode::NOT_FOUND,
             axum::Json(serde_json::json!({"error": "this node is not clustered"})),
+        ),
+    }
+}
+
+async fn archive_status(State(s): State<HttpState>) -> (StatusCode, axum::Json<serde_json::Value>) {
+    match &s.archive_status {
+        Some(f) => (StatusCode::OK, axum::Json(f())),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({"error": "archiving is off"})),
         ),
     }
 }

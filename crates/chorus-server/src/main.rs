@@ -1,6 +1,7 @@
 //! The `chorus` binary: a thin top that parses the command line and hands
 //! over to `serve`, `users` or `demo`.
 
+mod archive;
 mod cluster_cli;
 mod control;
 mod demo;

@@ -6,7 +6,6 @@ use crate::control;
 use anyhow::Context as _;
 use chorus_admin::HttpState;
 use chorus_cluster::node::{Cluster, ClusterRouter};
-use chorus_core::archive::NoArchive;
 use chorus_core::config::Config;
 use chorus_store::RocksStore;
 use chorus_xmpp::context::Context;
@@ -67,17 +66,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Some(c) => Arc::new(ClusterRouter(c.clone())),
         None => Arc::new(LocalRouter::new()),
     };
+    let ctls = match &cluster {
+        Some(_) => {
+            Some(chorus_cluster::tls::ClusterTls::load(&config.cluster).map_err(|e| anyhow::anyhow!(e))?)
+        }
+        None => None,
+    };
+    let archive = crate::archive::start(&config, ctls.as_ref()).await?;
     let ctx = Arc::new(Context::new(
         config.clone(),
         store.clone(),
         router,
-        Arc::new(NoArchive),
+        archive.archive.clone(),
     ));
     let (cluster_stop_tx, cluster_stop_rx) = watch::channel(false);
     let mut cluster_tasks = JoinSet::new();
-    if let Some(c) = &cluster {
+    if let (Some(c), Some(ctls)) = (&cluster, ctls) {
         c.set_context(ctx.clone());
-        let ctls = chorus_cluster::tls::ClusterTls::load(&config.cluster).map_err(|e| anyhow::anyhow!(e))?;
+        if let Some(r) = &archive.raft {
+            let _ = c.raft.set(r.clone());
+        }
         let listen = config
             .cluster
             .listen
@@ -141,6 +149,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             f
         });
         let state = HttpState {
+            archive_status: archive.status.clone(),
             cluster_status,
             ctx: ctx.clone(),
             metrics,
@@ -172,6 +181,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for p in ctx.parked.take_all() {
         chorus_xmpp::session::finish_parked(p);
     }
+    archive.shutdown().await;
     // Peers hear about our sessions ending before the links close.
     let _ = cluster_stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(3), async {
