@@ -160,6 +160,8 @@ def main() -> None:
     ap.add_argument("--contacts", type=int, default=50)
     ap.add_argument("--updates", type=int, default=20)
     ap.add_argument("--data-dir", help="keep the cluster's data and logs here")
+    ap.add_argument("--no-archive", action="store_true",
+                    help="turn the Raft compliance archive off, to see what it costs")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         d = args.data_dir or tmp
@@ -167,6 +169,8 @@ def main() -> None:
         # stanzas/s by default), so the limit is raised for this run.
         env = dict(os.environ, CHORUS_LIMITS__USER_STANZAS_PER_SEC="1000000",
                    CHORUS_LIMITS__USER_STANZAS_BURST="1000000")
+        if args.no_archive:
+            env["CHORUS_ARCHIVE__ENABLED"] = "false"
         proc = subprocess.Popen([args.bin, "dev", "--data-dir", d, "--base-port", str(BASE)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         try:

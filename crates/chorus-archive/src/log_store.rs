@@ -145,9 +145,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let bytes = serde_json::to_vec(&e).map_err(write_err)?;
             batch.put_cf(self.cf(CF_LOG), e.log_id.index.to_be_bytes(), bytes);
         }
-        let mut wo = WriteOptions::default();
-        wo.set_sync(true);
-        let r = self.db.write_opt(batch, &wo);
+        // The synced write runs on a blocking thread, so an fsync never
+        // stalls a runtime worker (and with it every link and session on it);
+        // awaiting it keeps log writes in order.
+        let db = self.db.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let mut wo = WriteOptions::default();
+            wo.set_sync(true);
+            db.write_opt(batch, &wo)
+        })
+        .await
+        .map_err(write_err)?;
         let io = r
             .as_ref()
             .map(|_| ())
