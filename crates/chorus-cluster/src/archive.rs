@@ -110,3 +110,42 @@ impl Archive for RaftArchive {
         Ok(Some(id))
     }
 }
+
+/// How often the leader checks that every configured node is a member.
+const RECONCILE_INTERVAL_SECS: u64 = 5;
+
+/// While this node leads the archive's Raft group, adds every configured
+/// node that is not yet a member as a learner, so nodes beyond the voters
+/// (a site's second node, say) replicate the archive and can ship their
+/// spools. Runs until `stop`.
+pub async fn reconcile_members(
+    raft: ArchiveRaft,
+    wanted: std::collections::BTreeMap<u64, openraft::BasicNode>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(RECONCILE_INTERVAL_SECS));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let m = raft.metrics().borrow().clone();
+        if m.current_leader != Some(m.id) {
+            continue;
+        }
+        let members: std::collections::BTreeSet<u64> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect();
+        for (id, node) in &wanted {
+            if !members.contains(id) {
+                tracing::info!(node = id, addr = %node.addr, "adding a node to the archive as a learner");
+                if let Err(e) = raft.add_learner(*id, node.clone(), false).await {
+                    tracing::warn!(node = id, error = %e, "cannot add a learner yet");
+                }
+            }
+        }
+    }
+}

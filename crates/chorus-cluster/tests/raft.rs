@@ -48,6 +48,7 @@ async fn leader(rafts: &[Option<ArchiveRaft>]) -> usize {
 async fn start_raft(
     nodes: &[common::Node],
     dir: &std::path::Path,
+    voters: &[usize],
 ) -> (
     Vec<Option<ArchiveRaft>>,
     Vec<ArchiveStateMachine>,
@@ -85,6 +86,7 @@ async fn start_raft(
     let members: BTreeMap<u64, BasicNode> = nodes
         .iter()
         .enumerate()
+        .filter(|(i, _)| voters.contains(i))
         .map(|(i, n)| {
             (
                 raft_id(NODES[i].0),
@@ -107,7 +109,7 @@ async fn archive_raft_replicates_and_survives_leader_loss() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (nodes, _net) = start(dir.path()).await;
     ready(&nodes).await;
-    let (rafts, machines, _spools, _nets) = start_raft(&nodes, dir.path()).await;
+    let (rafts, machines, _spools, _nets) = start_raft(&nodes, dir.path(), &[0, 1, 2]).await;
     let mut rafts = rafts;
     let l = leader(&rafts).await;
     let r = rafts[l]
@@ -176,7 +178,7 @@ async fn spooled_records_reach_every_site_and_a_cut_site_drains_after_the_heal()
     let dir = tempfile::tempdir().expect("tempdir");
     let (nodes, net) = start(dir.path()).await;
     ready(&nodes).await;
-    let (rafts, machines, spools, nets) = start_raft(&nodes, dir.path()).await;
+    let (rafts, machines, spools, nets) = start_raft(&nodes, dir.path(), &[0, 1, 2]).await;
     let _l = leader(&rafts).await;
     let archives: Vec<Arc<RaftArchive>> = spools
         .iter()
@@ -238,6 +240,72 @@ async fn spooled_records_reach_every_site_and_a_cut_site_drains_after_the_heal()
     };
     assert_eq!(order(0), order(1));
     assert_eq!(order(1), order(2));
+    for r in rafts.into_iter().flatten() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), r.shutdown()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_is_not_a_voter_joins_as_learner_and_ships_its_spool() {
+    use chorus_cluster::archive::{RaftArchive, reconcile_members};
+    use chorus_core::archive::{Archive, ArchiveRecord};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (nodes, _net) = start(dir.path()).await;
+    ready(&nodes).await;
+    // Only a1 and b1 vote; c1 must be brought in as a learner.
+    let (rafts, machines, spools, nets) = start_raft(&nodes, dir.path(), &[0, 1]).await;
+    let wanted: BTreeMap<u64, BasicNode> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            (
+                raft_id(NODES[i].0),
+                BasicNode::new(n.config.cluster.listen.expect("listen").to_string()),
+            )
+        })
+        .collect();
+    for (i, r) in rafts.iter().enumerate() {
+        let r = r.clone().expect("raft");
+        tokio::spawn(reconcile_members(r, wanted.clone(), nodes[i].stop.subscribe()));
+    }
+    let archive = Arc::new(RaftArchive::new(spools[2].clone(), "c"));
+    let (a, r, n, stop) = (
+        archive.clone(),
+        rafts[2].clone().expect("raft"),
+        nets[2].clone(),
+        nodes[2].stop.subscribe(),
+    );
+    tokio::spawn(async move { a.ship(r, n, stop).await });
+    for i in 0..5u64 {
+        let rec = ArchiveRecord {
+            from: "carol@x/p".into(),
+            to: "alice@x".into(),
+            stamp_ms: i,
+            xml: format!("<m>{i}</m>"),
+        };
+        archive.append(rec).expect("spooled");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !machines
+        .iter()
+        .all(|m| m.records().map(|r| r.len()).unwrap_or(0) == 5)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the learner's records never reached every site"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let learners: Vec<u64> = rafts[0]
+        .as_ref()
+        .expect("raft")
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .learner_ids()
+        .collect();
+    assert_eq!(learners, vec![raft_id(NODES[2].0)]);
     for r in rafts.into_iter().flatten() {
         let _ = tokio::time::timeout(Duration::from_secs(5), r.shutdown()).await;
     }

@@ -62,6 +62,11 @@ pub async fn start(config: &Config, tls: Option<&ClusterTls>) -> anyhow::Result<
         .await
         .context("start the archive's raft node")?;
     bootstrap(config, &raft).await?;
+    tokio::spawn(chorus_cluster::archive::reconcile_members(
+        raft.clone(),
+        all_nodes(config),
+        stop.subscribe(),
+    ));
     let archive = Arc::new(RaftArchive::new(spool, &config.cluster.site));
     let (a, r) = (archive.clone(), raft.clone());
     tokio::spawn(async move { a.ship(r, net, stop_rx).await });
@@ -74,29 +79,38 @@ pub async fn start(config: &Config, tls: Option<&ClusterTls>) -> anyhow::Result<
     })
 }
 
+/// Every configured node (this one and its peers) with its cluster address.
+fn all_nodes(config: &Config) -> BTreeMap<u64, BasicNode> {
+    let me = (
+        config.cluster.node_id.clone(),
+        config.cluster.listen.map(|a| a.to_string()).unwrap_or_default(),
+    );
+    std::iter::once(me)
+        .chain(
+            config
+                .cluster
+                .peers
+                .iter()
+                .map(|p| (p.id.clone(), p.addr.clone())),
+        )
+        .map(|(id, addr)| (raft_id(&id), BasicNode::new(addr)))
+        .collect()
+}
+
 /// The voter with the smallest id creates the group once; the others join
-/// through it.
+/// through it. Nodes that are not voters join as learners (see
+/// `reconcile_members`).
 async fn bootstrap(config: &Config, raft: &ArchiveRaft) -> anyhow::Result<()> {
     let voters = config.archive_voters();
     let me = &config.cluster.node_id;
     if voters.iter().min() != Some(me) || raft.is_initialized().await.context("read raft state")? {
         return Ok(());
     }
-    let mut members = BTreeMap::new();
-    for v in &voters {
-        let addr = if v == me {
-            config.cluster.listen.map(|a| a.to_string()).unwrap_or_default()
-        } else {
-            config
-                .cluster
-                .peers
-                .iter()
-                .find(|p| p.id == *v)
-                .map(|p| p.addr.clone())
-                .unwrap_or_default()
-        };
-        members.insert(raft_id(v), BasicNode::new(addr));
-    }
+    let all = all_nodes(config);
+    let members: BTreeMap<u64, BasicNode> = voters
+        .iter()
+        .filter_map(|v| all.get(&raft_id(v)).map(|n| (raft_id(v), n.clone())))
+        .collect();
     tracing::info!(voters = ?voters, "initializing the archive's raft group");
     raft.initialize(members)
         .await
