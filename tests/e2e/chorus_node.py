@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import random
 import socket
 import ssl
 import subprocess
@@ -56,18 +57,43 @@ def chorus_bin() -> Path:
     return (REPO / p).resolve()
 
 
-def free_ports(n: int) -> list[int]:
-    """Pick n distinct free TCP ports on 127.0.0.1."""
-    socks = []
+def _ephemeral_low() -> int:
     try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_handed_out: set[int] = set()
+
+
+def free_ports(n: int) -> list[int]:
+    """Pick n distinct free TCP ports on 127.0.0.1, below the kernel's
+    ephemeral range: a port picked there and released can be taken by an
+    outgoing connection (a node dialling its peers) before the node that
+    was given it binds it."""
+    low = _ephemeral_low()
+    top = low - 1 if low > 12000 else 60999
+    ports: list[int] = []
+    rng = random.Random()
+    attempts = 0
+    while len(ports) < n:
+        attempts += 1
+        assert attempts < 10000, "no free ports found"
+        port = rng.randint(10000, top)
+        if port in _handed_out or port in ports:
+            continue
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
             s.close()
+        ports.append(port)
+    _handed_out.update(ports)
+    return ports
 
 
 def insecure_ssl_context() -> ssl.SSLContext:

@@ -74,9 +74,23 @@ pub struct Node {
     pub stop: watch::Sender<bool>,
 }
 
+/// A free port below the kernel's ephemeral range, so an outgoing
+/// connection cannot take it between this check and the node's bind.
 pub async fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    l.local_addr().expect("addr").port()
+    use std::sync::atomic::AtomicU16;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    if NEXT.load(Ordering::SeqCst) == 0 {
+        // Spread concurrent test processes (often consecutive pids) apart.
+        let start = 12000 + ((std::process::id() as u64 * 97) % 19000) as u16;
+        let _ = NEXT.compare_exchange(0, start, Ordering::SeqCst, Ordering::SeqCst);
+    }
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(port < 31990, "ran out of test ports");
+        if TcpListener::bind(("127.0.0.1", port)).await.is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Proxies by (from, to) node index: every directed link has its own.
