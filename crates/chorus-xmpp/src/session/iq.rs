@@ -260,12 +260,13 @@ impl Session {
             return self.send(xml::error_reply(iq, "wait", "internal-server-error"));
         }
         self.send(xml::iq_result(iq));
+        let bare = self.bare();
+        self.archive_event(&bare, payload);
         // Every resource of the user learns of the change.
         let mut push = xml::new(payload.name(), ns::BLOCKING);
         for j in &jids {
             push.append_child(xml::new("item", ns::BLOCKING).with_attr("jid", j.clone()));
         }
-        let bare = self.bare();
         for r in self.ctx.router.resources(&user) {
             let p = xml::new("iq", ns::CLIENT)
                 .with_attr("type", "set")

@@ -215,6 +215,24 @@ impl Session {
         }
     }
 
+    /// Records a subscription or blocking event in the archive (compliance
+    /// officers see who subscribed to or blocked whom, and when). Failure to
+    /// archive an event is logged, not fatal: the event already happened.
+    pub(super) fn archive_event(&self, to: &str, event: &Element) {
+        if !self.ctx.archive.enabled() {
+            return;
+        }
+        let record = ArchiveRecord {
+            from: self.full(),
+            to: to.to_owned(),
+            stamp_ms: chorus_core::time::now_millis(),
+            xml: event.to_xml(),
+        };
+        if let Err(e) = self.ctx.archive.append(record) {
+            tracing::warn!(error = %e, "archive refused an event");
+        }
+    }
+
     /// Keeps a message for an offline user; replies with an error if that
     /// is impossible. Returns whether it was stored.
     pub(super) fn store_offline(&mut self, el: &Element, user: &str) -> bool {

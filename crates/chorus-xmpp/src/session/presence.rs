@@ -267,6 +267,7 @@ impl Session {
             .with_attr("type", typ.clone())
             .with_attr("from", me.clone())
             .with_attr("to", bare_to.clone());
+        self.archive_event(&bare_to, &stanza);
         let user = self.user().to_owned();
         let mut item = self
             .ctx

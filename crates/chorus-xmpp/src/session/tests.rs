@@ -407,3 +407,22 @@ fn per_user_rate_limit_answers_resource_constraint() {
     assert_eq!(answered, 3, "the burst (rate + burst = 3) is served: {out:?}");
     assert_eq!(limited, 3, "the rest is refused, not dropped silently");
 }
+
+#[test]
+fn subscription_and_blocking_events_are_archived() {
+    let (ctx, archive) = context(|_| {});
+    let (mut a, mut arx) = login(&ctx, "alice", "apw", "pc");
+    a.on_element(parse(
+        "<presence xmlns='jabber:client' type='subscribe' to='bob@chorus.test'/>",
+    ));
+    a.on_element(parse(&format!(
+        "<iq xmlns='jabber:client' type='set' id='bl'><block xmlns='{}'><item jid='eve@chorus.test'/></block></iq>",
+        ns::BLOCKING
+    )));
+    a.on_element(parse("<presence xmlns='jabber:client'/>"));
+    drain(&mut a, &mut arx);
+    let records = archive.records();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(records[0].xml.contains("subscribe") && records[0].to == "bob@chorus.test");
+    assert!(records[1].xml.contains("eve@chorus.test") && records[1].from == "alice@chorus.test/pc");
+}
