@@ -82,24 +82,23 @@ async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
     }
 }
 
-async fn cluster_status(State(s): State<HttpState>) -> (StatusCode, axum::Json<serde_json::Value>) {
-    match &s.cluster_status {
+/// A status document, or 404 with `missing` when the node has none.
+fn status_json(f: &Option<StatusFn>, missing: &str) -> (StatusCode, axum::Json<serde_json::Value>) {
+    match f {
         Some(f) => (StatusCode::OK, axum::Json(f())),
         None => (
             StatusCode::NOT_FOUND,
-            axum::Json(serde_json::json!({"error": "this node is not clustered"})),
+            axum::Json(serde_json::json!({ "error": missing })),
         ),
     }
 }
 
+async fn cluster_status(State(s): State<HttpState>) -> (StatusCode, axum::Json<serde_json::Value>) {
+    status_json(&s.cluster_status, "this node is not clustered")
+}
+
 async fn archive_status(State(s): State<HttpState>) -> (StatusCode, axum::Json<serde_json::Value>) {
-    match &s.archive_status {
-        Some(f) => (StatusCode::OK, axum::Json(f())),
-        None => (
-            StatusCode::NOT_FOUND,
-            axum::Json(serde_json::json!({"error": "archiving is off"})),
-        ),
-    }
+    status_json(&s.archive_status, "archiving is off")
 }
 
 async fn metrics(State(s): State<HttpState>) -> String {

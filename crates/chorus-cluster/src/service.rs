@@ -27,6 +27,18 @@ pub struct Service {
 }
 
 impl Service {
+    /// Only configured peers may link, pull or ack (mTLS already proves
+    /// membership of the cluster).
+    fn require_peer(&self, node_id: &str) -> Result<(), Status> {
+        if self.cluster.links.contains_key(node_id) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "{node_id} is not a configured peer"
+            )))
+        }
+    }
+
     /// A tonic server for this node's cluster API, with large message limits
     /// so full batches never stall.
     pub fn server(cluster: Arc<Cluster>) -> ClusterServer<Service> {
@@ -54,12 +66,7 @@ impl ClusterApi for Service {
         let Some(frame::Body::Hello(hello)) = first else {
             return Err(Status::invalid_argument("a link starts with Hello"));
         };
-        if !self.cluster.links.contains_key(&hello.node_id) {
-            return Err(Status::permission_denied(format!(
-                "{} is not a configured peer",
-                hello.node_id
-            )));
-        }
+        self.require_peer(&hello.node_id)?;
         let changes =
             self.cluster
                 .directory
@@ -113,12 +120,7 @@ impl ClusterApi for Service {
 
     async fn pull_stanzas(&self, req: Request<PullRequest>) -> Result<Response<StanzaBatch>, Status> {
         let r = req.into_inner();
-        if !self.cluster.links.contains_key(&r.node_id) {
-            return Err(Status::permission_denied(format!(
-                "{} is not a configured peer",
-                r.node_id
-            )));
-        }
+        self.require_peer(&r.node_id)?;
         let store = self.cluster.store.clone();
         let pending = tokio::task::spawn_blocking(move || {
             store.outbox_pending(&r.node_id, r.after_seq, PULL_BATCH_MAX)
@@ -143,12 +145,7 @@ impl ClusterApi for Service {
 
     async fn ack_stanzas(&self, req: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
         let r = req.into_inner();
-        if !self.cluster.links.contains_key(&r.node_id) {
-            return Err(Status::permission_denied(format!(
-                "{} is not a configured peer",
-                r.node_id
-            )));
-        }
+        self.require_peer(&r.node_id)?;
         self.cluster
             .store
             .outbox_ack(&r.node_id, r.stanza_seq)

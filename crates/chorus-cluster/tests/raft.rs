@@ -29,6 +29,57 @@ fn batch(prefix: &str, n: usize) -> Command {
     )
 }
 
+/// Record ids in archive order.
+fn ids(m: &ArchiveStateMachine) -> Vec<String> {
+    m.records().expect("records").into_iter().map(|r| r.id).collect()
+}
+
+/// Waits until the machines at `which` hold exactly `n` records.
+async fn hold(machines: &[ArchiveStateMachine], which: &[usize], n: usize, what: &str) {
+    eventually(what, || {
+        which
+            .iter()
+            .all(|i| machines[*i].records().map(|r| r.len()).unwrap_or(0) == n)
+    })
+    .await;
+}
+
+/// Every node with its cluster address, as Raft members.
+fn all_members(nodes: &[common::Node]) -> BTreeMap<u64, BasicNode> {
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            (
+                raft_id(NODES[i].0),
+                BasicNode::new(n.config.cluster.listen.expect("listen").to_string()),
+            )
+        })
+        .collect()
+}
+
+/// Runs a node's spool shipper until the node stops.
+fn spawn_shipper(
+    archive: &Arc<chorus_cluster::archive::RaftArchive>,
+    raft: &Option<ArchiveRaft>,
+    net: &NetworkFactory,
+    node: &common::Node,
+) {
+    let (a, r, n, stop) = (
+        archive.clone(),
+        raft.clone().expect("raft"),
+        net.clone(),
+        node.stop.subscribe(),
+    );
+    tokio::spawn(async move { a.ship(r, n, stop).await });
+}
+
+async fn shutdown(rafts: Vec<Option<ArchiveRaft>>) {
+    for r in rafts.into_iter().flatten() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), r.shutdown()).await;
+    }
+}
+
 async fn leader(rafts: &[Option<ArchiveRaft>]) -> usize {
     for _ in 0..200 {
         for (i, r) in rafts.iter().enumerate() {
@@ -83,16 +134,10 @@ async fn start_raft(
         rafts.push(Some(raft));
         machines.push(sm);
     }
-    let members: BTreeMap<u64, BasicNode> = nodes
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| voters.contains(i))
-        .map(|(i, n)| {
-            (
-                raft_id(NODES[i].0),
-                BasicNode::new(n.config.cluster.listen.expect("listen").to_string()),
-            )
-        })
+    let voter_ids: Vec<u64> = voters.iter().map(|v| raft_id(NODES[*v].0)).collect();
+    let members: BTreeMap<u64, BasicNode> = all_members(nodes)
+        .into_iter()
+        .filter(|(id, _)| voter_ids.contains(id))
         .collect();
     rafts[0]
         .as_ref()
@@ -119,12 +164,7 @@ async fn archive_raft_replicates_and_survives_leader_loss() {
         .await
         .expect("commit");
     assert_eq!(r.data.inserted, 50);
-    eventually("every site applied the first batch", || {
-        machines
-            .iter()
-            .all(|m| m.records().map(|r| r.len()).unwrap_or(0) == 50)
-    })
-    .await;
+    hold(&machines, &[0, 1, 2], 50, "every site applied the first batch").await;
 
     // Stop the leader's Raft node and cut it off; the others elect a new one.
     let old = rafts[l].take().expect("leader");
@@ -147,28 +187,14 @@ async fn archive_raft_replicates_and_survives_leader_loss() {
         .await
         .expect("commit");
     let survivors: Vec<usize> = (0..3).filter(|i| *i != l).collect();
-    eventually("the survivors applied both batches", || {
-        survivors
-            .iter()
-            .all(|i| machines[*i].records().map(|r| r.len()).unwrap_or(0) == 70)
-    })
-    .await;
-    let order = |i: usize| {
-        machines[i]
-            .records()
-            .expect("records")
-            .into_iter()
-            .map(|r| r.id)
-            .collect::<Vec<_>>()
-    };
+    hold(&machines, &survivors, 70, "the survivors applied both batches").await;
+    let order = |i: usize| ids(&machines[i]);
     assert_eq!(
         order(survivors[0]),
         order(survivors[1]),
         "same order on every site"
     );
-    for r in rafts.into_iter().flatten() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), r.shutdown()).await;
-    }
+    shutdown(rafts).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,9 +211,7 @@ async fn spooled_records_reach_every_site_and_a_cut_site_drains_after_the_heal()
         .map(|s| Arc::new(RaftArchive::new(s.clone(), "site")))
         .collect();
     for (i, a) in archives.iter().enumerate() {
-        let raft = rafts[i].clone().expect("raft");
-        let (a, n, stop) = (a.clone(), nets[i].clone(), nodes[i].stop.subscribe());
-        tokio::spawn(async move { a.ship(raft, n, stop).await });
+        spawn_shipper(a, &rafts[i], &nets[i], &nodes[i]);
     }
     let rec = |i: usize| ArchiveRecord {
         from: "carol@chorus.test/phone".into(),
@@ -203,12 +227,7 @@ async fn spooled_records_reach_every_site_and_a_cut_site_drains_after_the_heal()
             .expect("an archive id");
         assert!(id.starts_with("c1-"), "{id}");
     }
-    eventually("every site holds c's ten records", || {
-        machines
-            .iter()
-            .all(|m| m.records().map(|r| r.len()).unwrap_or(0) == 10)
-    })
-    .await;
+    hold(&machines, &[0, 1, 2], 10, "every site holds c's ten records").await;
     // Cut c off: it keeps accepting (spooling) without a quorum.
     net.isolate(2, true);
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -224,25 +243,17 @@ async fn spooled_records_reach_every_site_and_a_cut_site_drains_after_the_heal()
     assert_eq!(machines[0].records().expect("records").len(), 10);
     net.isolate(2, false);
     eventually("c's spool drains after the heal", || spools[2].is_empty()).await;
-    eventually("every site holds all fifteen records once", || {
-        machines
-            .iter()
-            .all(|m| m.records().map(|r| r.len()).unwrap_or(0) == 15)
-    })
+    hold(
+        &machines,
+        &[0, 1, 2],
+        15,
+        "every site holds all fifteen records once",
+    )
     .await;
-    let order = |i: usize| {
-        machines[i]
-            .records()
-            .expect("records")
-            .into_iter()
-            .map(|r| r.id)
-            .collect::<Vec<_>>()
-    };
+    let order = |i: usize| ids(&machines[i]);
     assert_eq!(order(0), order(1));
     assert_eq!(order(1), order(2));
-    for r in rafts.into_iter().flatten() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), r.shutdown()).await;
-    }
+    shutdown(rafts).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,28 +265,13 @@ async fn a_node_that_is_not_a_voter_joins_as_learner_and_ships_its_spool() {
     ready(&nodes).await;
     // Only a1 and b1 vote; c1 must be brought in as a learner.
     let (rafts, machines, spools, nets) = start_raft(&nodes, dir.path(), &[0, 1]).await;
-    let wanted: BTreeMap<u64, BasicNode> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            (
-                raft_id(NODES[i].0),
-                BasicNode::new(n.config.cluster.listen.expect("listen").to_string()),
-            )
-        })
-        .collect();
+    let wanted = all_members(&nodes);
     for (i, r) in rafts.iter().enumerate() {
         let r = r.clone().expect("raft");
         tokio::spawn(reconcile_members(r, wanted.clone(), nodes[i].stop.subscribe()));
     }
     let archive = Arc::new(RaftArchive::new(spools[2].clone(), "c"));
-    let (a, r, n, stop) = (
-        archive.clone(),
-        rafts[2].clone().expect("raft"),
-        nets[2].clone(),
-        nodes[2].stop.subscribe(),
-    );
-    tokio::spawn(async move { a.ship(r, n, stop).await });
+    spawn_shipper(&archive, &rafts[2], &nets[2], &nodes[2]);
     for i in 0..5u64 {
         let rec = ArchiveRecord {
             from: "carol@x/p".into(),
@@ -285,17 +281,7 @@ async fn a_node_that_is_not_a_voter_joins_as_learner_and_ships_its_spool() {
         };
         archive.append(rec).expect("spooled");
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !machines
-        .iter()
-        .all(|m| m.records().map(|r| r.len()).unwrap_or(0) == 5)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the learner's records never reached every site"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    hold(&machines, &[0, 1, 2], 5, "the learner's records reach every site").await;
     let learners: Vec<u64> = rafts[0]
         .as_ref()
         .expect("raft")
@@ -306,7 +292,5 @@ async fn a_node_that_is_not_a_voter_joins_as_learner_and_ships_its_spool() {
         .learner_ids()
         .collect();
     assert_eq!(learners, vec![raft_id(NODES[2].0)]);
-    for r in rafts.into_iter().flatten() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), r.shutdown()).await;
-    }
+    shutdown(rafts).await;
 }

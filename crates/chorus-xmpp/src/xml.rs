@@ -124,38 +124,30 @@ pub fn ws_stream_error(condition: &str, text: Option<&str>) -> String {
     )
 }
 
+/// A reply to `stanza` of the given kind and type, with the same id and the
+/// addresses swapped.
+fn reply(stanza: &Element, name: &str, typ: &str) -> Element {
+    let mut r = new(name, ns::CLIENT).with_attr("type", typ);
+    for (from, to) in [("id", "id"), ("from", "to"), ("to", "from")] {
+        if let Some(v) = stanza.attr(from) {
+            r.put_attr(to, v);
+        }
+    }
+    r
+}
+
 /// Builds the error reply to a stanza (RFC 6120 section 8.3): addresses
 /// swapped, `type='error'`, original payload dropped.
 pub fn error_reply(stanza: &Element, error_type: &str, condition: &str) -> Element {
-    let mut reply = new(stanza.name(), ns::CLIENT).with_attr("type", "error");
-    if let Some(id) = stanza.attr("id") {
-        reply.put_attr("id", id);
-    }
-    if let Some(from) = stanza.attr("from") {
-        reply.put_attr("to", from);
-    }
-    if let Some(to) = stanza.attr("to") {
-        reply.put_attr("from", to);
-    }
     let err = new("error", ns::CLIENT)
         .with_attr("type", error_type)
         .with_child(new(condition, ns::STANZAS));
-    reply.with_child(err)
+    reply(stanza, stanza.name(), "error").with_child(err)
 }
 
 /// An empty `<iq type='result'/>` answering `iq`.
 pub fn iq_result(iq: &Element) -> Element {
-    let mut r = new("iq", ns::CLIENT).with_attr("type", "result");
-    if let Some(id) = iq.attr("id") {
-        r.put_attr("id", id);
-    }
-    if let Some(from) = iq.attr("from") {
-        r.put_attr("to", from);
-    }
-    if let Some(to) = iq.attr("to") {
-        r.put_attr("from", to);
-    }
-    r
+    reply(iq, "iq", "result")
 }
 
 #[cfg(test)]
