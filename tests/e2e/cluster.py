@@ -67,8 +67,8 @@ class ClusterNode(Node):
         self.cluster_port = ports[3]
         # Debug logs for chorus, without the transport libraries' chatter.
         cfg = {"cluster": cluster_cfg, "log": {"level": LOG_FILTER}}
-        if extra:
-            cfg.update(extra)
+        for section, values in (extra or {}).items():
+            cfg.setdefault(section, {}).update(values)
         super().__init__(workdir, config=cfg, users=users, ports=tuple(ports[:3]))
 
     def __repr__(self) -> str:
@@ -99,7 +99,8 @@ def peer(status: dict, site: str) -> dict:
 
 class Cluster:
     def __init__(self, workdir: Path, sites=SITES, users: dict[str, str] | None = None,
-                 lease_ms: int = LEASE_MS, heartbeat_ms: int = HEARTBEAT_MS):
+                 lease_ms: int = LEASE_MS, heartbeat_ms: int = HEARTBEAT_MS,
+                 extra: dict | None = None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.sites = tuple(sites)
@@ -141,7 +142,7 @@ class Cluster:
                     ],
                 }
                 self.nodes[s] = ClusterNode(self.workdir / s, s, site_ports[s],
-                                            cluster_cfg, dict(self.users))
+                                            cluster_cfg, dict(self.users), extra)
             for n in self.nodes.values():
                 for name, pw in self.users.items():
                     n.add_user(name, pw)

@@ -51,6 +51,9 @@ def pytest_configure(config):
         "markers",
         "chorus(config=None, users=None, start=True): customise the node "
         "fixture (extra TOML config merged in, accounts, autostart)")
+    config.addinivalue_line(
+        "markers", "chorus_cluster(config=...): extra config sections for every "
+        "node of the cluster3 fixture")
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -83,8 +86,12 @@ def node(request, tmp_path):
 def cluster3(request, tmp_path):
     """Three sites a, b, c (nodes a1, b1, c1), every inter-node connection
     through a fault-injecting proxy; accounts alice, bob, carol, dave
-    (password ``<name>-pw``); started and ready (see cluster.py)."""
-    cl = Cluster(tmp_path / "cluster")
+    (password ``<name>-pw``); started and ready (see cluster.py). A
+    ``@pytest.mark.chorus_cluster(config={...})`` marker merges extra
+    configuration sections into every node's config."""
+    marker = request.node.get_closest_marker("chorus_cluster")
+    extra = dict(marker.kwargs).get("config") if marker else None
+    cl = Cluster(tmp_path / "cluster", extra=extra)
     request.node._chorus_cluster = cl
     try:
         cl.start_all()

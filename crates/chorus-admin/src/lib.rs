@@ -58,6 +58,8 @@ pub struct HttpState {
     pub shutdown: watch::Receiver<bool>,
     /// Connection limits shared with the TCP listeners.
     pub limiter: Arc<ConnectionLimiter>,
+    /// Further routes (the token-protected API), merged in as they are.
+    pub api: Option<Router>,
 }
 
 /// Builds the HTTP routes.
@@ -71,7 +73,12 @@ pub fn routes(state: HttpState) -> Router {
     if state.ctx.config.http.websocket {
         r = r.route("/xmpp-websocket", get(websocket::upgrade));
     }
-    r.with_state(state)
+    let api = state.api.clone();
+    let r = r.with_state(state);
+    match api {
+        Some(api) => r.merge(api),
+        None => r,
+    }
 }
 
 async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {

@@ -13,8 +13,12 @@
 // bytes); our helpers return the same type rather than box and unbox it.
 #![allow(clippy::result_large_err)]
 
+pub mod codec;
 pub mod db;
+pub mod export;
 pub mod log_store;
+pub mod query;
+pub mod search;
 pub mod spool;
 pub mod state_machine;
 pub mod types;

@@ -44,13 +44,13 @@ impl LogStore {
 
     fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
         match self.db.get_cf(self.cf(CF_LOG_META), key).map_err(read_err)? {
-            Some(b) => serde_json::from_slice(&b).map(Some).map_err(read_err),
+            Some(b) => crate::codec::decode(&b).map(Some).map_err(read_err),
             None => Ok(None),
         }
     }
 
     fn put_meta<T: Serialize>(&self, key: &[u8], v: &T) -> Result<()> {
-        let bytes = serde_json::to_vec(v).map_err(write_err)?;
+        let bytes = crate::codec::encode(v).map_err(write_err)?;
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db
@@ -63,7 +63,7 @@ impl LogStore {
         match it.next() {
             Some(item) => {
                 let (_, v) = item.map_err(read_err)?;
-                let e: Entry<TypeConfig> = serde_json::from_slice(&v).map_err(read_err)?;
+                let e: Entry<TypeConfig> = crate::codec::decode(&v).map_err(read_err)?;
                 Ok(Some(e.log_id))
             }
             None => Ok(None),
@@ -96,7 +96,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             if !range.contains(&idx) {
                 break;
             }
-            out.push(serde_json::from_slice(&v).map_err(read_err)?);
+            out.push(crate::codec::decode(&v).map_err(read_err)?);
         }
         Ok(out)
     }
@@ -142,7 +142,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = WriteBatch::default();
         for e in entries {
-            let bytes = serde_json::to_vec(&e).map_err(write_err)?;
+            let bytes = crate::codec::encode(&e).map_err(write_err)?;
             batch.put_cf(self.cf(CF_LOG), e.log_id.index.to_be_bytes(), bytes);
         }
         // The synced write runs on a blocking thread, so an fsync never

@@ -9,7 +9,7 @@ use crate::types::Record;
 use rocksdb::{DB, IteratorMode, WriteBatch};
 use std::sync::{Arc, Mutex};
 
-const KEY_NEXT: &[u8] = b"next_seq";
+pub(crate) const KEY_NEXT: &[u8] = b"next_seq";
 
 /// Why the spool refused a record.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,9 @@ pub struct Spool {
     node_id: String,
     next: Arc<Mutex<u64>>,
     depth: Arc<std::sync::atomic::AtomicU64>,
+    /// No record below this sequence remains: reads start here instead of
+    /// walking the tombstones of everything already shipped.
+    low: Arc<std::sync::atomic::AtomicU64>,
     records_max: u64,
 }
 
@@ -55,6 +58,7 @@ impl Spool {
             node_id: node_id.to_owned(),
             next: Arc::new(Mutex::new(next)),
             depth: Arc::new(std::sync::atomic::AtomicU64::new(depth)),
+            low: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             records_max,
         })
     }
@@ -65,7 +69,20 @@ impl Spool {
 
     /// Assigns the record its archive id (`<node>-<sequence>`) and writes it
     /// durably; returns the id.
-    pub fn append(&self, mut record: Record) -> Result<String, SpoolError> {
+    pub fn append(&self, record: Record) -> Result<String, SpoolError> {
+        self.append_seq(record).map(|(id, _)| id)
+    }
+
+    /// Whether the record with this sequence number still waits.
+    pub fn contains(&self, seq: u64) -> Result<bool, SpoolError> {
+        self.db
+            .get_pinned_cf(self.cf(CF_SPOOL), seq.to_be_bytes())
+            .map(|v| v.is_some())
+            .map_err(|e| SpoolError::Io(e.into_string()))
+    }
+
+    /// Like [`Spool::append`], also returning the spool sequence number.
+    pub fn append_seq(&self, mut record: Record) -> Result<(String, u64), SpoolError> {
         let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
         let depth = self.len();
         if depth >= self.records_max {
@@ -73,20 +90,27 @@ impl Spool {
         }
         let seq = *next;
         record.id = format!("{}-{seq}", self.node_id);
-        let bytes = serde_json::to_vec(&record).map_err(|e| SpoolError::Io(e.to_string()))?;
+        let bytes = crate::codec::encode(&record).map_err(|e| SpoolError::Io(e.to_string()))?;
         let mut b = WriteBatch::default();
         b.put_cf(self.cf(CF_SPOOL), seq.to_be_bytes(), bytes);
         b.put_cf(self.cf(CF_SPOOL_META), KEY_NEXT, (seq + 1).to_be_bytes());
         self.db.write(b).map_err(|e| SpoolError::Io(e.into_string()))?;
         *next = seq + 1;
         self.depth.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(record.id)
+        Ok((record.id, seq))
     }
 
     /// Up to `limit` of the oldest spooled records with their sequence numbers.
     pub fn oldest(&self, limit: usize) -> Result<Vec<(u64, Record)>, SpoolError> {
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_SPOOL), IteratorMode::Start) {
+        // Read before the scan: whatever is appended meanwhile is at or above it.
+        let next_before = *self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let low = self.low.load(std::sync::atomic::Ordering::Relaxed);
+        let from = low.to_be_bytes();
+        for item in self.db.iterator_cf(
+            self.cf(CF_SPOOL),
+            IteratorMode::From(&from, rocksdb::Direction::Forward),
+        ) {
             if out.len() >= limit {
                 break;
             }
@@ -96,20 +120,32 @@ impl Spool {
                     .try_into()
                     .map_err(|_| SpoolError::Io("bad key".into()))?,
             );
-            let r: Record = serde_json::from_slice(&v).map_err(|e| SpoolError::Io(e.to_string()))?;
+            let r: Record = crate::codec::decode(&v).map_err(|e| SpoolError::Io(e.to_string()))?;
             out.push((seq, r));
         }
+        match out.first() {
+            Some((first, _)) => self.low.fetch_max(*first, std::sync::atomic::Ordering::Relaxed),
+            // Nothing waits: everything below the next sequence is gone.
+            None => self
+                .low
+                .fetch_max(next_before, std::sync::atomic::Ordering::Relaxed),
+        };
         Ok(out)
     }
 
-    /// Drops committed records (point deletes: see the stanza outbox).
+    /// Drops committed (or withdrawn) records (point deletes: see the
+    /// stanza outbox). Records already gone are skipped.
     pub fn remove(&self, seqs: &[u64]) -> Result<(), SpoolError> {
+        let _g = self.next.lock().unwrap_or_else(|e| e.into_inner());
         let mut b = WriteBatch::default();
+        let mut n = 0u64;
         for s in seqs {
-            b.delete_cf(self.cf(CF_SPOOL), s.to_be_bytes());
+            if self.contains(*s)? {
+                b.delete_cf(self.cf(CF_SPOOL), s.to_be_bytes());
+                n += 1;
+            }
         }
         self.db.write(b).map_err(|e| SpoolError::Io(e.into_string()))?;
-        let n = seqs.len() as u64;
         let _ = self.depth.fetch_update(
             std::sync::atomic::Ordering::Relaxed,
             std::sync::atomic::Ordering::Relaxed,

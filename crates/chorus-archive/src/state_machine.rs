@@ -1,27 +1,42 @@
-//! The archive state machine: applying a committed `Append` inserts each
+//! The archive state machine. Applying a committed `Append` inserts each
 //! record whose archive id is new at the next position of the archive
 //! order, so every node holds the same records in the same order, once.
+//! Holds, the retention policy, purges and the audit trail are commands
+//! too, so every site purges exactly the same records.
+//!
+//! Besides the records (`records`, by position) and the id map
+//! (`record_ids`, kept after a purge so a late duplicate is still
+//! recognised), applying maintains the query indexes in `record_index`:
+//! `u<owner>\0<stamp><pos>` for every participant of a message,
+//! `w<owner>\0<with>\0<stamp><pos>` for every pair of participants, and
+//! `t<stamp><pos>` for every record (retention scans).
 
-use crate::db::{CF_IDS, CF_RECORDS, CF_SM_META};
-use crate::types::{Command, Record, Response, TypeConfig};
+use crate::db::{CF_AUDIT, CF_IDS, CF_INDEX, CF_RECORDS, CF_SM_META};
+use crate::types::{AuditEntry, Command, DAY_MS, Hold, Record, RecordKind, Response, Retention, TypeConfig};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError,
     StorageIOError, StoredMembership,
 };
-use rocksdb::{DB, IteratorMode, WriteBatch, WriteOptions};
+use rocksdb::{DB, Direction, IteratorMode, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 use std::io::Cursor;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 const KEY_APPLIED: &[u8] = b"last_applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
 const KEY_NEXT: &[u8] = b"next_position";
+const KEY_NEXT_AUDIT: &[u8] = b"next_audit";
 const KEY_SNAPSHOT: &[u8] = b"snapshot";
+const KEY_RETENTION: &[u8] = b"retention";
+const KEY_GENERATION: &[u8] = b"generation";
+const HOLD_PREFIX: &[u8] = b"hold/";
+const REMOVED_PREFIX: &[u8] = b"removed/";
 
-type Result<T> = std::result::Result<T, StorageError<u64>>;
+pub(crate) type Result<T> = std::result::Result<T, StorageError<u64>>;
 
-fn read_err(e: impl std::error::Error + 'static) -> StorageError<u64> {
+pub(crate) fn read_err(e: impl std::error::Error + 'static) -> StorageError<u64> {
     StorageIOError::read_state_machine(&e).into()
 }
 
@@ -34,7 +49,13 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError<u64> {
 struct SnapshotBody {
     last_applied: Option<LogId<u64>>,
     membership: StoredMembership<u64, BasicNode>,
-    records: Vec<Record>,
+    next: u64,
+    records: Vec<(u64, Record)>,
+    /// Every archive id ever applied, purged ones included.
+    ids: Vec<(String, u64)>,
+    holds: Vec<Hold>,
+    retention: Retention,
+    audit: Vec<(u64, AuditEntry)>,
 }
 
 /// The stored current snapshot: its metadata and bytes.
@@ -47,21 +68,45 @@ struct StoredSnapshot {
 /// The archive state machine; cheap to clone (it is its own snapshot builder).
 #[derive(Clone)]
 pub struct ArchiveStateMachine {
-    db: Arc<DB>,
+    pub(crate) db: Arc<DB>,
+    /// Ids purged since the search index last looked.
+    purged: Arc<Mutex<Vec<String>>>,
+}
+
+/// The index keys of a record at a position.
+pub(crate) fn index_keys(r: &Record, pos: u64) -> Vec<Vec<u8>> {
+    let tail = [r.stamp_ms.to_be_bytes(), pos.to_be_bytes()].concat();
+    let mut keys = vec![[b"t".as_slice(), &tail].concat()];
+    if r.kind != RecordKind::Message {
+        return keys;
+    }
+    let parts = r.participants();
+    for owner in &parts {
+        keys.push([b"u", owner.as_bytes(), b"\0", &tail].concat());
+        for with in &parts {
+            if with != owner {
+                keys.push([b"w", owner.as_bytes(), b"\0", with.as_bytes(), b"\0", &tail].concat());
+            }
+        }
+    }
+    keys
 }
 
 impl ArchiveStateMachine {
     pub(crate) fn new(db: Arc<DB>) -> Result<ArchiveStateMachine> {
-        Ok(ArchiveStateMachine { db })
+        Ok(ArchiveStateMachine {
+            db,
+            purged: Arc::new(Mutex::new(Vec::new())),
+        })
     }
 
-    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+    pub(crate) fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
         self.db.cf_handle(name).expect("column family created at open")
     }
 
     fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
         match self.db.get_cf(self.cf(CF_SM_META), key).map_err(read_err)? {
-            Some(b) => serde_json::from_slice(&b).map(Some).map_err(read_err),
+            Some(b) => crate::codec::decode(&b).map(Some).map_err(read_err),
             None => Ok(None),
         }
     }
@@ -70,31 +115,151 @@ impl ArchiveStateMachine {
         Ok(self.get(KEY_NEXT)?.unwrap_or(0))
     }
 
-    /// Record count and a SHA-256 digest over every record in archive order
-    /// (position, id and content): equal digests on two sites prove they
-    /// hold identical archives.
+    /// How many records were ever applied (purged ones included): the
+    /// next archive position.
+    pub fn applied_records(&self) -> Result<u64> {
+        self.next_position()
+    }
+
+    /// Changes whenever a snapshot replaced the whole archive (the search
+    /// index then rebuilds).
+    pub fn generation(&self) -> Result<u64> {
+        Ok(self.get(KEY_GENERATION)?.unwrap_or(0))
+    }
+
+    /// Takes the ids purged since the last call.
+    pub fn take_purged(&self) -> Vec<String> {
+        std::mem::take(&mut *self.purged.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Record and audit-entry counts and a SHA-256 digest over every record
+    /// (position, id and content) and audit entry in order: equal digests
+    /// on two sites prove they hold identical archives.
     pub fn digest(&self) -> Result<(u64, String)> {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         let mut n = 0u64;
-        for item in self.db.iterator_cf(self.cf(CF_RECORDS), IteratorMode::Start) {
-            let (k, v) = item.map_err(read_err)?;
-            h.update((k.len() as u64).to_be_bytes());
-            h.update(&k);
-            h.update((v.len() as u64).to_be_bytes());
-            h.update(&v);
-            n += 1;
+        for cf in [CF_RECORDS, CF_AUDIT] {
+            h.update(cf.as_bytes());
+            for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
+                let (k, v) = item.map_err(read_err)?;
+                h.update((k.len() as u64).to_be_bytes());
+                h.update(&k);
+                h.update((v.len() as u64).to_be_bytes());
+                h.update(&v);
+                if cf == CF_RECORDS {
+                    n += 1;
+                }
+            }
         }
         let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
         Ok((n, hex))
     }
 
-    /// Every record in archive order (for digests, tests and snapshots).
+    /// Every record in archive order.
     pub fn records(&self) -> Result<Vec<Record>> {
+        Ok(self
+            .records_from(0, usize::MAX)?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
+    }
+
+    /// Up to `limit` records from position `from` on, with their positions.
+    pub fn records_from(&self, from: u64, limit: usize) -> Result<Vec<(u64, Record)>> {
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_RECORDS), IteratorMode::Start) {
-            let (_, v) = item.map_err(read_err)?;
-            out.push(serde_json::from_slice(&v).map_err(read_err)?);
+        let start = from.to_be_bytes();
+        for item in self.db.iterator_cf(
+            self.cf(CF_RECORDS),
+            IteratorMode::From(&start, Direction::Forward),
+        ) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item.map_err(read_err)?;
+            out.push((be_u64(&k)?, crate::codec::decode(&v).map_err(read_err)?));
+        }
+        Ok(out)
+    }
+
+    /// The record at a position, unless purged.
+    pub fn record_at(&self, pos: u64) -> Result<Option<Record>> {
+        match self
+            .db
+            .get_cf(self.cf(CF_RECORDS), pos.to_be_bytes())
+            .map_err(read_err)?
+        {
+            Some(v) => crate::codec::decode(&v).map(Some).map_err(read_err),
+            None => Ok(None),
+        }
+    }
+
+    /// The position an archive id was given, if it was ever applied.
+    pub fn position_of(&self, id: &str) -> Result<Option<u64>> {
+        match self.db.get_cf(self.cf(CF_IDS), id.as_bytes()).map_err(read_err)? {
+            Some(v) => Ok(Some(be_u64(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The record with an archive id, unless unknown or purged.
+    pub fn record_by_id(&self, id: &str) -> Result<Option<(u64, Record)>> {
+        match self.position_of(id)? {
+            Some(p) => Ok(self.record_at(p)?.map(|r| (p, r))),
+            None => Ok(None),
+        }
+    }
+
+    /// Every hold, active and released.
+    pub fn holds(&self) -> Result<Vec<Hold>> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(
+            self.cf(CF_SM_META),
+            IteratorMode::From(HOLD_PREFIX, Direction::Forward),
+        ) {
+            let (k, v) = item.map_err(read_err)?;
+            if !k.starts_with(HOLD_PREFIX) {
+                break;
+            }
+            out.push(crate::codec::decode(&v).map_err(read_err)?);
+        }
+        Ok(out)
+    }
+
+    /// Nodes an operator removed from the archive group.
+    pub fn removed_members(&self) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(
+            self.cf(CF_SM_META),
+            IteratorMode::From(REMOVED_PREFIX, Direction::Forward),
+        ) {
+            let (k, _) = item.map_err(read_err)?;
+            if !k.starts_with(REMOVED_PREFIX) {
+                break;
+            }
+            out.push(be_u64(&k[REMOVED_PREFIX.len()..])?);
+        }
+        Ok(out)
+    }
+
+    /// The retention policy in force.
+    pub fn retention(&self) -> Result<Retention> {
+        Ok(self.get(KEY_RETENTION)?.unwrap_or_default())
+    }
+
+    /// Audit entries with sequence numbers, oldest first, from `from` on.
+    pub fn audit(&self, from: u64, limit: usize) -> Result<Vec<(u64, AuditEntry)>> {
+        let mut out = Vec::new();
+        let start = from.to_be_bytes();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_AUDIT), IteratorMode::From(&start, Direction::Forward))
+        {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item.map_err(read_err)?;
+            out.push((be_u64(&k)?, crate::codec::decode(&v).map_err(read_err)?));
         }
         Ok(out)
     }
@@ -103,38 +268,172 @@ impl ArchiveStateMachine {
         batch.put_cf(
             self.cf(CF_SM_META),
             key,
-            serde_json::to_vec(v).map_err(write_err)?,
+            crate::codec::encode(v).map_err(write_err)?,
         );
         Ok(())
     }
 
-    /// Inserts a record unless its id is already stored or was inserted
+    fn put_record(&self, batch: &mut WriteBatch, pos: u64, r: &Record) -> Result<()> {
+        batch.put_cf(
+            self.cf(CF_RECORDS),
+            pos.to_be_bytes(),
+            crate::codec::encode(r).map_err(write_err)?,
+        );
+        for k in index_keys(r, pos) {
+            batch.put_cf(self.cf(CF_INDEX), k, []);
+        }
+        Ok(())
+    }
+
+    /// Inserts a record unless its id is already known or was inserted
     /// earlier in the same batch (`pending`).
     fn insert(
         &self,
         batch: &mut WriteBatch,
-        pending: &mut std::collections::HashSet<String>,
+        pending: &mut HashSet<String>,
         next: &mut u64,
         r: &Record,
     ) -> Result<bool> {
-        if pending.contains(&r.id)
-            || self
-                .db
-                .get_cf(self.cf(CF_IDS), r.id.as_bytes())
-                .map_err(read_err)?
-                .is_some()
-        {
+        if pending.contains(&r.id) || self.position_of(&r.id)?.is_some() {
             return Ok(false);
         }
         pending.insert(r.id.clone());
-        batch.put_cf(
-            self.cf(CF_RECORDS),
-            next.to_be_bytes(),
-            serde_json::to_vec(r).map_err(write_err)?,
-        );
+        self.put_record(batch, *next, r)?;
         batch.put_cf(self.cf(CF_IDS), r.id.as_bytes(), next.to_be_bytes());
         *next += 1;
         Ok(true)
+    }
+
+    /// Deletes every record past its retention at `now_ms` that no active
+    /// hold covers; walks the time index only as far as the shortest
+    /// retention reaches.
+    fn purge(&self, batch: &mut WriteBatch, now_ms: u64, purged: &mut Vec<String>) -> Result<u64> {
+        let retention = self.retention()?;
+        let Some(shortest) = retention.shortest_days() else {
+            return Ok(0);
+        };
+        let horizon = now_ms.saturating_sub(u64::from(shortest) * DAY_MS);
+        let holds: Vec<Hold> = self
+            .holds()?
+            .into_iter()
+            .filter(|h| h.released.is_none())
+            .collect();
+        let mut n = 0;
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_INDEX), IteratorMode::From(b"t", Direction::Forward))
+        {
+            let (k, _) = item.map_err(read_err)?;
+            if k.len() != 17 || k[0] != b't' {
+                break;
+            }
+            let stamp = be_u64(&k[1..9])?;
+            if stamp >= horizon {
+                break;
+            }
+            let pos = be_u64(&k[9..17])?;
+            let Some(r) = self.record_at(pos)? else { continue };
+            if !retention.expired(&r, now_ms) || holds.iter().any(|h| h.covers(&r)) {
+                continue;
+            }
+            batch.delete_cf(self.cf(CF_RECORDS), pos.to_be_bytes());
+            for k in index_keys(&r, pos) {
+                batch.delete_cf(self.cf(CF_INDEX), k);
+            }
+            purged.push(r.id);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Applies committed entries (the body of [`RaftStateMachine::apply`]).
+    fn apply_entries(
+        &mut self,
+        entries: impl IntoIterator<Item = Entry<TypeConfig>>,
+    ) -> Result<Vec<Response>> {
+        let mut next = self.next_position()?;
+        let mut next_audit: u64 = self.get(KEY_NEXT_AUDIT)?.unwrap_or(0);
+        let mut pending = HashSet::new();
+        let mut responses = Vec::new();
+        let mut purged_ids = Vec::new();
+        // Commands that read state (holds, retention, purge) must see what
+        // earlier entries of this call wrote, so each such entry flushes.
+        let mut batch = WriteBatch::default();
+        let mut holds: HashMap<String, Hold> = HashMap::new();
+        for e in entries {
+            let mut resp = Response::default();
+            match e.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(Command::Append(records)) => {
+                    for r in &records {
+                        if self.insert(&mut batch, &mut pending, &mut next, r)? {
+                            resp.inserted += 1;
+                        }
+                    }
+                }
+                EntryPayload::Normal(Command::PlaceHold(h)) => {
+                    self.put_json(&mut batch, &[HOLD_PREFIX, h.id.as_bytes()].concat(), &h)?;
+                    holds.insert(h.id.clone(), h);
+                }
+                EntryPayload::Normal(Command::ReleaseHold { id, by, at_ms }) => {
+                    let known = match holds.get(&id) {
+                        Some(h) => Some(h.clone()),
+                        None => self.get::<Hold>(&[HOLD_PREFIX, id.as_bytes()].concat())?,
+                    };
+                    match known {
+                        Some(mut h) => {
+                            h.released.get_or_insert((by, at_ms));
+                            self.put_json(&mut batch, &[HOLD_PREFIX, id.as_bytes()].concat(), &h)?;
+                            holds.insert(id, h);
+                        }
+                        None => resp.not_found = true,
+                    }
+                }
+                EntryPayload::Normal(Command::SetRetention(r)) => {
+                    self.put_json(&mut batch, KEY_RETENTION, &r)?
+                }
+                EntryPayload::Normal(Command::Purge { now_ms }) => {
+                    // Earlier entries of this call must be visible to the scan.
+                    self.put_json(&mut batch, KEY_NEXT, &next)?;
+                    self.write(std::mem::take(&mut batch))?;
+                    holds.clear();
+                    resp.purged = self.purge(&mut batch, now_ms, &mut purged_ids)?;
+                }
+                EntryPayload::Normal(Command::Audit(a)) => {
+                    batch.put_cf(
+                        self.cf(CF_AUDIT),
+                        next_audit.to_be_bytes(),
+                        crate::codec::encode(&a).map_err(write_err)?,
+                    );
+                    next_audit += 1;
+                }
+                EntryPayload::Normal(Command::Removed { id, removed }) => {
+                    let key = [REMOVED_PREFIX, &id.to_be_bytes()].concat();
+                    if removed {
+                        batch.put_cf(self.cf(CF_SM_META), key, []);
+                    } else {
+                        batch.delete_cf(self.cf(CF_SM_META), key);
+                    }
+                }
+                EntryPayload::Membership(m) => self.put_json(
+                    &mut batch,
+                    KEY_MEMBERSHIP,
+                    &StoredMembership::new(Some(e.log_id), m),
+                )?,
+            }
+            self.put_json(&mut batch, KEY_APPLIED, &e.log_id)?;
+            responses.push(resp);
+        }
+        self.put_json(&mut batch, KEY_NEXT, &next)?;
+        self.put_json(&mut batch, KEY_NEXT_AUDIT, &next_audit)?;
+        self.write(batch)?;
+        if !purged_ids.is_empty() {
+            self.purged
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(purged_ids);
+        }
+        Ok(responses)
     }
 
     /// Writes without forcing an fsync: the Raft log is synced, and after a
@@ -145,6 +444,35 @@ impl ArchiveStateMachine {
             .write_opt(batch, &WriteOptions::default())
             .map_err(write_err)
     }
+
+    fn clear(&self, batch: &mut WriteBatch) -> Result<()> {
+        for cf in [CF_RECORDS, CF_IDS, CF_INDEX, CF_AUDIT] {
+            for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
+                let (k, _) = item.map_err(read_err)?;
+                batch.delete_cf(self.cf(cf), k);
+            }
+        }
+        for h in self.holds()? {
+            batch.delete_cf(self.cf(CF_SM_META), [HOLD_PREFIX, h.id.as_bytes()].concat());
+        }
+        Ok(())
+    }
+
+    fn ids(&self) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_IDS), IteratorMode::Start) {
+            let (k, v) = item.map_err(read_err)?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), be_u64(&v)?));
+        }
+        Ok(out)
+    }
+}
+
+/// Decodes a big-endian u64 key or value.
+pub(crate) fn be_u64(b: &[u8]) -> Result<u64> {
+    b.try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| read_err(std::io::Error::other("malformed archive key")))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for ArchiveStateMachine {
@@ -154,9 +482,14 @@ impl RaftSnapshotBuilder<TypeConfig> for ArchiveStateMachine {
         let body = SnapshotBody {
             last_applied,
             membership: membership.clone(),
-            records: self.records()?,
+            next: self.next_position()?,
+            records: self.records_from(0, usize::MAX)?,
+            ids: self.ids()?,
+            holds: self.holds()?,
+            retention: self.retention()?,
+            audit: self.audit(0, usize::MAX)?,
         };
-        let data = serde_json::to_vec(&body).map_err(read_err)?;
+        let data = crate::codec::encode(&body).map_err(read_err)?;
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, data.len()),
             None => format!("none-{}", data.len()),
@@ -195,37 +528,9 @@ impl RaftStateMachine<TypeConfig> for ArchiveStateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = WriteBatch::default();
-        let mut next = self.next_position()?;
-        let mut pending = std::collections::HashSet::new();
-        let mut responses = Vec::new();
-        let mut last = None;
-        let mut membership = None;
-        for e in entries {
-            last = Some(e.log_id);
-            let mut resp = Response::default();
-            match e.payload {
-                EntryPayload::Blank => {}
-                EntryPayload::Normal(Command::Append(records)) => {
-                    for r in &records {
-                        if self.insert(&mut batch, &mut pending, &mut next, r)? {
-                            resp.inserted += 1;
-                        }
-                    }
-                }
-                EntryPayload::Membership(m) => membership = Some(StoredMembership::new(Some(e.log_id), m)),
-            }
-            responses.push(resp);
-        }
-        if let Some(l) = last {
-            self.put_json(&mut batch, KEY_APPLIED, &l)?;
-        }
-        if let Some(m) = membership {
-            self.put_json(&mut batch, KEY_MEMBERSHIP, &m)?;
-        }
-        self.put_json(&mut batch, KEY_NEXT, &next)?;
-        self.write(batch)?;
-        Ok(responses)
+        // A batch means thousands of index reads and writes: keep them off
+        // the runtime's worker so sessions on it are not held up.
+        blocking(|| self.apply_entries(entries))
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -242,26 +547,32 @@ impl RaftStateMachine<TypeConfig> for ArchiveStateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<()> {
         let data = snapshot.into_inner();
-        let body: SnapshotBody = serde_json::from_slice(&data)
+        let body: SnapshotBody = crate::codec::decode(&data)
             .map_err(|e| StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &e)))?;
         let mut batch = WriteBatch::default();
-        for cf in [CF_RECORDS, CF_IDS] {
-            for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
-                let (k, _) = item.map_err(read_err)?;
-                batch.delete_cf(self.cf(cf), k);
-            }
+        self.clear(&mut batch)?;
+        for (pos, r) in &body.records {
+            self.put_record(&mut batch, *pos, r)?;
         }
-        let mut next: u64 = 0;
-        for r in &body.records {
+        for (id, pos) in &body.ids {
+            batch.put_cf(self.cf(CF_IDS), id.as_bytes(), pos.to_be_bytes());
+        }
+        for h in &body.holds {
+            self.put_json(&mut batch, &[HOLD_PREFIX, h.id.as_bytes()].concat(), h)?;
+        }
+        let mut next_audit = 0;
+        for (seq, a) in &body.audit {
             batch.put_cf(
-                self.cf(CF_RECORDS),
-                next.to_be_bytes(),
-                serde_json::to_vec(r).map_err(write_err)?,
+                self.cf(CF_AUDIT),
+                seq.to_be_bytes(),
+                crate::codec::encode(a).map_err(write_err)?,
             );
-            batch.put_cf(self.cf(CF_IDS), r.id.as_bytes(), next.to_be_bytes());
-            next += 1;
+            next_audit = seq + 1;
         }
-        self.put_json(&mut batch, KEY_NEXT, &next)?;
+        self.put_json(&mut batch, KEY_RETENTION, &body.retention)?;
+        self.put_json(&mut batch, KEY_NEXT, &body.next)?;
+        self.put_json(&mut batch, KEY_NEXT_AUDIT, &next_audit)?;
+        self.put_json(&mut batch, KEY_GENERATION, &(self.generation()? + 1))?;
         match &meta.last_log_id {
             Some(l) => self.put_json(&mut batch, KEY_APPLIED, l)?,
             None => batch.delete_cf(self.cf(CF_SM_META), KEY_APPLIED),
@@ -283,5 +594,17 @@ impl RaftStateMachine<TypeConfig> for ArchiveStateMachine {
             meta: s.meta,
             snapshot: Box::new(Cursor::new(s.data)),
         }))
+    }
+}
+
+/// Runs blocking storage work without stalling the other tasks of a
+/// multi-threaded runtime's worker thread; in place elsewhere (a
+/// current-thread runtime cannot hand its tasks to another worker).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }

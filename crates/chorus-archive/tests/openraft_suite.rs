@@ -32,6 +32,7 @@ fn record(id: &str) -> Record {
         site: "a".into(),
         stamp_ms: 1,
         xml: format!("<message><body>{id}</body></message>"),
+        ..Record::default()
     }
 }
 

@@ -34,6 +34,9 @@ pub async fn run(cluster: Arc<Cluster>, mut client: ClusterClient<Channel>, peer
         tracing::debug!(peer = %peer, error = %e, "outbox pull interrupted");
         return;
     }
+    if let Some(link) = cluster.links.get(&peer) {
+        link.set_outbox_pulled(true);
+    }
     let mut exchanged = 0usize;
     for table in Table::ALL {
         match sync_table(&cluster, &mut client, table).await {

@@ -1,19 +1,34 @@
 //! The Raft-replicated archive as the XMPP layer sees it: `append` writes
 //! the record to this node's durable spool and returns its archive id; a
 //! shipper proposes spooled batches to the Raft group (forwarding to the
-//! leader when this node is a follower) and drops them once committed.
+//! leader when this node is a follower) and drops them once committed. In
+//! strict mode `append` also waits for that commit, and refuses at once
+//! when this node sees no leader. History queries read the local replica
+//! merged with the spool. Membership changes (operator add/remove) run on
+//! the leader, forwarded there when asked elsewhere.
 
 use crate::raft_net::{ArchiveRaft, NetworkFactory};
 use chorus_archive::spool::Spool;
-use chorus_archive::types::{Command, Record};
-use chorus_core::archive::{Archive, ArchiveError, ArchiveRecord};
+use chorus_archive::state_machine::ArchiveStateMachine;
+use chorus_archive::types::{Command, Record, Response};
+use chorus_core::archive::{Archive, ArchiveError, ArchiveRecord, MamPage, MamQuery};
 use openraft::error::{ClientWriteError, RaftError};
-use std::sync::Arc;
-use std::time::Duration;
+use openraft::{BasicNode, ChangeMembers, RaftMetrics};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 
 /// Records per Raft proposal.
-pub const SHIP_BATCH_MAX: usize = 512;
+pub const SHIP_BATCH_MAX: usize = 2048;
+/// Log entries per AppendEntries message: with full batches of records of
+/// a few hundred bytes, about 10 MiB, far below the 256 MiB gRPC limit.
+pub const RAFT_ENTRIES_PER_MESSAGE: u64 = 16;
+/// How long a proposal may wait for its commit.
+pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A leader that heard from no quorum for this long counts as cut off.
+const QUORUM_LOST_MS: u64 = 3000;
 /// Pause after a failed proposal, in milliseconds.
 const SHIP_RETRY_MS: u64 = 200;
 
@@ -22,6 +37,13 @@ pub struct RaftArchive {
     spool: Spool,
     site: String,
     wake: Arc<Notify>,
+    sm: Option<ArchiveStateMachine>,
+    /// Strict mode: how long `append` waits for the commit.
+    strict: Option<Duration>,
+    /// The Raft node's metrics, once the shipper runs.
+    metrics: OnceLock<watch::Receiver<RaftMetrics<u64, BasicNode>>>,
+    /// Bumped (and waiters woken) whenever the shipper trims the spool.
+    trimmed: (Mutex<u64>, Condvar),
 }
 
 impl RaftArchive {
@@ -31,6 +53,76 @@ impl RaftArchive {
             spool,
             site: site.to_owned(),
             wake: Arc::new(Notify::new()),
+            sm: None,
+            strict: None,
+            metrics: OnceLock::new(),
+            trimmed: (Mutex::new(0), Condvar::new()),
+        }
+    }
+
+    /// Answers history queries from this state machine (and the spool).
+    pub fn with_state_machine(mut self, sm: ArchiveStateMachine) -> RaftArchive {
+        self.sm = Some(sm);
+        self
+    }
+
+    /// Strict mode: `append` returns only once the record is committed,
+    /// waiting at most `timeout`.
+    pub fn strict(mut self, timeout: Duration) -> RaftArchive {
+        self.strict = Some(timeout);
+        self
+    }
+
+    /// Records still waiting in the spool (for queries).
+    pub fn spooled_records(&self) -> Vec<Record> {
+        self.spool
+            .oldest(usize::MAX)
+            .map(|v| v.into_iter().map(|(_, r)| r).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether this node currently sees a Raft leader (known once the
+    /// shipper runs).
+    pub fn sees_leader(&self) -> bool {
+        self.metrics.get().is_some_and(|m| {
+            let m = m.borrow();
+            match m.current_leader {
+                // A leader must have heard from a quorum lately.
+                Some(l) if l == m.id => m.millis_since_quorum_ack.is_some_and(|ms| ms < QUORUM_LOST_MS),
+                Some(_) => true,
+                None => false,
+            }
+        })
+    }
+
+    /// Blocks until the spool entry `seq` is committed (trimmed) or the
+    /// timeout passes; returns whether it was committed.
+    fn wait_committed(&self, seq: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let wait = || {
+            let mut g = self.trimmed.0.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if !self.spool.contains(seq).unwrap_or(true) {
+                    return true;
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    return false;
+                }
+                g = self
+                    .trimmed
+                    .1
+                    .wait_timeout(g, deadline - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        };
+        // Inside a multi-threaded runtime, let other tasks use this worker.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
         }
     }
 
@@ -41,6 +133,7 @@ impl RaftArchive {
 
     /// Runs the shipper until `stop`.
     pub async fn ship(&self, raft: ArchiveRaft, net: NetworkFactory, mut stop: watch::Receiver<bool>) {
+        let _ = self.metrics.set(raft.metrics());
         loop {
             tokio::select! {
                 _ = self.wake.notified() => {}
@@ -57,12 +150,16 @@ impl RaftArchive {
                     }
                 };
                 let (seqs, records): (Vec<u64>, Vec<Record>) = batch.into_iter().unzip();
-                match propose(&raft, &net, Command::Append(records)).await {
-                    Ok(()) => {
+                let span = tracing::info_span!("archive.commit", records = records.len());
+                let proposal = propose(&raft, &net, Command::Append(records));
+                match tracing::Instrument::instrument(proposal, span).await {
+                    Ok(_) => {
                         if let Err(e) = self.spool.remove(&seqs) {
                             tracing::error!(error = %e, "cannot trim the archive spool");
                             break;
                         }
+                        *self.trimmed.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                        self.trimmed.1.notify_all();
                         metrics::counter!("chorus_archive_shipped_total").increment(seqs.len() as u64);
                     }
                     Err(e) => {
@@ -76,13 +173,20 @@ impl RaftArchive {
     }
 }
 
-/// Commits a batch through the leader.
-async fn propose(raft: &ArchiveRaft, net: &NetworkFactory, cmd: Command) -> Result<(), String> {
-    match raft.client_write(cmd.clone()).await {
-        Ok(_) => Ok(()),
+/// Commits a command through the leader (forwarding when this node
+/// follows) and returns what applying it produced.
+pub async fn propose(raft: &ArchiveRaft, net: &NetworkFactory, cmd: Command) -> Result<Response, String> {
+    // A leader cut off from its followers keeps believing it leads (openraft
+    // 0.9 has no leader lease), so a write to it would wait forever.
+    let write = tokio::time::timeout(PROPOSE_TIMEOUT, raft.client_write(cmd.clone()));
+    let Ok(written) = write.await else {
+        return Err("the archive did not commit in time (no quorum?)".into());
+    };
+    match written {
+        Ok(r) => Ok(r.data),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_id {
-            Some(leader) => net.forward_write(leader, &cmd).await.map(|_| ()),
-            None => Err("no archive leader".into()),
+            Some(leader) => net.forward_write(leader, &cmd).await,
+            None => Err("the archive has no leader (no quorum)".into()),
         },
         Err(e) => Err(e.to_string()),
     }
@@ -94,25 +198,142 @@ impl Archive for RaftArchive {
     }
 
     fn append(&self, r: ArchiveRecord) -> Result<Option<String>, ArchiveError> {
-        let record = Record {
-            id: String::new(),
-            from: r.from,
-            to: r.to,
-            site: self.site.clone(),
-            stamp_ms: r.stamp_ms,
-            xml: r.xml,
-        };
-        let id = self
+        let _span = tracing::info_span!("archive.spool", strict = self.strict.is_some()).entered();
+        if self.strict.is_some() && !self.sees_leader() {
+            return Err(ArchiveError::NoQuorum("this node sees no archive leader".into()));
+        }
+        let (id, seq) = self
             .spool
-            .append(record)
+            .append_seq(Record::accepted(r, &self.site))
             .map_err(|e| ArchiveError::Unavailable(e.to_string()))?;
         self.wake.notify_one();
+        if let Some(timeout) = self.strict
+            && !self.wait_committed(seq, timeout)
+        {
+            // Refused messages are not archived (XEP-0313): withdraw the
+            // record unless it committed at the last moment.
+            if let Err(e) = self.spool.remove(&[seq]) {
+                tracing::warn!(error = %e, "cannot withdraw a refused record from the spool");
+            }
+            return Err(ArchiveError::NoQuorum(format!(
+                "record {id} not committed within {} ms",
+                timeout.as_millis()
+            )));
+        }
         Ok(Some(id))
+    }
+
+    fn query(&self, q: &MamQuery) -> Result<MamPage, ArchiveError> {
+        let Some(sm) = &self.sm else {
+            return Err(ArchiveError::Unavailable(
+                "no archive replica on this node".into(),
+            ));
+        };
+        sm.mam(q, &self.spooled_records())
+    }
+}
+
+/// An operator's change to the archive group.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum MemberChange {
+    /// Add a configured node (as a voter, or as a learner).
+    Add {
+        /// Its node id.
+        id: String,
+        /// Its cluster address.
+        addr: String,
+        /// Voter (true) or learner.
+        voter: bool,
+    },
+    /// Remove a node (voter or learner).
+    Remove {
+        /// Its node id.
+        id: String,
+    },
+}
+
+/// Applies a membership change on the leader, forwarding it there when
+/// this node follows.
+pub async fn change_members(
+    raft: &ArchiveRaft,
+    net: &NetworkFactory,
+    change: &MemberChange,
+) -> Result<String, String> {
+    let m = raft.metrics().borrow().clone();
+    match m.current_leader {
+        Some(l) if l == m.id => change_members_here(raft, change).await,
+        Some(l) => net.forward_members(l, change).await,
+        None => Err("the archive has no leader (no quorum)".into()),
+    }
+}
+
+/// Applies a membership change on this node, which must lead.
+pub async fn change_members_here(raft: &ArchiveRaft, change: &MemberChange) -> Result<String, String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let voters: BTreeSet<u64> = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    match change {
+        MemberChange::Add { id, addr, voter } => {
+            let nid = crate::raft_net::raft_id(id);
+            raft.client_write(Command::Removed {
+                id: nid,
+                removed: false,
+            })
+            .await
+            .map_err(|e| err(&e))?;
+            raft.add_learner(nid, BasicNode::new(addr.clone()), true)
+                .await
+                .map_err(|e| err(&e))?;
+            if *voter && !voters.contains(&nid) {
+                raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([nid])), false)
+                    .await
+                    .map_err(|e| err(&e))?;
+            }
+            Ok(format!(
+                "{id} is now a {}",
+                if *voter { "voter" } else { "learner" }
+            ))
+        }
+        MemberChange::Remove { id } => {
+            let nid = crate::raft_net::raft_id(id);
+            if voters.contains(&nid) && voters.len() == 1 {
+                return Err(format!("{id} is the last voter; add another first"));
+            }
+            raft.client_write(Command::Removed {
+                id: nid,
+                removed: true,
+            })
+            .await
+            .map_err(|e| err(&e))?;
+            if voters.contains(&nid) {
+                raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([nid])), false)
+                    .await
+                    .map_err(|e| err(&e))?;
+            }
+            let still = raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .nodes()
+                .any(|(n, _)| *n == nid);
+            if still {
+                raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([nid])), false)
+                    .await
+                    .map_err(|e| err(&e))?;
+            }
+            Ok(format!("{id} removed from the archive group"))
+        }
     }
 }
 
 /// How often the leader checks that every configured node is a member.
-const RECONCILE_INTERVAL_SECS: u64 = 5;
+pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// While this node leads the archive's Raft group, adds every configured
 /// node that is not yet a member as a learner, so nodes beyond the voters
@@ -120,27 +341,29 @@ const RECONCILE_INTERVAL_SECS: u64 = 5;
 /// spools. Runs until `stop`.
 pub async fn reconcile_members(
     raft: ArchiveRaft,
-    wanted: std::collections::BTreeMap<u64, openraft::BasicNode>,
+    sm: Option<ArchiveStateMachine>,
+    wanted: BTreeMap<u64, BasicNode>,
+    every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_secs(RECONCILE_INTERVAL_SECS));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        let m = raft.metrics().borrow().clone();
-        if m.current_leader != Some(m.id) {
+    let mut tick = tokio::time::interval(every);
+    while crate::tick_or_stop(&mut tick, &mut stop).await {
+        if !crate::raft_net::leads(&raft) {
             continue;
         }
+        let m = raft.metrics().borrow().clone();
         let members: std::collections::BTreeSet<u64> = m
             .membership_config
             .membership()
             .nodes()
             .map(|(id, _)| *id)
             .collect();
+        let removed = sm
+            .as_ref()
+            .and_then(|sm| sm.removed_members().ok())
+            .unwrap_or_default();
         for (id, node) in &wanted {
-            if !members.contains(id) {
+            if !members.contains(id) && !removed.contains(id) {
                 tracing::info!(node = id, addr = %node.addr, "adding a node to the archive as a learner");
                 if let Err(e) = raft.add_learner(*id, node.clone(), false).await {
                     tracing::warn!(node = id, error = %e, "cannot add a learner yet");

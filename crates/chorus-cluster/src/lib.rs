@@ -15,6 +15,7 @@ pub mod node;
 pub mod raft_net;
 pub mod service;
 pub mod tls;
+pub mod trace_ctx;
 
 use node::Cluster;
 use std::net::SocketAddr;
@@ -78,7 +79,17 @@ pub async fn start(
                 let Some(event) = event else { return };
                 let Some(ctx) = c.ctx() else { continue };
                 match event {
-                    node::Event::OfflineArrived(u) => chorus_xmpp::remote::flush_offline(ctx, &u),
+                    node::Event::OfflineArrived(u, None) => chorus_xmpp::remote::flush_offline(ctx, &u),
+                    node::Event::OfflineArrived(u, Some(writer)) => {
+                        // Stanzas the writer queued for us before it stored
+                        // these messages come first: wait (bounded) until we
+                        // have pulled its outbox since the link came up.
+                        let ctx = ctx.clone();
+                        tokio::spawn(async move {
+                            writer.outbox_pulled(link::OUTBOX_BARRIER_WAIT).await;
+                            chorus_xmpp::remote::flush_offline(&ctx, &u);
+                        });
+                    }
                     node::Event::SubscriptionRequest(u, contact) => {
                         chorus_xmpp::remote::subscription_requested(ctx, &u, &contact)
                     }
@@ -89,6 +100,15 @@ pub async fn start(
     Ok(tasks)
 }
 
+/// Waits for the next tick of a periodic task; false once `stop` flips
+/// (the task should then return).
+pub async fn tick_or_stop(tick: &mut tokio::time::Interval, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tick.tick() => true,
+        _ = stop.changed() => false,
+    }
+}
+
 async fn expire_leases(
     cluster: Arc<Cluster>,
     lease: Duration,
@@ -96,11 +116,7 @@ async fn expire_leases(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
+    while crate::tick_or_stop(&mut tick, &mut stop).await {
         for (node, changes) in cluster.directory.expire(std::time::Instant::now(), lease) {
             tracing::warn!(peer = %node, sessions = changes.len(), "peer lease expired; its sessions count as gone");
             metrics::counter!("chorus_cluster_lease_expiries_total").increment(1);

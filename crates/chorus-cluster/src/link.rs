@@ -56,7 +56,14 @@ pub struct Link {
     up: AtomicBool,
     outbox: Notify,
     lag: AtomicU64,
+    /// True once, since the link last came up, we have pulled the stanzas
+    /// the peer queued for us.
+    pulled: watch::Sender<bool>,
 }
+
+/// How long replicated offline messages wait for their writer's outbox to
+/// be pulled before they are delivered anyway (the writer may be down).
+pub const OUTBOX_BARRIER_WAIT: Duration = Duration::from_secs(5);
 
 pub(crate) fn to_proto(items: &[ReplItem]) -> Vec<Item> {
     items
@@ -98,12 +105,24 @@ impl Link {
             up: AtomicBool::new(false),
             outbox: Notify::new(),
             lag: AtomicU64::new(0),
+            pulled: watch::Sender::new(false),
         }
     }
 
     /// Whether the stream to the peer is established.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    /// Waits until we have pulled the peer's outbox for us since the link
+    /// came up, or `max` has passed.
+    pub async fn outbox_pulled(&self, max: Duration) {
+        let mut rx = self.pulled.subscribe();
+        let _ = tokio::time::timeout(max, rx.wait_for(|p| *p)).await;
+    }
+
+    pub(crate) fn set_outbox_pulled(&self, pulled: bool) {
+        self.pulled.send_replace(pulled);
     }
 
     /// Replicated items queued but not yet sent.
@@ -163,6 +182,7 @@ impl Link {
                     self.session(&cluster, client, &mut queue, heartbeat, &mut stop)
                         .await;
                     self.up.store(false, Ordering::Relaxed);
+                    self.set_outbox_pulled(false);
                     tracing::info!(peer = %self.peer.id, "cluster link down");
                 }
                 Err(e) => tracing::debug!(peer = %self.peer.id, error = %e, "cannot reach peer"),
@@ -381,6 +401,7 @@ impl Link {
                         user: r.user,
                         resource: r.resource,
                         xml: r.xml,
+                        traceparent: r.traceparent.unwrap_or_default(),
                     }),
                     Err(e) => tracing::error!(error = %e, seq, "skipping a corrupt outbox record"),
                 }

@@ -21,8 +21,9 @@ const EVENT_QUEUE_MAX: usize = 4096;
 /// Something replication brought in that local sessions must hear about.
 /// Handled off the storage write path, which holds the store's locks.
 pub(crate) enum Event {
-    /// Offline messages for this user arrived.
-    OfflineArrived(String),
+    /// Offline messages for this user arrived, written by the given peer
+    /// (`None`: by this node or an unknown one).
+    OfflineArrived(String, Option<Arc<Link>>),
     /// (user, contact): the contact asked to subscribe to the user.
     SubscriptionRequest(String, String),
 }
@@ -33,6 +34,9 @@ pub(crate) struct OutboxRecord {
     pub user: String,
     pub resource: String,
     pub xml: String,
+    /// W3C traceparent of the routing span, when tracing is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// This node's membership, directory, links and local sessions.
@@ -103,6 +107,14 @@ impl Cluster {
         self.ctx.get()
     }
 
+    /// Our link to the peer whose versions carry `tag`.
+    fn link_by_tag(&self, tag: u32) -> Option<Arc<Link>> {
+        self.links
+            .values()
+            .find(|l| chorus_core::hlc::node_tag(&l.peer.id) == tag)
+            .cloned()
+    }
+
     pub(crate) fn take_event_rx(&self) -> Option<mpsc::Receiver<Event>> {
         self.event_rx.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
@@ -125,7 +137,8 @@ impl Cluster {
                     if let Some(user) = item.key.split(|b| *b == 0).next() {
                         let user = String::from_utf8_lossy(user).into_owned();
                         if !self.local.resources(&user).is_empty() {
-                            let _ = self.event_tx.try_send(Event::OfflineArrived(user));
+                            let writer = self.link_by_tag(item.lww.version.node);
+                            let _ = self.event_tx.try_send(Event::OfflineArrived(user, writer));
                         }
                     }
                 }
@@ -152,6 +165,9 @@ impl Cluster {
             if let Some(ctx) = self.ctx()
                 && let Some(el) = chorus_xmpp::remote::parse_stanza(ctx, &s.xml)
             {
+                let span = tracing::info_span!("deliver.from_peer", origin, stanza = el.name());
+                crate::trace_ctx::set_parent(&span, &s.traceparent);
+                let _g = span.entered();
                 chorus_xmpp::remote::deliver_from_peer(ctx, &s.user, &s.resource, el);
             }
             mark = s.seq;
@@ -223,10 +239,12 @@ impl Cluster {
     /// without announcing it themselves.
     pub(crate) fn apply_changes(&self, changes: Vec<Change>) {
         let Some(ctx) = self.ctx() else { return };
+        let mut vanished = Vec::new();
         for c in changes {
             match c {
                 Change::Vanished(user, resource) => {
                     chorus_xmpp::remote::remote_presence_changed(ctx, &user, &resource, None);
+                    vanished.push(format!("{user}@{}/{resource}", ctx.domain));
                 }
                 Change::Appeared(e) => {
                     let presence = (!e.presence_xml.is_empty())
@@ -238,6 +256,8 @@ impl Cluster {
                 }
             }
         }
+        // Rooms tell their occupants here who left, in one pass.
+        chorus_xmpp::session::occupants_gone(ctx, &vanished);
     }
 }
 
@@ -263,6 +283,7 @@ impl Router for ClusterRouter {
                 user: user.to_owned(),
                 resource: resource.to_owned(),
                 xml: chorus_xmpp::remote::conflict_signal().to_xml(),
+                traceparent: None,
             };
             if let Err(e) = link.send_stanza(&self.0.store, &record) {
                 tracing::warn!(error = %e, "cannot tell a peer about a resource conflict");
@@ -316,6 +337,10 @@ impl Router for ClusterRouter {
         out
     }
 
+    fn has_resource(&self, user: &str, resource: &str) -> bool {
+        self.0.local.has_resource(user, resource) || self.0.directory.node_of(user, resource).is_some()
+    }
+
     fn deliver(&self, user: &str, resource: &str, item: Routed) -> Result<(), DeliverError> {
         match self.0.local.deliver(user, resource, item.clone()) {
             Err(DeliverError::NotFound) => {}
@@ -335,10 +360,12 @@ impl Router for ClusterRouter {
             // would be wrong, and lease expiry already tells subscribers.
             return Err(DeliverError::NotFound);
         }
+        let _span = tracing::info_span!("route.remote", peer = %node, stanza = el.name()).entered();
         let record = OutboxRecord {
             user: user.to_owned(),
             resource: resource.to_owned(),
             xml: el.to_xml(),
+            traceparent: crate::trace_ctx::current_traceparent(),
         };
         link.send_stanza(&self.0.store, &record).map_err(|e| {
             tracing::error!(error = %e, peer = %node, "cannot queue a stanza for a peer");

@@ -36,6 +36,13 @@ pub fn raft_id(node_id: &str) -> u64 {
     chorus_core::hlc::node_tag(node_id) as u64
 }
 
+/// Whether this node currently leads the archive's Raft group.
+pub fn leads(raft: &ArchiveRaft) -> bool {
+    let m = raft.metrics();
+    let m = m.borrow();
+    m.current_leader == Some(m.id)
+}
+
 /// Creates clients for the peers of this node's Raft group.
 #[derive(Clone)]
 pub struct NetworkFactory {
@@ -69,6 +76,31 @@ impl NetworkFactory {
         target: u64,
         cmd: &chorus_archive::types::Command,
     ) -> Result<chorus_archive::types::Response, String> {
+        let json = chorus_archive::codec::encode(cmd).map_err(|e| e.to_string())?;
+        let reply = self.forward(target, "write", json).await?;
+        chorus_archive::codec::decode::<Result<chorus_archive::types::Response, String>>(&reply)
+            .map_err(|e| e.to_string())?
+    }
+
+    /// Asks the leader to change the archive group's membership.
+    pub async fn forward_members(
+        &self,
+        target: u64,
+        change: &crate::archive::MemberChange,
+    ) -> Result<String, String> {
+        let json = chorus_archive::codec::encode(change).map_err(|e| e.to_string())?;
+        let reply = self.forward(target, "members", json).await?;
+        chorus_archive::codec::decode::<Result<String, String>>(&reply).map_err(|e| e.to_string())?
+    }
+
+    /// Asks `target` to start an election now (leadership handover before
+    /// this node, the leader, shuts down).
+    pub async fn ask_to_elect(&self, target: u64) -> Result<(), String> {
+        self.forward(target, "elect", Vec::new()).await.map(|_| ())
+    }
+
+    /// Sends one request of `kind` to `target` and returns its reply.
+    async fn forward(&self, target: u64, kind: &str, json: Vec<u8>) -> Result<Vec<u8>, String> {
         let mut net = PeerNetwork {
             target,
             peer: self.peers.get(&target).cloned(),
@@ -76,18 +108,18 @@ impl NetworkFactory {
             client: None,
         };
         let mut client = net.client().await?;
-        let json = serde_json::to_vec(cmd).map_err(|e| e.to_string())?;
         let call = client.raft(RaftMessage {
-            kind: "write".into(),
+            kind: kind.into(),
             json,
         });
-        let reply = tokio::time::timeout(Duration::from_secs(FORWARD_TIMEOUT_SECS), call)
-            .await
-            .map_err(|_| "forwarding to the leader timed out".to_string())?
-            .map_err(|e| e.to_string())?
-            .into_inner();
-        serde_json::from_slice::<Result<chorus_archive::types::Response, String>>(&reply.json)
-            .map_err(|e| e.to_string())?
+        Ok(
+            tokio::time::timeout(Duration::from_secs(FORWARD_TIMEOUT_SECS), call)
+                .await
+                .map_err(|_| "forwarding to the leader timed out".to_string())?
+                .map_err(|e| e.to_string())?
+                .into_inner()
+                .json,
+        )
     }
 }
 
@@ -157,7 +189,8 @@ impl PeerNetwork {
             .client()
             .await
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&io(e))))?;
-        let json = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let json =
+            chorus_archive::codec::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let ttl = option.hard_ttl();
         let name = match kind {
             openraft::RPCTypes::Vote => "vote",
@@ -183,8 +216,8 @@ impl PeerNetwork {
             }
             Ok(Ok(r)) => r.into_inner(),
         };
-        let result: Result<Resp, RaftError<u64, E>> =
-            serde_json::from_slice(&reply.json).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let result: Result<Resp, RaftError<u64, E>> = chorus_archive::codec::decode(&reply.json)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -220,20 +253,20 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
 /// the result.
 pub async fn handle(raft: &ArchiveRaft, msg: RaftMessage) -> Result<RaftMessage, String> {
     fn parse<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
-        serde_json::from_slice(b).map_err(|e| format!("bad raft request: {e}"))
+        chorus_archive::codec::decode(b).map_err(|e| format!("bad raft request: {e}"))
     }
     let json = match msg.kind.as_str() {
         "append" => {
             let req: AppendEntriesRequest<TypeConfig> = parse(&msg.json)?;
-            serde_json::to_vec(&raft.append_entries(req).await)
+            chorus_archive::codec::encode(&raft.append_entries(req).await)
         }
         "vote" => {
             let req: VoteRequest<<TypeConfig as RaftTypeConfig>::NodeId> = parse(&msg.json)?;
-            serde_json::to_vec(&raft.vote(req).await)
+            chorus_archive::codec::encode(&raft.vote(req).await)
         }
         "snapshot" => {
             let req: InstallSnapshotRequest<TypeConfig> = parse(&msg.json)?;
-            serde_json::to_vec(&raft.install_snapshot(req).await)
+            chorus_archive::codec::encode(&raft.install_snapshot(req).await)
         }
         "write" => {
             // A follower forwards a spool batch to us, the leader.
@@ -243,7 +276,15 @@ pub async fn handle(raft: &ArchiveRaft, msg: RaftMessage) -> Result<RaftMessage,
                 .await
                 .map(|resp| resp.data)
                 .map_err(|e| e.to_string());
-            serde_json::to_vec(&r)
+            chorus_archive::codec::encode(&r)
+        }
+        "elect" => {
+            // The leader is shutting down and hands over to us.
+            chorus_archive::codec::encode(&raft.trigger().elect().await.map_err(|e| e.to_string()))
+        }
+        "members" => {
+            let change: crate::archive::MemberChange = parse(&msg.json)?;
+            chorus_archive::codec::encode(&crate::archive::change_members_here(raft, &change).await)
         }
         other => return Err(format!("unknown raft message kind {other:?}")),
     }

@@ -137,6 +137,7 @@ impl ClusterApi for Service {
                     user: r.user,
                     resource: r.resource,
                     xml: r.xml,
+                    traceparent: r.traceparent.unwrap_or_default(),
                 })
             })
             .collect();

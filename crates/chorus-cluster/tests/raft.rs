@@ -4,13 +4,10 @@
 
 mod common;
 
-use chorus_archive::spool::Spool;
 use chorus_archive::state_machine::ArchiveStateMachine;
 use chorus_archive::types::{Command, Record};
-use chorus_cluster::raft_net::{ArchiveRaft, NetworkFactory, raft_id};
-use common::{NODES, eventually, ready, start};
-use openraft::BasicNode;
-use std::collections::BTreeMap;
+use chorus_cluster::raft_net::raft_id;
+use common::{NODES, all_members, eventually, leader, ready, shutdown, spawn_shipper, start, start_raft};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +21,7 @@ fn batch(prefix: &str, n: usize) -> Command {
                 site: "a".into(),
                 stamp_ms: i as u64,
                 xml: format!("<message><body>{prefix} {i}</body></message>"),
+                ..Record::default()
             })
             .collect(),
     )
@@ -42,111 +40,6 @@ async fn hold(machines: &[ArchiveStateMachine], which: &[usize], n: usize, what:
             .all(|i| machines[*i].records().map(|r| r.len()).unwrap_or(0) == n)
     })
     .await;
-}
-
-/// Every node with its cluster address, as Raft members.
-fn all_members(nodes: &[common::Node]) -> BTreeMap<u64, BasicNode> {
-    nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            (
-                raft_id(NODES[i].0),
-                BasicNode::new(n.config.cluster.listen.expect("listen").to_string()),
-            )
-        })
-        .collect()
-}
-
-/// Runs a node's spool shipper until the node stops.
-fn spawn_shipper(
-    archive: &Arc<chorus_cluster::archive::RaftArchive>,
-    raft: &Option<ArchiveRaft>,
-    net: &NetworkFactory,
-    node: &common::Node,
-) {
-    let (a, r, n, stop) = (
-        archive.clone(),
-        raft.clone().expect("raft"),
-        net.clone(),
-        node.stop.subscribe(),
-    );
-    tokio::spawn(async move { a.ship(r, n, stop).await });
-}
-
-async fn shutdown(rafts: Vec<Option<ArchiveRaft>>) {
-    for r in rafts.into_iter().flatten() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), r.shutdown()).await;
-    }
-}
-
-async fn leader(rafts: &[Option<ArchiveRaft>]) -> usize {
-    for _ in 0..200 {
-        for (i, r) in rafts.iter().enumerate() {
-            if let Some(r) = r
-                && r.metrics().borrow().current_leader == Some(r.metrics().borrow().id)
-            {
-                return i;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no leader elected");
-}
-
-/// Starts one Raft node per cluster node (all voters) and initializes the
-/// group.
-async fn start_raft(
-    nodes: &[common::Node],
-    dir: &std::path::Path,
-    voters: &[usize],
-) -> (
-    Vec<Option<ArchiveRaft>>,
-    Vec<ArchiveStateMachine>,
-    Vec<Spool>,
-    Vec<NetworkFactory>,
-) {
-    let config = Arc::new(
-        openraft::Config {
-            heartbeat_interval: 100,
-            election_timeout_min: 400,
-            election_timeout_max: 800,
-            ..Default::default()
-        }
-        .validate()
-        .expect("raft config"),
-    );
-    let mut rafts: Vec<Option<ArchiveRaft>> = Vec::new();
-    let mut machines: Vec<ArchiveStateMachine> = Vec::new();
-    let (mut spools, mut nets) = (Vec::new(), Vec::new());
-    for (i, n) in nodes.iter().enumerate() {
-        let (log, sm, spool) =
-            chorus_archive::db::open_with_spool(&dir.join(format!("archive-{i}")), NODES[i].0, 100_000)
-                .expect("archive db");
-        spools.push(spool);
-        let tls = chorus_cluster::tls::ClusterTls::load(&n.config.cluster).expect("tls");
-        let net = NetworkFactory::new(&n.config.cluster.peers, tls);
-        nets.push(net.clone());
-        let raft = ArchiveRaft::new(raft_id(NODES[i].0), config.clone(), net, log, sm.clone())
-            .await
-            .expect("raft");
-        assert!(n.cluster.raft.set(raft.clone()).is_ok());
-        rafts.push(Some(raft));
-        machines.push(sm);
-    }
-    let voter_ids: Vec<u64> = voters.iter().map(|v| raft_id(NODES[*v].0)).collect();
-    let members: BTreeMap<u64, BasicNode> = all_members(nodes)
-        .into_iter()
-        .filter(|(id, _)| voter_ids.contains(id))
-        .collect();
-    rafts[0]
-        .as_ref()
-        .expect("raft")
-        .initialize(members)
-        .await
-        .expect("initialize");
-
-    (rafts, machines, spools, nets)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,6 +111,7 @@ async fn spooled_records_reach_every_site_and_a_cut_site_drains_after_the_heal()
         to: "alice@chorus.test".into(),
         stamp_ms: i as u64,
         xml: format!("<message><body>{i}</body></message>"),
+        ..ArchiveRecord::default()
     };
     // Site c accepts messages; whether c1 leads or follows, they commit.
     for i in 0..10 {
@@ -268,7 +162,13 @@ async fn a_node_that_is_not_a_voter_joins_as_learner_and_ships_its_spool() {
     let wanted = all_members(&nodes);
     for (i, r) in rafts.iter().enumerate() {
         let r = r.clone().expect("raft");
-        tokio::spawn(reconcile_members(r, wanted.clone(), nodes[i].stop.subscribe()));
+        tokio::spawn(reconcile_members(
+            r,
+            Some(machines[i].clone()),
+            wanted.clone(),
+            Duration::from_millis(200),
+            nodes[i].stop.subscribe(),
+        ));
     }
     let archive = Arc::new(RaftArchive::new(spools[2].clone(), "c"));
     spawn_shipper(&archive, &rafts[2], &nets[2], &nodes[2]);
@@ -278,6 +178,7 @@ async fn a_node_that_is_not_a_voter_joins_as_learner_and_ships_its_spool() {
             to: "alice@x".into(),
             stamp_ms: i,
             xml: format!("<m>{i}</m>"),
+            ..ArchiveRecord::default()
         };
         archive.append(rec).expect("spooled");
     }
@@ -292,5 +193,163 @@ async fn a_node_that_is_not_a_voter_joins_as_learner_and_ships_its_spool() {
         .learner_ids()
         .collect();
     assert_eq!(learners, vec![raft_id(NODES[2].0)]);
+    shutdown(rafts).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_mode_refuses_without_a_quorum_and_accepts_once_it_is_back() {
+    use chorus_cluster::archive::RaftArchive;
+    use chorus_core::archive::{Archive, ArchiveError, ArchiveRecord};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (nodes, net) = start(dir.path()).await;
+    ready(&nodes).await;
+    let (rafts, machines, spools, nets) = start_raft(&nodes, dir.path(), &[0, 1, 2]).await;
+    let _l = leader(&rafts).await;
+    let strict = Arc::new(
+        RaftArchive::new(spools[2].clone(), "c")
+            .with_state_machine(machines[2].clone())
+            .strict(Duration::from_millis(1500)),
+    );
+    spawn_shipper(&strict, &rafts[2], &nets[2], &nodes[2]);
+    let rec = |i: u64| ArchiveRecord {
+        from: "carol@chorus.test/phone".into(),
+        to: "alice@chorus.test".into(),
+        stamp_ms: i,
+        xml: format!("<message><body>{i}</body></message>"),
+        body: Some(i.to_string()),
+        ..ArchiveRecord::default()
+    };
+    eventually("site c sees the leader", || strict.sees_leader()).await;
+    // With a quorum, append returns only once the record is committed.
+    let a = strict.clone();
+    let id = tokio::task::spawn_blocking(move || a.append(rec(1)))
+        .await
+        .expect("join")
+        .expect("committed")
+        .expect("an id");
+    assert!(
+        machines[2].record_by_id(&id).expect("read").is_some()
+            || machines[0].record_by_id(&id).expect("read").is_some(),
+        "strict append returned before the commit"
+    );
+    // Cut c off: once it has noticed, strict appends are refused.
+    net.isolate(2, true);
+    let a = strict.clone();
+    let refused = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match a.append(rec(2)) {
+                Err(ArchiveError::NoQuorum(why)) => return why,
+                Ok(_) if std::time::Instant::now() < deadline => continue,
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("join");
+    assert!(!refused.is_empty());
+    // The heal brings delivery back.
+    net.isolate(2, false);
+    let a = strict.clone();
+    let id = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match a.append(rec(3)) {
+                Ok(Some(id)) => return id,
+                Err(ArchiveError::NoQuorum(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                other => panic!("expected a commit after the heal, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("join");
+    eventually("the record committed after the heal is on every site", || {
+        machines
+            .iter()
+            .all(|m| m.record_by_id(&id).ok().flatten().is_some())
+    })
+    .await;
+    shutdown(rafts).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_remove_and_re_add_archive_members_from_any_node() {
+    use chorus_cluster::archive::{MemberChange, change_members, reconcile_members};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (nodes, _net) = start(dir.path()).await;
+    ready(&nodes).await;
+    let (rafts, machines, _spools, nets) = start_raft(&nodes, dir.path(), &[0, 1, 2]).await;
+    let wanted = all_members(&nodes);
+    for (i, r) in rafts.iter().enumerate() {
+        tokio::spawn(reconcile_members(
+            r.clone().expect("raft"),
+            Some(machines[i].clone()),
+            wanted.clone(),
+            Duration::from_millis(200),
+            nodes[i].stop.subscribe(),
+        ));
+    }
+    let l = leader(&rafts).await;
+    let follower = (l + 1) % 3;
+    let victim = 3 - l - follower;
+    let voters = |i: usize| -> Vec<u64> {
+        rafts[i]
+            .as_ref()
+            .expect("raft")
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    };
+    // Asked at a follower, the change is forwarded to the leader.
+    let raft = rafts[follower].as_ref().expect("raft");
+    change_members(
+        raft,
+        &nets[follower],
+        &MemberChange::Remove {
+            id: NODES[victim].0.into(),
+        },
+    )
+    .await
+    .expect("removed");
+    eventually("the leader's membership drops the node", || {
+        !voters(l).contains(&raft_id(NODES[victim].0))
+    })
+    .await;
+    // The leader's reconciler (every 200 ms here) must not bring a
+    // removed node back: give it several rounds.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let all: Vec<u64> = rafts[l]
+        .as_ref()
+        .expect("raft")
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(n, _)| *n)
+        .collect();
+    assert!(!all.contains(&raft_id(NODES[victim].0)), "{all:?}");
+    // Removing the last voters is refused; adding the node back works.
+    let addr = nodes[victim].config.cluster.listen.expect("listen").to_string();
+    change_members(
+        raft,
+        &nets[follower],
+        &MemberChange::Add {
+            id: NODES[victim].0.into(),
+            addr,
+            voter: true,
+        },
+    )
+    .await
+    .expect("added");
+    eventually("the node votes again", || {
+        voters(l).contains(&raft_id(NODES[victim].0))
+    })
+    .await;
     shutdown(rafts).await;
 }

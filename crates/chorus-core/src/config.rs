@@ -50,6 +50,126 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// The compliance archive.
     pub archive: ArchiveConfig,
+    /// The token-protected HTTP API (compliance and administration).
+    pub api: ApiConfig,
+    /// XEP-0045 multi-user chat.
+    pub muc: MucConfig,
+    /// OpenTelemetry tracing.
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: OpenTelemetry traces over OTLP/gRPC (off by default).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC collector endpoint, e.g. `http://otel-collector:4317`;
+    /// empty turns tracing off.
+    pub otlp_endpoint: String,
+    /// Fraction of traces sampled (0.0 to 1.0).
+    pub sample_ratio: f64,
+    /// `service.name` of the spans.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: String::new(),
+            sample_ratio: 1.0,
+            service_name: "chorus".into(),
+        }
+    }
+}
+
+/// `[muc]`: group rooms (XEP-0045), served by every node of the cluster.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MucConfig {
+    /// Serve rooms at all.
+    pub enabled: bool,
+    /// The service's domain; empty means `conference.<server.domain>`.
+    pub domain: String,
+    /// Whether any user may create rooms (otherwise only existing rooms work).
+    pub create: bool,
+    /// Occupants per room.
+    pub occupants_max: usize,
+    /// Messages of discussion history a joining occupant may ask for.
+    pub history_max: usize,
+    /// Rooms a node keeps.
+    pub rooms_max: usize,
+}
+
+impl Default for MucConfig {
+    fn default() -> Self {
+        MucConfig {
+            enabled: true,
+            domain: String::new(),
+            create: true,
+            occupants_max: 500,
+            history_max: 50,
+            rooms_max: 10_000,
+        }
+    }
+}
+
+/// `[api]`: who may call the compliance and admin API under `/api/v1/`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Bearer tokens, stored as SHA-256 digests (`chorus api-token new`
+    /// prints a token and its entry). No tokens: the API refuses everyone.
+    pub tokens: Vec<ApiToken>,
+}
+
+/// One API token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// Who holds it (recorded in the audit trail).
+    pub name: String,
+    /// What it may do.
+    pub role: ApiRole,
+    /// Lower-case hex SHA-256 of the token.
+    pub sha256: String,
+}
+
+/// What an API token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiRole {
+    /// Cluster and archive administration (membership, retention policy).
+    Admin,
+    /// Search, conversations, holds, exports, the audit trail.
+    Compliance,
+}
+
+/// When delivery waits for the archive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveMode {
+    /// Deliver once the record is in the node's durable spool; a site cut
+    /// off from the majority keeps serving and its records commit later.
+    #[default]
+    Spool,
+    /// Deliver only after the record is committed by a Raft majority;
+    /// refuse messages while there is no quorum.
+    Strict,
+}
+
+/// What the archive may leave out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArchiveExclusion {
+    /// Messages without a body: chat states, receipts, markers.
+    ChatStates,
+    /// `type="headline"` messages.
+    Headlines,
+    /// `type="error"` messages.
+    Errors,
+    /// Subscription requests, approvals and cancellations.
+    Subscriptions,
+    /// Block and unblock events.
+    Blocking,
 }
 
 /// `[archive]`: the Raft-replicated compliance archive.
@@ -64,6 +184,17 @@ pub struct ArchiveConfig {
     /// Records a node may spool while it cannot commit (cut off from the
     /// majority) before it refuses messages.
     pub spool_records_max: u64,
+    /// `spool` (deliver once spooled) or `strict` (deliver once committed).
+    pub mode: ArchiveMode,
+    /// Strict mode: how long delivery waits for the commit before the
+    /// message is refused.
+    pub strict_timeout_ms: u64,
+    /// What is not archived.
+    pub exclude: Vec<ArchiveExclusion>,
+    /// The largest XEP-0313 page a client may ask for.
+    pub mam_page_max: usize,
+    /// How often the Raft leader runs retention (proposes a purge).
+    pub retention_interval_secs: u64,
 }
 
 impl Default for ArchiveConfig {
@@ -72,7 +203,19 @@ impl Default for ArchiveConfig {
             enabled: true,
             voters: Vec::new(),
             spool_records_max: 1_000_000,
+            mode: ArchiveMode::Spool,
+            strict_timeout_ms: 5000,
+            exclude: vec![ArchiveExclusion::ChatStates, ArchiveExclusion::Errors],
+            mam_page_max: 100,
+            retention_interval_secs: 3600,
         }
+    }
+}
+
+impl ArchiveConfig {
+    /// Whether records of this kind are left out.
+    pub fn excludes(&self, e: ArchiveExclusion) -> bool {
+        self.exclude.contains(&e)
     }
 }
 
@@ -442,6 +585,49 @@ impl Config {
         if self.archive.spool_records_max == 0 {
             return Err(("archive.spool_records_max", "must be greater than zero".into()));
         }
+        if self.archive.mam_page_max == 0 || self.archive.strict_timeout_ms == 0 {
+            return Err((
+                "archive",
+                "mam_page_max and strict_timeout_ms must be greater than zero".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.telemetry.sample_ratio) {
+            return Err(("telemetry.sample_ratio", "must be between 0.0 and 1.0".into()));
+        }
+        if !self.telemetry.otlp_endpoint.is_empty()
+            && !self.telemetry.otlp_endpoint.starts_with("http://")
+            && !self.telemetry.otlp_endpoint.starts_with("https://")
+        {
+            return Err((
+                "telemetry.otlp_endpoint",
+                "use http://host:port or https://host:port".into(),
+            ));
+        }
+        if self.muc.occupants_max == 0 || self.muc.rooms_max == 0 {
+            return Err((
+                "muc",
+                "occupants_max and rooms_max must be greater than zero".into(),
+            ));
+        }
+        if self.archive.retention_interval_secs == 0 {
+            return Err((
+                "archive.retention_interval_secs",
+                "must be greater than zero".into(),
+            ));
+        }
+        for t in &self.api.tokens {
+            if t.sha256.len() != 64
+                || !t
+                    .sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            {
+                return Err((
+                    "api.tokens",
+                    format!("token {:?}: sha256 must be 64 lower-case hex digits", t.name),
+                ));
+            }
+        }
         if c.peers.is_empty() {
             return Ok(());
         }
@@ -516,7 +702,16 @@ impl Config {
             .collect()
     }
 
-    /// This node's version tag.
+    /// The multi-user chat service's domain.
+    pub fn muc_domain(&self) -> String {
+        if self.muc.domain.is_empty() {
+            format!("conference.{}", self.server.domain)
+        } else {
+            self.muc.domain.clone()
+        }
+    }
+
+    /// This node's tag in versions (derived from the node id).
     pub fn node_tag(&self) -> u32 {
         crate::hlc::node_tag(&self.cluster.node_id)
     }

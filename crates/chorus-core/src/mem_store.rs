@@ -12,20 +12,33 @@ struct User {
     roster_version: u64,
     roster: BTreeMap<String, RosterItem>,
     vcard: Option<String>,
+    settings: std::collections::BTreeMap<String, String>,
     blocks: BTreeSet<String>,
     offline: Vec<OfflineMessage>,
+}
+
+#[derive(Default)]
+struct Rooms {
+    configs: BTreeMap<String, String>,
+    affiliations: BTreeMap<(String, String), String>,
+    occupants: BTreeMap<(String, String), String>,
 }
 
 /// Keeps everything in a mutex-protected map; loses it all on drop.
 #[derive(Default)]
 pub struct MemStore {
     users: Mutex<BTreeMap<String, User>>,
+    rooms: Mutex<Rooms>,
 }
 
 impl MemStore {
     /// An empty store.
     pub fn new() -> MemStore {
         MemStore::default()
+    }
+
+    fn lock_rooms(&self) -> std::sync::MutexGuard<'_, Rooms> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn with<R>(&self, user: &str, f: impl FnOnce(&mut User) -> R) -> R {
@@ -149,5 +162,81 @@ impl Store for MemStore {
 
     fn offline_count(&self, user: &str) -> Result<usize, StoreError> {
         Ok(self.with(user, |u| u.offline.len()))
+    }
+
+    fn setting(&self, user: &str, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.with(user, |u| u.settings.get(name).cloned()))
+    }
+
+    fn set_setting(&self, user: &str, name: &str, value: &str) -> Result<(), StoreError> {
+        self.with(user, |u| u.settings.insert(name.to_owned(), value.to_owned()));
+        Ok(())
+    }
+
+    fn room(&self, room: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.lock_rooms().configs.get(room).cloned())
+    }
+
+    fn rooms(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self
+            .lock_rooms()
+            .configs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn set_room(&self, room: &str, config: Option<&str>) -> Result<(), StoreError> {
+        let mut r = self.lock_rooms();
+        match config {
+            Some(c) => r.configs.insert(room.to_owned(), c.to_owned()),
+            None => r.configs.remove(room),
+        };
+        Ok(())
+    }
+
+    fn room_affiliations(&self, room: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self
+            .lock_rooms()
+            .affiliations
+            .iter()
+            .filter(|((r, _), _)| r == room)
+            .map(|((_, j), a)| (j.clone(), a.clone()))
+            .collect())
+    }
+
+    fn set_room_affiliation(
+        &self,
+        room: &str,
+        jid: &str,
+        affiliation: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut r = self.lock_rooms();
+        let key = (room.to_owned(), jid.to_owned());
+        match affiliation {
+            Some(a) => r.affiliations.insert(key, a.to_owned()),
+            None => r.affiliations.remove(&key),
+        };
+        Ok(())
+    }
+
+    fn occupants(&self, room: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self
+            .lock_rooms()
+            .occupants
+            .iter()
+            .filter(|((r, _), _)| r == room)
+            .map(|((_, n), o)| (n.clone(), o.clone()))
+            .collect())
+    }
+
+    fn set_occupant(&self, room: &str, nick: &str, occupant: Option<&str>) -> Result<(), StoreError> {
+        let mut r = self.lock_rooms();
+        let key = (room.to_owned(), nick.to_owned());
+        match occupant {
+            Some(o) => r.occupants.insert(key, o.to_owned()),
+            None => r.occupants.remove(&key),
+        };
+        Ok(())
     }
 }

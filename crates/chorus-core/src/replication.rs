@@ -17,16 +17,28 @@ pub enum Table {
     Blocks,
     /// user NUL version → offline message.
     Offline,
+    /// user NUL name → a per-user setting (e.g. archiving preferences).
+    Settings,
+    /// room → room configuration (JSON).
+    Rooms,
+    /// room NUL bare JID → affiliation.
+    RoomAffiliations,
+    /// room NUL nick → occupant (JSON; soft state checked against sessions).
+    Occupants,
 }
 
 impl Table {
     /// Every table, in a fixed order.
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 9] = [
         Table::Accounts,
         Table::Rosters,
         Table::Vcards,
         Table::Blocks,
         Table::Offline,
+        Table::Settings,
+        Table::Rooms,
+        Table::RoomAffiliations,
+        Table::Occupants,
     ];
 
     /// The table's name (also its RocksDB column family).
@@ -37,6 +49,10 @@ impl Table {
             Table::Vcards => "vcards",
             Table::Blocks => "blocks",
             Table::Offline => "offline",
+            Table::Settings => "settings",
+            Table::Rooms => "rooms",
+            Table::RoomAffiliations => "room_affiliations",
+            Table::Occupants => "occupants",
         }
     }
 

@@ -86,4 +86,27 @@ pub trait Store: Send + Sync + 'static {
     fn take_offline(&self, user: &str) -> Result<Vec<OfflineMessage>, StoreError>;
     /// Counts a user's offline messages.
     fn offline_count(&self, user: &str) -> Result<usize, StoreError>;
+    /// A per-user setting (e.g. `mam-prefs`), if set.
+    fn setting(&self, user: &str, name: &str) -> Result<Option<String>, StoreError>;
+    /// Sets a per-user setting.
+    fn set_setting(&self, user: &str, name: &str, value: &str) -> Result<(), StoreError>;
+    /// A room's configuration (JSON), if the room exists.
+    fn room(&self, room: &str) -> Result<Option<String>, StoreError>;
+    /// Every room with its configuration.
+    fn rooms(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Creates, changes or (with `None`) destroys a room's configuration.
+    fn set_room(&self, room: &str, config: Option<&str>) -> Result<(), StoreError>;
+    /// A room's affiliations: (bare JID, affiliation).
+    fn room_affiliations(&self, room: &str) -> Result<Vec<(String, String)>, StoreError>;
+    /// Sets (or with `None` removes) one affiliation.
+    fn set_room_affiliation(
+        &self,
+        room: &str,
+        jid: &str,
+        affiliation: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// A room's occupant entries: (nick, occupant JSON).
+    fn occupants(&self, room: &str) -> Result<Vec<(String, String)>, StoreError>;
+    /// Sets (or with `None` removes) one occupant entry.
+    fn set_occupant(&self, room: &str, nick: &str, occupant: Option<&str>) -> Result<(), StoreError>;
 }

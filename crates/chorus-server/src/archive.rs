@@ -1,22 +1,29 @@
 //! Starts the compliance archive of a node: the archive database with its
 //! spool, the openraft node (one voter per site by default; a single node
-//! is a one-voter group), bootstrap of the group, and the spool shipper.
+//! is a one-voter group), bootstrap of the group, the spool shipper, the
+//! search indexer and, on the leader, the retention runs.
 
+use crate::compliance::Compliance;
 use anyhow::Context as _;
 use chorus_admin::StatusFn;
+use chorus_archive::search::SearchIndex;
 use chorus_archive::state_machine::ArchiveStateMachine;
+use chorus_archive::types::Command;
 use chorus_cluster::archive::RaftArchive;
 use chorus_cluster::raft_net::{ArchiveRaft, NetworkFactory, raft_id};
 use chorus_cluster::tls::ClusterTls;
 use chorus_core::archive::{Archive, NoArchive};
-use chorus_core::config::Config;
+use chorus_core::config::{ArchiveMode, Config};
 use openraft::BasicNode;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Raft heartbeat, in milliseconds (sites may be continents apart).
 const RAFT_HEARTBEAT_MS: u64 = 250;
+/// Log entries between snapshots.
+const RAFT_SNAPSHOT_EVERY: u64 = 100_000;
 /// Raft election timeout range, in milliseconds.
 const RAFT_ELECTION_MS: (u64, u64) = (1000, 2000);
 
@@ -28,8 +35,16 @@ pub struct ArchiveRuntime {
     pub raft: Option<ArchiveRaft>,
     /// `/archive/status`.
     pub status: Option<StatusFn>,
+    /// The compliance operations behind the API.
+    pub compliance: Option<Arc<Compliance>>,
+    /// The local replica (for gauges).
+    pub sm: Option<ArchiveStateMachine>,
+    net: Option<NetworkFactory>,
     stop: watch::Sender<bool>,
 }
+
+/// How often the search index picks up newly committed records.
+const INDEX_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Opens the archive and starts its Raft node and shipper.
 pub async fn start(config: &Config, tls: Option<&ClusterTls>) -> anyhow::Result<ArchiveRuntime> {
@@ -39,6 +54,9 @@ pub async fn start(config: &Config, tls: Option<&ClusterTls>) -> anyhow::Result<
             archive: Arc::new(NoArchive),
             raft: None,
             status: None,
+            compliance: None,
+            sm: None,
+            net: None,
             stop,
         });
     }
@@ -50,6 +68,12 @@ pub async fn start(config: &Config, tls: Option<&ClusterTls>) -> anyhow::Result<
         heartbeat_interval: RAFT_HEARTBEAT_MS,
         election_timeout_min: RAFT_ELECTION_MS.0,
         election_timeout_max: RAFT_ELECTION_MS.1,
+        // Snapshots serialize the whole archive (see ARCHITECTURE.md), so
+        // take them rarely; followers catch up from the log meanwhile.
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(RAFT_SNAPSHOT_EVERY),
+        // Entries carry whole spool batches: keep one AppendEntries well
+        // under the gRPC message limit when a follower catches up.
+        max_payload_entries: chorus_cluster::archive::RAFT_ENTRIES_PER_MESSAGE,
         ..Default::default()
     }
     .validate()
@@ -64,19 +88,94 @@ pub async fn start(config: &Config, tls: Option<&ClusterTls>) -> anyhow::Result<
     bootstrap(config, &raft).await?;
     tokio::spawn(chorus_cluster::archive::reconcile_members(
         raft.clone(),
+        Some(sm.clone()),
         all_nodes(config),
+        chorus_cluster::archive::RECONCILE_INTERVAL,
         stop.subscribe(),
     ));
-    let archive = Arc::new(RaftArchive::new(spool, &config.cluster.site));
-    let (a, r) = (archive.clone(), raft.clone());
-    tokio::spawn(async move { a.ship(r, net, stop_rx).await });
-    let status = status_fn(raft.clone(), sm, archive.clone());
+    let mut archive = RaftArchive::new(spool, &config.cluster.site).with_state_machine(sm.clone());
+    if config.archive.mode == ArchiveMode::Strict {
+        archive = archive.strict(Duration::from_millis(config.archive.strict_timeout_ms));
+    }
+    let archive = Arc::new(archive);
+    let (a, r, n) = (archive.clone(), raft.clone(), net.clone());
+    tokio::spawn(async move { a.ship(r, n, stop_rx).await });
+    let index = Arc::new(
+        SearchIndex::open(&config.server.data_dir.join("archive-index"))
+            .context("open the archive's search index")?,
+    );
+    tokio::spawn(run_indexer(index.clone(), sm.clone(), stop.subscribe()));
+    tokio::spawn(run_retention(
+        raft.clone(),
+        Duration::from_secs(config.archive.retention_interval_secs),
+        stop.subscribe(),
+    ));
+    let compliance = Arc::new(Compliance {
+        raft: raft.clone(),
+        net: net.clone(),
+        sm: sm.clone(),
+        index,
+        node_id: me.clone(),
+        domain: config.server.domain.clone(),
+        peers: all_nodes_by_name(config),
+    });
+    let status = status_fn(raft.clone(), sm.clone(), archive.clone());
     Ok(ArchiveRuntime {
         archive,
         raft: Some(raft),
         status: Some(status),
+        compliance: Some(compliance),
+        sm: Some(sm),
+        net: Some(net),
         stop,
     })
+}
+
+/// Keeps the search index up with the committed archive.
+async fn run_indexer(index: Arc<SearchIndex>, sm: ArchiveStateMachine, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(INDEX_INTERVAL);
+    while chorus_cluster::tick_or_stop(&mut tick, &mut stop).await {
+        let (i, s) = (index.clone(), sm.clone());
+        match tokio::task::spawn_blocking(move || i.catch_up(&s)).await {
+            Ok(Ok(n)) if n > 0 => tracing::debug!(records = n, "search index caught up"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "search indexing failed"),
+            Err(e) => tracing::error!(error = %e, "search indexer panicked"),
+        }
+    }
+}
+
+/// While this node leads, proposes a purge every `every`: every site then
+/// purges the same expired, unheld records.
+async fn run_retention(raft: ArchiveRaft, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    while chorus_cluster::tick_or_stop(&mut tick, &mut stop).await {
+        if !chorus_cluster::raft_net::leads(&raft) {
+            continue;
+        }
+        let now_ms = chorus_core::time::now_millis();
+        match raft.client_write(Command::Purge { now_ms }).await {
+            Ok(r) if r.data.purged > 0 => tracing::info!(purged = r.data.purged, "retention purged records"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention run not committed"),
+        }
+    }
+}
+
+/// Every configured node's cluster address by node id.
+fn all_nodes_by_name(config: &Config) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = config
+        .cluster
+        .peers
+        .iter()
+        .map(|p| (p.id.clone(), p.addr.clone()))
+        .collect();
+    out.insert(
+        config.cluster.node_id.clone(),
+        config.cluster.listen.map(|a| a.to_string()).unwrap_or_default(),
+    );
+    out
 }
 
 /// Every configured node (this one and its peers) with its cluster address.
@@ -137,11 +236,70 @@ fn status_fn(raft: ArchiveRaft, sm: ArchiveStateMachine, archive: Arc<RaftArchiv
 }
 
 impl ArchiveRuntime {
-    /// Stops the shipper and the Raft node (the spool keeps what is left).
+    /// Stops the shipper, hands leadership over if this node leads, and
+    /// stops the Raft node (the spool keeps what is left).
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         if let Some(r) = self.raft {
+            if let Some(net) = &self.net {
+                hand_over(&r, net).await;
+            }
             let _ = tokio::time::timeout(std::time::Duration::from_secs(3), r.shutdown()).await;
+        }
+    }
+}
+
+/// Time a leader waits for its successor when shutting down.
+const HANDOVER: Duration = Duration::from_secs(5);
+/// Pause between the leader's requests to its successor, in milliseconds.
+const HANDOVER_RETRY_MS: u64 = 300;
+
+/// If this node leads, stops heartbeating and campaigning, and asks the
+/// most up-to-date other voter to take over until it has: followers accept
+/// a new leader once the old one's lease (the election timeout) has run
+/// out, so the archive is writable again within about that time instead
+/// of waiting for this node to vanish and a random timeout after.
+async fn hand_over(raft: &ArchiveRaft, net: &NetworkFactory) {
+    let m = raft.metrics().borrow().clone();
+    if m.current_leader != Some(m.id) {
+        return;
+    }
+    let voters: Vec<u64> = m
+        .membership_config
+        .membership()
+        .voter_ids()
+        .filter(|v| *v != m.id)
+        .collect();
+    let matched = |v: &u64| {
+        m.replication
+            .as_ref()
+            .and_then(|r| r.get(v).cloned().flatten())
+            .map_or(0, |l| l.index)
+    };
+    let Some(successor) = voters.iter().max_by_key(|v| matched(v)).copied() else {
+        return;
+    };
+    tracing::info!(successor, "handing archive leadership over before shutdown");
+    raft.runtime_config().heartbeat(false);
+    raft.runtime_config().elect(false);
+    let deadline = tokio::time::Instant::now() + HANDOVER;
+    let mut rx = raft.metrics();
+    loop {
+        if let Err(e) = net.ask_to_elect(successor).await {
+            tracing::debug!(error = %e, "successor did not start an election yet");
+        }
+        let changed = tokio::time::timeout(
+            Duration::from_millis(HANDOVER_RETRY_MS),
+            rx.wait_for(|m| m.current_leader.is_some_and(|l| l != m.id)),
+        )
+        .await;
+        if matches!(changed, Ok(Ok(_))) {
+            tracing::info!(leader = ?raft.metrics().borrow().current_leader, "archive leadership handed over");
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!("archive leadership not handed over in time; the others will elect on their own");
+            return;
         }
     }
 }

@@ -32,6 +32,17 @@ pub enum CertAction {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Create, in one directory, a CA and node certificates for every
+    /// ID[=NAME,NAME...] given, keeping any that already exist (so it can
+    /// run at every start of a container deployment).
+    Bundle {
+        /// Output directory (CA and nodes).
+        #[arg(long)]
+        out: PathBuf,
+        /// Nodes: ID or ID=DNS1,DNS2 (repeatable).
+        #[arg(long = "node", required = true)]
+        nodes: Vec<String>,
+    },
 }
 
 /// Cluster commands.
@@ -55,6 +66,24 @@ pub fn cert(action: CertAction) -> anyhow::Result<()> {
         CertAction::Node { ca, id, names, out } => {
             let (c, k) = chorus_cluster::certs::create_node(&ca, &id, &names, &out)?;
             println!("created {} and {}", c.display(), k.display());
+        }
+        CertAction::Bundle { out, nodes } => {
+            if !out.join("ca.pem").exists() || !out.join("ca.key").exists() {
+                let (c, _) = chorus_cluster::certs::create_ca(&out)?;
+                println!("created {}", c.display());
+            }
+            for n in nodes {
+                let (id, names) = match n.split_once('=') {
+                    Some((id, names)) => (id.to_owned(), names.split(',').map(str::to_owned).collect()),
+                    None => (n.clone(), Vec::new()),
+                };
+                if out.join(format!("{id}.pem")).exists() {
+                    println!("{id}: exists");
+                    continue;
+                }
+                let (c, _) = chorus_cluster::certs::create_node(&out, &id, &names, &out)?;
+                println!("created {}", c.display());
+            }
         }
     }
     Ok(())

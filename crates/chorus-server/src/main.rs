@@ -1,12 +1,17 @@
 //! The `chorus` binary: a thin top that parses the command line and hands
 //! over to `serve`, `users` or `demo`.
 
+mod api;
 mod archive;
+mod archive_cli;
 mod cluster_cli;
+mod compliance;
 mod control;
 mod demo;
 mod dev;
+mod gauges;
 mod serve;
+mod telemetry;
 mod tls;
 mod users;
 
@@ -61,6 +66,26 @@ enum Command {
         #[arg(long, default_value_t = 15200)]
         base_port: u16,
     },
+    /// The compliance archive: search, conversations, holds, retention,
+    /// exports, audit trail, digest and membership (through the node's API).
+    Archive {
+        #[command(flatten)]
+        api: archive_cli::ApiArgs,
+        #[command(subcommand)]
+        action: archive_cli::ArchiveAction,
+    },
+    /// Check that this node is ready (or, with --live, alive) through its
+    /// HTTPS endpoint; exits non-zero otherwise (for container health checks).
+    Health {
+        /// Check liveness (/healthz) instead of readiness (/readyz).
+        #[arg(long)]
+        live: bool,
+    },
+    /// Create API tokens.
+    ApiToken {
+        #[command(subcommand)]
+        action: archive_cli::TokenAction,
+    },
     /// Run a single local node with demo accounts (alice, bob, carol).
     Demo {
         /// Where the demo keeps its data and configuration.
@@ -87,6 +112,13 @@ fn main() -> ExitCode {
             load_config(&cli.config).and_then(|c| cluster_cli::cluster(&c, action))
         }
         Command::Dev { data_dir, base_port } => dev::run(&data_dir, base_port),
+        Command::Archive { api, action } => {
+            // The configuration is optional here: it only supplies defaults.
+            let config = cli.config.exists().then(|| load_config(&cli.config)).transpose();
+            config.and_then(|c| archive_cli::run(c.as_ref(), api, action))
+        }
+        Command::ApiToken { action } => archive_cli::token(action),
+        Command::Health { live } => load_config(&cli.config).and_then(|c| archive_cli::health(&c, live)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -22,29 +22,16 @@ use tokio_rustls::TlsAcceptor;
 /// Time sessions get to close after the shutdown signal.
 const SHUTDOWN_DRAIN_SECS: u64 = 10;
 
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    if config.log.format == "json" {
-        b.json().init();
-    } else {
-        b.init();
-    }
-}
-
 /// Runs the node until a signal arrives.
 pub fn run(config: Config) -> anyhow::Result<()> {
-    init_logging(&config);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("start runtime")?;
-    rt.block_on(serve(config))
+    rt.block_on(async {
+        let _telemetry = crate::telemetry::init(&config)?;
+        serve(config).await
+    })
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -54,6 +41,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .install_recorder()
         .context("install metrics recorder")?;
     let store = Arc::new(RocksStore::open(&data.join("db"), config.node_tag())?);
+    // Sessions of this node's previous run ended with it: so did their
+    // room occupancy.
+    let stale = chorus_xmpp::muc::forget_node_occupants(&*store, &config.cluster.node_id);
+    if stale > 0 {
+        tracing::info!(entries = stale, "removed room occupants left by the previous run");
+    }
     let tls = crate::tls::acceptor(&config)?;
     let clustered = !config.cluster.peers.is_empty();
     let cluster = if clustered {
@@ -101,6 +94,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
     }
+    let gauges_raft = archive.raft.clone().zip(archive.sm.clone());
+    tokio::spawn(crate::gauges::run(
+        cluster.clone(),
+        gauges_raft,
+        cluster_stop_tx.subscribe(),
+    ));
     let limiter = Arc::new(ConnectionLimiter::new(
         config.limits.connections_max,
         config.limits.connections_per_ip_max,
@@ -149,6 +148,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             f
         });
         let state = HttpState {
+            api: Some(crate::api::routes(
+                archive.compliance.clone(),
+                config.api.tokens.clone(),
+            )),
             archive_status: archive.status.clone(),
             cluster_status,
             ctx: ctx.clone(),

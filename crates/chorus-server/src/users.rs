@@ -35,6 +35,12 @@ pub enum UserAction {
     },
     /// List accounts, one per line.
     List,
+    /// Create the accounts that do not exist yet (NAME=PASSWORD ...);
+    /// existing ones are left alone, so it can run at every start.
+    Seed {
+        /// NAME=PASSWORD pairs.
+        accounts: Vec<String>,
+    },
 }
 
 fn password(p: Option<String>) -> anyhow::Result<String> {
@@ -63,12 +69,59 @@ pub fn run(config: &Config, action: UserAction) -> anyhow::Result<()> {
             password: password(p)?,
         },
         UserAction::List => Request::ListUsers,
+        UserAction::Seed { accounts } => return seed(config, &accounts),
     };
     let list = matches!(req, Request::ListUsers);
+    let mut users = Vec::new();
+    run_one(config, req, &mut users)?;
+    if list {
+        for u in users {
+            println!("{u}");
+        }
+    }
+    Ok(())
+}
+
+/// Creates missing accounts, one request each (through the control socket
+/// when the node runs).
+fn seed(config: &Config, accounts: &[String]) -> anyhow::Result<()> {
+    let mut pairs = Vec::new();
+    for a in accounts {
+        let (name, pw) = a
+            .split_once('=')
+            .with_context(|| format!("{a:?}: use NAME=PASSWORD"))?;
+        anyhow::ensure!(!pw.is_empty(), "{name}: empty password");
+        pairs.push((name.to_owned(), pw.to_owned()));
+    }
+    let existing = {
+        let mut out = Vec::new();
+        run_one(config, Request::ListUsers, &mut out)?;
+        out
+    };
+    for (name, password) in pairs {
+        if existing.contains(&normalize(&name, &config.server.domain)?) {
+            println!("{name}: exists");
+            continue;
+        }
+        run_one(
+            config,
+            Request::AddUser {
+                user: name.clone(),
+                password,
+            },
+            &mut Vec::new(),
+        )?;
+        println!("{name}: created");
+    }
+    Ok(())
+}
+
+/// Runs one request against the database or the running node.
+fn run_one(config: &Config, req: Request, users: &mut Vec<String>) -> anyhow::Result<()> {
     let db = config.server.data_dir.join("db");
     std::fs::create_dir_all(&config.server.data_dir)
         .with_context(|| format!("create data directory {}", config.server.data_dir.display()))?;
-    let users = match RocksStore::open(&db, config.node_tag()) {
+    *users = match RocksStore::open(&db, config.node_tag()) {
         Ok(store) => apply(&store, &config.server.domain, req)?,
         Err(OpenError::Locked(_)) => {
             let resp = control::call(&config.server.data_dir, &req)?;
@@ -79,11 +132,6 @@ pub fn run(config: &Config, action: UserAction) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
-    if list {
-        for u in users {
-            println!("{u}");
-        }
-    }
     Ok(())
 }
 

@@ -167,6 +167,29 @@ impl RocksStore {
         Ok(self.register(t, key)?.and_then(|r| r.value))
     }
 
+    /// A live item as UTF-8 text.
+    fn live_string(&self, t: Table, key: &[u8], what: &str) -> Result<Option<String>, StoreError> {
+        match self.live(t, key)? {
+            Some(b) => String::from_utf8(b)
+                .map(Some)
+                .map_err(|_| StoreError::Corrupt(format!("{what} {}", String::from_utf8_lossy(key)))),
+            None => Ok(None),
+        }
+    }
+
+    /// Live items under a prefix as (key after the prefix, value) text.
+    fn scan_strings(&self, t: Table, p: &[u8]) -> Result<Vec<(String, String)>, StoreError> {
+        self.scan_live(t, p)?
+            .into_iter()
+            .map(|(k, v)| {
+                let key = String::from_utf8_lossy(&k[p.len()..]).into_owned();
+                String::from_utf8(v)
+                    .map(|v| (key, v))
+                    .map_err(|_| corrupt(t.name()))
+            })
+            .collect()
+    }
+
     /// Live items under a prefix (tombstones skipped).
     fn scan_live(&self, t: Table, p: &[u8]) -> Result<Vec<LiveItem>, StoreError> {
         let mut out = Vec::new();
@@ -324,7 +347,7 @@ impl Store for RocksStore {
             changes.push((Table::Vcards, user.as_bytes().to_vec(), None));
         }
         let p = prefix(user);
-        for t in [Table::Rosters, Table::Blocks, Table::Offline] {
+        for t in [Table::Rosters, Table::Blocks, Table::Offline, Table::Settings] {
             for (k, _) in self.scan_live(t, &p)? {
                 changes.push((t, k.to_vec(), None));
             }
@@ -388,6 +411,67 @@ impl Store for RocksStore {
             Table::Vcards,
             user.as_bytes().to_vec(),
             Some(xml.as_bytes().to_vec()),
+        )])?;
+        Ok(())
+    }
+
+    fn setting(&self, user: &str, name: &str) -> Result<Option<String>, StoreError> {
+        self.live_string(Table::Settings, &key2(user, name.as_bytes()), "setting")
+    }
+
+    fn set_setting(&self, user: &str, name: &str, value: &str) -> Result<(), StoreError> {
+        self.write_local(vec![(
+            Table::Settings,
+            key2(user, name.as_bytes()),
+            Some(value.as_bytes().to_vec()),
+        )])?;
+        Ok(())
+    }
+
+    fn room(&self, room: &str) -> Result<Option<String>, StoreError> {
+        self.live_string(Table::Rooms, room.as_bytes(), "room")
+    }
+
+    fn rooms(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.scan_strings(Table::Rooms, b"")
+    }
+
+    fn set_room(&self, room: &str, config: Option<&str>) -> Result<(), StoreError> {
+        self.write_local(vec![(
+            Table::Rooms,
+            room.as_bytes().to_vec(),
+            config.map(|c| c.as_bytes().to_vec()),
+        )])?;
+        Ok(())
+    }
+
+    fn room_affiliations(&self, room: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.scan_strings(Table::RoomAffiliations, &prefix(room))
+    }
+
+    fn set_room_affiliation(
+        &self,
+        room: &str,
+        jid: &str,
+        affiliation: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.write_local(vec![(
+            Table::RoomAffiliations,
+            key2(room, jid.as_bytes()),
+            affiliation.map(|a| a.as_bytes().to_vec()),
+        )])?;
+        Ok(())
+    }
+
+    fn occupants(&self, room: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.scan_strings(Table::Occupants, &prefix(room))
+    }
+
+    fn set_occupant(&self, room: &str, nick: &str, occupant: Option<&str>) -> Result<(), StoreError> {
+        self.write_local(vec![(
+            Table::Occupants,
+            key2(room, nick.as_bytes()),
+            occupant.map(|o| o.as_bytes().to_vec()),
         )])?;
         Ok(())
     }

@@ -8,6 +8,7 @@
 //! [`router::Router`] trait, which the server wires up.
 
 pub mod context;
+pub mod muc;
 pub mod ns;
 pub mod parser;
 pub mod remote;

@@ -62,3 +62,27 @@ pub const DATA: &str = "jabber:x:data";
 pub const CHORUS_CLUSTER: &str = "urn:xmpp:chorus:cluster:0";
 /// XEP-0359 unique and stable stanza ids.
 pub const SID: &str = "urn:xmpp:sid:0";
+/// XEP-0313 message archive management.
+pub const MAM: &str = "urn:xmpp:mam:2";
+/// XEP-0313 extended queries (ids, before-id, after-id).
+pub const MAM_EXTENDED: &str = "urn:xmpp:mam:2#extended";
+/// XEP-0059 result set management.
+pub const RSM: &str = "http://jabber.org/protocol/rsm";
+/// XEP-0431 full-text search in MAM.
+pub const FULLTEXT: &str = "urn:xmpp:fulltext:0";
+/// XEP-0045 multi-user chat (join).
+pub const MUC: &str = "http://jabber.org/protocol/muc";
+/// XEP-0045 occupant data.
+pub const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+/// XEP-0045 moderator and admin use cases.
+pub const MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
+/// XEP-0045 owner use cases.
+pub const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
+/// XEP-0045 room configuration form type.
+pub const MUC_ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
+/// XEP-0045 room information form type.
+pub const MUC_ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
+/// XEP-0249 direct invitations.
+pub const CONFERENCE: &str = "jabber:x:conference";
+/// XEP-0122 data forms validation.
+pub const XDATA_VALIDATE: &str = "http://jabber.org/protocol/xdata-validate";

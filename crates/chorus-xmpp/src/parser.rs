@@ -37,17 +37,30 @@ pub enum ParseError {
     /// Elements nested deeper than the limit (`<policy-violation/>`).
     #[error("elements nested deeper than {0}")]
     TooDeep(usize),
+    /// An element name or attribute value longer than [`TOKEN_BYTES_MAX`]
+    /// (`<policy-violation/>`).
+    #[error("a name or attribute value longer than {0} bytes")]
+    TokenTooLong(usize),
     /// The root element is not a stream header (`<invalid-namespace/>`).
     #[error("the root element is not <stream:stream>")]
     BadRoot,
 }
+
+/// Longest element name or attribute value accepted, in bytes (JIDs are at
+/// most 3,071). rxml reserves this much scratch space twice per stream up
+/// front, so it sets the parser's memory floor per connection; longer text
+/// content is fine (it is handed over in chunks and bounded by the stanza
+/// size limit).
+pub const TOKEN_BYTES_MAX: usize = 8 * 1024;
 
 impl ParseError {
     /// The RFC 6120 stream error condition for this error.
     pub fn condition(&self) -> &'static str {
         match self {
             ParseError::NotWellFormed(_) => "not-well-formed",
-            ParseError::TooLarge(_) | ParseError::TooDeep(_) => "policy-violation",
+            ParseError::TooLarge(_) | ParseError::TooDeep(_) | ParseError::TokenTooLong(_) => {
+                "policy-violation"
+            }
             ParseError::BadRoot => "invalid-namespace",
         }
     }
@@ -86,7 +99,7 @@ impl StreamParser {
     fn raw_parser(stanza_bytes_max: usize) -> RawParser {
         use rxml::parser::WithOptions;
         RawParser::with_options(rxml::parser::Options {
-            max_token_length: stanza_bytes_max,
+            max_token_length: TOKEN_BYTES_MAX.min(stanza_bytes_max),
             ..Default::default()
         })
     }
@@ -141,9 +154,7 @@ impl StreamParser {
                     }
                     return Ok(());
                 }
-                Err(rxml::error::EndOrError::Error(e)) => {
-                    return Err(ParseError::NotWellFormed(e.to_string()));
-                }
+                Err(rxml::error::EndOrError::Error(e)) => return Err(from_rxml(e)),
             }
         }
     }
@@ -192,6 +203,16 @@ impl StreamParser {
     }
 }
 
+/// What an rxml error means for the stream.
+fn from_rxml(e: rxml::Error) -> ParseError {
+    match e {
+        rxml::Error::RestrictedXml(why) if why.starts_with("long ") => {
+            ParseError::TokenTooLong(TOKEN_BYTES_MAX)
+        }
+        e => ParseError::NotWellFormed(e.to_string()),
+    }
+}
+
 /// Parses one complete element from a WebSocket frame (RFC 7395), where
 /// every message holds exactly one element and there is no stream root.
 pub fn parse_frame(data: &[u8], stanza_bytes_max: usize, depth_max: usize) -> Result<Element, ParseError> {
@@ -215,7 +236,7 @@ pub fn parse_frame(data: &[u8], stanza_bytes_max: usize, depth_max: usize) -> Re
             Err(rxml::error::EndOrError::NeedMoreData) => {
                 return Err(ParseError::NotWellFormed("incomplete frame".into()));
             }
-            Err(rxml::error::EndOrError::Error(e)) => return Err(ParseError::NotWellFormed(e.to_string())),
+            Err(rxml::error::EndOrError::Error(e)) => return Err(from_rxml(e)),
         }
     }
     tree.root
@@ -323,6 +344,37 @@ mod tests {
             }
         }
         assert_eq!(err, Some(ParseError::TooLarge(4096)));
+    }
+
+    #[test]
+    fn long_text_is_fine_but_a_long_attribute_is_a_policy_violation() {
+        let mut p = StreamParser::new(262_144, 8);
+        p.feed(HEADER.as_bytes()).expect("header");
+        let body = "x".repeat(100_000);
+        let ev = p
+            .feed(format!("<message><body>{body}</body></message>").as_bytes())
+            .expect("long text within the stanza limit");
+        let [StreamEvent::Element(m)] = &ev[..] else {
+            panic!("expected one element, got {ev:?}")
+        };
+        assert_eq!(
+            m.get_child("body", "jabber:client").map(|b| b.text().len()),
+            Some(100_000)
+        );
+        let id = "y".repeat(TOKEN_BYTES_MAX + 1);
+        let e = p
+            .feed(format!("<message id='{id}'/>").as_bytes())
+            .expect_err("attribute over the token limit");
+        assert_eq!(e, ParseError::TokenTooLong(TOKEN_BYTES_MAX));
+        assert_eq!(e.condition(), "policy-violation");
+    }
+
+    #[test]
+    fn a_websocket_frame_with_a_long_attribute_is_a_policy_violation() {
+        let id = "y".repeat(TOKEN_BYTES_MAX + 1);
+        let frame = format!("<message xmlns='jabber:client' id='{id}'/>");
+        let e = parse_frame(frame.as_bytes(), 262_144, 8).expect_err("too long");
+        assert_eq!(e, ParseError::TokenTooLong(TOKEN_BYTES_MAX));
     }
 
     #[test]

@@ -77,6 +77,11 @@ pub trait Router: Send + Sync + 'static {
     fn update(&self, user: &str, resource: &str, session_id: u64, f: &mut dyn FnMut(&mut ResourceInfo));
     /// All bound resources of a user.
     fn resources(&self, user: &str) -> Vec<ResourceInfo>;
+    /// Whether one resource is bound anywhere (cheaper than `resources`
+    /// where only existence matters, as for room occupants).
+    fn has_resource(&self, user: &str, resource: &str) -> bool {
+        self.resources(user).iter().any(|r| r.resource == resource)
+    }
     /// Queues something for one resource.
     fn deliver(&self, user: &str, resource: &str, item: Routed) -> Result<(), DeliverError>;
     /// Number of bound sessions.

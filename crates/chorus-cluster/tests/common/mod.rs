@@ -4,13 +4,18 @@
 
 #![allow(dead_code)]
 
+use chorus_archive::spool::Spool;
+use chorus_archive::state_machine::ArchiveStateMachine;
 use chorus_cluster::node::{Cluster, ClusterRouter};
+use chorus_cluster::raft_net::{ArchiveRaft, NetworkFactory, raft_id};
 use chorus_core::archive::NoArchive;
 use chorus_core::config::{Config, PeerConfig};
 use chorus_core::credentials::Credentials;
 use chorus_core::store::Store;
 use chorus_store::RocksStore;
 use chorus_xmpp::context::Context;
+use openraft::BasicNode;
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -206,4 +211,110 @@ pub async fn ready(nodes: &[Node]) {
         })
     })
     .await;
+}
+
+/// Every node with its cluster address, as Raft members.
+pub fn all_members(nodes: &[Node]) -> BTreeMap<u64, BasicNode> {
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            (
+                raft_id(NODES[i].0),
+                BasicNode::new(n.config.cluster.listen.expect("listen").to_string()),
+            )
+        })
+        .collect()
+}
+
+/// Runs a node's spool shipper until the node stops.
+pub fn spawn_shipper(
+    archive: &Arc<chorus_cluster::archive::RaftArchive>,
+    raft: &Option<ArchiveRaft>,
+    net: &NetworkFactory,
+    node: &Node,
+) {
+    let (a, r, n, stop) = (
+        archive.clone(),
+        raft.clone().expect("raft"),
+        net.clone(),
+        node.stop.subscribe(),
+    );
+    tokio::spawn(async move { a.ship(r, n, stop).await });
+}
+
+pub async fn shutdown(rafts: Vec<Option<ArchiveRaft>>) {
+    for r in rafts.into_iter().flatten() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), r.shutdown()).await;
+    }
+}
+
+pub async fn leader(rafts: &[Option<ArchiveRaft>]) -> usize {
+    for _ in 0..200 {
+        for (i, r) in rafts.iter().enumerate() {
+            if let Some(r) = r
+                && r.metrics().borrow().current_leader == Some(r.metrics().borrow().id)
+            {
+                return i;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no leader elected");
+}
+
+/// Starts one Raft node per cluster node (all voters) and initializes the
+/// group.
+pub async fn start_raft(
+    nodes: &[Node],
+    dir: &std::path::Path,
+    voters: &[usize],
+) -> (
+    Vec<Option<ArchiveRaft>>,
+    Vec<ArchiveStateMachine>,
+    Vec<Spool>,
+    Vec<NetworkFactory>,
+) {
+    let config = Arc::new(
+        openraft::Config {
+            heartbeat_interval: 100,
+            election_timeout_min: 400,
+            election_timeout_max: 800,
+            max_payload_entries: chorus_cluster::archive::RAFT_ENTRIES_PER_MESSAGE,
+            ..Default::default()
+        }
+        .validate()
+        .expect("raft config"),
+    );
+    let mut rafts: Vec<Option<ArchiveRaft>> = Vec::new();
+    let mut machines: Vec<ArchiveStateMachine> = Vec::new();
+    let (mut spools, mut nets) = (Vec::new(), Vec::new());
+    for (i, n) in nodes.iter().enumerate() {
+        let (log, sm, spool) =
+            chorus_archive::db::open_with_spool(&dir.join(format!("archive-{i}")), NODES[i].0, 100_000)
+                .expect("archive db");
+        spools.push(spool);
+        let tls = chorus_cluster::tls::ClusterTls::load(&n.config.cluster).expect("tls");
+        let net = NetworkFactory::new(&n.config.cluster.peers, tls);
+        nets.push(net.clone());
+        let raft = ArchiveRaft::new(raft_id(NODES[i].0), config.clone(), net, log, sm.clone())
+            .await
+            .expect("raft");
+        assert!(n.cluster.raft.set(raft.clone()).is_ok());
+        rafts.push(Some(raft));
+        machines.push(sm);
+    }
+    let voter_ids: Vec<u64> = voters.iter().map(|v| raft_id(NODES[*v].0)).collect();
+    let members: BTreeMap<u64, BasicNode> = all_members(nodes)
+        .into_iter()
+        .filter(|(id, _)| voter_ids.contains(id))
+        .collect();
+    rafts[0]
+        .as_ref()
+        .expect("raft")
+        .initialize(members)
+        .await
+        .expect("initialize");
+
+    (rafts, machines, spools, nets)
 }

@@ -35,6 +35,7 @@ impl Session {
         let to = iq.attr("to").map(str::to_owned);
         let own_bare = to.as_deref() == Some(self.bare().as_str());
         match self.target(to.as_deref()) {
+            Target::Muc { room, nick } => self.muc_iq(&iq, &typ, room, nick),
             Target::Remote => {
                 if typ == "get" || typ == "set" {
                     self.send(xml::error_reply(&iq, "cancel", "remote-server-not-found"));
@@ -94,6 +95,7 @@ impl Session {
         match payload {
             Some(p) if p.is("vCard", ns::VCARD) && typ == "get" => self.vcard_get(iq, user),
             Some(p) if p.is("ping", ns::PING) => self.send(xml::iq_result(iq)),
+            Some(p) if p.ns() == ns::MAM => self.send(xml::error_reply(iq, "auth", "forbidden")),
             Some(p) if p.is("query", ns::DISCO_INFO) => {
                 let q = xml::new("query", ns::DISCO_INFO)
                     .with_child(
@@ -120,7 +122,15 @@ impl Session {
             ("query", ns::ROSTER) => self.on_roster_iq(iq, &payload),
             ("query", ns::DISCO_INFO) if get => self.disco_info(iq, &payload),
             ("query", ns::DISCO_ITEMS) if get => {
-                self.send(xml::iq_result(iq).with_child(xml::new("query", ns::DISCO_ITEMS)))
+                let mut items = xml::new("query", ns::DISCO_ITEMS);
+                if self.ctx.config.muc.enabled && payload.attr("node").is_none() {
+                    items.append_child(
+                        xml::new("item", ns::DISCO_ITEMS)
+                            .with_attr("jid", self.ctx.config.muc_domain())
+                            .with_attr("name", "Chorus rooms"),
+                    );
+                }
+                self.send(xml::iq_result(iq).with_child(items))
             }
             ("ping", ns::PING) => self.send(xml::iq_result(iq)),
             ("query", ns::VERSION) if get => {
@@ -157,6 +167,9 @@ impl Session {
                 self.send(xml::iq_result(iq));
             }
             ("session", ns::SESSION) if !get => self.send(xml::iq_result(iq)),
+            ("query" | "prefs" | "metadata", ns::MAM) if self.ctx.archive.enabled() => {
+                self.on_mam_iq(iq, &payload, get)
+            }
             ("query", ns::REGISTER) if self.ctx.config.registration.enabled => {
                 self.register_authenticated(iq, &payload, get)
             }
@@ -177,6 +190,9 @@ impl Session {
         let mut features: Vec<&str> = SERVER_FEATURES.to_vec();
         if self.ctx.config.registration.enabled {
             features.push(ns::REGISTER);
+        }
+        if self.ctx.archive.enabled() {
+            features.extend([ns::MAM, ns::MAM_EXTENDED, ns::SID, ns::FULLTEXT]);
         }
         for f in features {
             query.append_child(xml::new("feature", ns::DISCO_INFO).with_attr("var", f));

@@ -5,7 +5,8 @@ use super::Session;
 use crate::ns;
 use crate::router::{DeliverError, Routed};
 use crate::xml::{self, ElementExt};
-use chorus_core::archive::ArchiveRecord;
+use chorus_core::archive::{ArchiveError, ArchiveRecord, RecordKind};
+use chorus_core::config::ArchiveExclusion;
 use chorus_core::store::{OfflineMessage, StoreError};
 use minidom::Element;
 
@@ -17,6 +18,13 @@ pub(super) enum Target {
     Local { user: String, resource: Option<String> },
     /// Another domain; there is no federation unless configured.
     Remote,
+    /// The multi-user chat service, a room, or an occupant.
+    Muc {
+        /// The room's localpart, if any.
+        room: Option<String>,
+        /// The occupant's nick, if any.
+        nick: Option<String>,
+    },
 }
 
 fn is_error(el: &Element) -> bool {
@@ -30,6 +38,12 @@ impl Session {
             return Target::Remote;
         };
         if j.domain().as_str() != self.ctx.domain {
+            if self.ctx.config.muc.enabled && j.domain().as_str() == self.ctx.config.muc_domain() {
+                return Target::Muc {
+                    room: j.node().map(|n| n.to_string()),
+                    nick: j.resource().map(|r| r.to_string()),
+                };
+            }
             return Target::Remote;
         }
         match j.node() {
@@ -74,9 +88,11 @@ impl Session {
 
     pub(super) fn on_message(&mut self, el: Element) {
         let to = el.attr("to").map(str::to_owned).unwrap_or_else(|| self.bare());
+        let _span = tracing::info_span!("message", %to, kind = el.attr("type").unwrap_or("normal")).entered();
         let mut el = el;
         el.put_attr("to", to.clone());
         match self.target(Some(&to)) {
+            Target::Muc { room, nick } => self.muc_message(el, room, nick),
             Target::Remote => {
                 if !is_error(&el) {
                     self.send(xml::error_reply(&el, "cancel", "remote-server-not-found"));
@@ -185,7 +201,17 @@ impl Session {
     /// returns the message to deliver, carrying its XEP-0359 stanza-id when
     /// the archive assigned one, or the error to send back.
     fn archive(&self, el: &Element, user: &str) -> Result<Element, Element> {
-        if !self.ctx.archive.enabled() || el.get_child("body", ns::CLIENT).is_none() {
+        // A client must not be able to forge the archive's ids, neither in
+        // what is delivered nor in what is archived.
+        let el = &self.without_own_stanza_ids(el);
+        let cfg = &self.ctx.config.archive;
+        let typ = el.attr("type").unwrap_or("normal");
+        let body = el.get_child("body", ns::CLIENT).map(|b| b.text());
+        if !self.ctx.archive.enabled()
+            || (body.is_none() && cfg.excludes(ArchiveExclusion::ChatStates))
+            || (typ == "headline" && cfg.excludes(ArchiveExclusion::Headlines))
+            || (typ == "error" && cfg.excludes(ArchiveExclusion::Errors))
+        {
             return Ok(el.clone());
         }
         let to_bare = format!("{user}@{}", self.ctx.domain);
@@ -194,12 +220,14 @@ impl Session {
             to: el.attr("to").unwrap_or(&to_bare).to_owned(),
             stamp_ms: chorus_core::time::now_millis(),
             xml: el.to_xml(),
+            kind: RecordKind::Message,
+            body,
+            thread: el.get_child("thread", ns::CLIENT).map(|t| t.text()),
+            room: None,
         };
         match self.ctx.archive.append(record) {
             Ok(Some(id)) => {
                 let mut out = el.clone();
-                // A client must not be able to forge the archive's id.
-                out.remove_child("stanza-id", ns::SID);
                 out.append_child(
                     xml::new("stanza-id", ns::SID)
                         .with_attr("id", id)
@@ -208,6 +236,10 @@ impl Session {
                 Ok(out)
             }
             Ok(None) => Ok(el.clone()),
+            Err(ArchiveError::NoQuorum(why)) => {
+                tracing::warn!(reason = %why, "strict archive refused a message");
+                Err(xml::error_reply(el, "wait", "service-unavailable"))
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "archive refused a message");
                 Err(xml::error_reply(el, "wait", "resource-constraint"))
@@ -215,11 +247,45 @@ impl Session {
         }
     }
 
+    /// The message without the XEP-0359 stanza-ids that claim to come from
+    /// this service (only it may set those); other entities' ids stay.
+    fn without_own_stanza_ids(&self, el: &Element) -> Element {
+        let mut out = el.clone();
+        let mut removed = Vec::new();
+        while let Some(sid) = out.remove_child("stanza-id", ns::SID) {
+            removed.push(sid);
+        }
+        let muc = self.ctx.config.muc_domain();
+        for sid in removed {
+            let by = sid.attr("by").unwrap_or_default();
+            let domain = by
+                .split('/')
+                .next()
+                .unwrap_or(by)
+                .rsplit('@')
+                .next()
+                .unwrap_or_default();
+            if domain != self.ctx.domain && domain != muc {
+                out.append_child(sid);
+            }
+        }
+        out
+    }
+
     /// Records a subscription or blocking event in the archive (compliance
     /// officers see who subscribed to or blocked whom, and when). Failure to
     /// archive an event is logged, not fatal: the event already happened.
     pub(super) fn archive_event(&self, to: &str, event: &Element) {
-        if !self.ctx.archive.enabled() {
+        let kind = if event.name() == "presence" {
+            RecordKind::Subscription
+        } else {
+            RecordKind::Blocking
+        };
+        let cfg = &self.ctx.config.archive;
+        if !self.ctx.archive.enabled()
+            || (kind == RecordKind::Subscription && cfg.excludes(ArchiveExclusion::Subscriptions))
+            || (kind == RecordKind::Blocking && cfg.excludes(ArchiveExclusion::Blocking))
+        {
             return;
         }
         let record = ArchiveRecord {
@@ -227,6 +293,8 @@ impl Session {
             to: to.to_owned(),
             stamp_ms: chorus_core::time::now_millis(),
             xml: event.to_xml(),
+            kind,
+            ..ArchiveRecord::default()
         };
         if let Err(e) = self.ctx.archive.append(record) {
             tracing::warn!(error = %e, "archive refused an event");

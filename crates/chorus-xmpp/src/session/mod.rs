@@ -7,10 +7,14 @@
 
 mod auth;
 mod iq;
+mod mam;
 mod message;
+mod muc;
 mod presence;
 mod roster;
 mod sm;
+
+pub use muc::occupants_gone;
 
 use crate::context::{Context, ParkedSession};
 use crate::ns;
@@ -89,6 +93,8 @@ pub struct Session {
     available: bool,
     priority: i8,
     directed: HashSet<String>,
+    /// Rooms this session is in: room localpart → nick.
+    rooms: HashMap<String, String>,
     carbons: bool,
     interested: bool,
     csi_inactive: bool,
@@ -126,6 +132,7 @@ impl Session {
             available: false,
             priority: 0,
             directed: HashSet::new(),
+            rooms: HashMap::new(),
             carbons: false,
             interested: false,
             csi_inactive: false,
@@ -577,6 +584,7 @@ impl Session {
                 }
             }
         }
+        self.muc_leave_all();
         let user = self.user().to_owned();
         let resource = self.resource.clone().unwrap_or_default();
         self.ctx.router.unbind(&user, &resource, self.id);
@@ -617,4 +625,8 @@ pub fn random_id() -> String {
 }
 
 #[cfg(test)]
+mod muc_tests;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_support;

@@ -10,6 +10,10 @@ use minidom::Element;
 
 impl Session {
     pub(super) fn on_presence(&mut self, el: Element) {
+        if let Some(super::message::Target::Muc { room, nick }) = el.attr("to").map(|t| self.target(Some(t)))
+        {
+            return self.muc_presence(el, room, nick);
+        }
         let typ = el.attr("type").map(str::to_owned);
         match (typ.as_deref(), el.attr("to").is_some()) {
             (None | Some("unavailable"), false) => self.on_broadcast(el, typ.is_none()),
@@ -46,6 +50,7 @@ impl Session {
         self.broadcast_presence(el);
         if !available {
             self.directed.clear();
+            self.muc_leave_all();
             return;
         }
         if initial {
@@ -257,7 +262,7 @@ impl Session {
             super::message::Target::Remote => {
                 return self.send(xml::error_reply(&el, "cancel", "remote-server-not-found"));
             }
-            super::message::Target::Server => return,
+            super::message::Target::Server | super::message::Target::Muc { .. } => return,
         };
         if self.blocks(self.user(), &bare_to) {
             return self.blocked_by_sender_error(&el);

@@ -1,90 +1,7 @@
 //! Unit tests of the session state machine with in-memory seams.
 
+use super::tests_support::*;
 use super::*;
-use crate::router::LocalRouter;
-use base64::Engine;
-use chorus_core::archive::MemArchive;
-use chorus_core::config::Config;
-use chorus_core::credentials::Credentials;
-use chorus_core::mem_store::MemStore;
-use chorus_core::store::Store;
-
-const DOMAIN: &str = "chorus.test";
-
-fn context(tweak: impl FnOnce(&mut Config)) -> (Arc<Context>, Arc<MemArchive>) {
-    let mut config = Config::default();
-    config.server.domain = DOMAIN.into();
-    config.limits.auth_failures_per_account_max = 3;
-    tweak(&mut config);
-    let store = Arc::new(MemStore::new());
-    for (u, p) in [("alice", "apw"), ("bob", "bpw")] {
-        store
-            .create_account(u, &Credentials::from_password_with(p, 64).expect("valid"))
-            .expect("create");
-    }
-    let archive = Arc::new(MemArchive::default());
-    let ctx = Context::new(config, store, Arc::new(LocalRouter::new()), archive.clone());
-    (Arc::new(ctx), archive)
-}
-
-fn header() -> HashMap<String, String> {
-    [("to", DOMAIN), ("version", "1.0")]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn parse(s: &str) -> Element {
-    crate::parser::parse_frame(s.as_bytes(), 1 << 20, 32).expect("valid test XML")
-}
-
-fn elements(out: Vec<Output>) -> Vec<Element> {
-    out.into_iter()
-        .filter_map(|o| match o {
-            Output::Element(e) => Some(e),
-            _ => None,
-        })
-        .collect()
-}
-
-fn plain_auth(user: &str, pass: &str) -> Element {
-    let b = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pass}"));
-    parse(&format!(
-        "<auth xmlns='{}' mechanism='PLAIN'>{b}</auth>",
-        ns::SASL
-    ))
-}
-
-/// Logs in over an already-secure transport and binds `resource`.
-fn login(ctx: &Arc<Context>, user: &str, pass: &str, resource: &str) -> (Session, mpsc::Receiver<Routed>) {
-    let mut s = Session::new(
-        ctx.clone(),
-        Transport::DirectTls,
-        "127.0.0.1".parse().expect("ip"),
-    );
-    s.on_header(&header());
-    s.on_element(plain_auth(user, pass));
-    assert!(s.take_restart(), "SASL success restarts the stream");
-    s.on_header(&header());
-    s.on_element(parse(&format!(
-        "<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='{}'><resource>{resource}</resource></bind></iq>",
-        ns::BIND
-    )));
-    let out = elements(s.take_outputs());
-    let bound = out
-        .iter()
-        .any(|e| e.is("iq", ns::CLIENT) && e.attr("type") == Some("result"));
-    assert!(bound, "bind failed: {out:?}");
-    let rx = s.take_rx().expect("queue after bind");
-    (s, rx)
-}
-
-fn drain(s: &mut Session, rx: &mut mpsc::Receiver<Routed>) -> Vec<Element> {
-    while let Ok(r) = rx.try_recv() {
-        s.on_routed(r);
-    }
-    elements(s.take_outputs())
-}
 
 #[test]
 fn plain_tcp_offers_only_starttls_and_refuses_auth() {
@@ -425,4 +342,155 @@ fn subscription_and_blocking_events_are_archived() {
     assert_eq!(records.len(), 2, "{records:?}");
     assert!(records[0].xml.contains("subscribe") && records[0].to == "bob@chorus.test");
     assert!(records[1].xml.contains("eve@chorus.test") && records[1].from == "alice@chorus.test/pc");
+}
+
+/// Sends a MAM query (form fields and RSM set as XML) and returns the
+/// result messages' ids and the final iq.
+fn mam(s: &mut Session, rx: &mut mpsc::Receiver<Routed>, fields: &str, rsm: &str) -> (Vec<String>, Element) {
+    s.on_element(parse(&format!(
+        "<iq xmlns='jabber:client' type='set' id='q'><query xmlns='{}' queryid='f'>\
+         <x xmlns='jabber:x:data' type='submit'>\
+         <field var='FORM_TYPE' type='hidden'><value>{}</value></field>{fields}</x>\
+         <set xmlns='{}'>{rsm}</set></query></iq>",
+        ns::MAM,
+        ns::MAM,
+        ns::RSM
+    )));
+    let out = drain(s, rx);
+    let ids = out
+        .iter()
+        .filter_map(|m| m.get_child("result", ns::MAM))
+        .map(|r| {
+            assert_eq!(r.attr("queryid"), Some("f"));
+            let fwd = r.get_child("forwarded", ns::FORWARD).expect("forwarded");
+            assert!(
+                fwd.get_child("delay", ns::DELAY).is_some(),
+                "result carries its time"
+            );
+            assert!(
+                fwd.get_child("message", ns::CLIENT).is_some(),
+                "result carries the message"
+            );
+            r.attr("id").unwrap_or_default().to_owned()
+        })
+        .collect();
+    let fin = out
+        .into_iter()
+        .find(|e| e.is("iq", ns::CLIENT))
+        .expect("an iq answers the query");
+    (ids, fin)
+}
+
+#[test]
+fn mam_pages_filters_and_refuses_bad_queries() {
+    let (ctx, _archive) = context(|_| {});
+    let (mut a, mut arx) = login(&ctx, "alice", "apw", "pc");
+    for i in 0..5 {
+        a.on_element(parse(&format!(
+            "<message xmlns='jabber:client' to='bob@chorus.test' type='chat'><body>note {i}</body></message>"
+        )));
+    }
+    // A chat state has no body: not archived by default.
+    a.on_element(parse(
+        "<message xmlns='jabber:client' to='bob@chorus.test' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>",
+    ));
+    drain(&mut a, &mut arx);
+    let (ids, fin) = mam(&mut a, &mut arx, "", "<max>2</max>");
+    assert_eq!(ids, ["mem-1", "mem-2"]);
+    let f = fin.get_child("fin", ns::MAM).expect("fin");
+    assert_eq!(f.attr("complete"), None);
+    let set = f.get_child("set", ns::RSM).expect("rsm");
+    assert_eq!(
+        set.get_child("last", ns::RSM).map(|l| l.text()),
+        Some("mem-2".into())
+    );
+    let (ids, fin) = mam(&mut a, &mut arx, "", "<max>2</max><before/>");
+    assert_eq!(ids, ["mem-4", "mem-5"]);
+    assert_eq!(
+        fin.get_child("fin", ns::MAM).and_then(|f| f.attr("complete")),
+        None
+    );
+    let (ids, fin) = mam(&mut a, &mut arx, "", "<max>10</max><after>mem-3</after>");
+    assert_eq!(ids, ["mem-4", "mem-5"]);
+    assert_eq!(
+        fin.get_child("fin", ns::MAM).and_then(|f| f.attr("complete")),
+        Some("true")
+    );
+    let (ids, _) = mam(
+        &mut a,
+        &mut arx,
+        "<field var='{urn:xmpp:fulltext:0}fulltext'><value>NOTE 3</value></field>",
+        "",
+    );
+    assert_eq!(ids, ["mem-4"]);
+    let (ids, _) = mam(
+        &mut a,
+        &mut arx,
+        "<field var='with'><value>carol@chorus.test</value></field>",
+        "",
+    );
+    assert!(ids.is_empty());
+    let (_, fin) = mam(
+        &mut a,
+        &mut arx,
+        "<field var='start'><value>yesterday</value></field>",
+        "",
+    );
+    assert_eq!(fin.attr("type"), Some("error"));
+    let (_, fin) = mam(
+        &mut a,
+        &mut arx,
+        "<field var='color'><value>red</value></field>",
+        "",
+    );
+    assert!(
+        fin.get_child("error", ns::CLIENT)
+            .is_some_and(|e| e.has_child("feature-not-implemented", ns::STANZAS))
+    );
+    // Bob's archive is his own.
+    a.on_element(parse(&format!(
+        "<iq xmlns='jabber:client' type='set' id='x' to='bob@chorus.test'><query xmlns='{}'/></iq>",
+        ns::MAM
+    )));
+    let out = drain(&mut a, &mut arx);
+    assert!(
+        out[0]
+            .get_child("error", ns::CLIENT)
+            .is_some_and(|e| e.has_child("forbidden", ns::STANZAS)),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn mam_preferences_hide_conversations_and_exclusions_apply() {
+    let (ctx, archive) = context(|c| c.archive.exclude.clear());
+    let (mut a, mut arx) = login(&ctx, "alice", "apw", "pc");
+    a.on_element(parse(
+        "<message xmlns='jabber:client' to='bob@chorus.test' type='chat'><body>hi</body></message>",
+    ));
+    // With no exclusions, a chat state is archived too.
+    a.on_element(parse(
+        "<message xmlns='jabber:client' to='bob@chorus.test' type='chat'><active xmlns='http://jabber.org/protocol/chatstates'/></message>",
+    ));
+    assert_eq!(archive.records().len(), 2);
+    a.on_element(parse(&format!(
+        "<iq xmlns='jabber:client' type='set' id='p'><prefs xmlns='{}' default='always'><always/><never><jid>bob@chorus.test</jid></never></prefs></iq>",
+        ns::MAM
+    )));
+    let out = drain(&mut a, &mut arx);
+    assert_eq!(out[0].attr("type"), Some("result"), "{out:?}");
+    let (ids, _) = mam(&mut a, &mut arx, "", "");
+    assert!(ids.is_empty(), "bob is on the never list: {ids:?}");
+    a.on_element(parse(&format!(
+        "<iq xmlns='jabber:client' type='get' id='g'><prefs xmlns='{}'/></iq>",
+        ns::MAM
+    )));
+    let out = drain(&mut a, &mut arx);
+    let prefs = out[0].get_child("prefs", ns::MAM).expect("prefs");
+    assert_eq!(
+        prefs
+            .get_child("never", ns::MAM)
+            .map(|n| n.children().map(|j| j.text()).collect::<Vec<_>>()),
+        Some(vec!["bob@chorus.test".to_string()])
+    );
 }

@@ -1,0 +1,411 @@
+//! The token-protected HTTP API under `/api/v1/`, served by the node's
+//! HTTP listener next to the probes. Bearer tokens come from `[api]`
+//! (stored as SHA-256 digests); the `compliance` role searches, views
+//! conversations, manages holds, exports and reads the audit trail; the
+//! `admin` role manages membership and the retention policy. Both read the
+//! digest and the retention policy.
+
+use crate::compliance::{Caller, Compliance, ComplianceError, ExportFormat, ExportSource, HoldRequest};
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use chorus_archive::search::SearchQuery;
+use chorus_archive::types::Retention;
+use chorus_core::archive::MamQuery;
+use chorus_core::config::{ApiRole, ApiToken};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+/// Largest request body the API accepts, in bytes.
+const BODY_BYTES_MAX: usize = 1024 * 1024;
+
+#[derive(Clone)]
+struct ApiState {
+    compliance: Option<Arc<Compliance>>,
+    tokens: Arc<Vec<ApiToken>>,
+}
+
+/// The API's routes.
+pub fn routes(compliance: Option<Arc<Compliance>>, tokens: Vec<ApiToken>) -> Router {
+    let state = ApiState {
+        compliance,
+        tokens: Arc::new(tokens),
+    };
+    Router::new()
+        .route("/api/v1/archive/search", get(search))
+        .route("/api/v1/archive/conversation", get(conversation))
+        .route("/api/v1/archive/holds", get(holds).post(place_hold))
+        .route("/api/v1/archive/holds/{id}/release", post(release_hold))
+        .route("/api/v1/archive/retention", get(retention).put(set_retention))
+        .route("/api/v1/archive/retention/run", post(run_retention))
+        .route("/api/v1/archive/export", get(export))
+        .route("/api/v1/archive/audit", get(audit))
+        .route("/api/v1/archive/digest", get(digest))
+        .route("/api/v1/archive/members", get(members))
+        .route(
+            "/api/v1/archive/members/{id}",
+            post(add_member).delete(remove_member),
+        )
+        .route("/api/v1/whoami", get(whoami))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .with_state(state)
+        .route(
+            "/api/v1/{*rest}",
+            delete(not_found).get(not_found).post(not_found),
+        )
+}
+
+/// An API error as JSON.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<ComplianceError> for ApiError {
+    fn from(e: ComplianceError) -> Self {
+        let status = match &e {
+            ComplianceError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ComplianceError::NotFound(_) => StatusCode::NOT_FOUND,
+            ComplianceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Query parameters, parsed only after the caller is authorized so that a
+/// stranger learns nothing from parameter errors.
+type Params<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+fn params<T>(p: Params<T>) -> Result<T, ApiError> {
+    p.map(|Query(v)| v)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))
+}
+
+async fn not_found() -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "no such API endpoint".into())
+}
+
+/// Checks the bearer token against `roles`; returns the caller and the
+/// archive's compliance side.
+fn authorize(
+    s: &ApiState,
+    headers: &HeaderMap,
+    roles: &[ApiRole],
+) -> Result<(Caller, Arc<Compliance>), ApiError> {
+    use sha2::{Digest, Sha256};
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing bearer token".into()))?;
+    let digest: String = Sha256::digest(token.trim().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let t = s
+        .tokens
+        .iter()
+        .find(|t| t.sha256 == digest)
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unknown token".into()))?;
+    if !roles.contains(&t.role) {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!("the {:?} role may not do this", t.role).to_lowercase(),
+        ));
+    }
+    let c = s
+        .compliance
+        .clone()
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "archiving is off on this node".into()))?;
+    Ok((
+        Caller {
+            name: t.name.clone(),
+            role: t.role,
+        },
+        c,
+    ))
+}
+
+const COMPLIANCE: &[ApiRole] = &[ApiRole::Compliance];
+const ADMIN: &[ApiRole] = &[ApiRole::Admin];
+const ANYONE: &[ApiRole] = &[ApiRole::Admin, ApiRole::Compliance];
+
+fn ok(v: serde_json::Value) -> ApiResult {
+    Ok(axum::Json(v).into_response())
+}
+
+fn time(v: &Option<String>, what: &str) -> Result<Option<u64>, ApiError> {
+    match v.as_deref().filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => s
+            .parse::<u64>()
+            .ok()
+            .or_else(|| chorus_core::time::parse_xep0082(s))
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("{what}: use RFC 3339 (2026-11-22T09:00:00Z) or milliseconds"),
+                )
+            }),
+    }
+}
+
+fn list(v: &Option<String>) -> Vec<String> {
+    v.as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Search parameters, shared by search and export.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SearchParams {
+    participants: Option<String>,
+    room: Option<String>,
+    q: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+    offset: Option<usize>,
+    limit: Option<usize>,
+    format: Option<String>,
+    hold: Option<String>,
+}
+
+impl SearchParams {
+    fn query(&self) -> Result<SearchQuery, ApiError> {
+        Ok(SearchQuery {
+            participants: list(&self.participants),
+            room: self.room.clone().filter(|r| !r.is_empty()),
+            words: self.q.clone().filter(|q| !q.trim().is_empty()),
+            start_ms: time(&self.start, "start")?,
+            end_ms: time(&self.end, "end")?,
+            offset: self.offset.unwrap_or(0),
+            limit: self.limit.unwrap_or(50),
+        })
+    }
+}
+
+fn records_json(records: &[chorus_archive::types::Record]) -> Vec<serde_json::Value> {
+    records
+        .iter()
+        .map(|r| serde_json::from_str(&chorus_archive::export::jsonl_line(r)).unwrap_or_default())
+        .collect()
+}
+
+async fn search(State(s): State<ApiState>, headers: HeaderMap, p: Params<SearchParams>) -> ApiResult {
+    let (who, c) = authorize(&s, &headers, COMPLIANCE)?;
+    let p = params(p)?;
+    let page = c.search(&who, p.query()?).await?;
+    ok(json!({ "total": page.total, "records": records_json(&page.records) }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConversationParams {
+    user: Option<String>,
+    with: Option<String>,
+    room: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn conversation(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    p: Params<ConversationParams>,
+) -> ApiResult {
+    let (who, c) = authorize(&s, &headers, COMPLIANCE)?;
+    let p = params(p)?;
+    let (owner, with) = match (&p.room, &p.user, &p.with) {
+        (Some(room), None, None) => (room.clone(), None),
+        (None, Some(u), Some(w)) => (u.clone(), Some(w.clone())),
+        _ => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "give user and with, or room".into(),
+            ));
+        }
+    };
+    let q = MamQuery {
+        owner,
+        with,
+        start_ms: time(&p.start, "start")?,
+        end_ms: time(&p.end, "end")?,
+        after: p.after.clone(),
+        max: p.limit.unwrap_or(100).clamp(1, 1000),
+        ..MamQuery::default()
+    };
+    let (records, complete) = c.conversation(&who, q).await?;
+    ok(json!({ "records": records_json(&records), "complete": complete }))
+}
+
+async fn holds(State(s): State<ApiState>, headers: HeaderMap) -> ApiResult {
+    let (_, c) = authorize(&s, &headers, COMPLIANCE)?;
+    ok(json!({ "holds": c.holds()? }))
+}
+
+async fn place_hold(State(s): State<ApiState>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult {
+    let (who, c) = authorize(&s, &headers, COMPLIANCE)?;
+    let req: HoldRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad hold: {e}")))?;
+    let hold = c.place_hold(&who, req).await?;
+    Ok((StatusCode::CREATED, axum::Json(json!({ "hold": hold }))).into_response())
+}
+
+async fn release_hold(State(s): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let (who, c) = authorize(&s, &headers, COMPLIANCE)?;
+    c.release_hold(&who, &id).await?;
+    ok(json!({ "released": id }))
+}
+
+async fn retention(State(s): State<ApiState>, headers: HeaderMap) -> ApiResult {
+    let (_, c) = authorize(&s, &headers, ANYONE)?;
+    ok(json!({ "retention": c.retention()? }))
+}
+
+async fn set_retention(State(s): State<ApiState>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult {
+    let (who, c) = authorize(&s, &headers, ADMIN)?;
+    let r: Retention = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad retention policy: {e}")))?;
+    c.set_retention(&who, r.clone()).await?;
+    ok(json!({ "retention": r }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunParams {
+    /// Judge expiry as of this time (default: now).
+    at: Option<String>,
+}
+
+async fn run_retention(State(s): State<ApiState>, headers: HeaderMap, p: Params<RunParams>) -> ApiResult {
+    let (who, c) = authorize(&s, &headers, ADMIN)?;
+    let p = params(p)?;
+    let now = time(&p.at, "at")?.unwrap_or_else(chorus_core::time::now_millis);
+    let purged = c.purge(&who, now).await?;
+    ok(json!({ "purged": purged }))
+}
+
+async fn export(State(s): State<ApiState>, headers: HeaderMap, p: Params<SearchParams>) -> ApiResult {
+    let (who, c) = authorize(&s, &headers, COMPLIANCE)?;
+    let p = params(p)?;
+    let format = match p.format.as_deref().unwrap_or("jsonl") {
+        "jsonl" => ExportFormat::Jsonl,
+        "eml" => ExportFormat::Eml,
+        other => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("unknown format {other:?}: use jsonl or eml"),
+            ));
+        }
+    };
+    let source = match &p.hold {
+        Some(h) => ExportSource::Hold(h.clone()),
+        None => ExportSource::Search(SearchQuery {
+            offset: 0,
+            limit: chorus_archive::search::SEARCH_LIMIT_MAX,
+            ..p.query()?
+        }),
+    };
+    let (ctype, name, bytes) = c.export(&who, source, format).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, ctype.to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    from: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn audit(State(s): State<ApiState>, headers: HeaderMap, p: Params<AuditParams>) -> ApiResult {
+    let (_, c) = authorize(&s, &headers, COMPLIANCE)?;
+    let p = params(p)?;
+    let entries: Vec<serde_json::Value> = c
+        .audit_trail(p.from.unwrap_or(0), p.limit.unwrap_or(100))?
+        .into_iter()
+        .map(|(seq, e)| {
+            json!({
+                "seq": seq, "time": chorus_core::time::xep0082(e.at_ms), "actor": e.actor,
+                "role": e.role, "action": e.action, "node": e.node,
+                "detail": serde_json::from_str::<serde_json::Value>(&e.detail).unwrap_or_default(),
+            })
+        })
+        .collect();
+    ok(json!({ "entries": entries }))
+}
+
+async fn digest(State(s): State<ApiState>, headers: HeaderMap) -> ApiResult {
+    let (_, c) = authorize(&s, &headers, ANYONE)?;
+    ok(c.digest()?)
+}
+
+async fn members(State(s): State<ApiState>, headers: HeaderMap) -> ApiResult {
+    let (_, c) = authorize(&s, &headers, ADMIN)?;
+    ok(c.members())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddParams {
+    /// `voter` (default) or `learner`.
+    role: Option<String>,
+}
+
+async fn add_member(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    p: Params<AddParams>,
+) -> ApiResult {
+    let (who, c) = authorize(&s, &headers, ADMIN)?;
+    let p = params(p)?;
+    let voter = match p.role.as_deref().unwrap_or("voter") {
+        "voter" => true,
+        "learner" => false,
+        other => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("unknown role {other:?}: use voter or learner"),
+            ));
+        }
+    };
+    let msg = c.change_member(&who, &id, Some(voter)).await?;
+    ok(json!({ "result": msg, "members": c.members() }))
+}
+
+async fn remove_member(State(s): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let (who, c) = authorize(&s, &headers, ADMIN)?;
+    let msg = c.change_member(&who, &id, None).await?;
+    ok(json!({ "result": msg, "members": c.members() }))
+}
+
+async fn whoami(State(s): State<ApiState>, headers: HeaderMap) -> ApiResult {
+    let (who, _) = authorize(&s, &headers, ANYONE)?;
+    ok(json!({ "name": who.name, "role": format!("{:?}", who.role).to_lowercase() }))
+}

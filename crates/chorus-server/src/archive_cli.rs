@@ -1,0 +1,613 @@
+//! `chorus archive ...`: the compliance API from the command line, and
+//! `chorus api-token new`. The CLI is an HTTPS client of a node's API, so
+//! it authenticates with a token and every action lands in the audit trail
+//! exactly as it would through the API. On a node, `--config` supplies the
+//! URL and the certificate to trust; elsewhere give `--url` and `--ca`.
+
+use anyhow::{Context as _, bail};
+use chorus_core::config::Config;
+use clap::{Args, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Where the API is and who calls it.
+#[derive(Args, Clone)]
+pub struct ApiArgs {
+    /// The node's HTTP base URL (default: from the configuration's http.listen).
+    #[arg(long, env = "CHORUS_API_URL")]
+    url: Option<String>,
+    /// The API token.
+    #[arg(long, env = "CHORUS_API_TOKEN", hide_env_values = true)]
+    token: String,
+    /// PEM certificate(s) to trust (default: the node's own certificate).
+    #[arg(long, env = "CHORUS_API_CA")]
+    ca: Option<PathBuf>,
+}
+
+/// Filters shared by search and export.
+#[derive(Args, Clone, Default)]
+pub struct SearchArgs {
+    /// Bare JIDs that all took part (comma-separated).
+    #[arg(long)]
+    participants: Option<String>,
+    /// The room's bare JID.
+    #[arg(long)]
+    room: Option<String>,
+    /// Words to find (all must occur).
+    #[arg(long, short)]
+    query: Option<String>,
+    /// From (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+    #[arg(long)]
+    start: Option<String>,
+    /// Until (RFC 3339).
+    #[arg(long)]
+    end: Option<String>,
+}
+
+/// `chorus archive` actions.
+#[derive(Subcommand)]
+pub enum ArchiveAction {
+    /// Full-text search with paging.
+    Search {
+        #[command(flatten)]
+        filter: SearchArgs,
+        /// Results to skip.
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        /// Results per page.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// A conversation between two users, or in a room.
+    Conversation {
+        /// One participant.
+        #[arg(long)]
+        user: Option<String>,
+        /// The other participant.
+        #[arg(long)]
+        with: Option<String>,
+        /// Or a room.
+        #[arg(long)]
+        room: Option<String>,
+        /// From (RFC 3339).
+        #[arg(long)]
+        start: Option<String>,
+        /// Until (RFC 3339).
+        #[arg(long)]
+        end: Option<String>,
+        /// Continue after this archive id.
+        #[arg(long)]
+        after: Option<String>,
+        /// Records per page.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Legal holds.
+    Hold {
+        #[command(subcommand)]
+        action: HoldAction,
+    },
+    /// Show the retention policy, or replace it.
+    Retention {
+        /// Default retention in days (omit to keep forever).
+        #[arg(long)]
+        default_days: Option<u32>,
+        /// Per-user retention: JID=DAYS (repeatable).
+        #[arg(long = "user")]
+        users: Vec<String>,
+        /// Per-room retention: JID=DAYS (repeatable).
+        #[arg(long = "room")]
+        rooms: Vec<String>,
+        /// Replace the policy with the one given (otherwise only show it).
+        #[arg(long)]
+        set: bool,
+    },
+    /// Run retention now (admin).
+    Purge,
+    /// Export a search or a hold as JSON Lines or .eml files (a tar).
+    Export {
+        #[command(flatten)]
+        filter: SearchArgs,
+        /// Export what this hold covers instead of a search.
+        #[arg(long)]
+        hold: Option<String>,
+        /// jsonl or eml.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// Write here (default: the name the server suggests).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// The audit trail.
+    Audit {
+        /// From this sequence number.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Entries to show.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// This node's record count and digest.
+    Digest,
+    /// The archive group's members (admin).
+    Members {
+        #[command(subcommand)]
+        action: Option<MemberAction>,
+    },
+}
+
+/// `chorus archive hold` actions.
+#[derive(Subcommand)]
+pub enum HoldAction {
+    /// List holds.
+    List,
+    /// Place a hold.
+    Create {
+        /// Why (case reference).
+        #[arg(long)]
+        reason: String,
+        /// Users covered (repeatable).
+        #[arg(long = "user")]
+        users: Vec<String>,
+        /// Rooms covered (repeatable).
+        #[arg(long = "room")]
+        rooms: Vec<String>,
+        /// From (RFC 3339).
+        #[arg(long)]
+        start: Option<String>,
+        /// Until (RFC 3339).
+        #[arg(long)]
+        end: Option<String>,
+        /// The hold's id (generated if absent).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Release a hold.
+    Release {
+        /// The hold's id.
+        id: String,
+    },
+}
+
+/// `chorus archive members` actions.
+#[derive(Subcommand)]
+pub enum MemberAction {
+    /// Add a configured node.
+    Add {
+        /// Its node id.
+        id: String,
+        /// Add it as a learner rather than a voter.
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove a node.
+    Remove {
+        /// Its node id.
+        id: String,
+    },
+}
+
+/// `chorus api-token` actions.
+#[derive(Subcommand)]
+pub enum TokenAction {
+    /// Generate a token and print it with its `[[api.tokens]]` entry.
+    New {
+        /// Who holds it.
+        #[arg(long)]
+        name: String,
+        /// admin or compliance.
+        #[arg(long)]
+        role: String,
+    },
+}
+
+/// Runs `chorus health`: asks the node's `/readyz` (or `/healthz` with
+/// `live`) over its own HTTPS listener; fails unless it answers 200. For
+/// container health checks, where no curl exists.
+pub fn health(config: &Config, live: bool) -> anyhow::Result<()> {
+    let api = ApiArgs {
+        url: None,
+        token: String::new(),
+        ca: None,
+    };
+    let client = Client::new(Some(config), api)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let path = if live { "/healthz" } else { "/readyz" };
+    let (body, _) = rt.block_on(async {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            client.fetch("GET", path, vec![], None),
+        )
+        .await
+        .context("the node did not answer within 5 s")?
+    })?;
+    println!("{}", String::from_utf8_lossy(&body).trim());
+    Ok(())
+}
+
+/// Runs `chorus api-token`.
+pub fn token(action: TokenAction) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    use sha2::{Digest, Sha256};
+    let TokenAction::New { name, role } = action;
+    if !matches!(role.as_str(), "admin" | "compliance") {
+        bail!("role must be admin or compliance");
+    }
+    let secret: [u8; 32] = rand::random();
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    let digest: String = Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    println!("token: {token}");
+    println!();
+    println!("[[api.tokens]]\nname = {name:?}\nrole = {role:?}\nsha256 = \"{digest}\"");
+    Ok(())
+}
+
+fn search_params(f: &SearchArgs) -> Vec<(&'static str, String)> {
+    let mut p = Vec::new();
+    for (k, v) in [
+        ("participants", &f.participants),
+        ("room", &f.room),
+        ("q", &f.query),
+        ("start", &f.start),
+        ("end", &f.end),
+    ] {
+        if let Some(v) = v {
+            p.push((k, v.clone()));
+        }
+    }
+    p
+}
+
+fn days_map(items: &[String]) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let mut m = serde_json::Map::new();
+    for i in items {
+        let (jid, days) = i
+            .split_once('=')
+            .with_context(|| format!("{i:?}: use JID=DAYS"))?;
+        let days: u32 = days
+            .parse()
+            .with_context(|| format!("{i:?}: DAYS must be a number"))?;
+        m.insert(jid.to_owned(), days.into());
+    }
+    Ok(m)
+}
+
+/// Runs `chorus archive`.
+pub fn run(config: Option<&Config>, api: ApiArgs, action: ArchiveAction) -> anyhow::Result<()> {
+    let client = Client::new(config, api)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let get =
+            |path: &'static str, params: Vec<(&'static str, String)>| client.call("GET", path, params, None);
+        let out = match action {
+            ArchiveAction::Search {
+                filter,
+                offset,
+                limit,
+            } => {
+                let mut p = search_params(&filter);
+                p.push(("offset", offset.to_string()));
+                p.push(("limit", limit.to_string()));
+                get("/api/v1/archive/search", p).await?
+            }
+            ArchiveAction::Conversation {
+                user,
+                with,
+                room,
+                start,
+                end,
+                after,
+                limit,
+            } => {
+                let mut p: Vec<(&str, String)> = Vec::new();
+                for (k, v) in [
+                    ("user", user),
+                    ("with", with),
+                    ("room", room),
+                    ("start", start),
+                    ("end", end),
+                    ("after", after),
+                ] {
+                    if let Some(v) = v {
+                        p.push((k, v));
+                    }
+                }
+                p.push(("limit", limit.to_string()));
+                get("/api/v1/archive/conversation", p).await?
+            }
+            ArchiveAction::Hold {
+                action: HoldAction::List,
+            } => get("/api/v1/archive/holds", vec![]).await?,
+            ArchiveAction::Hold {
+                action:
+                    HoldAction::Create {
+                        reason,
+                        users,
+                        rooms,
+                        start,
+                        end,
+                        id,
+                    },
+            } => {
+                let ms = |v: &Option<String>| -> anyhow::Result<Option<u64>> {
+                    v.as_deref()
+                        .map(|s| {
+                            chorus_core::time::parse_xep0082(s)
+                                .with_context(|| format!("{s:?} is not RFC 3339"))
+                        })
+                        .transpose()
+                };
+                let body = serde_json::json!({
+                    "id": id, "reason": reason, "users": users, "rooms": rooms,
+                    "start_ms": ms(&start)?, "end_ms": ms(&end)?,
+                });
+                client
+                    .call("POST", "/api/v1/archive/holds", vec![], Some(body.to_string()))
+                    .await?
+            }
+            ArchiveAction::Hold {
+                action: HoldAction::Release { id },
+            } => {
+                client
+                    .call(
+                        "POST",
+                        &format!("/api/v1/archive/holds/{}/release", encode(&id)),
+                        vec![],
+                        None,
+                    )
+                    .await?
+            }
+            ArchiveAction::Retention {
+                default_days,
+                users,
+                rooms,
+                set,
+            } => {
+                if set {
+                    let body = serde_json::json!({
+                        "default_days": default_days, "users": days_map(&users)?, "rooms": days_map(&rooms)?,
+                    });
+                    client
+                        .call("PUT", "/api/v1/archive/retention", vec![], Some(body.to_string()))
+                        .await?
+                } else {
+                    get("/api/v1/archive/retention", vec![]).await?
+                }
+            }
+            ArchiveAction::Purge => {
+                client
+                    .call("POST", "/api/v1/archive/retention/run", vec![], None)
+                    .await?
+            }
+            ArchiveAction::Export {
+                filter,
+                hold,
+                format,
+                out,
+            } => {
+                let mut p = search_params(&filter);
+                if let Some(h) = hold {
+                    p.push(("hold", h));
+                }
+                p.push(("format", format));
+                let (bytes, name) = client.fetch("GET", "/api/v1/archive/export", p, None).await?;
+                let path =
+                    out.unwrap_or_else(|| PathBuf::from(name.unwrap_or_else(|| "chorus-export".into())));
+                std::fs::write(&path, &bytes).with_context(|| format!("write {}", path.display()))?;
+                format!("wrote {} bytes to {}", bytes.len(), path.display())
+            }
+            ArchiveAction::Audit { from, limit } => {
+                get(
+                    "/api/v1/archive/audit",
+                    vec![("from", from.to_string()), ("limit", limit.to_string())],
+                )
+                .await?
+            }
+            ArchiveAction::Digest => get("/api/v1/archive/digest", vec![]).await?,
+            ArchiveAction::Members { action: None } => get("/api/v1/archive/members", vec![]).await?,
+            ArchiveAction::Members {
+                action: Some(MemberAction::Add { id, learner }),
+            } => {
+                let role = if learner { "learner" } else { "voter" };
+                client
+                    .call(
+                        "POST",
+                        &format!("/api/v1/archive/members/{}", encode(&id)),
+                        vec![("role", role.into())],
+                        None,
+                    )
+                    .await?
+            }
+            ArchiveAction::Members {
+                action: Some(MemberAction::Remove { id }),
+            } => {
+                client
+                    .call(
+                        "DELETE",
+                        &format!("/api/v1/archive/members/{}", encode(&id)),
+                        vec![],
+                        None,
+                    )
+                    .await?
+            }
+        };
+        println!("{out}");
+        Ok(())
+    })
+}
+
+/// Percent-encodes a query or path component.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A minimal HTTPS client for the node's API.
+struct Client {
+    host: String,
+    port: u16,
+    tls: Option<tokio_rustls::TlsConnector>,
+    token: String,
+}
+
+impl Client {
+    fn new(config: Option<&Config>, api: ApiArgs) -> anyhow::Result<Client> {
+        let url = match (&api.url, config) {
+            (Some(u), _) => u.clone(),
+            (None, Some(c)) => {
+                let listen = c
+                    .http
+                    .listen
+                    .context("this node has no HTTP listener (http.listen)")?;
+                let host = if listen.ip().is_unspecified() || listen.ip().is_loopback() {
+                    "localhost".to_string()
+                } else {
+                    listen.ip().to_string()
+                };
+                format!(
+                    "{}://{host}:{}",
+                    if c.http.tls { "https" } else { "http" },
+                    listen.port()
+                )
+            }
+            (None, None) => bail!("give --url (or --config of a node)"),
+        };
+        let (scheme, rest) = url
+            .split_once("://")
+            .context("the URL needs a scheme (https://...)")?;
+        let authority = rest.trim_end_matches('/');
+        let (host, port) = authority
+            .rsplit_once(':')
+            .map(|(h, p)| (h.to_owned(), p.parse::<u16>()))
+            .unwrap_or((authority.to_owned(), Ok(if scheme == "https" { 443 } else { 80 })));
+        let port = port.context("bad port in the URL")?;
+        let tls = match scheme {
+            "http" => None,
+            "https" => {
+                let ca = match (&api.ca, config) {
+                    (Some(ca), _) => ca.clone(),
+                    (None, Some(c)) => c
+                        .tls
+                        .cert_file
+                        .clone()
+                        .unwrap_or_else(|| c.server.data_dir.join("tls").join("cert.pem")),
+                    (None, None) => bail!("give --ca, the certificate to trust"),
+                };
+                let pem = std::fs::read(&ca).with_context(|| format!("read {}", ca.display()))?;
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                    roots
+                        .add(cert.with_context(|| format!("parse {}", ca.display()))?)
+                        .with_context(|| format!("trust {}", ca.display()))?;
+                }
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let cfg = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                Some(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
+            }
+            other => bail!("unsupported scheme {other:?}"),
+        };
+        Ok(Client {
+            host,
+            port,
+            tls,
+            token: api.token,
+        })
+    }
+
+    /// Calls the API and returns the pretty-printed JSON answer.
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        params: Vec<(&str, String)>,
+        body: Option<String>,
+    ) -> anyhow::Result<String> {
+        let (bytes, _) = self.fetch(method, path, params, body).await?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&bytes).context("the node answered with no JSON")?;
+        Ok(serde_json::to_string_pretty(&v)?)
+    }
+
+    /// Calls the API; returns the body and the suggested file name.
+    async fn fetch(
+        &self,
+        method: &str,
+        path: &str,
+        params: Vec<(&str, String)>,
+        body: Option<String>,
+    ) -> anyhow::Result<(Bytes, Option<String>)> {
+        let mut uri = path.to_owned();
+        if !params.is_empty() {
+            let q: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
+            uri = format!("{uri}?{}", q.join("&"));
+        }
+        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .with_context(|| format!("connect to {}:{}", self.host, self.port))?;
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", format!("{}:{}", self.host, self.port))
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        let resp = match &self.tls {
+            Some(tls) => {
+                let name =
+                    rustls::pki_types::ServerName::try_from(self.host.clone()).context("bad host name")?;
+                let stream = tls
+                    .connect(name, tcp)
+                    .await
+                    .context("TLS handshake with the node")?;
+                send(hyper_util::rt::TokioIo::new(stream), req).await?
+            }
+            None => send(hyper_util::rt::TokioIo::new(tcp), req).await?,
+        };
+        let status = resp.status();
+        let name = resp
+            .headers()
+            .get("content-disposition")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split("filename=\"").nth(1))
+            .map(|v| v.trim_end_matches('"').to_owned());
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            bail!("{status}: {msg}");
+        }
+        Ok((bytes, name))
+    }
+}
+
+async fn send<S>(
+    io: S,
+    req: hyper::Request<Full<Bytes>>,
+) -> anyhow::Result<hyper::Response<hyper::body::Incoming>>
+where
+    S: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender.send_request(req).await?)
+}

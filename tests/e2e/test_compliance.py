@@ -1,0 +1,935 @@
+"""The compliance API (HTTPS, bearer tokens, JSON under /api/v1/) and the
+`chorus archive` CLI, with real node processes: token roles, full-text
+search with paging, the conversation view, legal holds and retention runs
+(on one node and replicated through Raft on three sites), JSONL and .eml
+exports, and the audit trail every officer action leaves behind."""
+
+from __future__ import annotations
+
+import asyncio
+import email.parser
+import email.policy
+import email.utils
+import hashlib
+import io
+import json
+import tarfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import datetime, timezone
+
+import pytest
+
+from chorus_node import insecure_ssl_context
+from xmpp import Client, connect
+
+OFFICER = "officer-token"
+ROOT = "root-token"
+TOKENS = {
+    "api": {
+        "tokens": [
+            {"name": "officer", "role": "compliance",
+             "sha256": hashlib.sha256(OFFICER.encode()).hexdigest()},
+            {"name": "root", "role": "admin",
+             "sha256": hashlib.sha256(ROOT.encode()).hexdigest()},
+        ]
+    }
+}
+API = pytest.mark.chorus(config=TOKENS)
+SLOW = pytest.mark.timeout(180)
+DAY_MS = 86_400_000
+CONVERGE_S = 30.0
+# How soon a node without a quorum must refuse an audited request.
+QUORUM_REFUSAL_S = 20.0
+POLL_S = 0.1
+RECORD_KEYS = {"id", "time", "stamp_ms", "kind", "from", "to", "site", "room",
+               "thread", "body", "stanza"}
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+
+
+def _request(node, method: str, path: str, token: str | None, params: dict | None,
+             body, timeout: float = 15) -> tuple[int, dict, bytes]:
+    url = node.http_base + path
+    if params:
+        url += "?" + urllib.parse.urlencode(params)
+    data = None
+    headers = {}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    if body is not None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, context=insecure_ssl_context()) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+
+async def call(node, method: str, path: str, token: str | None = OFFICER,
+               params: dict | None = None, body=None,
+               timeout: float = 15) -> tuple[int, dict, bytes]:
+    """One API request (in a worker thread); returns (status, headers with
+    lower-case names, raw body)."""
+    return await asyncio.to_thread(_request, node, method, path, token, params, body, timeout)
+
+
+async def api(node, method: str, path: str, token: str | None = OFFICER,
+              params: dict | None = None, body=None, expect: int = 200):
+    """One API request that must answer ``expect`` with JSON; returns the JSON."""
+    status, headers, raw = await call(node, method, path, token, params, body)
+    desc = f"{method} {path} {params or ''} {body or ''}"
+    assert status == expect, f"{desc} -> HTTP {status}: {raw[:500]!r}"
+    assert headers.get("content-type", "").startswith("application/json"), (
+        f"{desc}: content type {headers.get('content-type')!r}")
+    return json.loads(raw)
+
+
+async def api_error(node, method: str, path: str, token: str | None, expect: int,
+                    params: dict | None = None, body=None) -> str:
+    """A request that must fail with ``expect`` and a JSON {"error": ...}."""
+    v = await api(node, method, path, token, params, body, expect=expect)
+    assert isinstance(v.get("error"), str) and v["error"], f"{method} {path}: {v}"
+    return v["error"]
+
+
+async def search(node, token: str = OFFICER, **params) -> dict:
+    return await api(node, "GET", "/api/v1/archive/search", token,
+                     {k: v for k, v in params.items() if v is not None})
+
+
+def bodies(records: list[dict]) -> list[str]:
+    return [r["body"] for r in records]
+
+
+def bare(jid: str) -> str:
+    return jid.split("/", 1)[0]
+
+
+def archive_status(node) -> dict:
+    code, body = node.http_get("/archive/status", timeout=3)
+    assert code == 200, f"/archive/status -> HTTP {code}: {body[:300]}"
+    return json.loads(body)
+
+
+async def archived(node, records: int) -> dict:
+    """Polls until ``node`` holds ``records`` committed records and nothing
+    spooled (replicated state: there is no event to wait for)."""
+    deadline = time.monotonic() + CONVERGE_S
+    while True:
+        st = await asyncio.to_thread(archive_status, node)
+        if st["records"] == records and st["spooled"] == 0:
+            return st
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"archive never held exactly {records} records: {st}")
+        await asyncio.sleep(POLL_S)
+
+
+async def deliver(sender: Client, receiver: Client, body: str) -> None:
+    """``sender`` sends ``body`` to ``receiver`` (full JID) and it arrives."""
+    sender.send_message(receiver.jid, body)
+    await receiver.next_message(15, frm=sender.bare, body=body)
+    # The server stamped the record (wall clock, ms) before it delivered it:
+    # once the clock has moved to the next millisecond, whatever is sent
+    # next gets a strictly later stamp, so "oldest first" has no ties.
+    received_ms = time.time_ns() // 1_000_000
+    while time.time_ns() // 1_000_000 <= received_ms:
+        await asyncio.sleep(0.0005)
+
+
+def future(days: float) -> int:
+    return int(time.time() * 1000 + days * DAY_MS)
+
+
+def rfc3339(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def check_record(r: dict) -> None:
+    assert set(r) == RECORD_KEYS, f"record fields {sorted(r)}"
+    assert r["kind"] == "message", r
+    assert r["body"] and r["body"] in r["stanza"], r
+    assert datetime.fromisoformat(r["time"].replace("Z", "+00:00")).timestamp() * 1000 \
+        == pytest.approx(r["stamp_ms"], abs=1), r
+
+
+async def users(node, *names: str) -> dict[str, Client]:
+    out = {}
+    for n in names:
+        out[n] = await connect(node, n, resource="e2e", presence=True)
+    return out
+
+
+# --------------------------------------------------------------------------
+# 1. tokens and roles
+# --------------------------------------------------------------------------
+
+
+@API
+async def test_tokens_and_roles(node):
+    s = "/api/v1/archive/search"
+    # No token, a wrong scheme, an unknown token: 401.
+    await api_error(node, "GET", "/api/v1/whoami", None, 401)
+    await api_error(node, "GET", s, None, 401)
+    status, _, raw = await call(node, "GET", s, None, {"q": "x"})
+    assert status == 401, raw
+    await api_error(node, "GET", s, "not-a-token", 401)
+    await api_error(node, "GET", "/api/v1/whoami", "officer", 401)
+    status, raw = await asyncio.to_thread(_basic_auth, node, "/api/v1/whoami")
+    assert status == 401, f"Basic auth with the officer token -> {status} {raw!r}"
+    # Wrong role: 403.
+    await api_error(node, "GET", s, ROOT, 403)
+    await api_error(node, "GET", "/api/v1/archive/holds", ROOT, 403)
+    await api_error(node, "GET", "/api/v1/archive/export", ROOT, 403)
+    await api_error(node, "GET", "/api/v1/archive/audit", ROOT, 403)
+    await api_error(node, "GET", "/api/v1/archive/members", OFFICER, 403)
+    await api_error(node, "PUT", "/api/v1/archive/retention", OFFICER, 403,
+                    body={"default_days": 1})
+    await api_error(node, "POST", "/api/v1/archive/retention/run", OFFICER, 403)
+    # Unknown endpoints: 404 with a JSON error.
+    await api_error(node, "GET", "/api/v1/archive/nope", OFFICER, 404)
+    # whoami names the token and its role.
+    assert await api(node, "GET", "/api/v1/whoami", OFFICER) == {
+        "name": "officer", "role": "compliance"}
+    assert await api(node, "GET", "/api/v1/whoami", ROOT) == {"name": "root", "role": "admin"}
+    # Both roles read the digest and the retention policy.
+    for t in (OFFICER, ROOT):
+        d = await api(node, "GET", "/api/v1/archive/digest", t)
+        assert d["node"] and d["records"] == 0 and d["digest"], d
+        r = await api(node, "GET", "/api/v1/archive/retention", t)
+        assert "retention" in r, r
+    m = await api(node, "GET", "/api/v1/archive/members", ROOT)
+    assert m["voters"] == [m["leader"]] and m["learners"] == [], m
+    # Refused calls are not in the audit trail; the allowed ones above were
+    # reads that are not audited either.
+    assert (await api(node, "GET", "/api/v1/archive/audit"))["entries"] == []
+
+
+def _basic_auth(node, path: str) -> tuple[int, bytes]:
+    import base64
+    req = urllib.request.Request(node.http_base + path, headers={
+        "Authorization": "Basic " + base64.b64encode(f"x:{OFFICER}".encode()).decode()})
+    try:
+        with urllib.request.urlopen(req, timeout=10, context=insecure_ssl_context()) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+# --------------------------------------------------------------------------
+# 2. search
+# --------------------------------------------------------------------------
+
+
+@API
+async def test_search_words_participants_dates_paging(node):
+    c = await users(node, "alice", "bob", "carol")
+    a, b, k = (node.jid(u) for u in ("alice", "bob", "carol"))
+    batch1 = [("alice", "bob", "zebra alpha one"), ("bob", "alice", "zebra alpha two"),
+              ("alice", "carol", "zebra gamma three"), ("carol", "bob", "yak delta four")]
+    batch2 = [("bob", "carol", "zebra omega five"), ("alice", "bob", "quokka alpha six")]
+    for s, r, text in batch1:
+        await deliver(c[s], c[r], text)
+    await archived(node, 4)
+    for s, r, text in batch2:
+        await deliver(c[s], c[r], text)
+    await archived(node, 6)
+
+    everything = await search(node)
+    assert everything["total"] == 6
+    assert bodies(everything["records"]) == [t for _, _, t in batch1 + batch2]
+    for rec, (s, r, _) in zip(everything["records"], batch1 + batch2, strict=True):
+        check_record(rec)
+        assert bare(rec["from"]) == node.jid(s) and bare(rec["to"]) == node.jid(r), rec
+    assert len({r["id"] for r in everything["records"]}) == 6
+    stamps = [r["stamp_ms"] for r in everything["records"]]
+    assert stamps == sorted(stamps), "oldest first"
+
+    # Words: every word must occur.
+    got = await search(node, q="zebra")
+    assert (got["total"], bodies(got["records"])) == (
+        4, ["zebra alpha one", "zebra alpha two", "zebra gamma three", "zebra omega five"])
+    got = await search(node, q="zebra alpha")
+    assert (got["total"], bodies(got["records"])) == (2, ["zebra alpha one", "zebra alpha two"])
+    got = await search(node, q="OMEGA")
+    assert bodies(got["records"]) == ["zebra omega five"], "words match case-insensitively"
+    got = await search(node, q="nothingmatchesthis")
+    assert (got["total"], got["records"]) == (0, [])
+
+    # Participants: all listed ones took part.
+    got = await search(node, participants=f"{a},{b}")
+    assert (got["total"], bodies(got["records"])) == (
+        3, ["zebra alpha one", "zebra alpha two", "quokka alpha six"])
+    got = await search(node, participants=f"{b},{k}")
+    assert bodies(got["records"]) == ["yak delta four", "zebra omega five"]
+    got = await search(node, participants=f"{a},{k}")
+    assert bodies(got["records"]) == ["zebra gamma three"]
+    got = await search(node, participants=k)
+    assert bodies(got["records"]) == ["zebra gamma three", "yak delta four", "zebra omega five"]
+    got = await search(node, participants=f"{a},{b},{k}")
+    assert got["total"] == 0 and got["records"] == [], "nobody wrote to two people at once"
+    got = await search(node, participants=f"{a},{b}", q="alpha -quokka")
+    assert bodies(got["records"]) == ["zebra alpha one", "zebra alpha two"]
+
+    # Date window: RFC 3339 or epoch milliseconds, both ends inclusive.
+    first1, last1 = everything["records"][0], everything["records"][3]
+    first2, last2 = everything["records"][4], everything["records"][5]
+    assert last1["stamp_ms"] < first2["stamp_ms"], "batch 2 was sent after batch 1 committed"
+    got = await search(node, start=first2["time"])
+    assert bodies(got["records"]) == ["zebra omega five", "quokka alpha six"]
+    got = await search(node, start=str(first2["stamp_ms"]))
+    assert bodies(got["records"]) == ["zebra omega five", "quokka alpha six"]
+    got = await search(node, end=str(last1["stamp_ms"]))
+    assert got["total"] == 4 and bodies(got["records"]) == [t for _, _, t in batch1]
+    got = await search(node, start=first1["time"], end=last1["time"], q="zebra")
+    assert bodies(got["records"]) == ["zebra alpha one", "zebra alpha two", "zebra gamma three"]
+    got = await search(node, start=str(first2["stamp_ms"]), end=str(last2["stamp_ms"]),
+                       participants=f"{a},{b}")
+    assert bodies(got["records"]) == ["quokka alpha six"]
+    got = await search(node, start=rfc3339(future(1)))
+    assert got["total"] == 0 and got["records"] == []
+
+    # Paging: offset/limit over the same total.
+    pages = []
+    for offset in (0, 2, 4):
+        got = await search(node, q="zebra", offset=offset, limit=2)
+        assert got["total"] == 4, got
+        pages.append(bodies(got["records"]))
+    assert pages == [["zebra alpha one", "zebra alpha two"],
+                     ["zebra gamma three", "zebra omega five"], []]
+    got = await search(node, offset=5, limit=10)
+    assert got["total"] == 6 and bodies(got["records"]) == ["quokka alpha six"]
+
+    # Bad input: 400 with a JSON error.
+    await api_error(node, "GET", "/api/v1/archive/search", OFFICER, 400, {"q": "(zebra"})
+    await api_error(node, "GET", "/api/v1/archive/search", OFFICER, 400,
+                    {"start": "yesterday"})
+
+
+@API
+async def test_malformed_parameters_get_json_errors(node):
+    """Parameters that do not parse (a non-numeric limit, a misspelt name)
+    are refused with 400 and the API's JSON error body, like every other
+    API error."""
+    bad = []
+    for path, params in (("/api/v1/archive/search", {"limit": "many"}),
+                         ("/api/v1/archive/search", {"participant": "alice@chorus.test"}),
+                         ("/api/v1/archive/audit", {"from": "start"}),
+                         ("/api/v1/archive/conversation",
+                          {"user": "alice@chorus.test", "with": "bob@chorus.test",
+                           "limit": "-1"})):
+        status, headers, raw = await call(node, "GET", path, OFFICER, params)
+        try:
+            error = json.loads(raw).get("error")
+        except ValueError:
+            error = None
+        if status != 400 or not headers.get("content-type", "").startswith(
+                "application/json") or not error:
+            bad.append(f"GET {path} {params} -> {status} {headers.get('content-type')} {raw!r}")
+    assert not bad, "\n".join(bad)
+
+
+# --------------------------------------------------------------------------
+# 3. conversation view
+# --------------------------------------------------------------------------
+
+
+@API
+async def test_conversation_view(node):
+    c = await users(node, "alice", "bob", "carol")
+    a, b = node.jid("alice"), node.jid("bob")
+    script = [("alice", "bob", "hi bob"), ("carol", "alice", "noise from carol"),
+              ("bob", "alice", "hi alice"), ("alice", "carol", "noise to carol"),
+              ("alice", "bob", "lunch at noon?"), ("carol", "bob", "more noise"),
+              ("bob", "alice", "yes, noon")]
+    for s, r, text in script:
+        await deliver(c[s], c[r], text)
+    await archived(node, len(script))
+    want = [t for s, r, t in script if {s, r} == {"alice", "bob"}]
+
+    conv = await api(node, "GET", "/api/v1/archive/conversation",
+                     params={"user": a, "with": b})
+    assert bodies(conv["records"]) == want
+    assert conv["complete"] is True
+    for rec in conv["records"]:
+        check_record(rec)
+        assert {bare(rec["from"]), bare(rec["to"])} == {a, b}, rec
+    # The same conversation seen from bob's side.
+    other = await api(node, "GET", "/api/v1/archive/conversation",
+                      params={"user": b, "with": a})
+    assert [r["id"] for r in other["records"]] == [r["id"] for r in conv["records"]]
+
+    # Paging with after=<id>.
+    page1 = await api(node, "GET", "/api/v1/archive/conversation",
+                      params={"user": a, "with": b, "limit": 2})
+    assert bodies(page1["records"]) == want[:2] and page1["complete"] is False
+    page2 = await api(node, "GET", "/api/v1/archive/conversation",
+                      params={"user": a, "with": b, "limit": 10,
+                              "after": page1["records"][-1]["id"]})
+    assert bodies(page2["records"]) == want[2:] and page2["complete"] is True
+
+    await api_error(node, "GET", "/api/v1/archive/conversation", OFFICER, 400, {"user": a})
+    await api_error(node, "GET", "/api/v1/archive/conversation", ROOT, 403,
+                    {"user": a, "with": b})
+
+
+# --------------------------------------------------------------------------
+# 4. holds and retention on one node
+# --------------------------------------------------------------------------
+
+
+@API
+async def test_holds_protect_records_from_retention(node):
+    c = await users(node, "alice", "bob", "carol")
+    a, b, k = (node.jid(u) for u in ("alice", "bob", "carol"))
+    script = [("alice", "bob", "m1 alice to bob"), ("carol", "alice", "m2 carol to alice"),
+              ("bob", "carol", "m3 bob to carol"), ("alice", "carol", "m4 alice to carol")]
+    for s, r, text in script:
+        await deliver(c[s], c[r], text)
+    await archived(node, 4)
+
+    # Retention policy: admin sets, everyone reads, nonsense refused.
+    policy = {"default_days": 30, "users": {}, "rooms": {}}
+    got = await api(node, "PUT", "/api/v1/archive/retention", ROOT, body=policy)
+    assert got == {"retention": policy}
+    assert await api(node, "GET", "/api/v1/archive/retention", OFFICER) == {"retention": policy}
+    await api_error(node, "PUT", "/api/v1/archive/retention", ROOT, 400,
+                    body={"default_days": 0})
+    await api_error(node, "PUT", "/api/v1/archive/retention", ROOT, 400, body=b"{nope")
+    assert await api(node, "GET", "/api/v1/archive/retention", ROOT) == {"retention": policy}
+
+    # Holds placed after the messages were sent: bob for all time; carol
+    # only until 1970 (so it covers none of her records); alice for exactly
+    # the millisecond of m4 (bounds are inclusive).
+    created = await api(node, "POST", "/api/v1/archive/holds",
+                        body={"reason": "case 17: bob", "users": [b]}, expect=201)
+    hold = created["hold"]
+    assert hold["id"] and hold["reason"] == "case 17: bob" and hold["users"] == [b]
+    assert hold["created_by"] == "officer" and hold["released"] is None, hold
+    assert hold["created_ms"] == pytest.approx(time.time() * 1000, abs=60_000)
+    old = await api(node, "POST", "/api/v1/archive/holds",
+                    body={"id": "carol-1970", "reason": "old case", "users": [k],
+                          "start_ms": 0, "end_ms": 1000}, expect=201)
+    assert old["hold"]["id"] == "carol-1970"
+    m4 = (await search(node, q="m4"))["records"][0]
+    assert m4["body"] == "m4 alice to carol"
+    win = await api(node, "POST", "/api/v1/archive/holds",
+                    body={"id": "alice-m4", "reason": "one message", "users": [a],
+                          "start_ms": m4["stamp_ms"], "end_ms": m4["stamp_ms"]}, expect=201)
+    assert (win["hold"]["start_ms"], win["hold"]["end_ms"]) == (m4["stamp_ms"],) * 2
+    await api_error(node, "POST", "/api/v1/archive/holds", OFFICER, 400,
+                    body={"id": "carol-1970", "reason": "again", "users": [k]})
+    await api_error(node, "POST", "/api/v1/archive/holds", OFFICER, 400,
+                    body={"reason": "nobody"})
+    await api_error(node, "POST", "/api/v1/archive/holds", OFFICER, 400, body=b"not json")
+    listed = (await api(node, "GET", "/api/v1/archive/holds"))["holds"]
+    assert {h["id"]: h["released"] for h in listed} == {
+        hold["id"]: None, "carol-1970": None, "alice-m4": None}
+
+    run = "/api/v1/archive/retention/run"
+    # Nothing is old enough yet: not now, not in 29 days.
+    assert await api(node, "POST", run, ROOT) == {"purged": 0}
+    assert await api(node, "POST", run, ROOT, {"at": rfc3339(future(29))}) == {"purged": 0}
+    await archived(node, 4)
+    # In 31 days everything no hold covers goes: only m2.
+    assert await api(node, "POST", run, ROOT, {"at": str(future(31))}) == {"purged": 1}
+    await archived(node, 3)
+    got = await search(node)
+    assert got["total"] == 3 and bodies(got["records"]) == [
+        "m1 alice to bob", "m3 bob to carol", "m4 alice to carol"]
+    assert (await search(node, q="m2"))["total"] == 0
+    assert (await api(node, "GET", "/api/v1/archive/digest", ROOT))["records"] == 3
+    # Running again purges nothing more.
+    assert await api(node, "POST", run, ROOT, {"at": str(future(31))}) == {"purged": 0}
+
+    # Releasing: unknown ids are 404; the released hold is listed as such.
+    await api_error(node, "POST", "/api/v1/archive/holds/no-such-hold/release", OFFICER, 404)
+    rel = await api(node, "POST", f"/api/v1/archive/holds/{hold['id']}/release")
+    assert rel == {"released": hold["id"]}
+    listed = {h["id"]: h for h in (await api(node, "GET", "/api/v1/archive/holds"))["holds"]}
+    by, at = listed[hold["id"]]["released"]
+    assert by == "officer" and at == pytest.approx(time.time() * 1000, abs=60_000)
+    assert listed["carol-1970"]["released"] is None
+    # Now bob's records go too; then, released, m4.
+    assert await api(node, "POST", run, ROOT, {"at": rfc3339(future(31))}) == {"purged": 2}
+    await archived(node, 1)
+    assert bodies((await search(node))["records"]) == ["m4 alice to carol"]
+    await api(node, "POST", "/api/v1/archive/holds/alice-m4/release")
+    assert await api(node, "POST", run, ROOT, {"at": rfc3339(future(31))}) == {"purged": 1}
+    await archived(node, 0)
+    got = await search(node)
+    assert got == {"total": 0, "records": []}
+    assert (await api(node, "GET", "/api/v1/archive/digest", OFFICER))["records"] == 0
+
+
+@API
+async def test_per_user_retention_longer_than_default(node):
+    c = await users(node, "alice", "bob", "carol")
+    script = [("alice", "bob", "short lived"), ("alice", "carol", "carol keeps this"),
+              ("carol", "bob", "carol keeps this too"), ("bob", "alice", "also short")]
+    for s, r, text in script:
+        await deliver(c[s], c[r], text)
+    await archived(node, 4)
+    policy = {"default_days": 30, "users": {node.jid("carol"): 90}, "rooms": {}}
+    assert await api(node, "PUT", "/api/v1/archive/retention", ROOT, body=policy) == {
+        "retention": policy}
+    run = "/api/v1/archive/retention/run"
+    assert await api(node, "POST", run, ROOT, {"at": str(future(31))}) == {"purged": 2}
+    await archived(node, 2)
+    got = await search(node)
+    assert bodies(got["records"]) == ["carol keeps this", "carol keeps this too"]
+    assert await api(node, "POST", run, ROOT, {"at": str(future(89))}) == {"purged": 0}
+    assert await api(node, "POST", run, ROOT, {"at": str(future(91))}) == {"purged": 2}
+    await archived(node, 0)
+    assert (await search(node))["total"] == 0
+
+
+# --------------------------------------------------------------------------
+# 5. retention on the cluster (+ the audit trail on every site)
+# --------------------------------------------------------------------------
+
+
+async def digests_converge(cl, records: int) -> dict[str, dict]:
+    """Polls every site's /api/v1/archive/digest until all report
+    ``records`` records with one digest; returns them."""
+    deadline = time.monotonic() + CONVERGE_S
+    while True:
+        got = {}
+        for s in ("a", "b", "c"):
+            status, _, raw = await call(cl[s], "GET", "/api/v1/archive/digest", ROOT)
+            got[s] = json.loads(raw) if status == 200 else {"status": status, "raw": raw[:200]}
+        if all(d.get("records") == records for d in got.values()) \
+                and len({d.get("digest") for d in got.values()}) == 1:
+            return got
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"digests did not converge on {records} records: {got}")
+        await asyncio.sleep(0.2)
+
+
+@SLOW
+@pytest.mark.chorus_cluster(config=TOKENS)
+async def test_cluster_retention_purges_same_records_everywhere(cluster3):
+    cl = cluster3
+    where = {"alice": "a", "bob": "b", "carol": "c", "dave": "a"}
+    c = {u: await connect(cl[s], u, resource=s, presence=True) for u, s in where.items()}
+    await cl.asessions_synced()
+    script = [("alice", "bob", "a2b quarterly numbers"), ("bob", "carol", "b2c draft"),
+              ("carol", "dave", "c2d lunch"), ("dave", "alice", "d2a status"),
+              ("alice", "carol", "a2c contract"), ("bob", "dave", "b2d hello")]
+    for s, r, text in script:
+        await deliver(c[s], c[r], text)
+    carol_j = cl.jid("carol")
+    await digests_converge(cl, len(script))
+    kept = [t for s, r, t in script if "carol" in (s, r)]
+
+    # The policy is set at site c, the hold placed at site a, the run
+    # asked of site b.
+    policy = {"default_days": 30, "users": {}, "rooms": {}}
+    await api(cl["c"], "PUT", "/api/v1/archive/retention", ROOT, body=policy)
+    hold = (await api(cl["a"], "POST", "/api/v1/archive/holds",
+                      body={"id": "case-carol", "reason": "litigation", "users": [carol_j]},
+                      expect=201))["hold"]
+    for s in ("a", "b", "c"):
+        await _eventually(lambda s=s: _holds_and_policy(cl[s], policy), f"site {s} policy+hold")
+    purged = await api(cl["b"], "POST", "/api/v1/archive/retention/run", ROOT,
+                       {"at": str(future(31))})
+    assert purged == {"purged": len(script) - len(kept)}
+
+    sts = await digests_converge(cl, len(kept))
+    assert {d["node"] for d in sts.values()} == {"a1", "b1", "c1"}
+    assert all(isinstance(d["last_applied"], int) for d in sts.values()), sts
+    # The audit trail is part of the replicated state, identical everywhere.
+    trails = {}
+    for s in ("a", "b", "c"):
+        trails[s] = (await api(cl[s], "GET", "/api/v1/archive/audit"))["entries"]
+    assert trails["a"] == trails["b"] == trails["c"], trails
+    acts = [(e["action"], e["actor"], e["role"], e["node"]) for e in trails["a"]]
+    assert acts == [("retention.set", "root", "admin", "c1"),
+                    ("hold.create", "officer", "compliance", "a1"),
+                    ("retention.run", "root", "admin", "b1")], acts
+    assert trails["a"][1]["detail"]["id"] == hold["id"]
+    assert [e["seq"] for e in trails["a"]] == sorted({e["seq"] for e in trails["a"]})
+
+    # The held records survive on every site (each site searches its own replica).
+    for s in ("a", "b", "c"):
+        got = await search(cl[s])
+        assert got["total"] == len(kept) and bodies(got["records"]) == kept, (s, got)
+        assert all(carol_j in (bare(r["from"]), bare(r["to"])) for r in got["records"])
+    # Those searches were audited at the site that served them, and the
+    # trails converge again.
+    await digests_converge(cl, len(kept))
+    trail = (await api(cl["c"], "GET", "/api/v1/archive/audit"))["entries"]
+    assert [(e["action"], e["node"]) for e in trail[3:]] == [
+        ("search", "a1"), ("search", "b1"), ("search", "c1")]
+
+
+async def refused_without_quorum(node, what: str) -> None:
+    """A search at ``node``, cut off from the majority, must be refused
+    (503, JSON error) within a bounded time: its audit entry cannot commit."""
+    t0 = time.monotonic()
+    try:
+        status, headers, raw = await call(node, "GET", "/api/v1/archive/search", OFFICER,
+                                          {"q": "quorum"}, timeout=QUORUM_REFUSAL_S)
+    except (TimeoutError, OSError) as e:
+        raise AssertionError(
+            f"{what}: GET /api/v1/archive/search?q=quorum at isolated {node.node_id} "
+            f"did not answer within {QUORUM_REFUSAL_S}s ({e!r})") from None
+    took = time.monotonic() - t0
+    assert status == 503, (f"{what}: search at isolated {node.node_id} -> HTTP {status} "
+                           f"after {took:.1f}s: {raw[:300]!r}")
+    assert headers.get("content-type", "").startswith("application/json")
+    assert json.loads(raw)["error"], raw
+
+
+async def quorum_cluster(cl) -> tuple[dict, str, str, str]:
+    """alice@a, bob@b, carol@c exchange three messages, archived everywhere;
+    returns (clients, leader site, a follower site, the other follower)."""
+    where = {"alice": "a", "bob": "b", "carol": "c"}
+    c = {u: await connect(cl[s], u, resource=s, presence=True) for u, s in where.items()}
+    await cl.asessions_synced()
+    script = [("alice", "bob", "quorum one"), ("bob", "carol", "quorum two"),
+              ("carol", "alice", "quorum three")]
+    for s, r, text in script:
+        await deliver(c[s], c[r], text)
+    await digests_converge(cl, 3)
+    leader = (await api(cl["a"], "GET", "/api/v1/archive/members", ROOT))["leader"]
+    assert leader in ("a1", "b1", "c1"), leader
+    leader_site = leader[0]
+    follower = next(s for s in ("a", "b", "c") if s != leader_site)
+    third = next(s for s in ("a", "b", "c") if s not in (leader_site, follower))
+    return c, leader_site, follower, third
+
+
+@SLOW
+@pytest.mark.chorus_cluster(config=TOKENS)
+async def test_cluster_cut_follower_refuses_unaudited_access_and_catches_up(cluster3):
+    cl = cluster3
+    _, leader_site, follower, third = await quorum_cluster(cl)
+    # A follower cut off refuses audited reads; the majority purges
+    # without it (a hold keeps alice's records).
+    await api(cl[leader_site], "PUT", "/api/v1/archive/retention", ROOT,
+              body={"default_days": 30})
+    await api(cl[third], "POST", "/api/v1/archive/holds",
+              body={"id": "keep-alice", "reason": "r", "users": [cl.jid("alice")]},
+              expect=201)
+    await asyncio.to_thread(cl.cut, follower)
+    await refused_without_quorum(cl[follower], "isolated follower")
+    got = await api(cl[third], "POST", "/api/v1/archive/retention/run", ROOT,
+                    {"at": str(future(31))})
+    assert got == {"purged": 1}, "only bob->carol is neither held nor recent"
+    stale = await api(cl[follower], "GET", "/api/v1/archive/digest", ROOT)
+    assert stale["records"] == 3, f"the cut site cannot have seen the purge: {stale}"
+    # Healed, it catches up to the same records and audit trail; the
+    # refused search left no trace.
+    await asyncio.to_thread(cl.heal, follower)
+    await digests_converge(cl, 2)
+    trail = (await api(cl[follower], "GET", "/api/v1/archive/audit"))["entries"]
+    assert [(e["action"], e["node"]) for e in trail] == [
+        ("retention.set", f"{leader_site}1"), ("hold.create", f"{third}1"),
+        ("retention.run", f"{third}1")], trail
+    got = await search(cl[follower], q="quorum")
+    assert bodies(got["records"]) == ["quorum one", "quorum three"]
+
+
+@SLOW
+@pytest.mark.chorus_cluster(config=TOKENS)
+async def test_cluster_cut_leader_refuses_unaudited_access(cluster3):
+    cl = cluster3
+    _, leader_site, follower, _ = await quorum_cluster(cl)
+    await asyncio.to_thread(cl.cut, leader_site)
+    # The majority elects a new leader and answers again.
+    deadline = time.monotonic() + CONVERGE_S
+    while True:
+        status, _, raw = await call(cl[follower], "GET", "/api/v1/archive/search", OFFICER,
+                                    {"q": "quorum"}, timeout=QUORUM_REFUSAL_S)
+        if status == 200:
+            break
+        assert status == 503, raw
+        assert time.monotonic() < deadline, f"the majority never answered again: {raw!r}"
+        await asyncio.sleep(0.5)  # waiting for a new Raft leader: no event for it
+    assert bodies(json.loads(raw)["records"]) == ["quorum one", "quorum two", "quorum three"]
+    # The old leader, alone, must not serve (nor hang): it cannot audit.
+    await refused_without_quorum(cl[leader_site], "isolated leader")
+    await asyncio.to_thread(cl.heal, leader_site)
+    await cl.aready()
+    await digests_converge(cl, 3)
+    trail = (await api(cl[leader_site], "GET", "/api/v1/archive/audit"))["entries"]
+    assert [(e["action"], e["node"]) for e in trail] == [("search", f"{follower}1")], (
+        "exactly one search was answered; the refused one left no trace", trail)
+
+
+def _holds_and_policy(node, policy) -> bool:
+    status, _, raw = _request(node, "GET", "/api/v1/archive/holds", OFFICER, None, None)
+    if status != 200 or not json.loads(raw)["holds"]:
+        return False
+    status, _, raw = _request(node, "GET", "/api/v1/archive/retention", ROOT, None, None)
+    return status == 200 and json.loads(raw)["retention"] == policy
+
+
+async def _eventually(check, what: str, deadline_s: float = CONVERGE_S) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not await asyncio.to_thread(check):
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what}: not reached within {deadline_s}s")
+        await asyncio.sleep(0.2)  # polling replicated state: there is no event for it
+
+
+# --------------------------------------------------------------------------
+# 6. exports
+# --------------------------------------------------------------------------
+
+
+def _conv_key(r: dict) -> tuple[str, ...]:
+    return tuple(sorted({bare(r["from"]), bare(r["to"])}))
+
+
+@API
+async def test_exports_jsonl_eml_and_hold(node):
+    c = await users(node, "alice", "bob", "carol")
+    a, b, k = (node.jid(u) for u in ("alice", "bob", "carol"))
+    script = [("alice", "bob", "export apple one"), ("bob", "alice", "export apple two ✓"),
+              ("alice", "carol", "export banana three"), ("carol", "bob", "unrelated kiwi"),
+              ("bob", "alice", "export cherry four")]
+    for s, r, text in script:
+        await deliver(c[s], c[r], text)
+    await archived(node, len(script))
+    found = await search(node, q="export")
+    assert found["total"] == 4
+
+    # JSONL: one JSON record per line, exactly what the search finds.
+    status, headers, raw = await call(node, "GET", "/api/v1/archive/export",
+                                      params={"format": "jsonl", "q": "export"})
+    assert status == 200, raw[:300]
+    assert headers.get("content-type", "").startswith("application/x-ndjson"), headers
+    assert "attachment" in headers.get("content-disposition", ""), headers
+    text = raw.decode("utf-8")
+    assert text.endswith("\n")
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert lines == found["records"]
+    for r in lines:
+        check_record(r)
+    status, _, raw = await call(node, "GET", "/api/v1/archive/export",
+                                params={"format": "jsonl", "participants": f"{a},{b}"})
+    assert status == 200
+    assert bodies([json.loads(x) for x in raw.decode().splitlines()]) == [
+        "export apple one", "export apple two ✓", "export cherry four"]
+
+    # EML: a tar with one RFC 5322 message per conversation and UTC day.
+    status, headers, raw = await call(node, "GET", "/api/v1/archive/export",
+                                      params={"format": "eml", "q": "export"})
+    assert status == 200, raw[:300]
+    assert headers.get("content-type", "").startswith("application/x-tar"), headers
+    groups: dict[tuple, list[dict]] = {}
+    for r in found["records"]:
+        groups.setdefault((_conv_key(r), r["time"][:10]), []).append(r)
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+        members = tar.getmembers()
+        assert len(members) == len(groups), [m.name for m in members]
+        seen = set()
+        for m in members:
+            assert m.isfile() and m.name.endswith(".eml"), m.name
+            data = tar.extractfile(m).read()
+            mail = email.parser.BytesParser(policy=email.policy.default).parsebytes(data)
+            for h in ("From", "To", "Date", "Subject", "Message-ID"):
+                assert mail[h], f"{m.name}: no {h} header"
+            assert not mail.defects, f"{m.name}: {mail.defects}"
+            to = {addr.addr_spec for addr in mail["To"].addresses}
+            frm = [addr.addr_spec for addr in mail["From"].addresses]
+            day = m.name[:10]
+            key = (tuple(sorted(to)), day)
+            assert key in groups, f"{m.name}: unexpected conversation {key}"
+            seen.add(key)
+            recs = groups[key]
+            assert frm == [bare(recs[0]["from"])], (m.name, frm)
+            date = email.utils.parsedate_to_datetime(mail["Date"])
+            assert date.tzinfo is not None
+            assert int(date.timestamp()) == recs[0]["stamp_ms"] // 1000, (mail["Date"], recs[0])
+            assert date.strftime("%Y-%m-%d") == day
+            assert day in mail["Subject"] and all(p in mail["Subject"] for p in to)
+            assert mail.get_content_type() == "text/plain"
+            assert mail["Content-Transfer-Encoding"].lower() == "base64"
+            body = mail.get_content()
+            positions = [body.find(r["body"]) for r in recs]
+            assert all(p >= 0 for p in positions), f"{m.name}: {body!r}"
+            assert positions == sorted(positions), f"{m.name}: transcript out of order"
+            for r in recs:
+                assert r["id"] in body
+            others = [r["body"] for g, rs in groups.items() if g != key for r in rs]
+            assert not any(o in body for o in others), f"{m.name} mixes conversations"
+            assert "unrelated kiwi" not in body
+            assert int(mail["X-Chorus-Records"]) == len(recs)
+        assert seen == set(groups)
+
+    # Export of a hold: everything the hold covers.
+    await api(node, "POST", "/api/v1/archive/holds",
+              body={"id": "h-carol", "reason": "carol's case", "users": [k]}, expect=201)
+    status, headers, raw = await call(node, "GET", "/api/v1/archive/export",
+                                      params={"format": "jsonl", "hold": "h-carol"})
+    assert status == 200, raw[:300]
+    held = [json.loads(x) for x in raw.decode().splitlines()]
+    assert bodies(held) == ["export banana three", "unrelated kiwi"]
+    status, headers, raw = await call(node, "GET", "/api/v1/archive/export",
+                                      params={"format": "eml", "hold": "h-carol"})
+    assert status == 200, raw[:300]
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+        names = tar.getnames()
+        assert len(names) == len({(_conv_key(r), r["time"][:10]) for r in held}), names
+        assert all(k in n for n in names), names
+
+    await api_error(node, "GET", "/api/v1/archive/export", OFFICER, 404,
+                    {"format": "jsonl", "hold": "no-such-hold"})
+    await api_error(node, "GET", "/api/v1/archive/export", OFFICER, 400, {"format": "pdf"})
+    await api_error(node, "GET", "/api/v1/archive/export", OFFICER, 400,
+                    {"format": "jsonl", "q": "(export"})
+
+
+# --------------------------------------------------------------------------
+# 7. the audit trail
+# --------------------------------------------------------------------------
+
+
+@API
+async def test_audit_trail_records_officer_actions_in_order(node):
+    c = await users(node, "alice", "bob")
+    await deliver(c["alice"], c["bob"], "audited words")
+    await archived(node, 1)
+    before = (await api(node, "GET", "/api/v1/archive/audit"))["entries"]
+    assert before == []
+
+    await search(node, q="audited")
+    status, _, _ = await call(node, "GET", "/api/v1/archive/export",
+                              params={"format": "jsonl", "q": "audited"})
+    assert status == 200
+    await api(node, "GET", "/api/v1/archive/conversation",
+              params={"user": node.jid("alice"), "with": node.jid("bob")})
+    await api(node, "POST", "/api/v1/archive/holds",
+              body={"id": "audit-hold", "reason": "audit test", "users": [node.jid("bob")]},
+              expect=201)
+    await api(node, "POST", "/api/v1/archive/holds/audit-hold/release")
+    await api(node, "PUT", "/api/v1/archive/retention", ROOT, body={"default_days": 365})
+    await api(node, "POST", "/api/v1/archive/retention/run", ROOT)
+    # Refused and read-only calls leave no trace.
+    await api_error(node, "GET", "/api/v1/archive/search", "bad-token", 401)
+    await api_error(node, "GET", "/api/v1/archive/search", ROOT, 403)
+    await api(node, "GET", "/api/v1/archive/holds")
+    await api(node, "GET", "/api/v1/archive/digest")
+
+    entries = (await api(node, "GET", "/api/v1/archive/audit"))["entries"]
+    got = [(e["action"], e["actor"], e["role"]) for e in entries]
+    assert got == [("search", "officer", "compliance"), ("export", "officer", "compliance"),
+                   ("conversation", "officer", "compliance"),
+                   ("hold.create", "officer", "compliance"),
+                   ("hold.release", "officer", "compliance"),
+                   ("retention.set", "root", "admin"), ("retention.run", "root", "admin")], got
+    seqs = [e["seq"] for e in entries]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    times = [datetime.fromisoformat(e["time"].replace("Z", "+00:00")) for e in entries]
+    assert times == sorted(times)
+    assert all(e["node"] == entries[0]["node"] and e["node"] for e in entries)
+    assert entries[0]["detail"]["words"] == "audited", entries[0]
+    assert entries[1]["detail"]["format"] == "jsonl" and entries[1]["detail"]["records"] == 1
+    assert entries[3]["detail"]["id"] == "audit-hold"
+    assert entries[4]["detail"] == {"id": "audit-hold"}
+    # from/limit page through the trail.
+    page = (await api(node, "GET", "/api/v1/archive/audit",
+                      params={"from": seqs[2], "limit": 2}))["entries"]
+    assert [e["seq"] for e in page] == seqs[2:4]
+
+
+# --------------------------------------------------------------------------
+# 8. the CLI
+# --------------------------------------------------------------------------
+
+
+async def cli(node, token: str, *args: str):
+    return await asyncio.to_thread(node.cli, "archive", "--token", token, *args)
+
+
+async def cli_json(node, token: str, *args: str):
+    cp = await cli(node, token, *args)
+    assert cp.returncode == 0, (f"chorus archive {' '.join(args)} -> {cp.returncode}\n"
+                                f"stdout: {cp.stdout}\nstderr: {cp.stderr}")
+    return json.loads(cp.stdout)
+
+
+@API
+async def test_cli_search_holds_export_and_errors(node, tmp_path):
+    c = await users(node, "alice", "bob", "carol")
+    script = [("alice", "bob", "cli walrus one"), ("bob", "carol", "cli walrus two"),
+              ("carol", "alice", "cli narwhal three")]
+    for s, r, text in script:
+        await deliver(c[s], c[r], text)
+    await archived(node, 3)
+
+    out = await cli_json(node, OFFICER, "search", "-q", "walrus")
+    assert out == await search(node, q="walrus")
+    assert out["total"] == 2 and bodies(out["records"]) == ["cli walrus one", "cli walrus two"]
+    out = await cli_json(node, OFFICER, "search", "--participants",
+                         f"{node.jid('alice')},{node.jid('carol')}")
+    assert bodies(out["records"]) == ["cli narwhal three"]
+    out = await cli_json(node, OFFICER, "search", "--limit", "1", "--offset", "1")
+    assert out["total"] == 3 and bodies(out["records"]) == ["cli walrus two"]
+    out = await cli_json(node, OFFICER, "conversation", "--user", node.jid("alice"),
+                         "--with", node.jid("bob"))
+    assert bodies(out["records"]) == ["cli walrus one"] and out["complete"] is True
+
+    created = await cli_json(node, OFFICER, "hold", "create", "--reason", "cli case",
+                             "--user", node.jid("bob"), "--id", "cli-hold")
+    assert created["hold"]["id"] == "cli-hold" and created["hold"]["users"] == [node.jid("bob")]
+    listed = await cli_json(node, OFFICER, "hold", "list")
+    assert [(h["id"], h["reason"], h["created_by"], h["released"]) for h in listed["holds"]] == [
+        ("cli-hold", "cli case", "officer", None)]
+    assert listed == await api(node, "GET", "/api/v1/archive/holds")
+
+    out_file = tmp_path / "walrus.jsonl"
+    cp = await cli(node, OFFICER, "export", "-q", "walrus", "--format", "jsonl",
+                   "--out", str(out_file))
+    assert cp.returncode == 0, cp.stderr
+    lines = [json.loads(x) for x in out_file.read_text().splitlines()]
+    assert bodies(lines) == ["cli walrus one", "cli walrus two"]
+    tar_file = tmp_path / "hold.tar"
+    cp = await cli(node, OFFICER, "export", "--hold", "cli-hold", "--format", "eml",
+                   "--out", str(tar_file))
+    assert cp.returncode == 0, cp.stderr
+    with tarfile.open(tar_file) as tar:
+        assert len(tar.getnames()) >= 2, tar.getnames()
+
+    dated = await cli_json(node, OFFICER, "hold", "create", "--reason", "2020 only",
+                           "--user", node.jid("carol"), "--start", "2020-01-01T00:00:00Z",
+                           "--end", "2020-12-31T23:59:59.999Z")
+    assert (dated["hold"]["start_ms"], dated["hold"]["end_ms"]) == (
+        1_577_836_800_000, 1_609_459_199_999), dated
+    assert dated["hold"]["id"], dated
+    released = await cli_json(node, OFFICER, "hold", "release", "cli-hold")
+    assert released == {"released": "cli-hold"}
+
+    # Admin: retention policy and a purge; digest for anyone.
+    pol = await cli_json(node, ROOT, "retention", "--set", "--default-days", "30",
+                         "--user", f"{node.jid('carol')}=60")
+    assert pol["retention"] == {"default_days": 30, "users": {node.jid("carol"): 60}, "rooms": {}}
+    assert await cli_json(node, OFFICER, "retention") == pol
+    assert await cli_json(node, ROOT, "purge") == {"purged": 0}
+    d = await cli_json(node, OFFICER, "digest")
+    assert d["records"] == 3 and d == await api(node, "GET", "/api/v1/archive/digest")
+    m = await cli_json(node, ROOT, "members")
+    assert m["leader"] in m["voters"]
+    audit = await cli_json(node, OFFICER, "audit")
+    assert "hold.create" in [e["action"] for e in audit["entries"]]
+
+    # Errors: non-zero exit with the status in the message.
+    cp = await cli(node, "wrong-token", "search", "-q", "walrus")
+    assert cp.returncode != 0 and "401" in cp.stderr, (cp.returncode, cp.stdout, cp.stderr)
+    cp = await cli(node, ROOT, "search", "-q", "walrus")
+    assert cp.returncode != 0 and "403" in cp.stderr, (cp.returncode, cp.stdout, cp.stderr)
+    cp = await cli(node, OFFICER, "hold", "release", "no-such-hold")
+    assert cp.returncode != 0 and "404" in cp.stderr, (cp.returncode, cp.stdout, cp.stderr)
+    cp = await cli(node, OFFICER, "search", "-q", "(walrus")
+    assert cp.returncode != 0 and "400" in cp.stderr, (cp.returncode, cp.stdout, cp.stderr)
