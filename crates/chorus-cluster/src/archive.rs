@@ -252,24 +252,54 @@ pub enum MemberChange {
     },
 }
 
+/// How long `change_members` keeps trying while the group has no leader
+/// or leadership moves under the request.
+pub const MEMBER_CHANGE_WAIT: Duration = Duration::from_secs(15);
+
+/// Reply prefix of a change that reached a node which no longer leads.
+const NOT_LEADER: &str = "not the leader: ";
+
+/// Reply of a change asked while no leader is known.
+const NO_LEADER: &str = "the archive has no leader (no quorum)";
+
 /// Applies a membership change on the leader, forwarding it there when
-/// this node follows.
+/// this node follows. While the group elects a leader (removing a running
+/// voter can cause one election), the change is retried for up to
+/// [`MEMBER_CHANGE_WAIT`]; every step of a change is idempotent, so a retry
+/// after a half-done attempt completes it.
 pub async fn change_members(
     raft: &ArchiveRaft,
     net: &NetworkFactory,
     change: &MemberChange,
 ) -> Result<String, String> {
-    let m = raft.metrics().borrow().clone();
-    match m.current_leader {
-        Some(l) if l == m.id => change_members_here(raft, change).await,
-        Some(l) => net.forward_members(l, change).await,
-        None => Err("the archive has no leader (no quorum)".into()),
+    let deadline = Instant::now() + MEMBER_CHANGE_WAIT;
+    let mut metrics = raft.metrics();
+    loop {
+        let (me, leader) = {
+            let m = metrics.borrow_and_update();
+            (m.id, m.current_leader)
+        };
+        let result = match leader {
+            Some(l) if l == me => change_members_here(raft, change).await,
+            Some(l) => net.forward_members(l, change).await,
+            None => Err(NO_LEADER.into()),
+        };
+        match result {
+            Err(e) if (e == NO_LEADER || e.starts_with(NOT_LEADER)) && Instant::now() < deadline => {
+                // Wake on the next metrics change (a new leader), or poll.
+                let _ = tokio::time::timeout(Duration::from_millis(250), metrics.changed()).await;
+            }
+            other => return other,
+        }
     }
 }
 
 /// Applies a membership change on this node, which must lead.
 pub async fn change_members_here(raft: &ArchiveRaft, change: &MemberChange) -> Result<String, String> {
-    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let err = |e: &RaftError<u64, ClientWriteError<u64, BasicNode>>| match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => format!("{NOT_LEADER}{e}"),
+        _ => e.to_string(),
+    };
     let voters: BTreeSet<u64> = raft
         .metrics()
         .borrow()
@@ -338,7 +368,8 @@ pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
 /// While this node leads the archive's Raft group, adds every configured
 /// node that is not yet a member as a learner, so nodes beyond the voters
 /// (a site's second node, say) replicate the archive and can ship their
-/// spools. Runs until `stop`.
+/// spools. On every node, it also turns this node's elections off while an
+/// operator has it removed (and on again once re-added). Runs until `stop`.
 pub async fn reconcile_members(
     raft: ArchiveRaft,
     sm: Option<ArchiveStateMachine>,
@@ -347,7 +378,25 @@ pub async fn reconcile_members(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(every);
+    let mut standing_down = false;
     while crate::tick_or_stop(&mut tick, &mut stop).await {
+        let removed = sm
+            .as_ref()
+            .and_then(|sm| sm.removed_members().ok())
+            .unwrap_or_default();
+        // A node an operator removed keeps running until it is shut down;
+        // its campaigns (its log may lack the membership that drops it)
+        // would only unseat the leader, so it stops campaigning.
+        let me = raft.metrics().borrow().id;
+        if removed.contains(&me) != standing_down {
+            standing_down = !standing_down;
+            tracing::info!(
+                standing_down,
+                "this node's archive membership changed; elections {}",
+                if standing_down { "off" } else { "on" }
+            );
+            raft.runtime_config().elect(!standing_down);
+        }
         if !crate::raft_net::leads(&raft) {
             continue;
         }
@@ -358,10 +407,6 @@ pub async fn reconcile_members(
             .nodes()
             .map(|(id, _)| *id)
             .collect();
-        let removed = sm
-            .as_ref()
-            .and_then(|sm| sm.removed_members().ok())
-            .unwrap_or_default();
         for (id, node) in &wanted {
             if !members.contains(id) && !removed.contains(id) {
                 tracing::info!(node = id, addr = %node.addr, "adding a node to the archive as a learner");
