@@ -6,6 +6,7 @@ use crate::antientropy;
 use crate::node::{Cluster, OutboxRecord};
 use crate::tls::ClusterTls;
 use chorus_core::config::PeerConfig;
+use chorus_core::failpoint::{self, Failpoint};
 use chorus_core::replication::ReplItem;
 use chorus_core::store::StoreError;
 use chorus_proto::v1::cluster_client::ClusterClient;
@@ -152,6 +153,10 @@ impl Link {
     }
 
     pub(crate) fn send_stanza(&self, store: &RocksStore, record: &OutboxRecord) -> Result<(), StoreError> {
+        if !self.is_up() && failpoint::active(Failpoint::SkipOutboxWhenDown) {
+            // The re-introduced bug the chaos suite must catch.
+            return Ok(());
+        }
         let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Io(e.to_string()))?;
         store.outbox_push(&self.peer.id, &bytes)?;
         metrics::counter!("chorus_cluster_stanzas_queued_total").increment(1);

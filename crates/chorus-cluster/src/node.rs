@@ -155,23 +155,20 @@ impl Cluster {
         stanzas: Vec<chorus_proto::v1::Stanza>,
     ) -> Result<u64, chorus_core::store::StoreError> {
         let _g = self.intake.lock().unwrap_or_else(|e| e.into_inner());
-        let mut mark = self.store.inbox_mark(origin)?;
-        let before = mark;
-        for s in stanzas {
-            if s.seq <= mark {
-                metrics::counter!("chorus_cluster_duplicates_dropped_total").increment(1);
-                continue;
-            }
-            if let Some(ctx) = self.ctx()
-                && let Some(el) = chorus_xmpp::remote::parse_stanza(ctx, &s.xml)
-            {
-                let span = tracing::info_span!("deliver.from_peer", origin, stanza = el.name());
-                crate::trace_ctx::set_parent(&span, &s.traceparent);
-                let _g = span.entered();
-                chorus_xmpp::remote::deliver_from_peer(ctx, &s.user, &s.resource, el);
-            }
-            mark = s.seq;
-        }
+        let before = self.store.inbox_mark(origin)?;
+        let ctx = self.ctx();
+        let (mark, duplicates) =
+            chorus_core::replication::intake(before, stanzas.into_iter().map(|s| (s.seq, s)), |s| {
+                if let Some(ctx) = ctx
+                    && let Some(el) = chorus_xmpp::remote::parse_stanza(ctx, &s.xml)
+                {
+                    let span = tracing::info_span!("deliver.from_peer", origin, stanza = el.name());
+                    crate::trace_ctx::set_parent(&span, &s.traceparent);
+                    let _g = span.entered();
+                    chorus_xmpp::remote::deliver_from_peer(ctx, &s.user, &s.resource, el);
+                }
+            });
+        metrics::counter!("chorus_cluster_duplicates_dropped_total").increment(duplicates);
         if mark != before {
             self.store.set_inbox_mark(origin, mark)?;
         }

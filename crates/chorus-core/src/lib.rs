@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod config;
 pub mod credentials;
+pub mod failpoint;
 pub mod hlc;
 pub mod lww;
 pub mod mem_store;

@@ -202,7 +202,18 @@ impl RocksStore {
     }
 
     /// Writes local changes with fresh versions and tells the listener.
+    ///
+    /// Each new version is above the one it replaces: the clock first
+    /// observes the stored versions. (The clock forgets what it learned
+    /// from peers when the node restarts; without this, a write after a
+    /// restart could carry an older version than the one it overwrites,
+    /// and anti-entropy would quietly revert it. `chorus-sim` found this.)
     fn write_local(&self, changes: Vec<(Table, Vec<u8>, Option<Vec<u8>>)>) -> Result<Version, StoreError> {
+        for (table, key, _) in &changes {
+            if let Some(held) = self.register(*table, key)? {
+                self.clock.observe(held.version.hlc);
+            }
+        }
         let mut batch = WriteBatch::default();
         let mut items = Vec::with_capacity(changes.len());
         let mut last = self.clock.tick();

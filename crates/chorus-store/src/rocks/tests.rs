@@ -239,3 +239,30 @@ fn tombstone_wins_over_older_write_and_listener_sees_changes() {
     assert_eq!(seen.len(), 2);
     assert!(seen.iter().all(|(_, o)| *o == ChangeOrigin::Remote));
 }
+
+#[test]
+fn a_write_after_a_restart_beats_a_version_from_a_clock_ahead_peer() {
+    // Found by chorus-sim (bug `blind-local-write`): the clock forgets what
+    // it observed from peers when the node restarts.
+    let (d1, d2) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let a = open(d1.path(), 1);
+    a.set_blocked("u", &["x@y".into()], true).expect("block");
+    let all: Vec<u32> = (0..DIGEST_BUCKETS).collect();
+    let mut items = a.items_in_buckets(Table::Blocks, &all).expect("items");
+    assert_eq!(items.len(), 1);
+    // The peer's clock runs an hour ahead.
+    let ahead = chorus_core::hlc::Hlc::from_parts(items[0].lww.version.hlc.millis() + 3_600_000, 0);
+    items[0].lww.version.hlc = ahead;
+    {
+        let b = open(d2.path(), 2);
+        assert_eq!(b.apply_remote(&items).expect("apply").len(), 1);
+    }
+    let b = open(d2.path(), 2);
+    b.set_blocked("u", &["x@y".into()], false).expect("unblock");
+    let held = b.items_in_buckets(Table::Blocks, &all).expect("items");
+    assert!(held[0].lww.version.hlc > ahead, "{:?} <= {ahead:?}", held[0].lww.version);
+    assert!(b.blocklist("u").expect("list").is_empty());
+}

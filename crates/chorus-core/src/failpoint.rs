@@ -1,0 +1,64 @@
+//! Failpoints: known bugs that the chaos suite re-introduces on purpose to
+//! prove its checkers catch them.
+//!
+//! Only debug builds read them (`CHORUS_FAILPOINTS=name[,name...]` in the
+//! environment); in release builds [`active`] is a constant `false`, so
+//! nothing a customer runs can be switched into a bug.
+
+/// A buggy behaviour the chaos suite can switch on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failpoint {
+    /// A cross-node stanza queued for a peer whose link is down is
+    /// dropped instead of being written to the durable outbox, while the
+    /// sender's stream still acknowledges it ("ack before the spool
+    /// write"). A site cut then loses messages.
+    SkipOutboxWhenDown,
+}
+
+impl Failpoint {
+    /// The name used in `CHORUS_FAILPOINTS`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Failpoint::SkipOutboxWhenDown => "skip-outbox-when-down",
+        }
+    }
+}
+
+/// Whether `fp` is switched on for this process.
+#[cfg(debug_assertions)]
+pub fn active(fp: Failpoint) -> bool {
+    use std::sync::OnceLock;
+    static NAMES: OnceLock<Vec<String>> = OnceLock::new();
+    NAMES
+        .get_or_init(|| parse(&std::env::var("CHORUS_FAILPOINTS").unwrap_or_default()))
+        .iter()
+        .any(|n| n == fp.name())
+}
+
+/// Whether `fp` is switched on for this process: never, in release builds.
+#[cfg(not(debug_assertions))]
+pub fn active(_fp: Failpoint) -> bool {
+    false
+}
+
+#[cfg_attr(not(debug_assertions), allow(dead_code))]
+fn parse(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_is_comma_separated_and_trimmed() {
+        assert_eq!(
+            parse(" skip-outbox-when-down , x,,"),
+            vec!["skip-outbox-when-down", "x"]
+        );
+        assert!(parse("").is_empty());
+    }
+}

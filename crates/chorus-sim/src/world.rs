@@ -1,0 +1,743 @@
+//! The simulated world: nodes, a network with fault knobs, a workload, and
+//! a fault schedule, all driven by one seeded [`Rng`] over virtual time.
+//!
+//! What is simulated is Chorus's replication and cross-node routing
+//! protocol, using the production code's own pieces where they are pure:
+//! the hybrid logical clock ([`Clock`]), last-writer-wins merging
+//! ([`Lww::apply`]), anti-entropy buckets and digests ([`bucket_of`],
+//! [`item_digest`]) and exactly-once intake ([`intake`]). Around them sits
+//! a model of what `chorus-store` and `chorus-cluster` do with I/O: a
+//! durable per-peer outbox with sequence numbers (push on accept, resend
+//! everything unacknowledged on every new connection, drop on ack), a
+//! persisted intake mark per origin, best-effort live replication of
+//! register writes, periodic digest exchange, and the store's persisted
+//! clock, restored on restart.
+//!
+//! Faults: node crashes (volatile state lost, durable state kept, the
+//! clock may come back skewed), cuts between two nodes, isolation of a
+//! node, millisecond blips, clock jumps, and per-message latency with
+//! occasional long stalls. Connections are FIFO; a cut or crash drops
+//! everything in flight on the connections it breaks (a TCP reset).
+
+use crate::rng::Rng;
+use chorus_core::hlc::{Clock, Hlc, node_tag};
+use chorus_core::lww::Lww;
+use chorus_core::replication::{DIGEST_BUCKETS, bucket_of, intake, item_digest};
+use std::cell::Cell;
+use std::collections::BTreeMap;
+
+/// Wall-clock origin of every run (ms since the Unix epoch), far enough
+/// from zero that skewed clocks stay positive.
+const EPOCH_MS: u64 = 1_800_000_000_000;
+
+/// How often a node flushes its outboxes and (re)connects its links.
+const TICK_MS: u64 = 50;
+
+/// Most stanzas sent per flush.
+const BATCH: usize = 64;
+
+thread_local! {
+    /// The clock reading of the node currently acting (set before every
+    /// action; the simulation runs on one thread).
+    static NOW: Cell<u64> = const { Cell::new(EPOCH_MS) };
+}
+
+fn sim_now() -> u64 {
+    NOW.with(Cell::get)
+}
+
+/// A known bug the simulation can re-introduce, to show the checkers
+/// catch it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bug {
+    /// The sender's client is acknowledged before the stanza is in the
+    /// durable outbox (it is spooled on the next flush): a crash in
+    /// between loses it.
+    AckBeforeSpool,
+    /// Intake ignores the persisted mark: a batch resent after a lost
+    /// acknowledgement is delivered twice.
+    NoIntakeMark,
+    /// Replicated writes overwrite whatever is there instead of merging
+    /// by version: nodes diverge.
+    LastArrivalWins,
+    /// A local write takes a fresh clock reading without first observing
+    /// the version it replaces. The clock forgets what it learned from
+    /// peers when the node restarts, so a write after a restart can carry
+    /// an older version than the one it overwrites, and anti-entropy later
+    /// reverts it. `RocksStore::write_local` did this until this
+    /// simulation found it.
+    BlindLocalWrite,
+}
+
+impl Bug {
+    /// Every bug, for `--bug` and the self-test.
+    pub const ALL: [Bug; 4] = [
+        Bug::AckBeforeSpool,
+        Bug::NoIntakeMark,
+        Bug::LastArrivalWins,
+        Bug::BlindLocalWrite,
+    ];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::AckBeforeSpool => "ack-before-spool",
+            Bug::NoIntakeMark => "no-intake-mark",
+            Bug::LastArrivalWins => "last-arrival-wins",
+            Bug::BlindLocalWrite => "blind-local-write",
+        }
+    }
+
+    /// Parses [`Bug::name`].
+    pub fn parse(s: &str) -> Option<Bug> {
+        Bug::ALL.into_iter().find(|b| b.name() == s)
+    }
+}
+
+/// The shape of one run.
+#[derive(Clone, Debug)]
+pub struct Params {
+    /// Number of nodes (each its own site).
+    pub nodes: usize,
+    /// Virtual milliseconds of workload and faults.
+    pub active_ms: u64,
+    /// Virtual milliseconds after every fault healed, before checking.
+    pub settle_ms: u64,
+    /// Distinct register keys written (few, so writes conflict).
+    pub keys: u32,
+    /// A bug to re-introduce, if any.
+    pub bug: Option<Bug>,
+}
+
+impl Default for Params {
+    fn default() -> Params {
+        Params {
+            nodes: 3,
+            active_ms: 20_000,
+            settle_ms: 10_000,
+            keys: 12,
+            bug: None,
+        }
+    }
+}
+
+/// A fault the schedule injects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The node dies; it restarts after `down_ms` with its clock skewed by
+    /// `skew_ms`.
+    Crash {
+        /// Which node.
+        node: usize,
+        /// Time down.
+        down_ms: u64,
+        /// Clock offset after the restart.
+        skew_ms: i64,
+    },
+    /// The link between two nodes is cut for `ms` (a blip when short).
+    Cut {
+        /// One end.
+        a: usize,
+        /// The other end.
+        b: usize,
+        /// Duration.
+        ms: u64,
+    },
+    /// Every link of the node is cut for `ms`.
+    Isolate {
+        /// Which node.
+        node: usize,
+        /// Duration.
+        ms: u64,
+    },
+    /// The node's wall clock jumps to `skew_ms` off true time (possibly
+    /// backwards) while it runs.
+    ClockJump {
+        /// Which node.
+        node: usize,
+        /// New offset.
+        skew_ms: i64,
+    },
+}
+
+/// Draws the fault schedule of a run from its seed: `(time, fault)`,
+/// every fault over before `active_ms`.
+pub fn schedule(rng: &mut Rng, p: &Params) -> Vec<(u64, Fault)> {
+    let n = p.nodes;
+    let count = rng.range(2, 14);
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let at = rng.range(0, p.active_ms.saturating_sub(500));
+        let room = p.active_ms - at;
+        let skew = |rng: &mut Rng| rng.range(0, 120_001) as i64 - 60_000;
+        let fault = match rng.range(0, 5) {
+            0 => Fault::Crash {
+                node: rng.index(n),
+                down_ms: rng.range(100, 3_000).min(room),
+                skew_ms: skew(rng),
+            },
+            1 => {
+                let a = rng.index(n);
+                Fault::Cut {
+                    a,
+                    b: (a + 1 + rng.index(n - 1)) % n,
+                    ms: rng.range(100, 4_000).min(room),
+                }
+            }
+            2 => {
+                let a = rng.index(n);
+                Fault::Cut {
+                    a,
+                    b: (a + 1 + rng.index(n - 1)) % n,
+                    ms: rng.range(1, 20),
+                }
+            }
+            3 => Fault::Isolate {
+                node: rng.index(n),
+                ms: rng.range(100, 4_000).min(room),
+            },
+            _ => Fault::ClockJump {
+                node: rng.index(n),
+                skew_ms: skew(rng),
+            },
+        };
+        out.push((at, fault));
+    }
+    out.sort_by_key(|(t, _)| *t);
+    out
+}
+
+/// A stanza a client had acknowledged: it must arrive exactly once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Acked {
+    /// Unique id (its payload).
+    pub id: u64,
+    /// Sending node.
+    pub from: usize,
+    /// Receiving node.
+    pub to: usize,
+}
+
+/// One register write a client made.
+#[derive(Clone, Debug)]
+pub struct Write {
+    /// Node written at.
+    pub node: usize,
+    /// Key.
+    pub key: Vec<u8>,
+    /// The register written.
+    pub lww: Lww,
+}
+
+/// Everything the checkers look at.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    /// Stanzas acknowledged to their senders.
+    pub acked: Vec<Acked>,
+    /// Per node, `(origin, id)` of every stanza delivered there, in order.
+    pub delivered: Vec<Vec<(usize, u64)>>,
+    /// Register writes, in the order they happened.
+    pub writes: Vec<Write>,
+    /// Local writes that did not win over what their node already held.
+    pub stale_writes: Vec<String>,
+    /// The faults injected, with their times.
+    pub faults: Vec<(u64, Fault)>,
+}
+
+#[derive(Clone, Debug)]
+enum Msg {
+    Stanzas(Vec<(u64, u64)>),
+    Ack(u64),
+    Repl(Vec<(Vec<u8>, Lww)>),
+    Digests(Vec<u64>),
+    Items {
+        items: Vec<(Vec<u8>, Lww)>,
+        buckets: Vec<u32>,
+        reply: bool,
+    },
+}
+
+#[derive(Clone, Debug)]
+enum Ev {
+    Arrive {
+        from: usize,
+        to: usize,
+        epoch: u64,
+        msg: Msg,
+    },
+    Write(usize),
+    Send(usize),
+    Tick(usize),
+    AntiEntropy(usize),
+    Fault(Fault),
+    Restart {
+        node: usize,
+        skew_ms: i64,
+    },
+    Heal {
+        a: usize,
+        b: usize,
+    },
+}
+
+struct Node {
+    tag: u32,
+    up: bool,
+    skew_ms: i64,
+    clock: Clock,
+    // Durable.
+    persisted_clock: Hlc,
+    regs: BTreeMap<Vec<u8>, Lww>,
+    outbox: Vec<BTreeMap<u64, u64>>,
+    next_seq: Vec<u64>,
+    marks: Vec<u64>,
+    // Volatile.
+    sent_upto: Vec<u64>,
+    unspooled: Vec<(usize, u64)>,
+}
+
+/// One run of the simulation.
+pub struct World {
+    p: Params,
+    rng: Rng,
+    now: u64,
+    next_event: u64,
+    events: BTreeMap<(u64, u64), Ev>,
+    nodes: Vec<Node>,
+    cuts: Vec<Vec<u32>>,
+    connected: Vec<Vec<bool>>,
+    epoch: Vec<Vec<u64>>,
+    last_arrival: Vec<Vec<u64>>,
+    next_id: u64,
+    /// Events processed.
+    pub steps: u64,
+    /// What happened, for the checkers.
+    pub history: History,
+}
+
+impl World {
+    /// A world for `seed`, with its fault schedule drawn.
+    pub fn new(seed: u64, p: Params) -> World {
+        let mut rng = Rng::new(seed);
+        let n = p.nodes;
+        let nodes = (0..n)
+            .map(|i| Node {
+                tag: node_tag(&format!("n{i}")),
+                up: true,
+                skew_ms: 0,
+                clock: Clock::with_time_source(node_tag(&format!("n{i}")), sim_now),
+                persisted_clock: Hlc(0),
+                regs: BTreeMap::new(),
+                outbox: vec![BTreeMap::new(); n],
+                next_seq: vec![0; n],
+                marks: vec![0; n],
+                sent_upto: vec![0; n],
+                unspooled: Vec::new(),
+            })
+            .collect();
+        let faults = schedule(&mut rng, &p);
+        let mut w = World {
+            rng,
+            now: 0,
+            next_event: 0,
+            events: BTreeMap::new(),
+            nodes,
+            cuts: vec![vec![0; n]; n],
+            connected: vec![vec![false; n]; n],
+            epoch: vec![vec![0; n]; n],
+            last_arrival: vec![vec![0; n]; n],
+            next_id: 1,
+            steps: 0,
+            history: History {
+                delivered: vec![Vec::new(); n],
+                ..History::default()
+            },
+            p,
+        };
+        for i in 0..n {
+            let (a, b, c, d) = (
+                w.rng.range(0, 200),
+                w.rng.range(0, 200),
+                w.rng.range(0, TICK_MS),
+                w.rng.range(0, 300),
+            );
+            w.at(a, Ev::Write(i));
+            w.at(b, Ev::Send(i));
+            w.at(c, Ev::Tick(i));
+            w.at(d, Ev::AntiEntropy(i));
+        }
+        for (t, f) in faults {
+            w.at(t, Ev::Fault(f));
+        }
+        w
+    }
+
+    /// Runs the workload and faults, then the settle period.
+    pub fn run(&mut self) {
+        let end = self.p.active_ms + self.p.settle_ms;
+        while let Some(((t, _), ev)) = self.events.pop_first() {
+            if t > end {
+                break;
+            }
+            self.now = t;
+            self.steps += 1;
+            self.handle(ev);
+        }
+    }
+
+    /// The node count.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// A node's registers at the end.
+    pub fn registers(&self, node: usize) -> &BTreeMap<Vec<u8>, Lww> {
+        &self.nodes[node].regs
+    }
+
+    /// Stanzas still waiting in a node's outboxes.
+    pub fn pending(&self, node: usize) -> usize {
+        self.nodes[node].outbox.iter().map(BTreeMap::len).sum()
+    }
+
+    fn at(&mut self, delay: u64, ev: Ev) {
+        self.next_event += 1;
+        self.events.insert((self.now + delay, self.next_event), ev);
+    }
+
+    fn bug(&self, b: Bug) -> bool {
+        self.p.bug == Some(b)
+    }
+
+    /// Points the thread's clock at node `n`'s (skewed) wall time.
+    fn enter(&self, n: usize) {
+        let t = (EPOCH_MS + self.now) as i64 + self.nodes[n].skew_ms;
+        NOW.with(|c| c.set(t as u64));
+    }
+
+    fn workload_on(&self) -> bool {
+        self.now < self.p.active_ms
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Arrive { from, to, epoch, msg } => {
+                if self.epoch[from][to] == epoch && self.connected[from][to] {
+                    self.receive(from, to, msg);
+                }
+            }
+            Ev::Write(n) => {
+                if self.workload_on() {
+                    let d = self.rng.range(50, 400);
+                    self.at(d, Ev::Write(n));
+                    if self.nodes[n].up {
+                        self.write(n);
+                    }
+                }
+            }
+            Ev::Send(n) => {
+                if self.workload_on() {
+                    let d = self.rng.range(20, 200);
+                    self.at(d, Ev::Send(n));
+                    if self.nodes[n].up {
+                        self.accept_stanza(n);
+                    }
+                }
+            }
+            Ev::Tick(n) => {
+                self.at(TICK_MS, Ev::Tick(n));
+                if self.nodes[n].up {
+                    self.flush(n);
+                }
+            }
+            Ev::AntiEntropy(n) => {
+                let d = self.rng.range(200, 400);
+                self.at(d, Ev::AntiEntropy(n));
+                if self.nodes[n].up {
+                    let digests = self.digests(n);
+                    for m in 0..self.nodes.len() {
+                        if m != n {
+                            self.send(n, m, Msg::Digests(digests.clone()));
+                        }
+                    }
+                }
+            }
+            Ev::Fault(f) => self.inject(f),
+            Ev::Restart { node, skew_ms } => {
+                let nd = &mut self.nodes[node];
+                nd.up = true;
+                nd.skew_ms = skew_ms;
+                // The store's open: a fresh clock that observes the
+                // persisted reading.
+                nd.clock = Clock::with_time_source(nd.tag, sim_now);
+                nd.clock.observe(nd.persisted_clock);
+            }
+            Ev::Heal { a, b } => {
+                self.cuts[a][b] -= 1;
+                self.cuts[b][a] -= 1;
+            }
+        }
+    }
+
+    fn inject(&mut self, f: Fault) {
+        self.history.faults.push((self.now, f.clone()));
+        match f {
+            Fault::Crash {
+                node,
+                down_ms,
+                skew_ms,
+            } => {
+                if !self.nodes[node].up {
+                    return;
+                }
+                let nd = &mut self.nodes[node];
+                nd.up = false;
+                nd.sent_upto.iter_mut().for_each(|s| *s = 0);
+                nd.unspooled.clear();
+                self.refresh_all(node);
+                self.at(down_ms, Ev::Restart { node, skew_ms });
+            }
+            Fault::Cut { a, b, ms } => {
+                self.cuts[a][b] += 1;
+                self.cuts[b][a] += 1;
+                self.refresh(a, b);
+                self.at(ms, Ev::Heal { a, b });
+            }
+            Fault::Isolate { node, ms } => {
+                for m in 0..self.nodes.len() {
+                    if m != node {
+                        self.cuts[node][m] += 1;
+                        self.cuts[m][node] += 1;
+                        self.refresh(node, m);
+                        self.at(ms, Ev::Heal { a: node, b: m });
+                    }
+                }
+            }
+            Fault::ClockJump { node, skew_ms } => self.nodes[node].skew_ms = skew_ms,
+        }
+    }
+
+    fn refresh_all(&mut self, n: usize) {
+        for m in 0..self.nodes.len() {
+            if m != n {
+                self.refresh(n, m);
+            }
+        }
+    }
+
+    /// Brings the connection between `a` and `b` in line with the
+    /// network: a break is seen at once (a reset); a new connection is
+    /// made by the next flush.
+    fn refresh(&mut self, a: usize, b: usize) {
+        let reachable = self.nodes[a].up && self.nodes[b].up && self.cuts[a][b] == 0;
+        if reachable == self.connected[a][b] {
+            return;
+        }
+        self.connected[a][b] = reachable;
+        self.connected[b][a] = reachable;
+        self.epoch[a][b] += 1;
+        self.epoch[b][a] += 1;
+        if reachable {
+            // A new connection: each side resends all it has not had
+            // acknowledged.
+            self.nodes[a].sent_upto[b] = 0;
+            self.nodes[b].sent_upto[a] = 0;
+        }
+    }
+
+    fn send(&mut self, from: usize, to: usize, msg: Msg) {
+        if !self.connected[from][to] {
+            return;
+        }
+        let mut latency = self.rng.range(1, 30);
+        if self.rng.chance(0.01) {
+            latency += self.rng.range(100, 400);
+        }
+        let arrival = (self.now + latency).max(self.last_arrival[from][to]);
+        self.last_arrival[from][to] = arrival;
+        let epoch = self.epoch[from][to];
+        let delay = arrival - self.now;
+        self.at(delay, Ev::Arrive { from, to, epoch, msg });
+    }
+
+    fn write(&mut self, n: usize) {
+        let key = format!("k{}", self.rng.range(0, self.p.keys as u64)).into_bytes();
+        let id = self.next_id;
+        self.next_id += 1;
+        self.enter(n);
+        let blind = self.bug(Bug::BlindLocalWrite);
+        let nd = &mut self.nodes[n];
+        // `RocksStore::write_local`: observe the version being replaced,
+        // then tick.
+        if let Some(held) = nd.regs.get(&key)
+            && !blind
+        {
+            nd.clock.observe(held.version.hlc);
+        }
+        let version = nd.clock.tick();
+        // `RocksStore::write_local` persists the clock with every write.
+        nd.persisted_clock = nd.persisted_clock.max(version.hlc);
+        let lww = Lww {
+            version,
+            value: Some(id.to_be_bytes().to_vec()),
+        };
+        if let Some(cur) = nd.regs.get(&key)
+            && cur.version >= version
+        {
+            self.history.stale_writes.push(format!(
+                "t={}ms n{n} wrote {} with {:?}, older than the {:?} it held",
+                self.now,
+                String::from_utf8_lossy(&key),
+                version,
+                cur.version
+            ));
+        }
+        nd.regs.insert(key.clone(), lww.clone());
+        self.history.writes.push(Write {
+            node: n,
+            key: key.clone(),
+            lww: lww.clone(),
+        });
+        for m in 0..self.nodes.len() {
+            if m != n {
+                self.send(n, m, Msg::Repl(vec![(key.clone(), lww.clone())]));
+            }
+        }
+    }
+
+    fn accept_stanza(&mut self, n: usize) {
+        let to = (n + 1 + self.rng.index(self.nodes.len() - 1)) % self.nodes.len();
+        let id = self.next_id;
+        self.next_id += 1;
+        if self.bug(Bug::AckBeforeSpool) {
+            self.nodes[n].unspooled.push((to, id));
+        } else {
+            self.spool(n, to, id);
+        }
+        self.history.acked.push(Acked { id, from: n, to });
+    }
+
+    fn spool(&mut self, n: usize, to: usize, id: u64) {
+        let nd = &mut self.nodes[n];
+        nd.next_seq[to] += 1;
+        let seq = nd.next_seq[to];
+        nd.outbox[to].insert(seq, id);
+    }
+
+    fn flush(&mut self, n: usize) {
+        for (to, id) in std::mem::take(&mut self.nodes[n].unspooled) {
+            self.spool(n, to, id);
+        }
+        for m in 0..self.nodes.len() {
+            if m == n {
+                continue;
+            }
+            self.refresh(n, m);
+            if !self.connected[n][m] {
+                continue;
+            }
+            let nd = &self.nodes[n];
+            let batch: Vec<(u64, u64)> = nd.outbox[m]
+                .range(nd.sent_upto[m] + 1..)
+                .take(BATCH)
+                .map(|(s, id)| (*s, *id))
+                .collect();
+            if let Some((last, _)) = batch.last() {
+                self.nodes[n].sent_upto[m] = *last;
+                self.send(n, m, Msg::Stanzas(batch));
+            }
+        }
+    }
+
+    fn receive(&mut self, from: usize, to: usize, msg: Msg) {
+        match msg {
+            Msg::Stanzas(batch) => {
+                let mark = if self.bug(Bug::NoIntakeMark) {
+                    0
+                } else {
+                    self.nodes[to].marks[from]
+                };
+                let delivered = &mut self.history.delivered[to];
+                let (mark, _) = intake(mark, batch, |id| delivered.push((from, id)));
+                self.nodes[to].marks[from] = mark;
+                self.send(to, from, Msg::Ack(mark));
+            }
+            Msg::Ack(upto) => {
+                let outbox = &mut self.nodes[to].outbox[from];
+                *outbox = outbox.split_off(&(upto + 1));
+            }
+            Msg::Repl(items) => self.apply_remote(to, items),
+            Msg::Digests(theirs) => {
+                let mine = self.digests(to);
+                let buckets: Vec<u32> = (0..DIGEST_BUCKETS)
+                    .filter(|b| mine[*b as usize] != theirs[*b as usize])
+                    .collect();
+                if !buckets.is_empty() {
+                    let items = self.items_in(to, &buckets);
+                    self.send(
+                        to,
+                        from,
+                        Msg::Items {
+                            items,
+                            buckets,
+                            reply: true,
+                        },
+                    );
+                }
+            }
+            Msg::Items {
+                items,
+                buckets,
+                reply,
+            } => {
+                self.apply_remote(to, items);
+                if reply {
+                    let items = self.items_in(to, &buckets);
+                    self.send(
+                        to,
+                        from,
+                        Msg::Items {
+                            items,
+                            buckets,
+                            reply: false,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// `RocksStore::apply_remote`: observe, then merge by version.
+    fn apply_remote(&mut self, n: usize, items: Vec<(Vec<u8>, Lww)>) {
+        self.enter(n);
+        let last_arrival_wins = self.bug(Bug::LastArrivalWins);
+        let nd = &mut self.nodes[n];
+        for (key, lww) in items {
+            // Observed, but (as in the store) not persisted.
+            nd.clock.observe(lww.version.hlc);
+            if last_arrival_wins {
+                nd.regs.insert(key, lww);
+            } else {
+                let (merged, _) = Lww::apply(nd.regs.remove(&key), lww);
+                nd.regs.insert(key, merged);
+            }
+        }
+    }
+
+    fn digests(&self, n: usize) -> Vec<u64> {
+        let mut d = vec![0u64; DIGEST_BUCKETS as usize];
+        for (k, v) in &self.nodes[n].regs {
+            d[bucket_of(k) as usize] ^= item_digest(k, v);
+        }
+        d
+    }
+
+    fn items_in(&self, n: usize, buckets: &[u32]) -> Vec<(Vec<u8>, Lww)> {
+        self.nodes[n]
+            .regs
+            .iter()
+            .filter(|(k, _)| buckets.contains(&bucket_of(k)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
