@@ -16,6 +16,12 @@ use tokio_rustls::TlsAcceptor;
 
 /// How often a session with unacknowledged stanzas is asked for an ack.
 pub const ACK_REQUEST_INTERVAL_SECS: u64 = 30;
+
+/// On a graceful shutdown, how long a stream-management session gets to
+/// acknowledge what it received before the stream ends. Stanzas still
+/// unacknowledged then are kept offline and delivered again (XEP-0198), so
+/// without this grace a restart would hand clients duplicates.
+pub const SHUTDOWN_ACK_WAIT: Duration = Duration::from_secs(1);
 /// Read buffer size, in bytes.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
 /// Time allowed for writing one batch of output before the peer counts as stalled.
@@ -111,11 +117,23 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     // A connection that drops without a clean close may be resumed
     // (XEP-0198); one we ended with a stream error may not.
     let mut dropped = false;
+    // Set once a shutdown waits for the client's acknowledgement.
+    let mut draining: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.changed() => session.on_shutdown(),
-            routed = recv_routed(&mut rx) => match routed {
+            _ = shutdown.changed(), if draining.is_none() => {
+                if session.unacked() > 0 {
+                    session.on_ack_timer();
+                    draining = Some(tokio::time::Instant::now() + SHUTDOWN_ACK_WAIT);
+                } else {
+                    session.on_shutdown();
+                }
+            }
+            _ = tokio::time::sleep_until(draining.unwrap_or_else(tokio::time::Instant::now)), if draining.is_some() => {
+                session.on_shutdown();
+            }
+            routed = recv_routed(&mut rx), if draining.is_none() => match routed {
                 Some(item) => session.on_routed(item),
                 None => rx = None,
             },
@@ -156,7 +174,9 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         if rx.is_none() {
             rx = session.take_rx();
         }
-        if session.wants_ack_request() {
+        if draining.is_some() && session.unacked() == 0 && !session.is_closed() {
+            session.on_shutdown();
+        } else if session.wants_ack_request() {
             session.on_ack_timer();
         }
         let (out, close, starttls) = render(session.take_outputs(), &ctx.domain, session.stream_id());

@@ -132,6 +132,11 @@ impl Session {
         }
     }
 
+    /// Stanzas sent to the client that it has not acknowledged yet.
+    pub fn unacked(&self) -> usize {
+        self.sm.as_ref().map_or(0, |s| s.pending())
+    }
+
     /// Whether an ack request is due because many stanzas are pending.
     pub fn wants_ack_request(&self) -> bool {
         self.sm
