@@ -1,6 +1,12 @@
 //! The session directory of the other nodes: which resources each peer
 //! holds, with leases. Soft state: rebuilt from snapshots on reconnect and
 //! dropped when a peer falls silent for longer than its lease.
+//!
+//! Each inbound link is a stream, numbered by its hello; only the peer's
+//! newest stream may change what we hold for it. After a silent network
+//! cut, the old connection's frames can still arrive (retransmitted by the
+//! kernel) after the new connection's snapshot; unfenced, an old "logged
+//! in" delta would leave a ghost session. `chorus-sim` found this.
 
 use chorus_proto::v1::{ResourceEntry, ResourceKey};
 use std::collections::HashMap;
@@ -20,6 +26,10 @@ pub struct PeerView {
     pub alive: bool,
     /// Its resources by (user, resource).
     pub entries: HashMap<(String, String), ResourceEntry>,
+    /// The stream of its newest hello: frames from others are stale.
+    pub stream: u64,
+    /// The connection number of that hello (within `incarnation`).
+    pub connection: u64,
 }
 
 /// A resource that appeared or vanished, for presence notifications.
@@ -35,6 +45,7 @@ pub enum Change {
 #[derive(Default)]
 pub struct Directory {
     peers: Mutex<HashMap<String, PeerView>>,
+    streams: std::sync::atomic::AtomicU64,
 }
 
 impl Directory {
@@ -42,10 +53,27 @@ impl Directory {
         f(&mut self.peers.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// A peer said hello. A new incarnation drops what its old self held.
-    pub fn hello(&self, node: &str, site: &str, incarnation: u64, now: Instant) -> Vec<Change> {
-        self.with(|peers| {
+    /// A peer said hello on a new stream, for its `connection`-th
+    /// connection of `incarnation`; returns the stream's number (for the
+    /// frames that follow on it) and what changed. A hello older than the
+    /// newest one seen (a late arrival from a dead connection) opens a
+    /// stream whose frames are all ignored. A new incarnation drops what
+    /// its old self held.
+    pub fn hello(
+        &self,
+        node: &str,
+        site: &str,
+        (incarnation, connection): (u64, u64),
+        now: Instant,
+    ) -> (u64, Vec<Change>) {
+        let stream = self.streams.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let changes = self.with(|peers| {
             let p = peers.entry(node.to_owned()).or_default();
+            if (incarnation, connection) < (p.incarnation, p.connection) {
+                return Vec::new();
+            }
+            p.stream = stream;
+            p.connection = connection;
             p.site = site.to_owned();
             p.last_heard = Some(now);
             let mut changes = Vec::new();
@@ -63,23 +91,30 @@ impl Directory {
             }
             p.alive = true;
             changes
-        })
+        });
+        (stream, changes)
     }
 
-    /// Any frame from a peer renews its lease.
-    pub fn heard(&self, node: &str, now: Instant) {
+    /// Any frame on a peer's newest stream renews its lease.
+    pub fn heard(&self, node: &str, stream: u64, now: Instant) {
         self.with(|peers| {
-            if let Some(p) = peers.get_mut(node) {
+            if let Some(p) = peers.get_mut(node)
+                && p.stream == stream
+            {
                 p.last_heard = Some(now);
                 p.alive = true;
             }
         })
     }
 
-    /// Replaces a peer's entries with a snapshot; reports what changed.
-    pub fn snapshot(&self, node: &str, entries: Vec<ResourceEntry>) -> Vec<Change> {
+    /// Replaces a peer's entries with a snapshot from `stream`; reports
+    /// what changed. A stale stream's snapshot changes nothing.
+    pub fn snapshot(&self, node: &str, stream: u64, entries: Vec<ResourceEntry>) -> Vec<Change> {
         self.with(|peers| {
             let p = peers.entry(node.to_owned()).or_default();
+            if p.stream != stream {
+                return Vec::new();
+            }
             let mut new: HashMap<(String, String), ResourceEntry> = entries
                 .into_iter()
                 .map(|e| ((e.user.clone(), e.resource.clone()), e))
@@ -100,11 +135,15 @@ impl Directory {
         })
     }
 
-    /// Applies a delta (the peer's sessions announce their own presence, so
-    /// deltas produce no synthesized changes).
-    pub fn delta(&self, node: &str, up: Vec<ResourceEntry>, down: Vec<ResourceKey>) {
+    /// Applies a delta from `stream` (the peer's sessions announce their
+    /// own presence, so deltas produce no synthesized changes). A stale
+    /// stream's delta is dropped.
+    pub fn delta(&self, node: &str, stream: u64, up: Vec<ResourceEntry>, down: Vec<ResourceKey>) {
         self.with(|peers| {
             let p = peers.entry(node.to_owned()).or_default();
+            if p.stream != stream {
+                return;
+            }
             for e in up {
                 p.entries.insert((e.user.clone(), e.resource.clone()), e);
             }
@@ -192,8 +231,8 @@ mod tests {
     fn lease_expiry_drops_entries_and_snapshot_restores_them() {
         let d = Directory::default();
         let t0 = Instant::now();
-        d.hello("c1", "c", 1, t0);
-        d.snapshot("c1", vec![entry("carol", "phone")]);
+        let (s1, _) = d.hello("c1", "c", (1, 1), t0);
+        d.snapshot("c1", s1, vec![entry("carol", "phone")]);
         assert_eq!(d.resources("carol").len(), 1);
         let lease = Duration::from_secs(3);
         assert!(d.expire(t0 + Duration::from_secs(2), lease).is_empty());
@@ -206,8 +245,8 @@ mod tests {
             )]
         );
         assert!(d.resources("carol").is_empty());
-        d.hello("c1", "c", 1, t0 + Duration::from_secs(5));
-        let back = d.snapshot("c1", vec![entry("carol", "phone")]);
+        let (s2, _) = d.hello("c1", "c", (1, 1), t0 + Duration::from_secs(5));
+        let back = d.snapshot("c1", s2, vec![entry("carol", "phone")]);
         assert_eq!(back, vec![Change::Appeared(entry("carol", "phone"))]);
         assert_eq!(d.node_of("carol", "phone").as_deref(), Some("c1"));
     }
@@ -216,9 +255,9 @@ mod tests {
     fn new_incarnation_forgets_the_old_sessions() {
         let d = Directory::default();
         let t0 = Instant::now();
-        d.hello("c1", "c", 1, t0);
-        d.snapshot("c1", vec![entry("carol", "phone")]);
-        let gone = d.hello("c1", "c", 2, t0);
+        let (s1, _) = d.hello("c1", "c", (1, 1), t0);
+        d.snapshot("c1", s1, vec![entry("carol", "phone")]);
+        let (_, gone) = d.hello("c1", "c", (2, 1), t0);
         assert_eq!(gone, vec![Change::Vanished("carol".into(), "phone".into())]);
         assert!(d.resources("carol").is_empty());
     }
@@ -226,10 +265,11 @@ mod tests {
     #[test]
     fn deltas_add_and_remove() {
         let d = Directory::default();
-        d.hello("b1", "b", 1, Instant::now());
-        d.delta("b1", vec![entry("bob", "a"), entry("bob", "b")], vec![]);
+        let (s1, _) = d.hello("b1", "b", (1, 1), Instant::now());
+        d.delta("b1", s1, vec![entry("bob", "a"), entry("bob", "b")], vec![]);
         d.delta(
             "b1",
+            s1,
             vec![],
             vec![ResourceKey {
                 user: "bob".into(),
@@ -239,5 +279,32 @@ mod tests {
         let r = d.resources("bob");
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].1.resource, "b");
+    }
+
+    #[test]
+    fn frames_from_an_older_stream_change_nothing() {
+        let d = Directory::default();
+        let t0 = Instant::now();
+        let (old, _) = d.hello("b1", "b", (1, 1), t0);
+        d.delta("b1", old, vec![entry("bob", "a")], vec![]);
+        // A silent cut: the peer reconnects; bob logged out meanwhile.
+        let (new, _) = d.hello("b1", "b", (1, 2), t0 + Duration::from_secs(4));
+        d.snapshot("b1", new, vec![]);
+        // The old connection's retransmitted frames arrive late.
+        d.delta("b1", old, vec![entry("bob", "b")], vec![]);
+        assert!(d.snapshot("b1", old, vec![entry("bob", "a")]).is_empty());
+        assert!(d.resources("bob").is_empty(), "ghost: {:?}", d.resources("bob"));
+        // Even the old connection's hello, arriving last, changes nothing.
+        let (late, _) = d.hello("b1", "b", (1, 1), t0 + Duration::from_secs(5));
+        d.delta("b1", late, vec![entry("bob", "c")], vec![]);
+        d.delta("b1", new, vec![entry("bob", "d")], vec![]);
+        let r = d.resources("bob");
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(r[0].1.resource, "d");
+        d.heard("b1", old, t0 + Duration::from_secs(60));
+        assert!(
+            !d.expire(t0 + Duration::from_secs(9), Duration::from_secs(3))
+                .is_empty()
+        );
     }
 }

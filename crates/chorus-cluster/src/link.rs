@@ -55,6 +55,8 @@ pub struct Link {
     rx: Mutex<Option<mpsc::Receiver<Outgoing>>>,
     resync: AtomicBool,
     up: AtomicBool,
+    /// Connections opened so far (numbers each hello).
+    connections: AtomicU64,
     outbox: Notify,
     lag: AtomicU64,
     /// True once, since the link last came up, we have pulled the stanzas
@@ -104,6 +106,7 @@ impl Link {
             rx: Mutex::new(Some(rx)),
             resync: AtomicBool::new(false),
             up: AtomicBool::new(false),
+            connections: AtomicU64::new(0),
             outbox: Notify::new(),
             lag: AtomicU64::new(0),
             pulled: watch::Sender::new(false),
@@ -226,6 +229,7 @@ impl Link {
             node_id: cluster.node_id.clone(),
             site: cluster.site.clone(),
             incarnation: cluster.incarnation,
+            connection: self.connections.fetch_add(1, Ordering::Relaxed) + 1,
         };
         if ftx.send(frame(frame::Body::Hello(hello))).await.is_err() {
             return;

@@ -67,16 +67,18 @@ impl ClusterApi for Service {
             return Err(Status::invalid_argument("a link starts with Hello"));
         };
         self.require_peer(&hello.node_id)?;
-        let changes =
-            self.cluster
-                .directory
-                .hello(&hello.node_id, &hello.site, hello.incarnation, Instant::now());
+        let (stream, changes) = self.cluster.directory.hello(
+            &hello.node_id,
+            &hello.site,
+            (hello.incarnation, hello.connection),
+            Instant::now(),
+        );
         self.cluster.apply_changes(changes);
         tracing::debug!(peer = %hello.node_id, incarnation = hello.incarnation, "inbound link");
         let (tx, rx) = mpsc::channel(ACKS_IN_FLIGHT_MAX);
         let cluster = self.cluster.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_link(&cluster, &hello.node_id, inbound, tx).await {
+            if let Err(e) = serve_link(&cluster, &hello.node_id, stream, inbound, tx).await {
                 tracing::debug!(peer = %hello.node_id, error = %e, "inbound link ended");
             }
         });
@@ -204,18 +206,19 @@ pub fn status(c: &Cluster) -> StatusResponse {
 async fn serve_link(
     cluster: &Arc<Cluster>,
     peer: &str,
+    stream: u64,
     mut inbound: Streaming<Frame>,
     acks: mpsc::Sender<Result<Ack, Status>>,
 ) -> Result<(), Status> {
     while let Some(f) = inbound.message().await? {
-        cluster.directory.heard(peer, Instant::now());
+        cluster.directory.heard(peer, stream, Instant::now());
         match f.body {
             Some(frame::Body::Heartbeat(_)) | Some(frame::Body::Hello(_)) | None => {}
             Some(frame::Body::Snapshot(s)) => {
-                let changes = cluster.directory.snapshot(peer, s.entries);
+                let changes = cluster.directory.snapshot(peer, stream, s.entries);
                 cluster.apply_changes(changes);
             }
-            Some(frame::Body::Delta(d)) => cluster.directory.delta(peer, d.up, d.down),
+            Some(frame::Body::Delta(d)) => cluster.directory.delta(peer, stream, d.up, d.down),
             Some(frame::Body::Items(batch)) => {
                 let items = from_proto(batch.items);
                 cluster.store.apply_remote(&items).map_err(internal)?;

@@ -29,7 +29,27 @@ pub fn all(w: &World) -> Vec<Violation> {
     v.extend(outboxes_drained(w));
     v.extend(registers_converge(w));
     v.extend(writes_win_locally(w));
+    v.extend(directories_converge(w));
     v
+}
+
+/// Every node's directory shows exactly the sessions each peer holds: no
+/// ghost that logged out (or died with its node), none missing, the right
+/// availability.
+pub fn directories_converge(w: &World) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for n in 0..w.node_count() {
+        for of in (0..w.node_count()).filter(|of| *of != n) {
+            let (seen, real) = (w.directory_view(n, of), w.sessions_of(of));
+            if seen != real {
+                out.push(violation(
+                    "directories-converge",
+                    format!("n{n} shows n{of} holding {seen:?}, but it holds {real:?}"),
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Every acknowledged stanza is delivered exactly once, and nothing that

@@ -20,11 +20,14 @@
 //! everything in flight on the connections it breaks (a TCP reset).
 
 use crate::rng::Rng;
+use chorus_cluster::directory::Directory;
 use chorus_core::hlc::{Clock, Hlc, node_tag};
 use chorus_core::lww::Lww;
 use chorus_core::replication::{DIGEST_BUCKETS, bucket_of, intake, item_digest};
+use chorus_proto::v1::{ResourceEntry, ResourceKey};
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
 
 /// Wall-clock origin of every run (ms since the Unix epoch), far enough
 /// from zero that skewed clocks stay positive.
@@ -35,6 +38,17 @@ const TICK_MS: u64 = 50;
 
 /// Most stanzas sent per flush.
 const BATCH: usize = 64;
+
+/// How long a node keeps a silent peer's sessions.
+const LEASE_MS: u64 = 1_500;
+
+/// How long a sender takes to notice a silently dead connection (HTTP/2
+/// keepalive).
+const KEEPALIVE_MS: u64 = 3_000;
+
+/// Users and resources per user the session workload uses.
+const USERS: u64 = 6;
+const RESOURCES: u64 = 2;
 
 thread_local! {
     /// The clock reading of the node currently acting (set before every
@@ -60,6 +74,11 @@ pub enum Bug {
     /// Replicated writes overwrite whatever is there instead of merging
     /// by version: nodes diverge.
     LastArrivalWins,
+    /// The directory takes frames from any of a peer's connections, not
+    /// only its newest: after a silent cut, the old connection's late
+    /// frames undo the new connection's snapshot and leave ghost
+    /// sessions. `chorus-cluster` did this until this simulation found it.
+    NoStreamFence,
     /// A local write takes a fresh clock reading without first observing
     /// the version it replaces. The clock forgets what it learned from
     /// peers when the node restarts, so a write after a restart can carry
@@ -71,11 +90,12 @@ pub enum Bug {
 
 impl Bug {
     /// Every bug, for `--bug` and the self-test.
-    pub const ALL: [Bug; 4] = [
+    pub const ALL: [Bug; 5] = [
         Bug::AckBeforeSpool,
         Bug::NoIntakeMark,
         Bug::LastArrivalWins,
         Bug::BlindLocalWrite,
+        Bug::NoStreamFence,
     ];
 
     /// The command-line name.
@@ -85,6 +105,7 @@ impl Bug {
             Bug::NoIntakeMark => "no-intake-mark",
             Bug::LastArrivalWins => "last-arrival-wins",
             Bug::BlindLocalWrite => "blind-local-write",
+            Bug::NoStreamFence => "no-stream-fence",
         }
     }
 
@@ -142,6 +163,11 @@ pub enum Fault {
         b: usize,
         /// Duration.
         ms: u64,
+        /// Packets are dropped silently instead of connections being
+        /// reset: both ends learn of it only through keepalives, and what
+        /// was in flight is delivered late, after the heal, on the old
+        /// connection (TCP retransmission), possibly after a new one.
+        silent: bool,
     },
     /// Every link of the node is cut for `ms`.
     Isolate {
@@ -181,7 +207,8 @@ pub fn schedule(rng: &mut Rng, p: &Params) -> Vec<(u64, Fault)> {
                 Fault::Cut {
                     a,
                     b: (a + 1 + rng.index(n - 1)) % n,
-                    ms: rng.range(100, 4_000).min(room),
+                    ms: rng.range(100, 6_000).min(room),
+                    silent: rng.chance(0.5),
                 }
             }
             2 => {
@@ -190,6 +217,7 @@ pub fn schedule(rng: &mut Rng, p: &Params) -> Vec<(u64, Fault)> {
                     a,
                     b: (a + 1 + rng.index(n - 1)) % n,
                     ms: rng.range(1, 20),
+                    silent: false,
                 }
             }
             3 => Fault::Isolate {
@@ -255,15 +283,24 @@ enum Msg {
         buckets: Vec<u32>,
         reply: bool,
     },
+    /// (incarnation, connection number).
+    Hello(u64, u64),
+    Snapshot(Vec<ResourceEntry>),
+    Delta(Vec<ResourceEntry>, Vec<ResourceKey>),
+    Heartbeat,
 }
 
 #[derive(Clone, Debug)]
 enum Ev {
-    Arrive {
+    /// Deliver what is due on the connection from `from` to `to`.
+    Pipe {
         from: usize,
         to: usize,
-        epoch: u64,
-        msg: Msg,
+    },
+    /// The kernel retransmits what a silently cut connection still held.
+    Retransmit {
+        from: usize,
+        to: usize,
     },
     Write(usize),
     Send(usize),
@@ -275,6 +312,12 @@ enum Ev {
         skew_ms: i64,
     },
     Heal {
+        a: usize,
+        b: usize,
+        silent: bool,
+    },
+    Session(usize),
+    Detect {
         a: usize,
         b: usize,
     },
@@ -294,6 +337,14 @@ struct Node {
     // Volatile.
     sent_upto: Vec<u64>,
     unspooled: Vec<(usize, u64)>,
+    incarnation: u64,
+    connections: u64,
+    sessions: BTreeMap<(u64, u64), bool>,
+    directory: Directory,
+    /// The directory's stream number of each inbound connection, by
+    /// (peer, epoch), and of each peer's newest one.
+    streams: BTreeMap<(usize, u64), u64>,
+    newest_stream: BTreeMap<usize, u64>,
 }
 
 /// One run of the simulation.
@@ -305,9 +356,16 @@ pub struct World {
     events: BTreeMap<(u64, u64), Ev>,
     nodes: Vec<Node>,
     cuts: Vec<Vec<u32>>,
+    silent: Vec<Vec<u32>>,
+    /// Connections a silent cut killed whose data is still on its way.
+    zombies: BTreeSet<(usize, usize, u64)>,
+    base: Instant,
     connected: Vec<Vec<bool>>,
     epoch: Vec<Vec<u64>>,
-    last_arrival: Vec<Vec<u64>>,
+    /// In-flight frames per direction: (arrival, connection epoch, frame).
+    pipes: Vec<Vec<VecDeque<(u64, u64, Msg)>>>,
+    /// Frames a silently cut connection still held: (epoch, frame).
+    zombie_frames: Vec<Vec<Vec<(u64, Msg)>>>,
     next_id: u64,
     /// Events processed.
     pub steps: u64,
@@ -333,6 +391,12 @@ impl World {
                 marks: vec![0; n],
                 sent_upto: vec![0; n],
                 unspooled: Vec::new(),
+                incarnation: i as u64 + 1,
+                connections: 0,
+                sessions: BTreeMap::new(),
+                directory: Directory::default(),
+                streams: BTreeMap::new(),
+                newest_stream: BTreeMap::new(),
             })
             .collect();
         let faults = schedule(&mut rng, &p);
@@ -343,9 +407,13 @@ impl World {
             events: BTreeMap::new(),
             nodes,
             cuts: vec![vec![0; n]; n],
+            silent: vec![vec![0; n]; n],
+            zombies: BTreeSet::new(),
+            base: Instant::now(),
             connected: vec![vec![false; n]; n],
             epoch: vec![vec![0; n]; n],
-            last_arrival: vec![vec![0; n]; n],
+            pipes: vec![vec![VecDeque::new(); n]; n],
+            zombie_frames: vec![vec![Vec::new(); n]; n],
             next_id: 1,
             steps: 0,
             history: History {
@@ -365,6 +433,8 @@ impl World {
             w.at(b, Ev::Send(i));
             w.at(c, Ev::Tick(i));
             w.at(d, Ev::AntiEntropy(i));
+            let e = w.rng.range(0, 300);
+            w.at(e, Ev::Session(i));
         }
         for (t, f) in faults {
             w.at(t, Ev::Fault(f));
@@ -421,9 +491,54 @@ impl World {
 
     fn handle(&mut self, ev: Ev) {
         match ev {
-            Ev::Arrive { from, to, epoch, msg } => {
-                if self.epoch[from][to] == epoch && self.connected[from][to] {
-                    self.receive(from, to, msg);
+            Ev::Pipe { from, to } => {
+                if self.cuts[from][to] + self.silent[from][to] > 0 {
+                    // Held in the network (retransmitted); the heal
+                    // delivers it, in order.
+                    return;
+                }
+                while self.pipes[from][to]
+                    .front()
+                    .is_some_and(|(t, _, _)| *t <= self.now)
+                {
+                    let Some((_, epoch, msg)) = self.pipes[from][to].pop_front() else {
+                        break;
+                    };
+                    let live = self.epoch[from][to] == epoch && self.connected[from][to];
+                    if live || self.zombies.contains(&(from, to, epoch)) {
+                        self.receive(from, to, epoch, msg);
+                    }
+                }
+            }
+            Ev::Session(n) => {
+                if self.workload_on() {
+                    let d = self.rng.range(100, 600);
+                    self.at(d, Ev::Session(n));
+                    if self.nodes[n].up {
+                        self.session_change(n);
+                    }
+                }
+            }
+            Ev::Detect { a, b } => {
+                if self.silent[a][b] > 0 && self.connected[a][b] {
+                    let e = self.epoch[a][b];
+                    self.zombies.insert((a, b, e));
+                    self.zombies.insert((b, a, e));
+                    for (x, y) in [(a, b), (b, a)] {
+                        let frames: Vec<(u64, u64, Msg)> = self.pipes[x][y].drain(..).collect();
+                        self.zombie_frames[x][y].extend(frames.into_iter().map(|(_, e, m)| (e, m)));
+                    }
+                    self.disconnect(a, b);
+                }
+            }
+            Ev::Retransmit { from, to } => {
+                if self.cuts[from][to] + self.silent[from][to] > 0 {
+                    return;
+                }
+                for (epoch, msg) in std::mem::take(&mut self.zombie_frames[from][to]) {
+                    if self.zombies.contains(&(from, to, epoch)) {
+                        self.receive(from, to, epoch, msg);
+                    }
                 }
             }
             Ev::Write(n) => {
@@ -448,6 +563,15 @@ impl World {
                 self.at(TICK_MS, Ev::Tick(n));
                 if self.nodes[n].up {
                     self.flush(n);
+                    for m in 0..self.nodes.len() {
+                        if m != n {
+                            self.send(n, m, Msg::Heartbeat);
+                        }
+                    }
+                    let now = self.instant();
+                    self.nodes[n]
+                        .directory
+                        .expire(now, Duration::from_millis(LEASE_MS));
                 }
             }
             Ev::AntiEntropy(n) => {
@@ -471,10 +595,23 @@ impl World {
                 // persisted reading.
                 nd.clock = Clock::with_time_source(nd.tag, sim_now);
                 nd.clock.observe(nd.persisted_clock);
+                nd.incarnation += self.p.nodes as u64;
             }
-            Ev::Heal { a, b } => {
-                self.cuts[a][b] -= 1;
-                self.cuts[b][a] -= 1;
+            Ev::Heal { a, b, silent } => {
+                let cuts = if silent { &mut self.silent } else { &mut self.cuts };
+                cuts[a][b] -= 1;
+                cuts[b][a] -= 1;
+                if self.cuts[a][b] + self.silent[a][b] == 0 {
+                    for (from, to) in [(a, b), (b, a)] {
+                        self.at(0, Ev::Pipe { from, to });
+                        if !self.zombie_frames[from][to].is_empty() {
+                            // Retransmission backs off independently of
+                            // any new connection.
+                            let d = self.rng.range(1, 2_000);
+                            self.at(d, Ev::Retransmit { from, to });
+                        }
+                    }
+                }
             }
         }
     }
@@ -494,14 +631,23 @@ impl World {
                 nd.up = false;
                 nd.sent_upto.iter_mut().for_each(|s| *s = 0);
                 nd.unspooled.clear();
+                nd.sessions.clear();
+                // The kernel resets the dead process's connections.
+                self.zombies.retain(|(f, t, _)| *f != node && *t != node);
                 self.refresh_all(node);
                 self.at(down_ms, Ev::Restart { node, skew_ms });
             }
-            Fault::Cut { a, b, ms } => {
-                self.cuts[a][b] += 1;
-                self.cuts[b][a] += 1;
-                self.refresh(a, b);
-                self.at(ms, Ev::Heal { a, b });
+            Fault::Cut { a, b, ms, silent } => {
+                if silent {
+                    self.silent[a][b] += 1;
+                    self.silent[b][a] += 1;
+                    self.at(KEEPALIVE_MS.min(ms), Ev::Detect { a, b });
+                } else {
+                    self.cuts[a][b] += 1;
+                    self.cuts[b][a] += 1;
+                    self.refresh(a, b);
+                }
+                self.at(ms, Ev::Heal { a, b, silent });
             }
             Fault::Isolate { node, ms } => {
                 for m in 0..self.nodes.len() {
@@ -509,7 +655,14 @@ impl World {
                         self.cuts[node][m] += 1;
                         self.cuts[m][node] += 1;
                         self.refresh(node, m);
-                        self.at(ms, Ev::Heal { a: node, b: m });
+                        self.at(
+                            ms,
+                            Ev::Heal {
+                                a: node,
+                                b: m,
+                                silent: false,
+                            },
+                        );
                     }
                 }
             }
@@ -529,20 +682,115 @@ impl World {
     /// network: a break is seen at once (a reset); a new connection is
     /// made by the next flush.
     fn refresh(&mut self, a: usize, b: usize) {
-        let reachable = self.nodes[a].up && self.nodes[b].up && self.cuts[a][b] == 0;
-        if reachable == self.connected[a][b] {
+        let both_up = self.nodes[a].up && self.nodes[b].up;
+        if self.connected[a][b] {
+            // A silent cut is noticed only by keepalives (`Ev::Detect`).
+            if !both_up || self.cuts[a][b] > 0 {
+                self.disconnect(a, b);
+            }
             return;
         }
-        self.connected[a][b] = reachable;
-        self.connected[b][a] = reachable;
+        if !both_up || self.cuts[a][b] + self.silent[a][b] > 0 {
+            return;
+        }
+        self.connected[a][b] = true;
+        self.connected[b][a] = true;
         self.epoch[a][b] += 1;
         self.epoch[b][a] += 1;
-        if reachable {
-            // A new connection: each side resends all it has not had
-            // acknowledged.
-            self.nodes[a].sent_upto[b] = 0;
-            self.nodes[b].sent_upto[a] = 0;
+        // A new connection: each side resends all it has not had
+        // acknowledged, and opens with its hello and a snapshot of its
+        // sessions.
+        for (x, y) in [(a, b), (b, a)] {
+            self.nodes[x].sent_upto[y] = 0;
+            self.nodes[x].connections += 1;
+            let hello = Msg::Hello(self.nodes[x].incarnation, self.nodes[x].connections);
+            self.send(x, y, hello);
+            let snap = Msg::Snapshot(self.entries(x));
+            self.send(x, y, snap);
         }
+    }
+
+    fn disconnect(&mut self, a: usize, b: usize) {
+        self.connected[a][b] = false;
+        self.connected[b][a] = false;
+        self.epoch[a][b] += 1;
+        self.epoch[b][a] += 1;
+    }
+
+    fn instant(&self) -> Instant {
+        self.base + Duration::from_millis(self.now)
+    }
+
+    fn entry(user: u64, resource: u64, available: bool) -> ResourceEntry {
+        ResourceEntry {
+            user: format!("u{user}"),
+            resource: format!("r{resource}"),
+            available,
+            ..ResourceEntry::default()
+        }
+    }
+
+    /// Node `n`'s sessions as directory entries.
+    fn entries(&self, n: usize) -> Vec<ResourceEntry> {
+        self.nodes[n]
+            .sessions
+            .iter()
+            .map(|((u, r), a)| Self::entry(*u, *r, *a))
+            .collect()
+    }
+
+    /// A client logs in, logs out or changes its availability at `n`.
+    fn session_change(&mut self, n: usize) {
+        let key = (self.rng.range(0, USERS), self.rng.range(0, RESOURCES));
+        let gone = self.rng.chance(0.5);
+        let sessions = &mut self.nodes[n].sessions;
+        let delta = match sessions.get(&key).copied() {
+            Some(_) if gone => {
+                sessions.remove(&key);
+                let k = ResourceKey {
+                    user: format!("u{}", key.0),
+                    resource: format!("r{}", key.1),
+                };
+                Msg::Delta(Vec::new(), vec![k])
+            }
+            Some(available) => {
+                sessions.insert(key, !available);
+                Msg::Delta(vec![Self::entry(key.0, key.1, !available)], Vec::new())
+            }
+            None => {
+                sessions.insert(key, true);
+                Msg::Delta(vec![Self::entry(key.0, key.1, true)], Vec::new())
+            }
+        };
+        for m in 0..self.nodes.len() {
+            if m != n {
+                self.send(n, m, delta.clone());
+            }
+        }
+    }
+
+    /// What node `n`'s directory says `of` holds: (user, resource,
+    /// available), sorted.
+    pub fn directory_view(&self, n: usize, of: usize) -> Vec<(String, String, bool)> {
+        let name = format!("n{of}");
+        let mut v: Vec<(String, String, bool)> = (0..USERS)
+            .flat_map(|u| self.nodes[n].directory.resources(&format!("u{u}")))
+            .filter(|(node, _)| *node == name)
+            .map(|(_, e)| (e.user, e.resource, e.available))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Node `n`'s own sessions, in the form of [`World::directory_view`].
+    pub fn sessions_of(&self, n: usize) -> Vec<(String, String, bool)> {
+        let mut v: Vec<(String, String, bool)> = self.nodes[n]
+            .sessions
+            .iter()
+            .map(|((u, r), a)| (format!("u{u}"), format!("r{r}"), *a))
+            .collect();
+        v.sort();
+        v
     }
 
     fn send(&mut self, from: usize, to: usize, msg: Msg) {
@@ -553,11 +801,11 @@ impl World {
         if self.rng.chance(0.01) {
             latency += self.rng.range(100, 400);
         }
-        let arrival = (self.now + latency).max(self.last_arrival[from][to]);
-        self.last_arrival[from][to] = arrival;
-        let epoch = self.epoch[from][to];
-        let delay = arrival - self.now;
-        self.at(delay, Ev::Arrive { from, to, epoch, msg });
+        // Connections are FIFO: nothing overtakes what was sent before.
+        let pipe = &mut self.pipes[from][to];
+        let arrival = (self.now + latency).max(pipe.back().map_or(0, |(t, _, _)| *t));
+        pipe.push_back((arrival, self.epoch[from][to], msg));
+        self.at(arrival - self.now, Ev::Pipe { from, to });
     }
 
     fn write(&mut self, n: usize) {
@@ -649,8 +897,35 @@ impl World {
         }
     }
 
-    fn receive(&mut self, from: usize, to: usize, msg: Msg) {
+    fn receive(&mut self, from: usize, to: usize, epoch: u64, msg: Msg) {
+        let now = self.instant();
+        let peer = format!("n{from}");
+        let fenced = !self.bug(Bug::NoStreamFence);
+        let nd = &mut self.nodes[to];
+        if let Msg::Hello(incarnation, connection) = msg {
+            // Unfenced, every hello counts as the newest (the old code).
+            let connection = if fenced { connection } else { u64::MAX };
+            let (stream, _) = nd.directory.hello(&peer, &peer, (incarnation, connection), now);
+            nd.streams.insert((from, epoch), stream);
+            nd.newest_stream.insert(from, stream);
+            return;
+        }
+        // The stream this connection's hello opened (`serve_link`).
+        let stream = if fenced {
+            nd.streams.get(&(from, epoch)).copied().unwrap_or(0)
+        } else {
+            nd.newest_stream.get(&from).copied().unwrap_or(0)
+        };
+        let dir = &nd.directory;
+        // Every frame renews the sender's lease.
+        dir.heard(&peer, stream, now);
         match msg {
+            Msg::Hello(..) => {}
+            Msg::Snapshot(entries) => {
+                dir.snapshot(&peer, stream, entries);
+            }
+            Msg::Delta(up, down) => dir.delta(&peer, stream, up, down),
+            Msg::Heartbeat => {}
             Msg::Stanzas(batch) => {
                 let mark = if self.bug(Bug::NoIntakeMark) {
                     0
