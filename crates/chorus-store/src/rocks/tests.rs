@@ -263,6 +263,10 @@ fn a_write_after_a_restart_beats_a_version_from_a_clock_ahead_peer() {
     let b = open(d2.path(), 2);
     b.set_blocked("u", &["x@y".into()], false).expect("unblock");
     let held = b.items_in_buckets(Table::Blocks, &all).expect("items");
-    assert!(held[0].lww.version.hlc > ahead, "{:?} <= {ahead:?}", held[0].lww.version);
+    assert!(
+        held[0].lww.version.hlc > ahead,
+        "{:?} <= {ahead:?}",
+        held[0].lww.version
+    );
     assert!(b.blocklist("u").expect("list").is_empty());
 }
