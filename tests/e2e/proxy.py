@@ -16,12 +16,21 @@ bodies.
 A route is cut while any of its tags is cut, so ``cut("a"); cut("b");
 heal("a")`` leaves the routes tagged "b" cut. Every route also carries its
 own name as a tag: ``cut("a1->c1")`` breaks just that one direction.
+
+WAN emulation (used by the chaos suite): ``p.set_wan("c", delay_ms=80,
+jitter_ms=20, loss=0.02)`` makes every route tagged "c" hold each chunk for
+delay +- jitter ms and, with probability ``loss`` per chunk, stall it a
+further ``stall_ms`` (200 ms: a TCP retransmission, since a TCP stream never
+loses bytes, only delivers them late). Bytes always leave in the order they
+arrived. ``p.clear_wan("c")`` forwards at full speed again. Routes without
+WAN settings take the original direct path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import socket
 import struct
 import threading
@@ -33,6 +42,26 @@ HOST = "127.0.0.1"
 CALL_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
 CHUNK = 64 * 1024
+STALL_MS = 200.0
+
+
+@dataclass
+class Wan:
+    """Per-route WAN knobs: one-way delay, uniform jitter, per-chunk loss
+    modelled as a retransmission stall of ``stall_ms``."""
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss: float = 0.0
+    stall_ms: float = STALL_MS
+    rng: random.Random = field(default_factory=random.Random)
+
+    def hold_s(self) -> float:
+        ms = self.delay_ms
+        if self.jitter_ms:
+            ms += self.rng.uniform(-self.jitter_ms, self.jitter_ms)
+        if self.loss and self.rng.random() < self.loss:
+            ms += self.stall_ms
+        return max(0.0, ms) / 1000.0
 
 
 def _rst(writer: asyncio.StreamWriter | None) -> None:
@@ -72,6 +101,7 @@ class Route:
     conns: set = field(default_factory=set)
     accepted: int = 0   # connections forwarded
     refused: int = 0    # connections accepted and closed because the route was cut
+    wan: Wan | None = None  # WAN emulation (None: forward at once)
 
 
 class Proxy:
@@ -118,8 +148,8 @@ class Proxy:
                 conn.abort()
                 return
             route.accepted += 1
-            a = asyncio.ensure_future(self._pipe(reader, up_writer))
-            b = asyncio.ensure_future(self._pipe(up_reader, writer))
+            a = asyncio.ensure_future(self._pipe(reader, up_writer, route))
+            b = asyncio.ensure_future(self._pipe(up_reader, writer, route))
             conn.tasks = [a, b]
             await asyncio.gather(a, b, return_exceptions=True)
         finally:
@@ -129,17 +159,49 @@ class Proxy:
                     w.transport.abort()
 
     @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    route: Route | None = None) -> None:
+        # Chunks held back by WAN emulation: (due loop time, bytes), in order.
+        queue: asyncio.Queue = asyncio.Queue()
+        sender: asyncio.Future | None = None
+        loop = asyncio.get_running_loop()
+
+        async def send_due() -> None:
+            while True:
+                due, chunk = await queue.get()
+                if chunk is None:
+                    return
+                wait = due - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                writer.write(chunk)
+                await writer.drain()
+
+        last_due = 0.0
         try:
             while True:
                 data = await reader.read(CHUNK)
                 if not data:
                     break
-                writer.write(data)
-                await writer.drain()
+                wan = route.wan if route is not None else None
+                if wan is None and sender is None:
+                    writer.write(data)
+                    await writer.drain()
+                    continue
+                if sender is None:
+                    sender = asyncio.ensure_future(send_due())
+                hold = wan.hold_s() if wan is not None else 0.0
+                # Never overtake an earlier chunk: byte order is kept.
+                last_due = max(last_due, loop.time() + hold)
+                queue.put_nowait((last_due, data))
+            if sender is not None:
+                queue.put_nowait((0.0, None))
+                await sender
         except (OSError, asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            if sender is not None and not sender.done():
+                sender.cancel()
             # Half-close so the other direction can finish, as TCP would.
             try:
                 if writer.can_write_eof() and not writer.transport.is_closing():
@@ -198,6 +260,36 @@ class Proxy:
 
         self._call(do())
         log.info("proxy: healed %r", tag)
+
+    def set_wan(self, tag: str, delay_ms: float = 0.0, jitter_ms: float = 0.0,
+                loss: float = 0.0, stall_ms: float = STALL_MS,
+                seed: int | None = None) -> int:
+        """WAN emulation on every route carrying ``tag`` (see the module
+        docstring); applies to live and new connections. Returns how many
+        routes it changed."""
+        rng = random.Random(seed)
+
+        async def do():
+            n = 0
+            for r in self._routes.values():
+                if tag in r.tags:
+                    r.wan = Wan(delay_ms, jitter_ms, loss, stall_ms,
+                                random.Random(rng.random()))
+                    n += 1
+            return n
+
+        n = self._call(do())
+        log.info("proxy: wan %r delay=%sms jitter=%sms loss=%s (%d routes)",
+                 tag, delay_ms, jitter_ms, loss, n)
+        return n
+
+    def clear_wan(self, tag: str | None = None) -> None:
+        """Back to direct forwarding on the routes carrying ``tag`` (all: None)."""
+        async def do():
+            for r in self.routes(tag):
+                r.wan = None
+
+        self._call(do())
 
     def is_cut(self, tag: str) -> bool:
         return tag in self._cut_tags
