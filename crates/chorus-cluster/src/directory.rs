@@ -77,33 +77,47 @@ impl Directory {
             p.site = site.to_owned();
             p.last_heard = Some(now);
             let mut changes = Vec::new();
-            if p.incarnation != incarnation {
-                if p.alive {
-                    changes = p
-                        .entries
-                        .drain()
-                        .map(|((u, r), _)| Change::Vanished(u, r))
-                        .collect();
-                } else {
-                    p.entries.clear();
-                }
-                p.incarnation = incarnation;
+            if !p.alive {
+                // Already reported gone at lease expiry; the snapshot that
+                // follows reports what is there now.
+                p.entries.clear();
+            } else if p.incarnation != incarnation {
+                changes = p
+                    .entries
+                    .drain()
+                    .map(|((u, r), _)| Change::Vanished(u, r))
+                    .collect();
             }
+            p.incarnation = incarnation;
             p.alive = true;
             changes
         });
         (stream, changes)
     }
 
-    /// Any frame on a peer's newest stream renews its lease.
-    pub fn heard(&self, node: &str, stream: u64, now: Instant) {
+    /// Any frame on a peer's newest stream renews its lease. A peer whose
+    /// lease ran out but whose connection held (it was paused, or the
+    /// network stalled) comes back with the sessions it had: the stream is
+    /// ordered and lossless, so those plus the deltas that follow are
+    /// exact. Returns them as appeared, for presence.
+    pub fn heard(&self, node: &str, stream: u64, now: Instant) -> Vec<Change> {
         self.with(|peers| {
-            if let Some(p) = peers.get_mut(node)
-                && p.stream == stream
-            {
-                p.last_heard = Some(now);
-                p.alive = true;
+            let Some(p) = peers.get_mut(node) else {
+                return Vec::new();
+            };
+            if p.stream != stream {
+                return Vec::new();
             }
+            p.last_heard = Some(now);
+            if p.alive {
+                return Vec::new();
+            }
+            p.alive = true;
+            p.entries
+                .values()
+                .filter(|e| e.available)
+                .map(|e| Change::Appeared(e.clone()))
+                .collect()
         })
     }
 
@@ -160,11 +174,13 @@ impl Directory {
             for (node, p) in peers.iter_mut() {
                 let silent = p.last_heard.is_none_or(|t| now.duration_since(t) > lease);
                 if p.alive && silent {
+                    // Kept (but hidden) in case the same connection wakes
+                    // up again; see `heard`.
                     p.alive = false;
                     let gone = p
                         .entries
-                        .drain()
-                        .map(|((u, r), _)| Change::Vanished(u, r))
+                        .keys()
+                        .map(|(u, r)| Change::Vanished(u.clone(), r.clone()))
                         .collect();
                     out.push((node.clone(), gone));
                 }
@@ -206,7 +222,7 @@ impl Directory {
             Some(p) => (
                 p.alive,
                 p.last_heard.map(|t| now.duration_since(t).as_millis() as u64),
-                p.entries.len() as u64,
+                if p.alive { p.entries.len() as u64 } else { 0 },
                 p.incarnation,
             ),
             None => (false, None, 0, 0),
@@ -306,5 +322,23 @@ mod tests {
             !d.expire(t0 + Duration::from_secs(9), Duration::from_secs(3))
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_peer_heard_again_on_the_same_stream_comes_back_with_its_sessions() {
+        // A paused peer: its lease runs out, then its connection wakes up.
+        let d = Directory::default();
+        let t0 = Instant::now();
+        let (s1, _) = d.hello("c1", "c", (1, 1), t0);
+        d.snapshot("c1", s1, vec![entry("carol", "phone")]);
+        let lease = Duration::from_secs(3);
+        let gone = d.expire(t0 + Duration::from_secs(4), lease);
+        assert_eq!(gone[0].1, vec![Change::Vanished("carol".into(), "phone".into())]);
+        assert!(d.resources("carol").is_empty());
+        assert_eq!(d.peer_summary("c1", t0).2, 0);
+        let back = d.heard("c1", s1, t0 + Duration::from_secs(5));
+        assert_eq!(back, vec![Change::Appeared(entry("carol", "phone"))]);
+        assert_eq!(d.node_of("carol", "phone").as_deref(), Some("c1"));
+        assert!(d.heard("c1", s1, t0 + Duration::from_secs(6)).is_empty());
     }
 }

@@ -39,7 +39,11 @@ pub async fn start(
     let incoming = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("listen on {listen}: {e}"))?;
+    // Keepalives end inbound links whose peer vanished without a reset (a
+    // silent cut), instead of holding them until TCP gives up hours later.
     let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(1)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(3)))
         .tls_config(tls.server())
         .map_err(|e| format!("cluster TLS: {e}"))?
         .add_service(service::Service::server(cluster.clone()));

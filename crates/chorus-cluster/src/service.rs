@@ -211,7 +211,10 @@ async fn serve_link(
     acks: mpsc::Sender<Result<Ack, Status>>,
 ) -> Result<(), Status> {
     while let Some(f) = inbound.message().await? {
-        cluster.directory.heard(peer, stream, Instant::now());
+        let revived = cluster.directory.heard(peer, stream, Instant::now());
+        if !revived.is_empty() {
+            cluster.apply_changes(revived);
+        }
         match f.body {
             Some(frame::Body::Heartbeat(_)) | Some(frame::Body::Hello(_)) | None => {}
             Some(frame::Body::Snapshot(s)) => {

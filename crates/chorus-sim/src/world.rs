@@ -47,7 +47,7 @@ const LEASE_MS: u64 = 1_500;
 const KEEPALIVE_MS: u64 = 3_000;
 
 /// Users and resources per user the session workload uses.
-const USERS: u64 = 6;
+const USERS: u64 = 8;
 const RESOURCES: u64 = 2;
 
 thread_local! {
@@ -176,6 +176,14 @@ pub enum Fault {
         /// Duration.
         ms: u64,
     },
+    /// The node stops (SIGSTOP) for `ms`: it keeps its connections and its
+    /// state but neither acts nor answers; its peers' leases on it run out.
+    Pause {
+        /// Which node.
+        node: usize,
+        /// Duration.
+        ms: u64,
+    },
     /// The node's wall clock jumps to `skew_ms` off true time (possibly
     /// backwards) while it runs.
     ClockJump {
@@ -196,7 +204,7 @@ pub fn schedule(rng: &mut Rng, p: &Params) -> Vec<(u64, Fault)> {
         let at = rng.range(0, p.active_ms.saturating_sub(500));
         let room = p.active_ms - at;
         let skew = |rng: &mut Rng| rng.range(0, 120_001) as i64 - 60_000;
-        let fault = match rng.range(0, 5) {
+        let fault = match rng.range(0, 6) {
             0 => Fault::Crash {
                 node: rng.index(n),
                 down_ms: rng.range(100, 3_000).min(room),
@@ -223,6 +231,10 @@ pub fn schedule(rng: &mut Rng, p: &Params) -> Vec<(u64, Fault)> {
             3 => Fault::Isolate {
                 node: rng.index(n),
                 ms: rng.range(100, 4_000).min(room),
+            },
+            4 => Fault::Pause {
+                node: rng.index(n),
+                ms: rng.range(500, 5_000).min(room),
             },
             _ => Fault::ClockJump {
                 node: rng.index(n),
@@ -317,6 +329,7 @@ enum Ev {
         silent: bool,
     },
     Session(usize),
+    Resume(usize),
     Detect {
         a: usize,
         b: usize,
@@ -357,6 +370,7 @@ pub struct World {
     nodes: Vec<Node>,
     cuts: Vec<Vec<u32>>,
     silent: Vec<Vec<u32>>,
+    paused: Vec<u32>,
     /// Connections a silent cut killed whose data is still on its way.
     zombies: BTreeSet<(usize, usize, u64)>,
     base: Instant,
@@ -408,6 +422,7 @@ impl World {
             nodes,
             cuts: vec![vec![0; n]; n],
             silent: vec![vec![0; n]; n],
+            paused: vec![0; n],
             zombies: BTreeSet::new(),
             base: Instant::now(),
             connected: vec![vec![false; n]; n],
@@ -485,6 +500,11 @@ impl World {
         NOW.with(|c| c.set(t as u64));
     }
 
+    /// Up and not paused.
+    fn active(&self, n: usize) -> bool {
+        self.nodes[n].up && self.paused[n] == 0
+    }
+
     fn workload_on(&self) -> bool {
         self.now < self.p.active_ms
     }
@@ -510,15 +530,8 @@ impl World {
                     }
                 }
             }
-            Ev::Session(n) => {
-                if self.workload_on() {
-                    let d = self.rng.range(100, 600);
-                    self.at(d, Ev::Session(n));
-                    if self.nodes[n].up {
-                        self.session_change(n);
-                    }
-                }
-            }
+            Ev::Resume(n) => self.paused[n] -= 1,
+            Ev::Session(n) => self.recurring(n, (150, 1_200), Ev::Session(n), World::session_change),
             Ev::Detect { a, b } => {
                 if self.silent[a][b] > 0 && self.connected[a][b] {
                     let e = self.epoch[a][b];
@@ -541,27 +554,11 @@ impl World {
                     }
                 }
             }
-            Ev::Write(n) => {
-                if self.workload_on() {
-                    let d = self.rng.range(50, 400);
-                    self.at(d, Ev::Write(n));
-                    if self.nodes[n].up {
-                        self.write(n);
-                    }
-                }
-            }
-            Ev::Send(n) => {
-                if self.workload_on() {
-                    let d = self.rng.range(20, 200);
-                    self.at(d, Ev::Send(n));
-                    if self.nodes[n].up {
-                        self.accept_stanza(n);
-                    }
-                }
-            }
+            Ev::Write(n) => self.recurring(n, (50, 400), Ev::Write(n), World::write),
+            Ev::Send(n) => self.recurring(n, (20, 200), Ev::Send(n), World::accept_stanza),
             Ev::Tick(n) => {
                 self.at(TICK_MS, Ev::Tick(n));
-                if self.nodes[n].up {
+                if self.active(n) {
                     self.flush(n);
                     for m in 0..self.nodes.len() {
                         if m != n {
@@ -577,7 +574,7 @@ impl World {
             Ev::AntiEntropy(n) => {
                 let d = self.rng.range(200, 400);
                 self.at(d, Ev::AntiEntropy(n));
-                if self.nodes[n].up {
+                if self.active(n) {
                     let digests = self.digests(n);
                     for m in 0..self.nodes.len() {
                         if m != n {
@@ -613,6 +610,19 @@ impl World {
                     }
                 }
             }
+        }
+    }
+
+    /// A workload action at `n`, rescheduled `lo..hi` ms later while the
+    /// workload runs; skipped while `n` is down.
+    fn recurring(&mut self, n: usize, (lo, hi): (u64, u64), next: Ev, act: fn(&mut World, usize)) {
+        if !self.workload_on() {
+            return;
+        }
+        let d = self.rng.range(lo, hi);
+        self.at(d, next);
+        if self.active(n) {
+            act(self, n);
         }
     }
 
@@ -667,6 +677,25 @@ impl World {
                 }
             }
             Fault::ClockJump { node, skew_ms } => self.nodes[node].skew_ms = skew_ms,
+            Fault::Pause { node, ms } => {
+                // Like a silent cut of all its links (peers notice through
+                // keepalives), plus its own timers stopping.
+                self.paused[node] += 1;
+                for m in (0..self.nodes.len()).filter(|m| *m != node) {
+                    self.silent[node][m] += 1;
+                    self.silent[m][node] += 1;
+                    self.at(KEEPALIVE_MS.min(ms), Ev::Detect { a: node, b: m });
+                    self.at(
+                        ms,
+                        Ev::Heal {
+                            a: node,
+                            b: m,
+                            silent: true,
+                        },
+                    );
+                }
+                self.at(ms, Ev::Resume(node));
+            }
         }
     }
 
