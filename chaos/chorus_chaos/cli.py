@@ -15,6 +15,9 @@ from chorus_chaos.faults import SCENARIOS, plan
 
 SMOKE = [("site-cut", 1, 25), ("kill9", 1, 25), ("blips", 1, 20)]
 FULL = [(name, seed, 60) for name in SCENARIOS for seed in (1, 2)]
+NETS = ("proxy", "netns")
+NET_HELP = ("how links are cut and slowed: proxy (TCP proxy on 127.0.0.1, default) or "
+            "netns (one network namespace per site, iptables/tc; needs root)")
 
 
 def _failpoints(v: str | None) -> list[str]:
@@ -24,7 +27,8 @@ def _failpoints(v: str | None) -> list[str]:
 def cmd_run(a) -> int:
     from chorus_chaos.runner import run
     out = Path(a.out or f"chaos-out/{a.scenario}-{a.seed}")
-    code = run(a.scenario, a.seed, a.duration, out, a.users_per_site, _failpoints(a.failpoints))
+    code = run(a.scenario, a.seed, a.duration, out, a.users_per_site, _failpoints(a.failpoints),
+               net=a.net)
     print((out / "summary.txt").read_text(), end="")
     print(f"report: {out / 'report.json'}")
     return code
@@ -55,7 +59,7 @@ def cmd_suite(a) -> int:
     worst = 0
     for name, seed, dur in runs:
         out = base / f"{name}-{seed}"
-        code = run(name, seed, dur, out, a.users_per_site)
+        code = run(name, seed, dur, out, a.users_per_site, net=a.net)
         rep = json.loads((out / "report.json").read_text())
         print(f"{name} seed {seed}: {rep['outcome']} ({rep['violations']} violations)",
               flush=True)
@@ -74,10 +78,26 @@ def cmd_suite(a) -> int:
         r["outcome"] = ", ".join(sorted(set(r["outcomes"])))
     table = suite_table(list(rows.values()))
     (base / "summary.md").write_text(
-        f"# chorus-chaos {'smoke' if a.smoke else 'full'} suite\n\n{table}")
+        f"# chorus-chaos {'smoke' if a.smoke else 'full'} suite (network: {a.net})\n\n{table}")
     print(table)
     print(f"summary: {base / 'summary.md'}")
     return worst
+
+
+def cmd_cleanup_netns(a) -> int:
+    from chorus_chaos.network import cleanup, netns_unavailable
+    why = netns_unavailable()
+    if why:
+        print(f"chorus-chaos: {why}", file=sys.stderr)
+        return 2
+    if not a.prefix.startswith("chaos"):
+        print("chorus-chaos: --prefix must start with 'chaos'", file=sys.stderr)
+        return 2
+    removed = cleanup(a.prefix)
+    for r in removed:
+        print(f"removed {r}")
+    print(f"{len(removed)} removed")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--users-per-site", type=int, default=4)
     r.add_argument("--out", help="output directory (default chaos-out/<scenario>-<seed>)")
     r.add_argument("--failpoints", help="comma-separated CHORUS_FAILPOINTS for every node")
+    r.add_argument("--net", choices=NETS, default="proxy", help=NET_HELP)
     r.set_defaults(fn=cmd_run)
     sub.add_parser("list", help="list the scenarios").set_defaults(fn=cmd_list)
     pl = sub.add_parser("plan", help="print a scenario's fault schedule as JSON")
@@ -105,7 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--users-per-site", type=int, default=4)
     s.add_argument("--seeds", type=int, help="seeds 1..N per scenario (default: smoke 1, full 2)")
     s.add_argument("--duration", type=float, help="seconds per run (default: smoke 20-25, full 60)")
+    s.add_argument("--net", choices=NETS, default="proxy", help=NET_HELP)
     s.set_defaults(fn=cmd_suite)
+    c = sub.add_parser("cleanup-netns", help="remove leftover chaos network namespaces and "
+                       "interfaces (names starting with 'chaos'; kills processes in them)")
+    c.add_argument("--prefix", default="chaos",
+                   help="only names starting with this (e.g. chaos217 for one run)")
+    c.set_defaults(fn=cmd_cleanup_netns)
     a = p.parse_args(argv)
     try:
         return a.fn(a)

@@ -1,5 +1,6 @@
 """The chaos cluster: the end-to-end ``Cluster`` (sites a, b, c, one node
-per site, every inter-node link through the fault-injecting proxy) plus
+per site, every inter-node link through the fault-injecting proxy, or, with
+``net="netns"``, every node in its own network namespace: network.py) plus
 what the nemeses need on top: extra environment per node (failpoints,
 libfaketime for clock skew), SIGSTOP/SIGCONT, a compliance API token, and
 a cleanup that never leaves a process behind (or stopped).
@@ -17,6 +18,7 @@ import signal
 from pathlib import Path
 
 import chorus_chaos  # noqa: F401  (puts tests/e2e on sys.path)
+from chorus_chaos.network import NetnsNetwork, ProxyNetwork
 from cluster import Cluster, ClusterNode  # type: ignore[import-not-found]
 
 OFFICER_TOKEN = "chaos-officer-token"
@@ -33,11 +35,13 @@ class ChaosNode(ClusterNode):
     """A ClusterNode whose process environment can be extended (the
     e2e ``Node._env`` is the single place the environment is built)."""
 
-    extra_env: dict[str, str]
+    def __init__(self, *args, **kwargs):
+        self.extra_env: dict[str, str] = {}
+        super().__init__(*args, **kwargs)
 
     def _env(self) -> dict:
         env = super()._env()
-        env.update(getattr(self, "extra_env", {}))
+        env.update(self.extra_env)
         return env
 
     def pause(self) -> None:
@@ -54,15 +58,26 @@ class ChaosCluster(Cluster):
     """Three sites, one ChaosNode each, with the compliance API enabled."""
 
     def __init__(self, workdir: Path, users: dict[str, str],
-                 failpoints: list[str] | None = None):
-        super().__init__(workdir, users=users, extra={"api": API_TOKENS})
+                 failpoints: list[str] | None = None, net: str = "proxy"):
+        netns = NetnsNetwork() if net == "netns" else None
+        try:
+            super().__init__(workdir, users=users, extra={"api": API_TOKENS},
+                             node_class=ChaosNode,
+                             hosts=netns.hosts() if netns is not None else None)
+        except BaseException:
+            if netns is not None:
+                netns.close()
+            raise
+        # How cuts and latency are applied (network.py): the proxy, or
+        # iptables/tc inside the sites' network namespaces.
+        self.net = netns if netns is not None else ProxyNetwork(self)
+        if netns is not None:
+            for s, n in self.nodes.items():
+                n.argv_prefix = netns.exec_prefix(s)
         self.failpoints = list(failpoints or [])
         self.nodes_by_id = {}
         for n in self.nodes.values():
-            # The e2e Cluster builds ClusterNodes; ChaosNode only adds
-            # methods (no state of its own besides extra_env).
-            n.__class__ = ChaosNode
-            n.extra_env = {}
+            assert isinstance(n, ChaosNode)
             if self.failpoints:
                 n.extra_env["CHORUS_FAILPOINTS"] = ",".join(self.failpoints)
             self.nodes_by_id[n.node_id] = n
@@ -84,7 +99,8 @@ class ChaosCluster(Cluster):
 
     def cleanup(self) -> None:
         """Best effort: resume stopped processes, kill everything, stop the
-        proxy. Safe to call twice and from an exception handler."""
+        proxy, remove the network namespaces. Safe to call twice and from an
+        exception handler."""
         for n in self.nodes.values():
             try:
                 n.resume()  # type: ignore[attr-defined]
@@ -97,3 +113,5 @@ class ChaosCluster(Cluster):
                 if n.proc is not None and n.proc.poll() is None:
                     n.proc.kill()
             self.proxy.stop()
+        if isinstance(self.net, NetnsNetwork):
+            self.net.close()

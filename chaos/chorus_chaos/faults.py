@@ -3,7 +3,9 @@
 A schedule is generated up front from ``random.Random(seed)`` (same seed,
 same schedule) as a list of ``Fault`` events that never overlap; the
 ``Nemesis`` then plays it against a ``ChaosCluster`` in real time, each
-fault undone at the end of its hold. With one node per site, ``kill9``
+fault undone at the end of its hold. Cuts and latency go through
+``cluster.net`` (network.py: the proxy, or iptables/tc in network
+namespaces); everything else is process signals. With one node per site, ``kill9``
 (down 2-5 s, shorter than a few leases) and ``site-restart`` (down 8-15 s,
 the site's sessions and leases expire) differ in downtime only.
 """
@@ -230,32 +232,29 @@ class Nemesis:
             finally:
                 cl.node(s).resume()
         elif k in ("site-cut", "blip"):
-            await asyncio.to_thread(cl.cut, s)
+            await asyncio.to_thread(cl.net.cut_site, s)
             try:
                 if k == "blip":
                     time.sleep(f.hold)  # 2-50 ms: below the event loop's resolution needs
                 else:
                     await self._hold(f)
             finally:
-                await asyncio.to_thread(cl.heal, s)
+                await asyncio.to_thread(cl.net.heal_site, s)
         elif k == "bridge-cut":
             x, y = s.split("-")
-            tags = [f"{x}1->{y}1", f"{y}1->{x}1"]
-            for t in tags:
-                await asyncio.to_thread(cl.proxy.cut, t)
+            await asyncio.to_thread(cl.net.cut_pair, x, y)
             try:
                 await self._hold(f)
             finally:
-                for t in tags:
-                    await asyncio.to_thread(cl.proxy.heal, t)
+                await asyncio.to_thread(cl.net.heal_pair, x, y)
         elif k == "wan":
             p = f.params
-            await asyncio.to_thread(cl.proxy.set_wan, s, p["delay_ms"], p["jitter_ms"],
-                                    p["loss"], 200.0, p["seed"])
+            await asyncio.to_thread(cl.net.set_wan, s, p["delay_ms"], p["jitter_ms"],
+                                    p["loss"], p["seed"])
             try:
                 await self._hold(f)
             finally:
-                await asyncio.to_thread(cl.proxy.clear_wan, s)
+                await asyncio.to_thread(cl.net.clear_wan, s)
         elif k == "rolling-restart":
             for site in s.split(","):
                 code = await asyncio.to_thread(cl.stop, site)
@@ -280,9 +279,7 @@ class Nemesis:
 
     def heal_all(self) -> None:
         """After the run: every link healed, every node running and resumed."""
-        for t in list(self.cl.proxy._cut_tags):
-            self.cl.proxy.heal(t)
-        self.cl.proxy.clear_wan(None)
+        self.cl.net.heal_all()
         for site, n in self.cl.nodes.items():
             n.resume()  # type: ignore[attr-defined]
             if not n.running:

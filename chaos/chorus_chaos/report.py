@@ -63,8 +63,12 @@ def summary(rep: dict) -> str:
         f"chorus-chaos: scenario {rep['scenario']}  seed {rep['seed']}  "
         f"duration {rep['duration']:g}s  -> {rep['outcome'].upper()}",
         f"reproduce: {rep['reproduce']}",
-        f"elapsed {rep['elapsed_s']}s; failpoints: {','.join(rep['failpoints']) or 'none'}",
+        f"elapsed {rep['elapsed_s']}s; failpoints: {','.join(rep['failpoints']) or 'none'}; "
+        f"network: {rep.get('net', 'proxy')}"
+        + (f" ({rep['netns']['prefix']}, {rep['netns']['subnet']})" if rep.get("netns") else ""),
     ]
+    for n in rep.get("net_notes", []):
+        lines.append(f"note: {n}")
     if rep.get("skipped"):
         lines.append(f"SKIPPED: {rep['skipped']}")
     if rep.get("error"):

@@ -17,6 +17,7 @@ from chorus_chaos import readback
 from chorus_chaos.checkers import all_checkers
 from chorus_chaos.cluster import ChaosCluster
 from chorus_chaos.faults import SCENARIOS, Nemesis, faketime_available, plan
+from chorus_chaos.network import NetnsNetwork, netns_unavailable
 from chorus_chaos.report import write_report
 from chorus_chaos.workload import OBSERVER, Workload, user_names
 
@@ -30,11 +31,13 @@ class Skipped(Exception):
 
 
 def reproduce_cmd(scenario: str, seed: int, duration: float, users: int,
-                  failpoints: list[str]) -> str:
+                  failpoints: list[str], net: str = "proxy") -> str:
     cmd = (f"chaos/chorus-chaos run --scenario {scenario} --seed {seed} "
            f"--duration {duration:g} --users-per-site {users}")
     if failpoints:
         cmd += f" --failpoints {','.join(failpoints)}"
+    if net != "proxy":
+        cmd += f" --net {net}"
     return cmd
 
 
@@ -139,9 +142,10 @@ def _stop_all(cl: ChaosCluster) -> dict[str, int | None]:
 
 
 def run(scenario: str, seed: int, duration: float, out: Path, users_per_site: int = 4,
-        failpoints: list[str] | None = None) -> int:
+        failpoints: list[str] | None = None, net: str = "proxy") -> int:
     """Runs one scenario; returns 0 (no violations), 1 (violations) or 2
-    (harness error / skipped scenario: see the report)."""
+    (harness error / skipped scenario: see the report). ``net``: "proxy"
+    (links through the TCP proxy) or "netns" (network namespaces, root)."""
     failpoints = list(failpoints or [])
     out = Path(out).resolve()
     if out.exists():
@@ -151,11 +155,17 @@ def run(scenario: str, seed: int, duration: float, out: Path, users_per_site: in
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
     users = user_names(users_per_site)
     faults = plan(scenario, seed, duration)
-    cmd = reproduce_cmd(scenario, seed, duration, users_per_site, failpoints)
+    cmd = reproduce_cmd(scenario, seed, duration, users_per_site, failpoints, net)
     info: dict = {"scenario": scenario, "seed": seed, "duration": duration,
-                  "users_per_site": users_per_site, "failpoints": failpoints,
+                  "users_per_site": users_per_site, "failpoints": failpoints, "net": net,
                   "reproduce": cmd, "schedule": [f.to_json() for f in faults]}
     started = time.monotonic()
+    if net == "netns":
+        why = netns_unavailable()
+        if why:
+            info["skipped"] = why
+            write_report(out, info, {}, {}, None, [], started)
+            return 2
     if SCENARIOS[scenario].needs == "faketime":
         ok, why = faketime_available()
         if not ok:
@@ -171,7 +181,18 @@ def run(scenario: str, seed: int, duration: float, out: Path, users_per_site: in
     try:
         cl = ChaosCluster(out / "cluster", users={**{u: PASSWORD for u in users},
                                                   OBSERVER: PASSWORD},
-                          failpoints=failpoints)
+                          failpoints=failpoints, net=net)
+        if isinstance(cl.net, NetnsNetwork):
+            info["netns"] = {"prefix": cl.net.prefix, "subnet": f"10.{cl.net.x}.0.0/24",
+                             "hosts": cl.net.hosts(), "netem": cl.net.netem}
+            if cl.net.notes:
+                info["net_notes"] = list(cl.net.notes)
+            if scenario == "wan" and not cl.net.netem:
+                info["skipped"] = ("wan with --net netns needs tc netem (sch_netem), "
+                                   "which this kernel lacks")
+                cl.cleanup()
+                write_report(out, info, {}, {}, None, [], started)
+                return 2
         history, rb, nemesis = asyncio.run(asyncio.wait_for(
             _run(cl, scenario, seed, duration, users, out, info),
             duration + RUN_DEADLINE_EXTRA_S))

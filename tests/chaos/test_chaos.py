@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -239,3 +240,35 @@ def test_clock_skew_run(tmp_path):
     code, rep = chaos_run(tmp_path, "--scenario", "clock-skew", "--seed", "1",
                           "--duration", "20")
     assert code == 0 and rep["violations"] == 0, describe(rep)
+
+
+needs_netns = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("iptables") is None,
+    reason="--net netns needs root, ip and iptables")
+
+
+def netns_leftovers(prefix: str) -> list[str]:
+    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    return ([line for line in ns.splitlines() if line.startswith(prefix)]
+            + [line for line in links.splitlines() if f": {prefix}" in line])
+
+
+@needs_binary
+@needs_netns
+@pytest.mark.timeout(300)
+def test_site_cut_in_network_namespaces(tmp_path):
+    """Kernel-level silent cuts (iptables DROP inside the site namespaces):
+    no violations, and the run removes every namespace and interface it made."""
+    code, rep = chaos_run(tmp_path, "--scenario", "site-cut", "--seed", "1",
+                          "--duration", "20", "--net", "netns")
+    assert rep["net"] == "netns" and "--net netns" in rep["reproduce"], describe(rep)
+    prefix = (rep.get("netns") or {}).get("prefix")
+    assert prefix and prefix.startswith("chaos"), describe(rep)
+    try:
+        assert code == 0 and rep["violations"] == 0, describe(rep)
+        assert rep["counts"]["faults_injected"] >= 1, describe(rep)
+        assert rep["counts"]["acked"] > 0, describe(rep)
+    finally:
+        left = netns_leftovers(prefix)
+        assert not left, f"left behind: {left}"

@@ -167,12 +167,17 @@ class Node:
 
     def __init__(self, workdir: Path, config: dict | None = None,
                  users: dict[str, str] | None = None,
-                 ports: tuple[int, int, int] | None = None):
+                 ports: tuple[int, int, int] | None = None, host: str = "127.0.0.1"):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.binary = chorus_bin()
         self.domain = DOMAIN
-        self.host = "127.0.0.1"
+        # The address the node listens on and the harness connects to
+        # (the chaos suite's netns mode puts nodes on other addresses).
+        self.host = host
+        # Prepended to the ``serve`` command line (e.g. ``ip netns exec NS``;
+        # the prefix must exec the server, so proc.pid stays the server's).
+        self.argv_prefix: list[str] = []
         self.c2s_port, self.tls_port, self.http_port = ports or free_ports(3)
         self.data_dir = self.workdir / "data"
         self.config_path = self.workdir / "chorus.toml"
@@ -184,10 +189,10 @@ class Node:
         base = {
             "server": {"domain": self.domain, "data_dir": str(self.data_dir)},
             "c2s": {
-                "starttls_listen": f"127.0.0.1:{self.c2s_port}",
-                "direct_tls_listen": f"127.0.0.1:{self.tls_port}",
+                "starttls_listen": f"{host}:{self.c2s_port}",
+                "direct_tls_listen": f"{host}:{self.tls_port}",
             },
-            "http": {"listen": f"127.0.0.1:{self.http_port}", "tls": True},
+            "http": {"listen": f"{host}:{self.http_port}", "tls": True},
             "log": {"level": "debug"},
         }
         self.config = deep_merge(base, config or {})
@@ -203,11 +208,11 @@ class Node:
 
     @property
     def http_base(self) -> str:
-        return f"https://127.0.0.1:{self.http_port}"
+        return f"https://{self.host}:{self.http_port}"
 
     @property
     def ws_url(self) -> str:
-        return f"wss://127.0.0.1:{self.http_port}/xmpp-websocket"
+        return f"wss://{self.host}:{self.http_port}/xmpp-websocket"
 
     # -- CLI ---------------------------------------------------------------
     def cli(self, *args: str, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess:
@@ -245,7 +250,7 @@ class Node:
         self._log_fh.write(f"\n===== e2e: start #{self.starts} =====\n".encode())
         self._log_fh.flush()
         self.proc = subprocess.Popen(
-            [str(self.binary), "--config", str(self.config_path), "serve"],
+            [*self.argv_prefix, str(self.binary), "--config", str(self.config_path), "serve"],
             stdout=self._log_fh, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env=self._env(),
         )

@@ -61,7 +61,8 @@ class ClusterNode(Node):
     """One site's node: a Node with a cluster listener and peers."""
 
     def __init__(self, workdir: Path, site: str, ports: list[int],
-                 cluster_cfg: dict, users: dict[str, str], extra: dict | None = None):
+                 cluster_cfg: dict, users: dict[str, str], extra: dict | None = None,
+                 host: str = "127.0.0.1"):
         self.site = site
         self.node_id = node_id(site)
         self.cluster_port = ports[3]
@@ -69,7 +70,7 @@ class ClusterNode(Node):
         cfg = {"cluster": cluster_cfg, "log": {"level": LOG_FILTER}}
         for section, values in (extra or {}).items():
             cfg.setdefault(section, {}).update(values)
-        super().__init__(workdir, config=cfg, users=users, ports=tuple(ports[:3]))
+        super().__init__(workdir, config=cfg, users=users, ports=tuple(ports[:3]), host=host)
 
     def __repr__(self) -> str:
         return f"<ClusterNode {self.node_id} site={self.site} c2s={self.c2s_port}>"
@@ -100,13 +101,19 @@ def peer(status: dict, site: str) -> dict:
 class Cluster:
     def __init__(self, workdir: Path, sites=SITES, users: dict[str, str] | None = None,
                  lease_ms: int = LEASE_MS, heartbeat_ms: int = HEARTBEAT_MS,
-                 extra: dict | None = None):
+                 extra: dict | None = None, node_class: type[ClusterNode] = ClusterNode,
+                 hosts: dict[str, str] | None = None):
+        """``hosts`` (site -> address): each node listens on its site's
+        address and its peers dial each other directly there, without the
+        proxy (the chaos suite's netns mode); default: everything on
+        127.0.0.1, every inter-node link through the proxy."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.sites = tuple(sites)
         self.users = dict(CLUSTER_USERS if users is None else users)
         self.lease_ms = lease_ms
         self.heartbeat_ms = heartbeat_ms
+        self.hosts = dict(hosts) if hosts else None
         self.binary = chorus_bin()
         assert self.binary.exists(), f"chorus binary not found at {self.binary}"
         self.certs = self.workdir / "certs"
@@ -120,16 +127,17 @@ class Cluster:
             route_port: dict[tuple[str, str], int] = {}
             for src in self.sites:
                 for dst in self.sites:
-                    if src != dst:
+                    if src != dst and self.hosts is None:
                         route_port[(src, dst)] = self.proxy.add(
                             f"{node_id(src)}->{node_id(dst)}", 0, site_ports[dst][3],
                             tags={src, dst})
             for s in self.sites:
                 nid = node_id(s)
+                host = self.host(s)
                 cluster_cfg = {
                     "node_id": nid,
                     "site": s,
-                    "listen": f"127.0.0.1:{site_ports[s][3]}",
+                    "listen": f"{host}:{site_ports[s][3]}",
                     "ca_file": str(self.certs / "ca.pem"),
                     "cert_file": str(self.certs / f"{nid}.pem"),
                     "key_file": str(self.certs / f"{nid}.key"),
@@ -137,12 +145,13 @@ class Cluster:
                     "heartbeat_ms": heartbeat_ms,
                     "peers": [
                         {"id": node_id(d), "site": d,
-                         "addr": f"127.0.0.1:{route_port[(s, d)]}"}
+                         "addr": (f"127.0.0.1:{route_port[(s, d)]}" if self.hosts is None
+                                  else f"{self.host(d)}:{site_ports[d][3]}")}
                         for d in self.sites if d != s
                     ],
                 }
-                self.nodes[s] = ClusterNode(self.workdir / s, s, site_ports[s],
-                                            cluster_cfg, dict(self.users), extra)
+                self.nodes[s] = node_class(self.workdir / s, s, site_ports[s],
+                                           cluster_cfg, dict(self.users), extra, host=host)
             for n in self.nodes.values():
                 for name, pw in self.users.items():
                     n.add_user(name, pw)
@@ -157,10 +166,15 @@ class Cluster:
         for s in self.sites:
             _run([b, "cert", "node", "--ca", str(self.certs), "--id", node_id(s),
                   "--name", "localhost", "--name", "127.0.0.1",
+                  *(["--name", self.host(s)] if self.hosts else []),
                   "--out", str(self.certs)], self.workdir)
         for f in ["ca.pem", "ca.key", *(f"{node_id(s)}.{e}" for s in self.sites
                                          for e in ("pem", "key"))]:
             assert (self.certs / f).is_file(), f"`chorus cert` did not write {f}"
+
+    def host(self, site: str) -> str:
+        """The address ``site``'s node listens on."""
+        return self.hosts[site] if self.hosts else "127.0.0.1"
 
     def __getitem__(self, site: str) -> ClusterNode:
         return self.nodes[site]

@@ -78,7 +78,8 @@ class RawStream:
     @classmethod
     async def to_node(cls, node, *, direct_tls: bool = False) -> "RawStream":
         port = node.tls_port if direct_tls else node.c2s_port
-        return await cls.open("127.0.0.1", port, node.domain, direct_tls=direct_tls)
+        return await cls.open(getattr(node, "host", "127.0.0.1"), port, node.domain,
+                              direct_tls=direct_tls)
 
     def _new_parser(self):
         self.parser = ET.XMLPullParser(("start", "end"))

@@ -257,7 +257,7 @@ class Client:
         loop = asyncio.get_running_loop()
         self._done = loop.create_future()
         self.disconnected.clear()
-        self.xmpp.connect(host="127.0.0.1", port=self.port)
+        self.xmpp.connect(host=getattr(self.node, "host", "127.0.0.1"), port=self.port)
         try:
             result = await asyncio.wait_for(asyncio.shield(self._done), timeout)
         except asyncio.TimeoutError:
