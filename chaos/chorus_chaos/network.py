@@ -106,6 +106,15 @@ def netns_unavailable() -> str | None:
     missing = [t for t in ("ip", "iptables", "iptables-restore", "tc") if shutil.which(t) is None]
     if missing:
         return f"--net netns needs {', '.join(missing)} (iproute2, iptables)"
+    # Root in a container may still lack the capability: try it.
+    probe = f"{BASE_PREFIX}probe{os.getpid()}"
+    try:
+        _run(["ip", "netns", "add", probe])
+        _run(["ip", "netns", "exec", probe, "iptables", "-L", "-n"])
+    except NetError as e:
+        return f"--net netns cannot create a namespace with a firewall here: {e}"
+    finally:
+        _run(["ip", "netns", "del", probe], check=False)
     return None
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ sys.path.insert(0, str(CHAOS))
 
 from chorus_chaos.checkers import archive, delivery, logs, presence, rooms, roster  # noqa: E402
 from chorus_chaos.faults import SCENARIOS, faketime_available, plan  # noqa: E402
+from chorus_chaos.network import netns_unavailable  # noqa: E402
 
 RUN = "t1"
 
@@ -242,9 +242,8 @@ def test_clock_skew_run(tmp_path):
     assert code == 0 and rep["violations"] == 0, describe(rep)
 
 
-needs_netns = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("iptables") is None,
-    reason="--net netns needs root, ip and iptables")
+_NETNS_WHY = netns_unavailable()
+needs_netns = pytest.mark.skipif(_NETNS_WHY is not None, reason=_NETNS_WHY or "")
 
 
 def netns_leftovers(prefix: str) -> list[str]:
