@@ -28,6 +28,8 @@ pub struct Outcome {
     pub writes: usize,
     /// Broken invariants (empty: the run passed).
     pub violations: Vec<Violation>,
+    /// The faults injected, with their times.
+    pub schedule: Vec<(u64, world::Fault)>,
 }
 
 /// Runs one seed and checks it.
@@ -41,6 +43,7 @@ pub fn run(seed: u64, p: &Params) -> Outcome {
         stanzas: w.history.acked.len(),
         writes: w.history.writes.len(),
         violations: check::all(&w),
+        schedule: std::mem::take(&mut w.history.faults),
     }
 }
 

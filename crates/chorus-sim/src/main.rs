@@ -83,9 +83,7 @@ fn main() -> ExitCode {
         writes += o.writes;
         faults += o.faults;
         if args.show_faults {
-            let mut w = chorus_sim::World::new(seed, p.clone());
-            w.run();
-            for (t, f) in &w.history.faults {
+            for (t, f) in &o.schedule {
                 say!("seed {seed}: t={t}ms {f:?}");
             }
         }

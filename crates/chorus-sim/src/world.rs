@@ -977,16 +977,7 @@ impl World {
                     .filter(|b| mine[*b as usize] != theirs[*b as usize])
                     .collect();
                 if !buckets.is_empty() {
-                    let items = self.items_in(to, &buckets);
-                    self.send(
-                        to,
-                        from,
-                        Msg::Items {
-                            items,
-                            buckets,
-                            reply: true,
-                        },
-                    );
+                    self.send_items(to, from, buckets, true);
                 }
             }
             Msg::Items {
@@ -996,19 +987,25 @@ impl World {
             } => {
                 self.apply_remote(to, items);
                 if reply {
-                    let items = self.items_in(to, &buckets);
-                    self.send(
-                        to,
-                        from,
-                        Msg::Items {
-                            items,
-                            buckets,
-                            reply: false,
-                        },
-                    );
+                    self.send_items(to, from, buckets, false);
                 }
             }
         }
+    }
+
+    /// Anti-entropy: sends `from`'s items in `buckets` to `to`, asking for
+    /// `to`'s in return when `reply`.
+    fn send_items(&mut self, from: usize, to: usize, buckets: Vec<u32>, reply: bool) {
+        let items = self.items_in(from, &buckets);
+        self.send(
+            from,
+            to,
+            Msg::Items {
+                items,
+                buckets,
+                reply,
+            },
+        );
     }
 
     /// `RocksStore::apply_remote`: observe, then merge by version.
