@@ -13,6 +13,7 @@
 // bytes); our helpers return the same type rather than box and unbox it.
 #![allow(clippy::result_large_err)]
 
+pub mod apply;
 pub mod codec;
 pub mod db;
 pub mod export;

@@ -12,27 +12,27 @@
 //! `t<stamp><pos>` for every record (retention scans).
 
 use crate::db::{CF_AUDIT, CF_IDS, CF_INDEX, CF_RECORDS, CF_SM_META};
-use crate::types::{AuditEntry, Command, DAY_MS, Hold, Record, RecordKind, Response, Retention, TypeConfig};
+use crate::types::{AuditEntry, DAY_MS, Hold, Record, RecordKind, Response, Retention, TypeConfig};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    BasicNode, Entry, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError,
     StorageIOError, StoredMembership,
 };
 use rocksdb::{DB, Direction, IteratorMode, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 
-const KEY_APPLIED: &[u8] = b"last_applied";
-const KEY_MEMBERSHIP: &[u8] = b"membership";
-const KEY_NEXT: &[u8] = b"next_position";
-const KEY_NEXT_AUDIT: &[u8] = b"next_audit";
+pub(crate) const KEY_APPLIED: &[u8] = b"last_applied";
+pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
+pub(crate) const KEY_NEXT: &[u8] = b"next_position";
+pub(crate) const KEY_NEXT_AUDIT: &[u8] = b"next_audit";
 const KEY_SNAPSHOT: &[u8] = b"snapshot";
-const KEY_RETENTION: &[u8] = b"retention";
+pub(crate) const KEY_RETENTION: &[u8] = b"retention";
 const KEY_GENERATION: &[u8] = b"generation";
-const HOLD_PREFIX: &[u8] = b"hold/";
-const REMOVED_PREFIX: &[u8] = b"removed/";
+pub(crate) const HOLD_PREFIX: &[u8] = b"hold/";
+pub(crate) const REMOVED_PREFIX: &[u8] = b"removed/";
 
 pub(crate) type Result<T> = std::result::Result<T, StorageError<u64>>;
 
@@ -40,7 +40,7 @@ pub(crate) fn read_err(e: impl std::error::Error + 'static) -> StorageError<u64>
     StorageIOError::read_state_machine(&e).into()
 }
 
-fn write_err(e: impl std::error::Error + 'static) -> StorageError<u64> {
+pub(crate) fn write_err(e: impl std::error::Error + 'static) -> StorageError<u64> {
     StorageIOError::write_state_machine(&e).into()
 }
 
@@ -70,8 +70,13 @@ struct StoredSnapshot {
 pub struct ArchiveStateMachine {
     pub(crate) db: Arc<DB>,
     /// Ids purged since the search index last looked.
-    purged: Arc<Mutex<Vec<String>>>,
+    pub(crate) purged: Arc<Mutex<Vec<String>>>,
+    /// Told the removed members whenever they may have changed.
+    pub(crate) removed_listener: Arc<std::sync::OnceLock<RemovedListener>>,
 }
+
+/// A function told the Raft ids of every removed member.
+pub type RemovedListener = Box<dyn Fn(Vec<u64>) + Send + Sync>;
 
 /// The index keys of a record at a position.
 pub(crate) fn index_keys(r: &Record, pos: u64) -> Vec<Vec<u8>> {
@@ -97,6 +102,7 @@ impl ArchiveStateMachine {
         Ok(ArchiveStateMachine {
             db,
             purged: Arc::new(Mutex::new(Vec::new())),
+            removed_listener: Arc::new(std::sync::OnceLock::new()),
         })
     }
 
@@ -104,14 +110,14 @@ impl ArchiveStateMachine {
         self.db.cf_handle(name).expect("column family created at open")
     }
 
-    fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+    pub(crate) fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
         match self.db.get_cf(self.cf(CF_SM_META), key).map_err(read_err)? {
             Some(b) => crate::codec::decode(&b).map(Some).map_err(read_err),
             None => Ok(None),
         }
     }
 
-    fn next_position(&self) -> Result<u64> {
+    pub(crate) fn next_position(&self) -> Result<u64> {
         Ok(self.get(KEY_NEXT)?.unwrap_or(0))
     }
 
@@ -226,6 +232,23 @@ impl ArchiveStateMachine {
         Ok(out)
     }
 
+    /// Registers the function told the removed members (now, and whenever
+    /// an applied command or an installed snapshot may have changed them).
+    pub fn on_removed_members(&self, f: RemovedListener) {
+        if self.removed_listener.set(f).is_ok() {
+            self.tell_removed();
+        }
+    }
+
+    pub(crate) fn tell_removed(&self) {
+        if let Some(f) = self.removed_listener.get() {
+            match self.removed_members() {
+                Ok(ids) => f(ids),
+                Err(e) => tracing::error!(error = %e, "cannot read the removed archive members"),
+            }
+        }
+    }
+
     /// Nodes an operator removed from the archive group.
     pub fn removed_members(&self) -> Result<Vec<u64>> {
         let mut out = Vec::new();
@@ -264,7 +287,7 @@ impl ArchiveStateMachine {
         Ok(out)
     }
 
-    fn put_json<T: Serialize>(&self, batch: &mut WriteBatch, key: &[u8], v: &T) -> Result<()> {
+    pub(crate) fn put_json<T: Serialize>(&self, batch: &mut WriteBatch, key: &[u8], v: &T) -> Result<()> {
         batch.put_cf(
             self.cf(CF_SM_META),
             key,
@@ -287,7 +310,7 @@ impl ArchiveStateMachine {
 
     /// Inserts a record unless its id is already known or was inserted
     /// earlier in the same batch (`pending`).
-    fn insert(
+    pub(crate) fn insert(
         &self,
         batch: &mut WriteBatch,
         pending: &mut HashSet<String>,
@@ -307,7 +330,7 @@ impl ArchiveStateMachine {
     /// Deletes every record past its retention at `now_ms` that no active
     /// hold covers; walks the time index only as far as the shortest
     /// retention reaches.
-    fn purge(&self, batch: &mut WriteBatch, now_ms: u64, purged: &mut Vec<String>) -> Result<u64> {
+    pub(crate) fn purge(&self, batch: &mut WriteBatch, now_ms: u64, purged: &mut Vec<String>) -> Result<u64> {
         let retention = self.retention()?;
         let Some(shortest) = retention.shortest_days() else {
             return Ok(0);
@@ -346,100 +369,10 @@ impl ArchiveStateMachine {
         Ok(n)
     }
 
-    /// Applies committed entries (the body of [`RaftStateMachine::apply`]).
-    fn apply_entries(
-        &mut self,
-        entries: impl IntoIterator<Item = Entry<TypeConfig>>,
-    ) -> Result<Vec<Response>> {
-        let mut next = self.next_position()?;
-        let mut next_audit: u64 = self.get(KEY_NEXT_AUDIT)?.unwrap_or(0);
-        let mut pending = HashSet::new();
-        let mut responses = Vec::new();
-        let mut purged_ids = Vec::new();
-        // Commands that read state (holds, retention, purge) must see what
-        // earlier entries of this call wrote, so each such entry flushes.
-        let mut batch = WriteBatch::default();
-        let mut holds: HashMap<String, Hold> = HashMap::new();
-        for e in entries {
-            let mut resp = Response::default();
-            match e.payload {
-                EntryPayload::Blank => {}
-                EntryPayload::Normal(Command::Append(records)) => {
-                    for r in &records {
-                        if self.insert(&mut batch, &mut pending, &mut next, r)? {
-                            resp.inserted += 1;
-                        }
-                    }
-                }
-                EntryPayload::Normal(Command::PlaceHold(h)) => {
-                    self.put_json(&mut batch, &[HOLD_PREFIX, h.id.as_bytes()].concat(), &h)?;
-                    holds.insert(h.id.clone(), h);
-                }
-                EntryPayload::Normal(Command::ReleaseHold { id, by, at_ms }) => {
-                    let known = match holds.get(&id) {
-                        Some(h) => Some(h.clone()),
-                        None => self.get::<Hold>(&[HOLD_PREFIX, id.as_bytes()].concat())?,
-                    };
-                    match known {
-                        Some(mut h) => {
-                            h.released.get_or_insert((by, at_ms));
-                            self.put_json(&mut batch, &[HOLD_PREFIX, id.as_bytes()].concat(), &h)?;
-                            holds.insert(id, h);
-                        }
-                        None => resp.not_found = true,
-                    }
-                }
-                EntryPayload::Normal(Command::SetRetention(r)) => {
-                    self.put_json(&mut batch, KEY_RETENTION, &r)?
-                }
-                EntryPayload::Normal(Command::Purge { now_ms }) => {
-                    // Earlier entries of this call must be visible to the scan.
-                    self.put_json(&mut batch, KEY_NEXT, &next)?;
-                    self.write(std::mem::take(&mut batch))?;
-                    holds.clear();
-                    resp.purged = self.purge(&mut batch, now_ms, &mut purged_ids)?;
-                }
-                EntryPayload::Normal(Command::Audit(a)) => {
-                    batch.put_cf(
-                        self.cf(CF_AUDIT),
-                        next_audit.to_be_bytes(),
-                        crate::codec::encode(&a).map_err(write_err)?,
-                    );
-                    next_audit += 1;
-                }
-                EntryPayload::Normal(Command::Removed { id, removed }) => {
-                    let key = [REMOVED_PREFIX, &id.to_be_bytes()].concat();
-                    if removed {
-                        batch.put_cf(self.cf(CF_SM_META), key, []);
-                    } else {
-                        batch.delete_cf(self.cf(CF_SM_META), key);
-                    }
-                }
-                EntryPayload::Membership(m) => self.put_json(
-                    &mut batch,
-                    KEY_MEMBERSHIP,
-                    &StoredMembership::new(Some(e.log_id), m),
-                )?,
-            }
-            self.put_json(&mut batch, KEY_APPLIED, &e.log_id)?;
-            responses.push(resp);
-        }
-        self.put_json(&mut batch, KEY_NEXT, &next)?;
-        self.put_json(&mut batch, KEY_NEXT_AUDIT, &next_audit)?;
-        self.write(batch)?;
-        if !purged_ids.is_empty() {
-            self.purged
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend(purged_ids);
-        }
-        Ok(responses)
-    }
-
     /// Writes without forcing an fsync: the Raft log is synced, and after a
     /// crash openraft re-applies committed entries past the last applied
     /// id we persisted, which the idempotent apply absorbs.
-    fn write(&self, batch: WriteBatch) -> Result<()> {
+    pub(crate) fn write(&self, batch: WriteBatch) -> Result<()> {
         self.db
             .write_opt(batch, &WriteOptions::default())
             .map_err(write_err)
@@ -586,7 +519,9 @@ impl RaftStateMachine<TypeConfig> for ArchiveStateMachine {
                 data,
             },
         )?;
-        self.write(batch)
+        self.write(batch)?;
+        self.tell_removed();
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {

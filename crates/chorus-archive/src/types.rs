@@ -146,6 +146,14 @@ pub enum Command {
     },
     /// Append to the audit trail.
     Audit(AuditEntry),
+    /// A compliance action (hold, release, retention, purge) together with
+    /// the audit entry that records it: both apply, or neither.
+    Audited {
+        /// Who asked, from where, for what.
+        entry: AuditEntry,
+        /// The action.
+        action: Box<Command>,
+    },
     /// An operator removed a node from the archive group (`removed`) or
     /// added it back; the leader does not re-add removed nodes on its own.
     Removed {
@@ -154,6 +162,17 @@ pub enum Command {
         /// Removed (true) or welcome again (false).
         removed: bool,
     },
+}
+
+impl Command {
+    /// Whether this is an action an officer or admin takes (and so must be
+    /// wrapped in [`Command::Audited`] when it travels).
+    pub fn is_compliance_action(&self) -> bool {
+        matches!(
+            self,
+            Command::PlaceHold(_) | Command::ReleaseHold { .. } | Command::SetRetention(_) | Command::Purge { .. }
+        )
+    }
 }
 
 /// What applying a command produced.

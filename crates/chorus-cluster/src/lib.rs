@@ -6,6 +6,7 @@
 //! [`node::ClusterRouter`] implements the XMPP layer's `Router`, so sessions
 //! reach users on any node without knowing the cluster exists.
 
+pub mod access;
 pub mod antientropy;
 pub mod archive;
 pub mod certs;
@@ -13,6 +14,7 @@ pub mod directory;
 pub mod link;
 pub mod node;
 pub mod raft_net;
+pub mod raft_server;
 pub mod service;
 pub mod tls;
 pub mod trace_ctx;

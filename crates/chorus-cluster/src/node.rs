@@ -53,6 +53,10 @@ pub struct Cluster {
     pub local: LocalRouter,
     /// Outbound links by peer id.
     pub links: HashMap<String, Arc<Link>>,
+    /// Who may call this node's cluster API.
+    pub access: crate::access::Access,
+    /// How far ahead of our clock a peer's timestamps may be (ms).
+    pub max_clock_skew_ms: u64,
     /// The durable store (replicated tables and the stanza outbox).
     pub store: Arc<RocksStore>,
     /// The archive's Raft node, once started.
@@ -82,6 +86,8 @@ impl Cluster {
             directory: Directory::default(),
             local: LocalRouter::new(),
             links,
+            access: crate::access::Access::new(&config.cluster.peers),
+            max_clock_skew_ms: config.cluster.max_clock_skew_ms,
             store: store.clone(),
             raft: OnceLock::new(),
             ctx: OnceLock::new(),

@@ -17,7 +17,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, RaftTypeConfig};
+use openraft::BasicNode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -34,6 +34,13 @@ const RAFT_CONNECT_TIMEOUT_MS: u64 = 1000;
 /// The Raft node id of a cluster node: its stable tag.
 pub fn raft_id(node_id: &str) -> u64 {
     chorus_core::hlc::node_tag(node_id) as u64
+}
+
+/// Whether the Raft membership (voters or learners) lists `raft_id`.
+pub fn in_raft_membership(raft: &ArchiveRaft, raft_id: u64) -> bool {
+    let m = raft.metrics();
+    let m = m.borrow();
+    m.membership_config.membership().nodes().any(|(id, _)| *id == raft_id)
 }
 
 /// Whether this node currently leads the archive's Raft group.
@@ -247,47 +254,4 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
     ) -> Result<VoteResponse<u64>, RpcErr<openraft::error::Infallible>> {
         self.call(openraft::RPCTypes::Vote, &rpc, &option).await
     }
-}
-
-/// Server side: runs one Raft request on the local node and serializes
-/// the result.
-pub async fn handle(raft: &ArchiveRaft, msg: RaftMessage) -> Result<RaftMessage, String> {
-    fn parse<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
-        chorus_archive::codec::decode(b).map_err(|e| format!("bad raft request: {e}"))
-    }
-    let json = match msg.kind.as_str() {
-        "append" => {
-            let req: AppendEntriesRequest<TypeConfig> = parse(&msg.json)?;
-            chorus_archive::codec::encode(&raft.append_entries(req).await)
-        }
-        "vote" => {
-            let req: VoteRequest<<TypeConfig as RaftTypeConfig>::NodeId> = parse(&msg.json)?;
-            chorus_archive::codec::encode(&raft.vote(req).await)
-        }
-        "snapshot" => {
-            let req: InstallSnapshotRequest<TypeConfig> = parse(&msg.json)?;
-            chorus_archive::codec::encode(&raft.install_snapshot(req).await)
-        }
-        "write" => {
-            // A follower forwards a spool batch to us, the leader.
-            let cmd: chorus_archive::types::Command = parse(&msg.json)?;
-            let r = raft
-                .client_write(cmd)
-                .await
-                .map(|resp| resp.data)
-                .map_err(|e| e.to_string());
-            chorus_archive::codec::encode(&r)
-        }
-        "elect" => {
-            // The leader is shutting down and hands over to us.
-            chorus_archive::codec::encode(&raft.trigger().elect().await.map_err(|e| e.to_string()))
-        }
-        "members" => {
-            let change: crate::archive::MemberChange = parse(&msg.json)?;
-            chorus_archive::codec::encode(&crate::archive::change_members_here(raft, &change).await)
-        }
-        other => return Err(format!("unknown raft message kind {other:?}")),
-    }
-    .map_err(|e| e.to_string())?;
-    Ok(RaftMessage { kind: msg.kind, json })
 }

@@ -27,18 +27,6 @@ pub struct Service {
 }
 
 impl Service {
-    /// Only configured peers may link, pull or ack (mTLS already proves
-    /// membership of the cluster).
-    fn require_peer(&self, node_id: &str) -> Result<(), Status> {
-        if self.cluster.links.contains_key(node_id) {
-            Ok(())
-        } else {
-            Err(Status::permission_denied(format!(
-                "{node_id} is not a configured peer"
-            )))
-        }
-    }
-
     /// A tonic server for this node's cluster API, with large message limits
     /// so full batches never stall.
     pub fn server(cluster: Arc<Cluster>) -> ClusterServer<Service> {
@@ -61,12 +49,13 @@ impl ClusterApi for Service {
     type LinkStream = ReceiverStream<Result<Ack, Status>>;
 
     async fn link(&self, req: Request<Streaming<Frame>>) -> Result<Response<Self::LinkStream>, Status> {
+        let peer = self.cluster.access.caller(&req, "link")?;
         let mut inbound = req.into_inner();
         let first = inbound.message().await?.and_then(|f| f.body);
         let Some(frame::Body::Hello(hello)) = first else {
             return Err(Status::invalid_argument("a link starts with Hello"));
         };
-        self.require_peer(&hello.node_id)?;
+        self.cluster.access.same_node(&peer, &hello.node_id, "link")?;
         let (stream, changes) = self.cluster.directory.hello(
             &hello.node_id,
             &hello.site,
@@ -86,6 +75,7 @@ impl ClusterApi for Service {
     }
 
     async fn digests(&self, req: Request<DigestRequest>) -> Result<Response<DigestResponse>, Status> {
+        self.cluster.access.caller(&req, "digests")?;
         let t = table(req.into_inner().table)?;
         let store = self.cluster.store.clone();
         let digests = tokio::task::spawn_blocking(move || store.digests(t))
@@ -96,6 +86,7 @@ impl ClusterApi for Service {
     }
 
     async fn fetch_items(&self, req: Request<FetchRequest>) -> Result<Response<ItemBatch>, Status> {
+        self.cluster.access.caller(&req, "fetch_items")?;
         let r = req.into_inner();
         let t = table(r.table)?;
         let store = self.cluster.store.clone();
@@ -109,6 +100,7 @@ impl ClusterApi for Service {
     }
 
     async fn push_items(&self, req: Request<ItemBatch>) -> Result<Response<PushResponse>, Status> {
+        self.cluster.access.caller(&req, "push_items")?;
         let items = from_proto(req.into_inner().items);
         let store = self.cluster.store.clone();
         let changed = tokio::task::spawn_blocking(move || store.apply_remote(&items))
@@ -121,8 +113,9 @@ impl ClusterApi for Service {
     }
 
     async fn pull_stanzas(&self, req: Request<PullRequest>) -> Result<Response<StanzaBatch>, Status> {
+        let caller = self.cluster.access.caller(&req, "pull_stanzas")?;
         let r = req.into_inner();
-        self.require_peer(&r.node_id)?;
+        self.cluster.access.same_node(&caller, &r.node_id, "pull_stanzas")?;
         let store = self.cluster.store.clone();
         let pending = tokio::task::spawn_blocking(move || {
             store.outbox_pending(&r.node_id, r.after_seq, PULL_BATCH_MAX)
@@ -147,8 +140,9 @@ impl ClusterApi for Service {
     }
 
     async fn ack_stanzas(&self, req: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
+        let caller = self.cluster.access.caller(&req, "ack_stanzas")?;
         let r = req.into_inner();
-        self.require_peer(&r.node_id)?;
+        self.cluster.access.same_node(&caller, &r.node_id, "ack_stanzas")?;
         self.cluster
             .store
             .outbox_ack(&r.node_id, r.stanza_seq)
@@ -157,16 +151,40 @@ impl ClusterApi for Service {
     }
 
     async fn raft(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let access = &self.cluster.access;
+        let caller = access.configured_caller(&req, "raft")?;
         let Some(raft) = self.cluster.raft.get() else {
             return Err(Status::unavailable("the archive's raft node is not running here"));
         };
-        crate::raft_net::handle(raft, req.into_inner())
+        let Some(member) = access.configured(&caller) else {
+            return Err(Status::permission_denied("not a member"));
+        };
+        let removed = access.member(&caller).is_none();
+        if removed && !crate::raft_net::in_raft_membership(raft, member.raft_id) {
+            access.refuse(&caller, "raft", "removed");
+            return Err(Status::permission_denied(format!("{caller} was removed from the archive")));
+        }
+        let from = crate::raft_server::Forwarder {
+            node_id: &caller,
+            member,
+            removed,
+            max_clock_skew_ms: self.cluster.max_clock_skew_ms,
+        };
+        crate::raft_server::handle(raft, req.into_inner(), &from)
             .await
             .map(Response::new)
-            .map_err(Status::invalid_argument)
+            .map_err(|e| {
+                if e.refused {
+                    self.cluster.access.refuse(&caller, "raft", "forbidden raft request");
+                    Status::permission_denied(e.reason)
+                } else {
+                    Status::invalid_argument(e.reason)
+                }
+            })
     }
 
-    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        self.cluster.access.caller(&req, "status")?;
         Ok(Response::new(status(&self.cluster)))
     }
 }
@@ -211,6 +229,7 @@ async fn serve_link(
     acks: mpsc::Sender<Result<Ack, Status>>,
 ) -> Result<(), Status> {
     while let Some(f) = inbound.message().await? {
+        cluster.access.still_member(peer, "link")?;
         let revived = cluster.directory.heard(peer, stream, Instant::now());
         if !revived.is_empty() {
             cluster.apply_changes(revived);

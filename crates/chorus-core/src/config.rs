@@ -239,6 +239,10 @@ pub struct ClusterConfig {
     pub lease_ms: u64,
     /// How often this node tells peers it is alive, in milliseconds.
     pub heartbeat_ms: u64,
+    /// How far ahead of this node's clock a peer's timestamps (replicated
+    /// item versions, archive records, audit entries) may be, in
+    /// milliseconds; anything further ahead is refused and counted.
+    pub max_clock_skew_ms: u64,
     /// The other nodes.
     pub peers: Vec<PeerConfig>,
 }
@@ -254,6 +258,7 @@ impl Default for ClusterConfig {
             key_file: None,
             lease_ms: 3000,
             heartbeat_ms: 500,
+            max_clock_skew_ms: 60_000,
             peers: Vec::new(),
         }
     }
@@ -653,6 +658,12 @@ impl Config {
             return Err((
                 "cluster.lease_ms",
                 "must be at least twice cluster.heartbeat_ms".into(),
+            ));
+        }
+        if !(1_000..=3_600_000).contains(&c.max_clock_skew_ms) {
+            return Err((
+                "cluster.max_clock_skew_ms",
+                "must be between 1000 (1 s) and 3600000 (1 h)".into(),
             ));
         }
         let mut tags = std::collections::HashMap::new();

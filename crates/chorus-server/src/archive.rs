@@ -107,6 +107,7 @@ pub async fn start(config: &Config, tls: Option<&ClusterTls>) -> anyhow::Result<
     tokio::spawn(run_indexer(index.clone(), sm.clone(), stop.subscribe()));
     tokio::spawn(run_retention(
         raft.clone(),
+        me.clone(),
         Duration::from_secs(config.archive.retention_interval_secs),
         stop.subscribe(),
     ));
@@ -147,7 +148,12 @@ async fn run_indexer(index: Arc<SearchIndex>, sm: ArchiveStateMachine, mut stop:
 
 /// While this node leads, proposes a purge every `every`: every site then
 /// purges the same expired, unheld records.
-async fn run_retention(raft: ArchiveRaft, every: Duration, mut stop: watch::Receiver<bool>) {
+async fn run_retention(
+    raft: ArchiveRaft,
+    raft_node_name: String,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     while chorus_cluster::tick_or_stop(&mut tick, &mut stop).await {
@@ -155,7 +161,20 @@ async fn run_retention(raft: ArchiveRaft, every: Duration, mut stop: watch::Rece
             continue;
         }
         let now_ms = chorus_core::time::now_millis();
-        match raft.client_write(Command::Purge { now_ms }).await {
+        // Scheduled purges are audited like manual ones.
+        let entry = chorus_archive::types::AuditEntry {
+            at_ms: now_ms,
+            actor: "retention-schedule".into(),
+            role: "system".into(),
+            action: "retention.run".into(),
+            detail: serde_json::json!({ "now_ms": now_ms, "scheduled": true }).to_string(),
+            node: raft_node_name.clone(),
+        };
+        let purge = Command::Audited {
+            entry,
+            action: Box::new(Command::Purge { now_ms }),
+        };
+        match raft.client_write(purge).await {
             Ok(r) if r.data.purged > 0 => tracing::info!(purged = r.data.purged, "retention purged records"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "retention run not committed"),

@@ -115,18 +115,38 @@ impl Compliance {
 
     /// Commits an audit entry; fails (and so refuses the action) without a quorum.
     async fn audit(&self, who: &Caller, action: &str, detail: serde_json::Value) -> Result<()> {
-        let entry = AuditEntry {
+        self.commit(Command::Audit(self.audit_entry(who, action, detail)))
+            .await
+            .map(|_| ())
+            .map_err(|e| ComplianceError::Unavailable(format!("cannot record the audit trail: {e}")))
+    }
+
+    /// Commits a compliance action together with its audit entry (one Raft
+    /// command: both apply, or neither).
+    async fn audited(
+        &self,
+        who: &Caller,
+        action: &str,
+        detail: serde_json::Value,
+        cmd: Command,
+    ) -> Result<chorus_archive::types::Response> {
+        let entry = self.audit_entry(who, action, detail);
+        self.commit(Command::Audited {
+            entry,
+            action: Box::new(cmd),
+        })
+        .await
+    }
+
+    fn audit_entry(&self, who: &Caller, action: &str, detail: serde_json::Value) -> AuditEntry {
+        AuditEntry {
             at_ms: chorus_core::time::now_millis(),
             actor: who.name.clone(),
             role: format!("{:?}", who.role).to_lowercase(),
             action: action.to_owned(),
             detail: detail.to_string(),
             node: self.node_id.clone(),
-        };
-        self.commit(Command::Audit(entry))
-            .await
-            .map(|_| ())
-            .map_err(|e| ComplianceError::Unavailable(format!("cannot record the audit trail: {e}")))
+        }
     }
 
     async fn blocking<T: Send + 'static>(
@@ -203,13 +223,9 @@ impl Compliance {
             created_ms: chorus_core::time::now_millis(),
             released: None,
         };
-        self.audit(
-            who,
-            "hold.create",
-            serde_json::to_value(&hold).unwrap_or_default(),
-        )
-        .await?;
-        self.commit(Command::PlaceHold(hold.clone())).await?;
+        let detail = serde_json::to_value(&hold).unwrap_or_default();
+        self.audited(who, "hold.create", detail, Command::PlaceHold(hold.clone()))
+            .await?;
         Ok(hold)
     }
 
@@ -218,14 +234,13 @@ impl Compliance {
         if !self.holds()?.iter().any(|h| h.id == id) {
             return Err(ComplianceError::NotFound(format!("no hold {id}")));
         }
-        self.audit(who, "hold.release", serde_json::json!({ "id": id }))
-            .await?;
+        let release = Command::ReleaseHold {
+            id: id.to_owned(),
+            by: who.name.clone(),
+            at_ms: chorus_core::time::now_millis(),
+        };
         let r = self
-            .commit(Command::ReleaseHold {
-                id: id.to_owned(),
-                by: who.name.clone(),
-                at_ms: chorus_core::time::now_millis(),
-            })
+            .audited(who, "hold.release", serde_json::json!({ "id": id }), release)
             .await?;
         if r.not_found {
             return Err(ComplianceError::NotFound(format!("no hold {id}")));
@@ -245,16 +260,17 @@ impl Compliance {
                 "retention must be at least one day".into(),
             ));
         }
-        self.audit(who, "retention.set", serde_json::to_value(&r).unwrap_or_default())
-            .await?;
-        self.commit(Command::SetRetention(r)).await.map(|_| ())
+        let detail = serde_json::to_value(&r).unwrap_or_default();
+        self.audited(who, "retention.set", detail, Command::SetRetention(r))
+            .await
+            .map(|_| ())
     }
 
     /// Runs retention now, judged at `now_ms`; returns how many records went.
     pub async fn purge(&self, who: &Caller, now_ms: u64) -> Result<u64> {
-        self.audit(who, "retention.run", serde_json::json!({ "now_ms": now_ms }))
-            .await?;
-        Ok(self.commit(Command::Purge { now_ms }).await?.purged)
+        let detail = serde_json::json!({ "now_ms": now_ms });
+        let purge = Command::Purge { now_ms };
+        Ok(self.audited(who, "retention.run", detail, purge).await?.purged)
     }
 
     /// Every record a source covers, oldest first.

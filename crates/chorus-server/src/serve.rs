@@ -79,6 +79,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         if let Some(r) = &archive.raft {
             let _ = c.raft.set(r.clone());
         }
+        if let Some(sm) = &archive.sm {
+            // A member an operator removes loses cluster access at once.
+            let weak = Arc::downgrade(c);
+            sm.on_removed_members(Box::new(move |ids| {
+                if let Some(c) = weak.upgrade() {
+                    c.access.set_removed(ids);
+                }
+            }));
+        }
         let listen = config
             .cluster
             .listen

@@ -1,0 +1,185 @@
+//! The server side of the archive's Raft traffic: runs one request from a
+//! verified archive member on the local Raft node. Raft messages must speak
+//! for their sender (a vote or append names the caller as candidate or
+//! leader); a forwarded write may carry only the caller's own spooled
+//! records, its own audit entries, and compliance actions wrapped with
+//! their audit entry, which this node stamps with the verified caller; a
+//! purge is judged at this node's clock, never at the caller's.
+
+use crate::access::Member;
+use crate::raft_net::ArchiveRaft;
+use chorus_archive::types::{Command, TypeConfig};
+use chorus_proto::v1::RaftMessage;
+use openraft::RaftTypeConfig;
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use serde::de::DeserializeOwned;
+
+/// The verified sender of a Raft request.
+pub struct Forwarder<'a> {
+    /// Its node id (from its certificate).
+    pub node_id: &'a str,
+    /// What the configuration says about it.
+    pub member: &'a Member,
+    /// An operator removed it (it may still finish its own removal).
+    pub removed: bool,
+    /// Bound on how far ahead of our clock its timestamps may be (ms).
+    pub max_clock_skew_ms: u64,
+}
+
+/// Why a Raft request was not run.
+#[derive(Debug)]
+pub struct HandleError {
+    /// The caller may not do this (PERMISSION_DENIED), rather than a
+    /// malformed request.
+    pub refused: bool,
+    /// The reason.
+    pub reason: String,
+}
+
+fn refused(reason: impl Into<String>) -> HandleError {
+    HandleError {
+        refused: true,
+        reason: reason.into(),
+    }
+}
+
+fn malformed(reason: impl Into<String>) -> HandleError {
+    HandleError {
+        refused: false,
+        reason: reason.into(),
+    }
+}
+
+fn parse<T: DeserializeOwned>(b: &[u8]) -> Result<T, HandleError> {
+    chorus_archive::codec::decode(b).map_err(|e| malformed(format!("bad raft request: {e}")))
+}
+
+fn speaks_for(from: &Forwarder, named: Option<u64>, what: &str) -> Result<(), HandleError> {
+    if named == Some(from.member.raft_id) {
+        Ok(())
+    } else {
+        Err(refused(format!("{} sent a {what} for another node", from.node_id)))
+    }
+}
+
+/// Runs one Raft request from `from` on the local node and serializes the
+/// result.
+pub async fn handle(raft: &ArchiveRaft, msg: RaftMessage, from: &Forwarder<'_>) -> Result<RaftMessage, HandleError> {
+    let out = match msg.kind.as_str() {
+        "append" => {
+            let req: AppendEntriesRequest<TypeConfig> = parse(&msg.json)?;
+            speaks_for(from, req.vote.leader_id().voted_for(), "log append")?;
+            chorus_archive::codec::encode(&raft.append_entries(req).await)
+        }
+        "vote" => {
+            let req: VoteRequest<<TypeConfig as RaftTypeConfig>::NodeId> = parse(&msg.json)?;
+            speaks_for(from, req.vote.leader_id().voted_for(), "vote request")?;
+            chorus_archive::codec::encode(&raft.vote(req).await)
+        }
+        "snapshot" => {
+            let req: InstallSnapshotRequest<TypeConfig> = parse(&msg.json)?;
+            speaks_for(from, req.vote.leader_id().voted_for(), "snapshot")?;
+            chorus_archive::codec::encode(&raft.install_snapshot(req).await)
+        }
+        _ if from.removed => return Err(refused(format!("{} was removed from the archive", from.node_id))),
+        "write" => {
+            // A follower forwards a spool batch or an audited action to us.
+            let cmd = admit_forwarded(parse(&msg.json)?, from, chorus_core::time::now_millis())?;
+            let r = raft
+                .client_write(cmd)
+                .await
+                .map(|resp| resp.data)
+                .map_err(|e| e.to_string());
+            chorus_archive::codec::encode(&r)
+        }
+        "elect" => {
+            // The leader is shutting down and hands over to us.
+            chorus_archive::codec::encode(&raft.trigger().elect().await.map_err(|e| e.to_string()))
+        }
+        "members" => {
+            let change: crate::archive::MemberChange = parse(&msg.json)?;
+            tracing::info!(by = from.node_id, ?change, "archive membership change forwarded");
+            chorus_archive::codec::encode(&crate::archive::change_members_here(raft, &change).await)
+        }
+        other => return Err(malformed(format!("unknown raft message kind {other:?}"))),
+    }
+    .map_err(|e| malformed(e.to_string()))?;
+    Ok(RaftMessage { kind: msg.kind, json: out })
+}
+
+/// Checks a forwarded write against what its sender may propose, at our
+/// clock `now_ms`; returns the command to propose.
+pub fn admit_forwarded(cmd: Command, from: &Forwarder, now_ms: u64) -> Result<Command, HandleError> {
+    let horizon = now_ms.saturating_add(from.max_clock_skew_ms);
+    let ahead = |at: u64, what: &str| -> Result<(), HandleError> {
+        if at > horizon {
+            metrics::counter!("chorus_cluster_clock_skew_refused_total", "source" => "archive").increment(1);
+            return Err(refused(format!(
+                "{what} from {} is {} ms ahead of this node's clock (cluster.max_clock_skew_ms is {})",
+                from.node_id,
+                at - now_ms,
+                from.max_clock_skew_ms
+            )));
+        }
+        Ok(())
+    };
+    match cmd {
+        Command::Append(records) => {
+            for r in &records {
+                if !is_own_archive_id(&r.id, from.node_id) || r.site != from.member.site {
+                    return Err(refused(format!("{} may not append record {}", from.node_id, r.id)));
+                }
+                ahead(r.stamp_ms, "a record")?;
+            }
+            Ok(Command::Append(records))
+        }
+        Command::Audit(mut entry) => {
+            ahead(entry.at_ms, "an audit entry")?;
+            entry.node = from.node_id.to_owned();
+            Ok(Command::Audit(entry))
+        }
+        Command::Audited { mut entry, action } if action.is_compliance_action() => {
+            ahead(entry.at_ms, "an audit entry")?;
+            entry.node = from.node_id.to_owned();
+            let action = match *action {
+                // Retention is judged at the leader's clock, never the caller's.
+                Command::Purge { now_ms: asked } => Command::Purge {
+                    now_ms: asked.min(now_ms),
+                },
+                other => other,
+            };
+            Ok(Command::Audited {
+                entry,
+                action: Box::new(action),
+            })
+        }
+        other => Err(refused(format!(
+            "{} may not forward {}",
+            from.node_id,
+            command_name(&other)
+        ))),
+    }
+}
+
+/// Whether `id` is an archive id `<node>-<sequence>` of `node`.
+fn is_own_archive_id(id: &str, node: &str) -> bool {
+    id.strip_prefix(node)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|seq| !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Append(_) => "records",
+        Command::PlaceHold(_) => "an unaudited hold",
+        Command::ReleaseHold { .. } => "an unaudited hold release",
+        Command::SetRetention(_) => "an unaudited retention change",
+        Command::Purge { .. } => "an unaudited purge",
+        Command::Audit(_) => "an audit entry",
+        Command::Audited { .. } => "an audited non-compliance command",
+        Command::Removed { .. } => "a membership exclusion",
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,112 @@
+//! What a forwarded archive write may carry.
+
+use super::*;
+use chorus_archive::types::{AuditEntry, Hold, Record};
+
+const NOW: u64 = 1_800_000_000_000;
+
+fn member() -> Member {
+    Member {
+        site: "london".into(),
+        raft_id: crate::raft_net::raft_id("lon-1"),
+    }
+}
+
+fn check(cmd: Command) -> Result<Command, HandleError> {
+    let m = member();
+    let from = Forwarder {
+        node_id: "lon-1",
+        member: &m,
+        removed: false,
+        max_clock_skew_ms: 60_000,
+    };
+    admit_forwarded(cmd, &from, NOW)
+}
+
+fn record(id: &str, site: &str, stamp_ms: u64) -> Record {
+    Record {
+        id: id.into(),
+        site: site.into(),
+        stamp_ms,
+        ..Default::default()
+    }
+}
+
+fn entry(at_ms: u64, node: &str) -> AuditEntry {
+    AuditEntry {
+        at_ms,
+        node: node.into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_node_appends_only_its_own_records() {
+    assert!(check(Command::Append(vec![record("lon-1-7", "london", NOW)])).is_ok());
+    for r in [
+        record("tokyo-1-7", "london", NOW),
+        record("lon-1-1-7", "london", NOW),
+        record("lon-1-", "london", NOW),
+        record("lon-1-7", "tokyo", NOW),
+    ] {
+        let e = check(Command::Append(vec![record("lon-1-1", "london", NOW), r.clone()])).unwrap_err();
+        assert!(e.refused, "{r:?}");
+    }
+}
+
+#[test]
+fn timestamps_beyond_the_skew_bound_are_refused() {
+    assert!(check(Command::Append(vec![record("lon-1-7", "london", NOW + 60_000)])).is_ok());
+    let e = check(Command::Append(vec![record("lon-1-7", "london", NOW + 60_001)])).unwrap_err();
+    assert!(e.refused && e.reason.contains("ahead"), "{}", e.reason);
+    assert!(check(Command::Audit(entry(NOW + 3_600_000, "lon-1"))).is_err());
+}
+
+#[test]
+fn audit_entries_name_the_verified_sender() {
+    let Command::Audit(e) = check(Command::Audit(entry(NOW, "tokyo-1"))).unwrap() else {
+        panic!("not an audit entry")
+    };
+    assert_eq!(e.node, "lon-1");
+}
+
+#[test]
+fn compliance_actions_travel_only_with_their_audit_entry() {
+    for raw in [
+        Command::PlaceHold(Hold::default()),
+        Command::ReleaseHold {
+            id: "h".into(),
+            by: "x".into(),
+            at_ms: NOW,
+        },
+        Command::SetRetention(Default::default()),
+        Command::Purge { now_ms: NOW },
+        Command::Removed { id: 1, removed: true },
+    ] {
+        assert!(check(raw).unwrap_err().refused);
+    }
+    let wrapped = Command::Audited {
+        entry: entry(NOW, "x"),
+        action: Box::new(Command::PlaceHold(Hold::default())),
+    };
+    assert!(check(wrapped).is_ok());
+    let smuggled = Command::Audited {
+        entry: entry(NOW, "x"),
+        action: Box::new(Command::Append(vec![record("tokyo-1-1", "tokyo", NOW)])),
+    };
+    assert!(check(smuggled).unwrap_err().refused);
+}
+
+#[test]
+fn a_forwarded_purge_is_judged_at_this_nodes_clock() {
+    let far_future = Command::Audited {
+        entry: entry(NOW, "lon-1"),
+        action: Box::new(Command::Purge {
+            now_ms: NOW + 10 * 365 * 86_400_000,
+        }),
+    };
+    let Command::Audited { action, .. } = check(far_future).unwrap() else {
+        panic!("not audited")
+    };
+    assert_eq!(*action, Command::Purge { now_ms: NOW });
+}
