@@ -123,7 +123,14 @@ impl ArchiveStateMachine {
         Ok(())
     }
 
-    fn release_hold(&self, cx: &mut Cursor, id: String, by: String, at_ms: u64, resp: &mut Response) -> Result<()> {
+    fn release_hold(
+        &self,
+        cx: &mut Cursor,
+        id: String,
+        by: String,
+        at_ms: u64,
+        resp: &mut Response,
+    ) -> Result<()> {
         let known = match cx.holds.get(&id) {
             Some(h) => Some(h.clone()),
             None => self.get::<Hold>(&[HOLD_PREFIX, id.as_bytes()].concat())?,

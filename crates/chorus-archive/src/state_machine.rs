@@ -15,8 +15,8 @@ use crate::db::{CF_AUDIT, CF_IDS, CF_INDEX, CF_RECORDS, CF_SM_META};
 use crate::types::{AuditEntry, DAY_MS, Hold, Record, RecordKind, Response, Retention, TypeConfig};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    BasicNode, Entry, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError,
-    StorageIOError, StoredMembership,
+    BasicNode, Entry, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
+    StoredMembership,
 };
 use rocksdb::{DB, Direction, IteratorMode, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};

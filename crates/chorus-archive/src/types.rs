@@ -170,7 +170,10 @@ impl Command {
     pub fn is_compliance_action(&self) -> bool {
         matches!(
             self,
-            Command::PlaceHold(_) | Command::ReleaseHold { .. } | Command::SetRetention(_) | Command::Purge { .. }
+            Command::PlaceHold(_)
+                | Command::ReleaseHold { .. }
+                | Command::SetRetention(_)
+                | Command::Purge { .. }
         )
     }
 }

@@ -84,7 +84,8 @@ async fn run() {
     let archives: Vec<Arc<RaftArchive>> = spools
         .iter()
         .zip(&machines)
-        .map(|(s, m)| Arc::new(RaftArchive::new(s.clone(), "site").with_state_machine(m.clone())))
+        .zip(common::NODES)
+        .map(|((s, m), (_, site))| Arc::new(RaftArchive::new(s.clone(), site).with_state_machine(m.clone())))
         .collect();
     for (i, a) in archives.iter().enumerate() {
         common::spawn_shipper(a, &rafts[i], &nets[i], &nodes[i]);

@@ -24,6 +24,8 @@ pub struct Member {
 
 /// The membership every cluster RPC is checked against.
 pub struct Access {
+    /// This node, which may ask itself for its status (`chorus cluster status`).
+    self_id: String,
     members: HashMap<String, Member>,
     /// Raft ids an operator removed from the archive group.
     removed: RwLock<HashSet<u64>>,
@@ -39,8 +41,8 @@ pub fn certificate_node_id(der: &[u8]) -> Option<String> {
 }
 
 impl Access {
-    /// Membership from the configured peers.
-    pub fn new(peers: &[PeerConfig]) -> Access {
+    /// Membership from the configured peers of node `self_id`.
+    pub fn new(self_id: &str, peers: &[PeerConfig]) -> Access {
         let members = peers
             .iter()
             .map(|p| {
@@ -52,6 +54,7 @@ impl Access {
             })
             .collect();
         Access {
+            self_id: self_id.to_owned(),
             members,
             removed: RwLock::new(HashSet::new()),
             logged: Mutex::new(HashSet::new()),
@@ -76,6 +79,9 @@ impl Access {
     /// The verified caller of `req`, which must be a current member.
     pub fn caller<T>(&self, req: &Request<T>, rpc: &'static str) -> Result<String, Status> {
         let id = self.configured_caller(req, rpc)?;
+        if id == self.self_id && rpc == "status" {
+            return Ok(id);
+        }
         if self.member(&id).is_none() {
             self.refuse(&id, rpc, "removed");
             return Err(Status::permission_denied(format!(
@@ -97,7 +103,8 @@ impl Access {
             self.refuse("(unreadable certificate)", rpc, "certificate names no node");
             return Err(Status::permission_denied("the client certificate names no node"));
         };
-        if !self.members.contains_key(&id) {
+        let own_status = id == self.self_id && rpc == "status";
+        if !self.members.contains_key(&id) && !own_status {
             self.refuse(&id, rpc, "not a member");
             return Err(Status::permission_denied(format!(
                 "{id} is not a member of this cluster"
@@ -128,7 +135,9 @@ impl Access {
             return Ok(());
         }
         self.refuse(caller, rpc, "removed while connected");
-        Err(Status::permission_denied(format!("{caller} is no longer a member")))
+        Err(Status::permission_denied(format!(
+            "{caller} is no longer a member"
+        )))
     }
 
     /// Counts a refusal and logs it the first time for this caller.
@@ -155,7 +164,7 @@ mod tests {
 
     #[test]
     fn removed_members_stop_counting_and_come_back_when_re_added() {
-        let a = Access::new(&peers());
+        let a = Access::new("a", &peers());
         assert!(a.member("b").is_some());
         assert!(a.member("c").is_none());
         a.set_removed([crate::raft_net::raft_id("b")]);
@@ -167,7 +176,7 @@ mod tests {
 
     #[test]
     fn a_claim_for_another_node_is_refused() {
-        let a = Access::new(&peers());
+        let a = Access::new("a", &peers());
         assert!(a.same_node("b", "b", "pull").is_ok());
         let e = a.same_node("b", "c", "pull").unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
@@ -177,7 +186,8 @@ mod tests {
     fn the_node_id_is_the_certificates_common_name() {
         let dir = tempfile::tempdir().unwrap();
         crate::certs::create_ca(dir.path()).unwrap();
-        let (pem, _) = crate::certs::create_node(dir.path(), "tokyo-1", &["alias".into()], dir.path()).unwrap();
+        let (pem, _) =
+            crate::certs::create_node(dir.path(), "tokyo-1", &["alias".into()], dir.path()).unwrap();
         let pem = std::fs::read(pem).unwrap();
         let der = pem_to_der(&pem);
         assert_eq!(certificate_node_id(&der).as_deref(), Some("tokyo-1"));

@@ -86,7 +86,7 @@ impl Cluster {
             directory: Directory::default(),
             local: LocalRouter::new(),
             links,
-            access: crate::access::Access::new(&config.cluster.peers),
+            access: crate::access::Access::new(&config.cluster.node_id, &config.cluster.peers),
             max_clock_skew_ms: config.cluster.max_clock_skew_ms,
             store: store.clone(),
             raft: OnceLock::new(),

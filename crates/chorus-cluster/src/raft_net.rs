@@ -9,6 +9,7 @@ use chorus_archive::types::TypeConfig;
 use chorus_core::config::PeerConfig;
 use chorus_proto::v1::RaftMessage;
 use chorus_proto::v1::cluster_client::ClusterClient;
+use openraft::BasicNode;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
@@ -17,7 +18,6 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -40,7 +40,10 @@ pub fn raft_id(node_id: &str) -> u64 {
 pub fn in_raft_membership(raft: &ArchiveRaft, raft_id: u64) -> bool {
     let m = raft.metrics();
     let m = m.borrow();
-    m.membership_config.membership().nodes().any(|(id, _)| *id == raft_id)
+    m.membership_config
+        .membership()
+        .nodes()
+        .any(|(id, _)| *id == raft_id)
 }
 
 /// Whether this node currently leads the archive's Raft group.

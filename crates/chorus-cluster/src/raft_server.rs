@@ -3,8 +3,7 @@
 //! for their sender (a vote or append names the caller as candidate or
 //! leader); a forwarded write may carry only the caller's own spooled
 //! records, its own audit entries, and compliance actions wrapped with
-//! their audit entry, which this node stamps with the verified caller; a
-//! purge is judged at this node's clock, never at the caller's.
+//! their audit entry, which this node stamps with the verified caller.
 
 use crate::access::Member;
 use crate::raft_net::ArchiveRaft;
@@ -58,13 +57,20 @@ fn speaks_for(from: &Forwarder, named: Option<u64>, what: &str) -> Result<(), Ha
     if named == Some(from.member.raft_id) {
         Ok(())
     } else {
-        Err(refused(format!("{} sent a {what} for another node", from.node_id)))
+        Err(refused(format!(
+            "{} sent a {what} for another node",
+            from.node_id
+        )))
     }
 }
 
 /// Runs one Raft request from `from` on the local node and serializes the
 /// result.
-pub async fn handle(raft: &ArchiveRaft, msg: RaftMessage, from: &Forwarder<'_>) -> Result<RaftMessage, HandleError> {
+pub async fn handle(
+    raft: &ArchiveRaft,
+    msg: RaftMessage,
+    from: &Forwarder<'_>,
+) -> Result<RaftMessage, HandleError> {
     let out = match msg.kind.as_str() {
         "append" => {
             let req: AppendEntriesRequest<TypeConfig> = parse(&msg.json)?;
@@ -104,7 +110,10 @@ pub async fn handle(raft: &ArchiveRaft, msg: RaftMessage, from: &Forwarder<'_>) 
         other => return Err(malformed(format!("unknown raft message kind {other:?}"))),
     }
     .map_err(|e| malformed(e.to_string()))?;
-    Ok(RaftMessage { kind: msg.kind, json: out })
+    Ok(RaftMessage {
+        kind: msg.kind,
+        json: out,
+    })
 }
 
 /// Checks a forwarded write against what its sender may propose, at our
@@ -127,7 +136,10 @@ pub fn admit_forwarded(cmd: Command, from: &Forwarder, now_ms: u64) -> Result<Co
         Command::Append(records) => {
             for r in &records {
                 if !is_own_archive_id(&r.id, from.node_id) || r.site != from.member.site {
-                    return Err(refused(format!("{} may not append record {}", from.node_id, r.id)));
+                    return Err(refused(format!(
+                        "{} may not append record {}",
+                        from.node_id, r.id
+                    )));
                 }
                 ahead(r.stamp_ms, "a record")?;
             }
@@ -141,17 +153,7 @@ pub fn admit_forwarded(cmd: Command, from: &Forwarder, now_ms: u64) -> Result<Co
         Command::Audited { mut entry, action } if action.is_compliance_action() => {
             ahead(entry.at_ms, "an audit entry")?;
             entry.node = from.node_id.to_owned();
-            let action = match *action {
-                // Retention is judged at the leader's clock, never the caller's.
-                Command::Purge { now_ms: asked } => Command::Purge {
-                    now_ms: asked.min(now_ms),
-                },
-                other => other,
-            };
-            Ok(Command::Audited {
-                entry,
-                action: Box::new(action),
-            })
+            Ok(Command::Audited { entry, action })
         }
         other => Err(refused(format!(
             "{} may not forward {}",

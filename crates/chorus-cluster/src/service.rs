@@ -115,7 +115,9 @@ impl ClusterApi for Service {
     async fn pull_stanzas(&self, req: Request<PullRequest>) -> Result<Response<StanzaBatch>, Status> {
         let caller = self.cluster.access.caller(&req, "pull_stanzas")?;
         let r = req.into_inner();
-        self.cluster.access.same_node(&caller, &r.node_id, "pull_stanzas")?;
+        self.cluster
+            .access
+            .same_node(&caller, &r.node_id, "pull_stanzas")?;
         let store = self.cluster.store.clone();
         let pending = tokio::task::spawn_blocking(move || {
             store.outbox_pending(&r.node_id, r.after_seq, PULL_BATCH_MAX)
@@ -142,7 +144,9 @@ impl ClusterApi for Service {
     async fn ack_stanzas(&self, req: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
         let caller = self.cluster.access.caller(&req, "ack_stanzas")?;
         let r = req.into_inner();
-        self.cluster.access.same_node(&caller, &r.node_id, "ack_stanzas")?;
+        self.cluster
+            .access
+            .same_node(&caller, &r.node_id, "ack_stanzas")?;
         self.cluster
             .store
             .outbox_ack(&r.node_id, r.stanza_seq)
@@ -162,7 +166,9 @@ impl ClusterApi for Service {
         let removed = access.member(&caller).is_none();
         if removed && !crate::raft_net::in_raft_membership(raft, member.raft_id) {
             access.refuse(&caller, "raft", "removed");
-            return Err(Status::permission_denied(format!("{caller} was removed from the archive")));
+            return Err(Status::permission_denied(format!(
+                "{caller} was removed from the archive"
+            )));
         }
         let from = crate::raft_server::Forwarder {
             node_id: &caller,
@@ -175,7 +181,9 @@ impl ClusterApi for Service {
             .map(Response::new)
             .map_err(|e| {
                 if e.refused {
-                    self.cluster.access.refuse(&caller, "raft", "forbidden raft request");
+                    self.cluster
+                        .access
+                        .refuse(&caller, "raft", "forbidden raft request");
                     Status::permission_denied(e.reason)
                 } else {
                     Status::invalid_argument(e.reason)

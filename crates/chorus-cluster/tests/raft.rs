@@ -101,7 +101,8 @@ async fn spooled_records_reach_every_site_and_a_cut_site_drains_after_the_heal()
     let _l = leader(&rafts).await;
     let archives: Vec<Arc<RaftArchive>> = spools
         .iter()
-        .map(|s| Arc::new(RaftArchive::new(s.clone(), "site")))
+        .zip(common::NODES)
+        .map(|(s, (_, site))| Arc::new(RaftArchive::new(s.clone(), site)))
         .collect();
     for (i, a) in archives.iter().enumerate() {
         spawn_shipper(a, &rafts[i], &nets[i], &nodes[i]);

@@ -54,6 +54,10 @@ pub enum ClusterAction {
         #[arg(long)]
         json: bool,
     },
+    /// Call every cluster RPC of a node with a given certificate and print
+    /// what it answered (one JSON line per RPC): shows what a certificate
+    /// may do.
+    Probe(crate::cluster_probe::ProbeArgs),
 }
 
 /// Runs a certificate command.
@@ -112,7 +116,10 @@ pub fn status_json(s: &StatusResponse) -> serde_json::Value {
 
 /// Runs a cluster command against the running node.
 pub fn cluster(config: &Config, action: ClusterAction) -> anyhow::Result<()> {
-    let ClusterAction::Status { json } = action;
+    let json = match action {
+        ClusterAction::Status { json } => json,
+        ClusterAction::Probe(a) => return crate::cluster_probe::run(a),
+    };
     let listen = config.cluster.listen.context("this node has no cluster.listen")?;
     let tls = chorus_cluster::tls::ClusterTls::load(&config.cluster).map_err(|e| anyhow::anyhow!(e))?;
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -5,6 +5,7 @@ mod api;
 mod archive;
 mod archive_cli;
 mod cluster_cli;
+mod cluster_probe;
 mod compliance;
 mod control;
 mod demo;
@@ -108,6 +109,9 @@ fn main() -> ExitCode {
         Command::User { action } => load_config(&cli.config).and_then(|c| users::run(&c, action)),
         Command::Demo { data_dir } => demo::run(&data_dir),
         Command::Cert { action } => cluster_cli::cert(action),
+        Command::Cluster {
+            action: cluster_cli::ClusterAction::Probe(a),
+        } => cluster_probe::run(a),
         Command::Cluster { action } => {
             load_config(&cli.config).and_then(|c| cluster_cli::cluster(&c, action))
         }
