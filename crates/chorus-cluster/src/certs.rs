@@ -39,14 +39,21 @@ fn write(path: &Path, data: &str, private: bool) -> Result<(), CertError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
+    let mode = if private { 0o600 } else { 0o644 };
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
-        .truncate(true)
-        .mode(if private { 0o600 } else { 0o644 })
+        .truncate(false)
+        .mode(mode)
         .open(path)
         .map_err(io)?;
-    f.write_all(data.as_bytes()).map_err(io)
+    // An existing file keeps its mode on open: tighten it before writing.
+    use std::os::unix::fs::PermissionsExt as _;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io)?;
+    f.set_len(0).map_err(io)?;
+    f.write_all(data.as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)
 }
 
 fn read(path: &Path) -> Result<String, CertError> {

@@ -1,7 +1,8 @@
 //! The control socket: a Unix socket in the data directory through which
 //! `chorus user ...` manages accounts while the node holds the database.
-//! Access is limited by file permissions (0600, owner only), as with
-//! prosodyctl and ejabberdctl.
+//! Access is limited by file permissions (0600 inside the 0700 data
+//! directory, as with prosodyctl and ejabberdctl) and by the caller's uid
+//! (SO_PEERCRED): only the node's own user and root are served.
 
 use chorus_core::store::Store;
 use serde::{Deserialize, Serialize};
@@ -69,6 +70,19 @@ pub async fn serve(listener: UnixListener, store: Arc<dyn Store>, domain: String
 }
 
 async fn handle(conn: UnixStream, store: Arc<dyn Store>, domain: &str) -> std::io::Result<()> {
+    let uid = conn.peer_cred()?.uid();
+    if !crate::private_fs::peer_allowed(uid) {
+        tracing::warn!(uid, "refused a control-socket caller running as another user");
+        metrics::counter!("chorus_control_refused_total").increment(1);
+        let mut conn = conn;
+        let resp = Response {
+            error: Some(format!("uid {uid} may not manage this node")),
+            users: Vec::new(),
+        };
+        let mut out = serde_json::to_vec(&resp).unwrap_or_default();
+        out.push(b'\n');
+        return conn.write_all(&out).await;
+    }
     let (r, mut w) = conn.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(r).take(REQUEST_BYTES_MAX as u64);

@@ -11,6 +11,7 @@ mod control;
 mod demo;
 mod dev;
 mod gauges;
+mod private_fs;
 mod serve;
 mod telemetry;
 mod tls;

@@ -36,7 +36,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let data = config.server.data_dir.clone();
-    std::fs::create_dir_all(&data).with_context(|| format!("create data directory {}", data.display()))?;
+    crate::private_fs::private_dir(&data)?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("install metrics recorder")?;
@@ -121,7 +121,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&sock);
     let control_listener =
         tokio::net::UnixListener::bind(&sock).with_context(|| format!("bind {}", sock.display()))?;
-    std::fs::set_permissions(&sock, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    // Bound inside the 0700 data directory, so nobody else can reach it even
+    // before it is 0600; each caller's uid is checked as well.
+    std::fs::set_permissions(
+        &sock,
+        std::os::unix::fs::PermissionsExt::from_mode(crate::private_fs::PRIVATE_FILE_MODE),
+    )?;
     let control_task = tokio::spawn(control::serve(
         control_listener,
         store.clone(),

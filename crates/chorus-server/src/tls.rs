@@ -58,19 +58,5 @@ fn generate(domain: &str, cert: &std::path::Path, key: &std::path::Path) -> anyh
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
     std::fs::write(cert, ck.cert.pem()).with_context(|| format!("write {}", cert.display()))?;
-    write_private(key, ck.signing_key.serialize_pem().as_bytes())
-}
-
-fn write_private(path: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("write {}", path.display()))?;
-    f.write_all(data)
-        .with_context(|| format!("write {}", path.display()))
+    crate::private_fs::write_private(key, ck.signing_key.serialize_pem().as_bytes())
 }

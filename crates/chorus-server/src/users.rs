@@ -119,8 +119,7 @@ fn seed(config: &Config, accounts: &[String]) -> anyhow::Result<()> {
 /// Runs one request against the database or the running node.
 fn run_one(config: &Config, req: Request, users: &mut Vec<String>) -> anyhow::Result<()> {
     let db = config.server.data_dir.join("db");
-    std::fs::create_dir_all(&config.server.data_dir)
-        .with_context(|| format!("create data directory {}", config.server.data_dir.display()))?;
+    crate::private_fs::private_dir(&config.server.data_dir)?;
     *users = match RocksStore::open(&db, config.node_tag()) {
         Ok(store) => apply(&store, &config.server.domain, req)?,
         Err(OpenError::Locked(_)) => {
