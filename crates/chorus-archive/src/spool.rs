@@ -27,7 +27,13 @@ pub enum SpoolError {
 pub struct Spool {
     db: Arc<DB>,
     node_id: String,
+    /// The next sequence to assign.
     next: Arc<Mutex<u64>>,
+    /// Every sequence below this that was assigned is on disk (or failed
+    /// to get there and never will).
+    flushed_next: Arc<std::sync::atomic::AtomicU64>,
+    /// Group commit of appends.
+    durable: Arc<chorus_store::durable::DurableWriter>,
     depth: Arc<std::sync::atomic::AtomicU64>,
     /// No record below this sequence remains: reads start here instead of
     /// walking the tombstones of everything already shipped.
@@ -57,6 +63,8 @@ impl Spool {
             db,
             node_id: node_id.to_owned(),
             next: Arc::new(Mutex::new(next)),
+            flushed_next: Arc::new(std::sync::atomic::AtomicU64::new(next)),
+            durable: Arc::default(),
             depth: Arc::new(std::sync::atomic::AtomicU64::new(depth)),
             low: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             records_max,
@@ -82,20 +90,31 @@ impl Spool {
     }
 
     /// Like [`Spool::append`], also returning the spool sequence number.
+    ///
+    /// Returns once the record is on disk. Sequence numbers are assigned
+    /// and staged for the group commit under one lock, and the next one is
+    /// written with each record, so none is reused after a crash.
     pub fn append_seq(&self, mut record: Record) -> Result<(String, u64), SpoolError> {
-        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
-        let depth = self.len();
-        if depth >= self.records_max {
-            return Err(SpoolError::Full(depth));
-        }
-        let seq = *next;
-        record.id = format!("{}-{seq}", self.node_id);
-        let bytes = crate::codec::encode(&record).map_err(|e| SpoolError::Io(e.to_string()))?;
-        let mut b = WriteBatch::default();
-        b.put_cf(self.cf(CF_SPOOL), seq.to_be_bytes(), bytes);
-        b.put_cf(self.cf(CF_SPOOL_META), KEY_NEXT, (seq + 1).to_be_bytes());
-        self.db.write(b).map_err(|e| SpoolError::Io(e.into_string()))?;
-        *next = seq + 1;
+        let (seq, ticket) = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let depth = self.len();
+            if depth >= self.records_max {
+                return Err(SpoolError::Full(depth));
+            }
+            let seq = *next;
+            record.id = format!("{}-{seq}", self.node_id);
+            let bytes = crate::codec::encode(&record).map_err(|e| SpoolError::Io(e.to_string()))?;
+            let mut b = WriteBatch::default();
+            b.put_cf(self.cf(CF_SPOOL), seq.to_be_bytes(), bytes);
+            b.put_cf(self.cf(CF_SPOOL_META), KEY_NEXT, (seq + 1).to_be_bytes());
+            *next = seq + 1;
+            (seq, self.durable.stage(b))
+        };
+        let written = self.durable.wait(&self.db, ticket);
+        // Flushes finish in order: everything below is settled either way.
+        self.flushed_next
+            .fetch_max(seq + 1, std::sync::atomic::Ordering::AcqRel);
+        written.map_err(SpoolError::Io)?;
         self.depth.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok((record.id, seq))
     }
@@ -103,8 +122,9 @@ impl Spool {
     /// Up to `limit` of the oldest spooled records with their sequence numbers.
     pub fn oldest(&self, limit: usize) -> Result<Vec<(u64, Record)>, SpoolError> {
         let mut out = Vec::new();
-        // Read before the scan: whatever is appended meanwhile is at or above it.
-        let next_before = *self.next.lock().unwrap_or_else(|e| e.into_inner());
+        // Read before the scan: whatever reaches the disk meanwhile is at
+        // or above it (records still being flushed are too).
+        let next_before = self.flushed_next.load(std::sync::atomic::Ordering::Acquire);
         let low = self.low.load(std::sync::atomic::Ordering::Relaxed);
         let from = low.to_be_bytes();
         for item in self.db.iterator_cf(
@@ -145,7 +165,10 @@ impl Spool {
                 n += 1;
             }
         }
-        self.db.write(b).map_err(|e| SpoolError::Io(e.into_string()))?;
+        // A lost delete only ships the record again, which the archive skips.
+        self.db
+            .write_opt(b, &chorus_store::durable::unsynced())
+            .map_err(|e| SpoolError::Io(e.into_string()))?;
         let _ = self.depth.fetch_update(
             std::sync::atomic::Ordering::Relaxed,
             std::sync::atomic::Ordering::Relaxed,

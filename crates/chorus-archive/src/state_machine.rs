@@ -18,7 +18,7 @@ use openraft::{
     BasicNode, Entry, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
     StoredMembership,
 };
-use rocksdb::{DB, Direction, IteratorMode, WriteBatch, WriteOptions};
+use rocksdb::{DB, Direction, IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::io::Cursor;
@@ -374,7 +374,7 @@ impl ArchiveStateMachine {
     /// id we persisted, which the idempotent apply absorbs.
     pub(crate) fn write(&self, batch: WriteBatch) -> Result<()> {
         self.db
-            .write_opt(batch, &WriteOptions::default())
+            .write_opt(batch, &chorus_store::durable::unsynced())
             .map_err(write_err)
     }
 

@@ -13,6 +13,12 @@ pub enum Failpoint {
     /// sender's stream still acknowledges it ("ack before the spool
     /// write"). A site cut then loses messages.
     SkipOutboxWhenDown,
+    /// Power-loss simulation, not a bug: writes that are not synced skip
+    /// RocksDB's write-ahead log, so `kill -9` loses them as a power cut
+    /// loses what the page cache held. Synced writes survive as before, so
+    /// a test that kills the node shows whether everything acknowledged
+    /// was synced.
+    LoseUnsyncedWrites,
 }
 
 impl Failpoint {
@@ -20,6 +26,7 @@ impl Failpoint {
     pub fn name(self) -> &'static str {
         match self {
             Failpoint::SkipOutboxWhenDown => "skip-outbox-when-down",
+            Failpoint::LoseUnsyncedWrites => "lose-unsynced-writes",
         }
     }
 }

@@ -5,13 +5,16 @@
 //! (user NUL contact → item JSON), `meta` (`rosterver` NUL user → u64),
 //! `vcards` (user → XML), `blocks` (user NUL jid → empty) and `offline`
 //! (user NUL big-endian sequence → message JSON, so iteration is arrival
-//! order). Every write goes through the write-ahead log, so an acknowledged
-//! change survives `kill -9` of the process.
+//! order). Every write a client or peer is told succeeded is synced before
+//! the answer (group commit, [`durable`]), so it survives `kill -9` and
+//! power loss; replicated items from peers are written unsynced (peers
+//! still hold them, and anti-entropy repairs what a crash lost).
 //!
 //! Every item is a last-writer-wins register on a hybrid logical clock
 //! (`chorus_core::lww`), so replicas converge; `outbox` and `meta` hold
 //! node-local bookkeeping that is never replicated.
 
+pub mod durable;
 mod outbox;
 mod rocks;
 

@@ -34,14 +34,26 @@ fn read_u64(b: Option<Vec<u8>>) -> Result<u64, StoreError> {
 
 impl RocksStore {
     /// Appends a record for `peer`; returns its sequence number (from 1).
+    ///
+    /// Returns once the record is on disk. Sequence numbers are assigned
+    /// and staged for the group commit under one lock, so they reach the
+    /// disk (and the link, which reads the disk) in order.
     pub fn outbox_push(&self, peer: &str, record: &[u8]) -> Result<u64, StoreError> {
-        let _g = self.outbox_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let meta = self.cf(CF_META);
-        let seq = read_u64(self.db.get_cf(meta, seq_key("outseq", peer)).map_err(io)?)? + 1;
-        let mut b = WriteBatch::default();
-        b.put_cf(self.cf(CF_OUTBOX), entry_key(peer, seq), record);
-        b.put_cf(meta, seq_key("outseq", peer), seq.to_be_bytes());
-        self.db.write(b).map_err(io)?;
+        let (seq, ticket) = {
+            let mut next = self.outbox_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let meta = self.cf(CF_META);
+            let last = match next.get(peer) {
+                Some(s) => *s,
+                None => read_u64(self.db.get_cf(meta, seq_key("outseq", peer)).map_err(io)?)?,
+            };
+            let seq = last + 1;
+            next.insert(peer.to_owned(), seq);
+            let mut b = WriteBatch::default();
+            b.put_cf(self.cf(CF_OUTBOX), entry_key(peer, seq), record);
+            b.put_cf(meta, seq_key("outseq", peer), seq.to_be_bytes());
+            (seq, self.durable.stage(b))
+        };
+        self.durable.wait(&self.db, ticket).map_err(StoreError::Io)?;
         Ok(seq)
     }
 
@@ -94,7 +106,8 @@ impl RocksStore {
             b.delete_cf(self.cf(CF_OUTBOX), entry_key(peer, seq));
         }
         b.put_cf(meta, seq_key("outack", peer), upto.to_be_bytes());
-        self.db.write(b).map_err(io)
+        // A lost ack only resends what the peer drops as a repeat.
+        self.db.write_opt(b, &crate::durable::unsynced()).map_err(io)
     }
 
     /// Records waiting for `peer`.
@@ -115,10 +128,12 @@ impl RocksStore {
     }
 
     /// Remembers that everything up to `seq` from `origin` was handled.
+    ///
+    /// Synced before the caller acks the origin (which then deletes them).
     pub fn set_inbox_mark(&self, origin: &str, seq: u64) -> Result<(), StoreError> {
-        self.db
-            .put_cf(self.cf(CF_META), seq_key("inseq", origin), seq.to_be_bytes())
-            .map_err(io)
+        let mut b = WriteBatch::default();
+        b.put_cf(self.cf(CF_META), seq_key("inseq", origin), seq.to_be_bytes());
+        self.write_durable(b)
     }
 }
 

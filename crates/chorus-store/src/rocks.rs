@@ -48,8 +48,11 @@ pub struct RocksStore {
     clock: Clock,
     /// Serializes read-modify-write sequences (quotas, merges).
     rmw: Mutex<()>,
-    /// Serializes outbox sequence allocation.
-    pub(crate) outbox_lock: Mutex<()>,
+    /// Serializes outbox sequence allocation: the next sequence per peer
+    /// (loaded from disk on first use; staged writes may not be on disk yet).
+    pub(crate) outbox_lock: Mutex<std::collections::HashMap<String, u64>>,
+    /// Group commit of the writes that are acknowledged.
+    pub(crate) durable: crate::durable::DurableWriter,
     listener: RwLock<Option<ChangeListener>>,
 }
 
@@ -105,7 +108,8 @@ impl RocksStore {
             db,
             clock: Clock::new(node_tag),
             rmw: Mutex::new(()),
-            outbox_lock: Mutex::new(()),
+            outbox_lock: Mutex::new(std::collections::HashMap::new()),
+            durable: crate::durable::DurableWriter::default(),
             listener: RwLock::new(None),
         };
         store.restore_clock();
@@ -119,6 +123,11 @@ impl RocksStore {
         {
             self.clock.observe(v.hlc);
         }
+    }
+
+    /// Writes `batch` and returns once it is on disk (group commit).
+    pub(crate) fn write_durable(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.durable.write(&self.db, batch).map_err(StoreError::Io)
     }
 
     /// Registers the function told about every durable change.
@@ -226,7 +235,7 @@ impl RocksStore {
             items.push(ReplItem { table, key, lww });
         }
         batch.put_cf(self.cf(CF_META), b"clock", last.to_bytes());
-        self.db.write(batch).map_err(io)?;
+        self.write_durable(batch)?;
         self.notify(&items, ChangeOrigin::Local);
         Ok(last)
     }
@@ -257,7 +266,10 @@ impl RocksStore {
             }
         }
         if !changed.is_empty() {
-            self.db.write(batch).map_err(io)?;
+            // Peers still hold these; anti-entropy repairs a crash's loss.
+            self.db
+                .write_opt(batch, &crate::durable::unsynced())
+                .map_err(io)?;
             self.notify(&changed, ChangeOrigin::Remote);
         }
         Ok(changed)
@@ -299,9 +311,10 @@ impl RocksStore {
             None => 0,
         };
         let next = cur + 1;
-        self.db
-            .put_cf(self.cf(CF_META), b"incarnation", next.to_be_bytes())
-            .map_err(io)?;
+        let mut b = WriteBatch::default();
+        b.put_cf(self.cf(CF_META), b"incarnation", next.to_be_bytes());
+        // Peers tell incarnations apart: one must never be reused.
+        self.write_durable(b)?;
         Ok(next)
     }
 

@@ -1,0 +1,74 @@
+//! Durable writes: what a client or peer is told succeeded is synced to
+//! disk first. Concurrent writers share one fsync (group commit, see
+//! `chorus_core::group_commit`): the flusher writes the pending batches in
+//! order and syncs the write-ahead log once with the last, which covers
+//! them all. Waiting threads hand their tokio worker's other tasks to a
+//! fresh thread (`block_in_place`), so many sessions can wait at once and
+//! their writes share flushes.
+//!
+//! Writes that may be lost in a crash (replicated items that anti-entropy
+//! repairs, state the Raft log rebuilds) use [`unsynced`]. Under the
+//! `lose-unsynced-writes` failpoint (debug builds) those skip the
+//! write-ahead log entirely, so a `kill -9` loses exactly what a power cut
+//! could: that is the power-loss simulation the tests run.
+
+use chorus_core::failpoint::{self, Failpoint};
+use chorus_core::group_commit::{GroupCommit, Ticket};
+use rocksdb::{DB, WriteBatch, WriteOptions};
+
+/// Group commit of synced writes to one database.
+#[derive(Default)]
+pub struct DurableWriter {
+    gc: GroupCommit<Vec<WriteBatch>>,
+}
+
+/// Options for a write that may be lost in a crash.
+pub fn unsynced() -> WriteOptions {
+    let mut o = WriteOptions::default();
+    if failpoint::active(Failpoint::LoseUnsyncedWrites) {
+        o.disable_wal(true);
+    }
+    o
+}
+
+/// Writes `batches` in order with one fsync at the end.
+fn flush(db: &DB, batches: Vec<WriteBatch>) -> Result<(), String> {
+    let n = batches.len();
+    for (i, b) in batches.into_iter().enumerate() {
+        let mut o = WriteOptions::default();
+        o.set_sync(i + 1 == n);
+        db.write_opt(b, &o).map_err(|e| e.into_string())?;
+    }
+    metrics::counter!("chorus_store_fsyncs_total").increment(1);
+    metrics::histogram!("chorus_store_group_commit_batches").record(n as f64);
+    Ok(())
+}
+
+/// Runs a blocking wait without stalling the other tasks of a
+/// multi-threaded runtime's worker; in place elsewhere.
+pub fn blocking(f: &mut dyn FnMut()) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+impl DurableWriter {
+    /// Writes `batch` to `db` and returns once it is on disk.
+    pub fn write(&self, db: &DB, batch: WriteBatch) -> Result<(), String> {
+        self.gc.commit(|p| p.push(batch), |b| flush(db, b), blocking)
+    }
+
+    /// Queues `batch` for the next flush (call under the lock that numbers
+    /// its contents, then [`DurableWriter::wait`] after releasing it).
+    pub fn stage(&self, batch: WriteBatch) -> Ticket {
+        self.gc.stage(|p| p.push(batch)).1
+    }
+
+    /// Returns once the flush carrying `ticket` is on disk.
+    pub fn wait(&self, db: &DB, ticket: Ticket) -> Result<(), String> {
+        self.gc.wait(ticket, |b| flush(db, b), blocking)
+    }
+}
