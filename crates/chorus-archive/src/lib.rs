@@ -23,3 +23,4 @@ pub mod search;
 pub mod spool;
 pub mod state_machine;
 pub mod types;
+mod view;

@@ -6,8 +6,8 @@
 //! records, which have no position yet, sort after committed ones of the
 //! same millisecond, in the order the node accepted them.
 
-use crate::db::CF_INDEX;
 use crate::state_machine::{ArchiveStateMachine, be_u64};
+use crate::view::View;
 use chorus_core::archive::{ArchiveError, MamPage, MamQuery, Record, RecordKind, bare, matches};
 use rocksdb::{Direction, IteratorMode};
 
@@ -59,37 +59,50 @@ impl Bounds {
 }
 
 impl ArchiveStateMachine {
-    /// One page of `q` from the committed archive merged with `spooled`.
+    /// One page of `q` from the committed archive merged with `spooled`
+    /// (read from the spool before this call: the spool drops a record only
+    /// after it is applied, so every record is in one or the other).
     pub fn mam(&self, q: &MamQuery, spooled: &[Record]) -> Result<MamPage, ArchiveError> {
-        // Spooled records not committed yet, decided before the committed
-        // scan: one committed meanwhile shows up in both and is kept once.
+        self.mam_observed(q, spooled, &mut || {})
+    }
+
+    /// [`ArchiveStateMachine::mam`], running `between` after the bounds are
+    /// known and before the scan (tests apply records there).
+    pub(crate) fn mam_observed(
+        &self,
+        q: &MamQuery,
+        spooled: &[Record],
+        between: &mut dyn FnMut(),
+    ) -> Result<MamPage, ArchiveError> {
+        let view = View::new(self);
+        // Spooled records the view does not hold; one it holds is taken
+        // from the view, and nothing applied later is seen at all.
         let mut pending: Vec<&Record> = Vec::new();
         for r in spooled {
-            if self.position_of(&r.id).map_err(unavailable)?.is_none() {
+            if view.position_of(&r.id).map_err(unavailable)?.is_none() {
                 pending.push(r);
             }
         }
         let backward = q.before.is_some() || q.last_page;
         let mut bounds = Bounds::default();
-        if let Some(id) = &q.after_id {
-            bounds.raise(self.cursor(q, id, &pending)?);
+        for (id, raise) in [
+            (&q.after_id, true),
+            (&q.before_id, false),
+            (&q.after, true),
+            (&q.before, false),
+        ] {
+            let Some(id) = id else { continue };
+            let k = cursor(&view, q, id, &pending)?;
+            if raise { bounds.raise(k) } else { bounds.lower(k) }
         }
-        if let Some(id) = &q.before_id {
-            bounds.lower(self.cursor(q, id, &pending)?);
-        }
-        if let Some(id) = &q.after {
-            bounds.raise(self.cursor(q, id, &pending)?);
-        }
-        if let Some(id) = &q.before {
-            bounds.lower(self.cursor(q, id, &pending)?);
-        }
+        between();
         let want = q.max + 1;
         let mut found: Vec<(Key, Record)> = Vec::new();
         if q.ids.is_empty() {
-            self.scan(q, backward, &bounds, want, &mut found)?;
+            scan(&view, q, backward, &bounds, want, &mut found)?;
         } else {
             for id in &q.ids {
-                let hit = match self.record_by_id(id).map_err(unavailable)? {
+                let hit = match view.record_by_id(id).map_err(unavailable)? {
                     Some((p, r)) => Some((key_of(p, &r), r)),
                     None => pending
                         .iter()
@@ -126,79 +139,77 @@ impl ArchiveStateMachine {
             complete,
         })
     }
+}
 
-    /// The sort key of an id used as a cursor or range bound; the id must
-    /// name a message in the queried archive (another user's message is as
-    /// unknown as a made-up id).
-    fn cursor(&self, q: &MamQuery, id: &str, pending: &[&Record]) -> Result<Key, ArchiveError> {
-        if let Some((p, r)) = self.record_by_id(id).map_err(unavailable)?
-            && in_archive(q, &r)
-        {
-            return Ok(key_of(p, &r));
-        }
-        pending
-            .iter()
-            .find(|r| r.id == id && in_archive(q, r))
-            .map(|r| spooled_key(r))
-            .ok_or_else(|| ArchiveError::NotFound(id.to_owned()))
+/// The sort key of an id used as a cursor or range bound; the id must name
+/// a message in the queried archive (another user's message is as unknown
+/// as a made-up id).
+fn cursor(view: &View, q: &MamQuery, id: &str, pending: &[&Record]) -> Result<Key, ArchiveError> {
+    if let Some((p, r)) = view.record_by_id(id).map_err(unavailable)?
+        && in_archive(q, &r)
+    {
+        return Ok(key_of(p, &r));
     }
+    pending
+        .iter()
+        .find(|r| r.id == id && in_archive(q, r))
+        .map(|r| spooled_key(r))
+        .ok_or_else(|| ArchiveError::NotFound(id.to_owned()))
+}
 
-    /// Walks the owner's (or owner-with) index in the paging direction,
-    /// collecting up to `want` matching records within the bounds.
-    fn scan(
-        &self,
-        q: &MamQuery,
-        backward: bool,
-        bounds: &Bounds,
-        want: usize,
-        found: &mut Vec<(Key, Record)>,
-    ) -> Result<(), ArchiveError> {
-        let prefix = match &q.with {
-            Some(w) => [b"w", q.owner.as_bytes(), b"\0", bare(w).as_bytes(), b"\0"].concat(),
-            None => [b"u", q.owner.as_bytes(), b"\0"].concat(),
+/// Walks the owner's (or owner-with) index in the paging direction,
+/// collecting up to `want` matching records within the bounds.
+fn scan(
+    view: &View,
+    q: &MamQuery,
+    backward: bool,
+    bounds: &Bounds,
+    want: usize,
+    found: &mut Vec<(Key, Record)>,
+) -> Result<(), ArchiveError> {
+    let prefix = match &q.with {
+        Some(w) => [b"w", q.owner.as_bytes(), b"\0", bare(w).as_bytes(), b"\0"].concat(),
+        None => [b"u", q.owner.as_bytes(), b"\0"].concat(),
+    };
+    let tail = |stamp: u64, pos: u64| [prefix.as_slice(), &stamp.to_be_bytes(), &pos.to_be_bytes()].concat();
+    let mut lo = q.start_ms.unwrap_or(0);
+    let mut hi = q.end_ms.unwrap_or(u64::MAX);
+    if let Some(a) = &bounds.above {
+        lo = lo.max(a.0);
+    }
+    if let Some(b) = &bounds.below {
+        hi = hi.min(b.0);
+    }
+    if lo > hi {
+        return Ok(());
+    }
+    let (from, dir) = if backward {
+        (tail(hi, u64::MAX), Direction::Reverse)
+    } else {
+        (tail(lo, 0), Direction::Forward)
+    };
+    for item in view.index(IteratorMode::From(&from, dir)) {
+        let (k, _) = item.map_err(unavailable)?;
+        if !k.starts_with(&prefix) || k.len() != prefix.len() + 16 {
+            break;
+        }
+        let stamp = be_u64(&k[prefix.len()..prefix.len() + 8]).map_err(unavailable)?;
+        let pos = be_u64(&k[prefix.len() + 8..]).map_err(unavailable)?;
+        if stamp < lo || stamp > hi {
+            break;
+        }
+        let Some(r) = view.record_at(pos).map_err(unavailable)? else {
+            continue;
         };
-        let tail =
-            |stamp: u64, pos: u64| [prefix.as_slice(), &stamp.to_be_bytes(), &pos.to_be_bytes()].concat();
-        let mut lo = q.start_ms.unwrap_or(0);
-        let mut hi = q.end_ms.unwrap_or(u64::MAX);
-        if let Some(a) = &bounds.above {
-            lo = lo.max(a.0);
-        }
-        if let Some(b) = &bounds.below {
-            hi = hi.min(b.0);
-        }
-        if lo > hi {
-            return Ok(());
-        }
-        let (from, dir) = if backward {
-            (tail(hi, u64::MAX), Direction::Reverse)
-        } else {
-            (tail(lo, 0), Direction::Forward)
-        };
-        let cf = self.cf(CF_INDEX);
-        for item in self.db.iterator_cf(cf, IteratorMode::From(&from, dir)) {
-            let (k, _) = item.map_err(unavailable)?;
-            if !k.starts_with(&prefix) || k.len() != prefix.len() + 16 {
+        let key = key_of(pos, &r);
+        if bounds.admits(&key) && matches(q, &r) {
+            found.push((key, r));
+            if found.len() >= want {
                 break;
             }
-            let stamp = be_u64(&k[prefix.len()..prefix.len() + 8]).map_err(unavailable)?;
-            let pos = be_u64(&k[prefix.len() + 8..]).map_err(unavailable)?;
-            if stamp < lo || stamp > hi {
-                break;
-            }
-            let Some(r) = self.record_at(pos).map_err(unavailable)? else {
-                continue;
-            };
-            let key = key_of(pos, &r);
-            if bounds.admits(&key) && matches(q, &r) {
-                found.push((key, r));
-                if found.len() >= want {
-                    break;
-                }
-            }
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// Whether a record belongs to the queried archive at all (a message the
@@ -206,3 +217,6 @@ impl ArchiveStateMachine {
 fn in_archive(q: &MamQuery, r: &Record) -> bool {
     r.kind == RecordKind::Message && r.participants().contains(&q.owner)
 }
+
+#[cfg(test)]
+mod tests;
