@@ -49,6 +49,12 @@ impl LogStore {
         }
     }
 
+    fn write_synced(&self, batch: WriteBatch) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo).map_err(write_err)
+    }
+
     fn put_meta<T: Serialize>(&self, key: &[u8], v: &T) -> Result<()> {
         let bytes = crate::codec::encode(v).map_err(write_err)?;
         let mut wo = WriteOptions::default();
@@ -172,7 +178,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             u64::MAX.to_be_bytes(),
         );
         batch.delete_cf(self.cf(CF_LOG), u64::MAX.to_be_bytes());
-        self.db.write(batch).map_err(write_err)
+        // Synced: entries a crash brought back past a newer append would
+        // make this log disagree with the leader's.
+        self.write_synced(batch)
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<()> {
@@ -183,6 +191,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             0u64.to_be_bytes(),
             (log_id.index + 1).to_be_bytes(),
         );
-        self.db.write(batch).map_err(write_err)
+        self.write_synced(batch)
     }
 }

@@ -29,6 +29,9 @@ pub const RAFT_ENTRIES_PER_MESSAGE: u64 = 16;
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A leader that heard from no quorum for this long counts as cut off.
 const QUORUM_LOST_MS: u64 = 3000;
+/// How long the shipper waits for this node to apply a batch the leader
+/// committed before it drops the spooled copies anyway.
+const LOCAL_APPLY_WAIT: Duration = Duration::from_secs(2);
 /// Pause after a failed proposal, in milliseconds.
 const SHIP_RETRY_MS: u64 = 200;
 
@@ -131,6 +134,24 @@ impl RaftArchive {
         self.spool.len()
     }
 
+    /// Waits (at most [`LOCAL_APPLY_WAIT`]) until this node's replica holds
+    /// the record `id`.
+    async fn await_local_apply(&self, raft: &ArchiveRaft, id: &str) {
+        let Some(sm) = &self.sm else { return };
+        let mut metrics = raft.metrics();
+        let deadline = tokio::time::Instant::now() + LOCAL_APPLY_WAIT;
+        while !matches!(sm.position_of(id), Ok(Some(_))) {
+            let changed = tokio::time::timeout_at(deadline, metrics.changed()).await;
+            if !matches!(changed, Ok(Ok(()))) {
+                tracing::debug!(
+                    id,
+                    "the local replica has not applied a committed batch yet; trimming anyway"
+                );
+                return;
+            }
+        }
+    }
+
     /// Runs the shipper until `stop`.
     pub async fn ship(&self, raft: ArchiveRaft, net: NetworkFactory, mut stop: watch::Receiver<bool>) {
         let _ = self.metrics.set(raft.metrics());
@@ -150,10 +171,15 @@ impl RaftArchive {
                     }
                 };
                 let (seqs, records): (Vec<u64>, Vec<Record>) = batch.into_iter().unzip();
+                let last_id = records.last().map(|r| r.id.clone()).unwrap_or_default();
                 let span = tracing::info_span!("archive.commit", records = records.len());
                 let proposal = propose(&raft, &net, Command::Append(records));
                 match tracing::Instrument::instrument(proposal, span).await {
                     Ok(_) => {
+                        // A follower hears of the commit from the leader
+                        // before it applies the batch itself; until then
+                        // queries here still need the spooled copies.
+                        self.await_local_apply(&raft, &last_id).await;
                         if let Err(e) = self.spool.remove(&seqs) {
                             tracing::error!(error = %e, "cannot trim the archive spool");
                             break;

@@ -140,3 +140,32 @@ fn only_the_proto_crate_has_a_build_script() {
         );
     }
 }
+
+#[test]
+fn storage_writes_say_whether_they_are_synced() {
+    // A plain RocksDB write goes through the write-ahead log unsynced: it
+    // survives `kill -9` but not a power cut, and the power-loss simulation
+    // (`lose-unsynced-writes`) cannot see it. Every write in the storage
+    // crates is either durable (`chorus_store::durable`, synced options) or
+    // says it may be lost (`durable::unsynced()`).
+    let banned = [
+        concat!("db.write", "("),
+        concat!("db.put_cf", "("),
+        concat!("db.delete_cf", "("),
+        concat!("db.put", "("),
+    ];
+    for f in all_sources() {
+        let p = f.display().to_string();
+        if !(p.contains("chorus-store/src") || p.contains("chorus-archive/src")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).expect("readable");
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for b in banned {
+            assert!(
+                !code.contains(b),
+                "{p}: {b} writes without saying whether it is synced"
+            );
+        }
+    }
+}
