@@ -178,17 +178,17 @@ mod tests {
     fn a_claim_for_another_node_is_refused() {
         let a = Access::new("a", &peers());
         assert!(a.same_node("b", "b", "pull").is_ok());
-        let e = a.same_node("b", "c", "pull").unwrap_err();
+        let e = a.same_node("b", "c", "pull").expect_err("must be refused");
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
     }
 
     #[test]
     fn the_node_id_is_the_certificates_common_name() {
-        let dir = tempfile::tempdir().unwrap();
-        crate::certs::create_ca(dir.path()).unwrap();
-        let (pem, _) =
-            crate::certs::create_node(dir.path(), "tokyo-1", &["alias".into()], dir.path()).unwrap();
-        let pem = std::fs::read(pem).unwrap();
+        let dir = tempfile::tempdir().expect("test setup");
+        crate::certs::create_ca(dir.path()).expect("test setup");
+        let (pem, _) = crate::certs::create_node(dir.path(), "tokyo-1", &["alias".into()], dir.path())
+            .expect("test setup");
+        let pem = std::fs::read(pem).expect("test setup");
         let der = pem_to_der(&pem);
         assert_eq!(certificate_node_id(&der).as_deref(), Some("tokyo-1"));
         assert_eq!(certificate_node_id(b"garbage"), None);
@@ -196,8 +196,10 @@ mod tests {
 
     fn pem_to_der(pem: &[u8]) -> Vec<u8> {
         use base64::Engine as _;
-        let text = std::str::from_utf8(pem).unwrap();
+        let text = std::str::from_utf8(pem).expect("test setup");
         let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
-        base64::engine::general_purpose::STANDARD.decode(body).unwrap()
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .expect("test setup")
     }
 }

@@ -95,6 +95,7 @@ impl Cluster {
             event_rx: std::sync::Mutex::new(Some(event_rx)),
             intake: std::sync::Mutex::new(()),
         });
+        store.set_max_clock_skew_ms(config.cluster.max_clock_skew_ms);
         let weak = Arc::downgrade(&cluster);
         store.set_listener(Arc::new(move |items: &[ReplItem], origin: ChangeOrigin| {
             if let Some(c) = weak.upgrade() {

@@ -87,11 +87,21 @@ impl Clock {
     pub fn tick(&self) -> Version {
         let physical = Hlc::from_parts((self.now_millis)(), 0).0;
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(*last < u64::MAX, "the clock only takes admitted timestamps");
         *last = if physical > *last { physical } else { *last + 1 };
         Version {
             hlc: Hlc(*last),
             node: self.node,
         }
+    }
+
+    /// Whether a peer's timestamp is close enough to this clock's wall time
+    /// to be taken: at most `max_skew_ms` ahead. Anything further ahead is
+    /// refused, never observed, so one node's broken or hostile clock cannot
+    /// drag every other clock (and every version written after) into the
+    /// future, nor push a counter to its limit where keys stop changing.
+    pub fn admits(&self, seen: Hlc, max_skew_ms: u64) -> bool {
+        seen.millis() <= (self.now_millis)().saturating_add(max_skew_ms)
     }
 
     /// Moves the clock past a timestamp received from a peer.
@@ -137,6 +147,16 @@ mod tests {
         let future = Hlc::from_parts(5_000, 3);
         c.observe(future);
         assert!(c.tick().hlc > future);
+    }
+
+    #[test]
+    fn timestamps_beyond_the_skew_bound_are_not_admitted() {
+        let c = Clock::with_time_source(1, frozen);
+        let now = frozen();
+        assert!(c.admits(Hlc::from_parts(now + 60_000, 0xffff), 60_000));
+        assert!(!c.admits(Hlc::from_parts(now + 60_001, 0), 60_000));
+        assert!(!c.admits(Hlc(u64::MAX), 60_000));
+        assert!(c.admits(Hlc(0), 60_000), "the past is always admitted");
     }
 
     #[test]

@@ -55,24 +55,24 @@ mod tests {
 
     #[test]
     fn an_existing_world_readable_key_is_made_private_before_it_is_written() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test setup");
         let key = dir.path().join("k.pem");
-        std::fs::write(&key, "old").unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-        write_private(&key, b"secret").unwrap();
-        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        std::fs::write(&key, "old").expect("test setup");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("test setup");
+        write_private(&key, b"secret").expect("test setup");
+        let mode = std::fs::metadata(&key).expect("test setup").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(std::fs::read(&key).unwrap(), b"secret");
+        assert_eq!(std::fs::read(&key).expect("test setup"), b"secret");
     }
 
     #[test]
     fn the_data_directory_is_private_even_if_it_existed_open() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test setup");
         let data = dir.path().join("a/b");
-        std::fs::create_dir_all(&data).unwrap();
-        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
-        private_dir(&data).unwrap();
-        let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+        std::fs::create_dir_all(&data).expect("test setup");
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).expect("test setup");
+        private_dir(&data).expect("test setup");
+        let mode = std::fs::metadata(&data).expect("test setup").permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
     }
 

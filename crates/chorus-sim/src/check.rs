@@ -29,6 +29,7 @@ pub fn all(w: &World) -> Vec<Violation> {
     v.extend(outboxes_drained(w));
     v.extend(registers_converge(w));
     v.extend(writes_win_locally(w));
+    v.extend(clocks_stay_bounded(w));
     v.extend(directories_converge(w));
     v
 }
@@ -146,6 +147,31 @@ pub fn registers_converge(w: &World) -> Vec<Violation> {
         }
     }
     out
+}
+
+/// No write is versioned further ahead of true time than a skewed clock
+/// plus what the admission bound lets a peer pull it forward: a poisoned
+/// clock elsewhere must not drag the cluster's versions into the future.
+pub fn clocks_stay_bounded(w: &World) -> Vec<Violation> {
+    use crate::faults::{CLOCK_SKEW_MAX_MS, MAX_CLOCK_SKEW_MS};
+    let limit = CLOCK_SKEW_MAX_MS + MAX_CLOCK_SKEW_MS;
+    w.history
+        .writes
+        .iter()
+        .filter(|wr| wr.lww.version.hlc.millis() > wr.true_ms + limit)
+        .take(1)
+        .map(|wr| {
+            violation(
+                "clocks-stay-bounded",
+                format!(
+                    "n{} wrote {} versioned {} ms ahead of true time",
+                    wr.node,
+                    String::from_utf8_lossy(&wr.key),
+                    wr.lww.version.hlc.millis() - wr.true_ms
+                ),
+            )
+        })
+        .collect()
 }
 
 /// A client's write wins over everything its node held for that key when

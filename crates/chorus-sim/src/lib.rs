@@ -7,11 +7,13 @@
 //! ([`Bug`]) to show that the checks catch them.
 
 pub mod check;
+pub mod faults;
 pub mod rng;
 pub mod world;
 
 pub use check::Violation;
-pub use world::{Bug, Params, World};
+pub use faults::{Bug, Params};
+pub use world::World;
 
 /// What one seed did and found.
 #[derive(Clone, Debug)]
@@ -29,7 +31,7 @@ pub struct Outcome {
     /// Broken invariants (empty: the run passed).
     pub violations: Vec<Violation>,
     /// The faults injected, with their times.
-    pub schedule: Vec<(u64, world::Fault)>,
+    pub schedule: Vec<(u64, faults::Fault)>,
 }
 
 /// Runs one seed and checks it.

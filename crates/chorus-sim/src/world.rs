@@ -19,6 +19,7 @@
 //! occasional long stalls. Connections are FIFO; a cut or crash drops
 //! everything in flight on the connections it breaks (a TCP reset).
 
+use crate::faults::{Bug, Fault, MAX_CLOCK_SKEW_MS, Params, schedule};
 use crate::rng::Rng;
 use chorus_cluster::directory::Directory;
 use chorus_core::hlc::{Clock, Hlc, node_tag};
@@ -60,193 +61,6 @@ fn sim_now() -> u64 {
     NOW.with(Cell::get)
 }
 
-/// A known bug the simulation can re-introduce, to show the checkers
-/// catch it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Bug {
-    /// The sender's client is acknowledged before the stanza is in the
-    /// durable outbox (it is spooled on the next flush): a crash in
-    /// between loses it.
-    AckBeforeSpool,
-    /// Intake ignores the persisted mark: a batch resent after a lost
-    /// acknowledgement is delivered twice.
-    NoIntakeMark,
-    /// Replicated writes overwrite whatever is there instead of merging
-    /// by version: nodes diverge.
-    LastArrivalWins,
-    /// The directory takes frames from any of a peer's connections, not
-    /// only its newest: after a silent cut, the old connection's late
-    /// frames undo the new connection's snapshot and leave ghost
-    /// sessions. `chorus-cluster` did this until this simulation found it.
-    NoStreamFence,
-    /// A local write takes a fresh clock reading without first observing
-    /// the version it replaces. The clock forgets what it learned from
-    /// peers when the node restarts, so a write after a restart can carry
-    /// an older version than the one it overwrites, and anti-entropy later
-    /// reverts it. `RocksStore::write_local` did this until this
-    /// simulation found it.
-    BlindLocalWrite,
-}
-
-impl Bug {
-    /// Every bug, for `--bug` and the self-test.
-    pub const ALL: [Bug; 5] = [
-        Bug::AckBeforeSpool,
-        Bug::NoIntakeMark,
-        Bug::LastArrivalWins,
-        Bug::BlindLocalWrite,
-        Bug::NoStreamFence,
-    ];
-
-    /// The command-line name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Bug::AckBeforeSpool => "ack-before-spool",
-            Bug::NoIntakeMark => "no-intake-mark",
-            Bug::LastArrivalWins => "last-arrival-wins",
-            Bug::BlindLocalWrite => "blind-local-write",
-            Bug::NoStreamFence => "no-stream-fence",
-        }
-    }
-
-    /// Parses [`Bug::name`].
-    pub fn parse(s: &str) -> Option<Bug> {
-        Bug::ALL.into_iter().find(|b| b.name() == s)
-    }
-}
-
-/// The shape of one run.
-#[derive(Clone, Debug)]
-pub struct Params {
-    /// Number of nodes (each its own site).
-    pub nodes: usize,
-    /// Virtual milliseconds of workload and faults.
-    pub active_ms: u64,
-    /// Virtual milliseconds after every fault healed, before checking.
-    pub settle_ms: u64,
-    /// Distinct register keys written (few, so writes conflict).
-    pub keys: u32,
-    /// A bug to re-introduce, if any.
-    pub bug: Option<Bug>,
-}
-
-impl Default for Params {
-    fn default() -> Params {
-        Params {
-            nodes: 3,
-            active_ms: 20_000,
-            settle_ms: 10_000,
-            keys: 12,
-            bug: None,
-        }
-    }
-}
-
-/// A fault the schedule injects.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Fault {
-    /// The node dies; it restarts after `down_ms` with its clock skewed by
-    /// `skew_ms`.
-    Crash {
-        /// Which node.
-        node: usize,
-        /// Time down.
-        down_ms: u64,
-        /// Clock offset after the restart.
-        skew_ms: i64,
-    },
-    /// The link between two nodes is cut for `ms` (a blip when short).
-    Cut {
-        /// One end.
-        a: usize,
-        /// The other end.
-        b: usize,
-        /// Duration.
-        ms: u64,
-        /// Packets are dropped silently instead of connections being
-        /// reset: both ends learn of it only through keepalives, and what
-        /// was in flight is delivered late, after the heal, on the old
-        /// connection (TCP retransmission), possibly after a new one.
-        silent: bool,
-    },
-    /// Every link of the node is cut for `ms`.
-    Isolate {
-        /// Which node.
-        node: usize,
-        /// Duration.
-        ms: u64,
-    },
-    /// The node stops (SIGSTOP) for `ms`: it keeps its connections and its
-    /// state but neither acts nor answers; its peers' leases on it run out.
-    Pause {
-        /// Which node.
-        node: usize,
-        /// Duration.
-        ms: u64,
-    },
-    /// The node's wall clock jumps to `skew_ms` off true time (possibly
-    /// backwards) while it runs.
-    ClockJump {
-        /// Which node.
-        node: usize,
-        /// New offset.
-        skew_ms: i64,
-    },
-}
-
-/// Draws the fault schedule of a run from its seed: `(time, fault)`,
-/// every fault over before `active_ms`.
-pub fn schedule(rng: &mut Rng, p: &Params) -> Vec<(u64, Fault)> {
-    let n = p.nodes;
-    let count = rng.range(2, 14);
-    let mut out = Vec::new();
-    for _ in 0..count {
-        let at = rng.range(0, p.active_ms.saturating_sub(500));
-        let room = p.active_ms - at;
-        let skew = |rng: &mut Rng| rng.range(0, 120_001) as i64 - 60_000;
-        let fault = match rng.range(0, 6) {
-            0 => Fault::Crash {
-                node: rng.index(n),
-                down_ms: rng.range(100, 3_000).min(room),
-                skew_ms: skew(rng),
-            },
-            1 => {
-                let a = rng.index(n);
-                Fault::Cut {
-                    a,
-                    b: (a + 1 + rng.index(n - 1)) % n,
-                    ms: rng.range(100, 6_000).min(room),
-                    silent: rng.chance(0.5),
-                }
-            }
-            2 => {
-                let a = rng.index(n);
-                Fault::Cut {
-                    a,
-                    b: (a + 1 + rng.index(n - 1)) % n,
-                    ms: rng.range(1, 20),
-                    silent: false,
-                }
-            }
-            3 => Fault::Isolate {
-                node: rng.index(n),
-                ms: rng.range(100, 4_000).min(room),
-            },
-            4 => Fault::Pause {
-                node: rng.index(n),
-                ms: rng.range(500, 5_000).min(room),
-            },
-            _ => Fault::ClockJump {
-                node: rng.index(n),
-                skew_ms: skew(rng),
-            },
-        };
-        out.push((at, fault));
-    }
-    out.sort_by_key(|(t, _)| *t);
-    out
-}
-
 /// A stanza a client had acknowledged: it must arrive exactly once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Acked {
@@ -267,6 +81,8 @@ pub struct Write {
     pub key: Vec<u8>,
     /// The register written.
     pub lww: Lww,
+    /// True time of the write (ms since the epoch).
+    pub true_ms: u64,
 }
 
 /// Everything the checkers look at.
@@ -677,6 +493,7 @@ impl World {
                 }
             }
             Fault::ClockJump { node, skew_ms } => self.nodes[node].skew_ms = skew_ms,
+            Fault::Poison { node, ahead_ms } => self.poison(node, ahead_ms),
             Fault::Pause { node, ms } => {
                 // Like a silent cut of all its links (peers notice through
                 // keepalives), plus its own timers stopping.
@@ -874,6 +691,7 @@ impl World {
             node: n,
             key: key.clone(),
             lww: lww.clone(),
+            true_ms: EPOCH_MS + self.now,
         });
         for m in 0..self.nodes.len() {
             if m != n {
@@ -1008,12 +826,35 @@ impl World {
         );
     }
 
-    /// `RocksStore::apply_remote`: observe, then merge by version.
+    /// Sends every peer of `n` an item versioned `ahead_ms` past true time.
+    fn poison(&mut self, n: usize, ahead_ms: u64) {
+        let key = format!("k{}", self.rng.range(0, self.p.keys as u64)).into_bytes();
+        let millis = (EPOCH_MS + self.now)
+            .saturating_add(ahead_ms)
+            .min((u64::MAX >> 16) - 1);
+        let lww = Lww {
+            version: chorus_core::hlc::Version {
+                hlc: Hlc::from_parts(millis, 0xffff),
+                node: self.nodes[n].tag,
+            },
+            value: Some(b"poison".to_vec()),
+        };
+        for m in (0..self.nodes.len()).filter(|m| *m != n) {
+            self.send(n, m, Msg::Repl(vec![(key.clone(), lww.clone())]));
+        }
+    }
+
+    /// `RocksStore::apply_remote`: refuse what is too far ahead, observe,
+    /// then merge by version.
     fn apply_remote(&mut self, n: usize, items: Vec<(Vec<u8>, Lww)>) {
         self.enter(n);
         let last_arrival_wins = self.bug(Bug::LastArrivalWins);
+        let bounded = !self.bug(Bug::NoSkewBound);
         let nd = &mut self.nodes[n];
         for (key, lww) in items {
+            if bounded && !nd.clock.admits(lww.version.hlc, MAX_CLOCK_SKEW_MS) {
+                continue;
+            }
             // Observed, but (as in the store) not persisted.
             nd.clock.observe(lww.version.hlc);
             if last_arrival_wins {

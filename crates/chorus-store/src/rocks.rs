@@ -42,6 +42,9 @@ pub enum OpenError {
     },
 }
 
+/// The default of `cluster.max_clock_skew_ms`.
+pub const DEFAULT_MAX_CLOCK_SKEW_MS: u64 = 60_000;
+
 /// The RocksDB store. Cheap to share behind an `Arc`.
 pub struct RocksStore {
     pub(crate) db: DB,
@@ -53,6 +56,8 @@ pub struct RocksStore {
     pub(crate) outbox_lock: Mutex<std::collections::HashMap<String, u64>>,
     /// Group commit of the writes that are acknowledged.
     pub(crate) durable: crate::durable::DurableWriter,
+    /// Replicated items versioned further ahead of our clock are refused.
+    max_clock_skew_ms: std::sync::atomic::AtomicU64,
     listener: RwLock<Option<ChangeListener>>,
 }
 
@@ -110,6 +115,7 @@ impl RocksStore {
             rmw: Mutex::new(()),
             outbox_lock: Mutex::new(std::collections::HashMap::new()),
             durable: crate::durable::DurableWriter::default(),
+            max_clock_skew_ms: std::sync::atomic::AtomicU64::new(DEFAULT_MAX_CLOCK_SKEW_MS),
             listener: RwLock::new(None),
         };
         store.restore_clock();
@@ -123,6 +129,13 @@ impl RocksStore {
         {
             self.clock.observe(v.hlc);
         }
+    }
+
+    /// Sets how far ahead of this node's clock a replicated item's version
+    /// may be (`cluster.max_clock_skew_ms`).
+    pub fn set_max_clock_skew_ms(&self, ms: u64) {
+        self.max_clock_skew_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Writes `batch` and returns once it is on disk (group commit).
@@ -256,7 +269,13 @@ impl RocksStore {
         let _g = self.rmw.lock().unwrap_or_else(|e| e.into_inner());
         let mut batch = WriteBatch::default();
         let mut changed = Vec::new();
+        let skew = self.max_clock_skew_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let mut refused = 0u64;
         for item in items {
+            if !self.clock.admits(item.lww.version.hlc, skew) {
+                refused += 1;
+                continue;
+            }
             self.clock.observe(item.lww.version.hlc);
             let current = self.register(item.table, &item.key)?;
             let (_, took) = Lww::apply(current, item.lww.clone());
@@ -271,6 +290,17 @@ impl RocksStore {
                 .write_opt(batch, &crate::durable::unsynced())
                 .map_err(io)?;
             self.notify(&changed, ChangeOrigin::Remote);
+        }
+        if refused > 0 {
+            // Anti-entropy offers them again; once our clock has caught up
+            // (a peer merely ahead) they are taken.
+            metrics::counter!("chorus_cluster_clock_skew_refused_total", "source" => "replication")
+                .increment(refused);
+            tracing::warn!(
+                refused,
+                max_clock_skew_ms = skew,
+                "refused replicated items versioned further ahead of this node's clock than allowed"
+            );
         }
         Ok(changed)
     }

@@ -49,7 +49,8 @@ fn a_node_appends_only_its_own_records() {
         record("lon-1-", "london", NOW),
         record("lon-1-7", "tokyo", NOW),
     ] {
-        let e = check(Command::Append(vec![record("lon-1-1", "london", NOW), r.clone()])).unwrap_err();
+        let e = check(Command::Append(vec![record("lon-1-1", "london", NOW), r.clone()]))
+            .expect_err("must be refused");
         assert!(e.refused, "{r:?}");
     }
 }
@@ -57,14 +58,16 @@ fn a_node_appends_only_its_own_records() {
 #[test]
 fn timestamps_beyond_the_skew_bound_are_refused() {
     assert!(check(Command::Append(vec![record("lon-1-7", "london", NOW + 60_000)])).is_ok());
-    let e = check(Command::Append(vec![record("lon-1-7", "london", NOW + 60_001)])).unwrap_err();
+    let e =
+        check(Command::Append(vec![record("lon-1-7", "london", NOW + 60_001)])).expect_err("must be refused");
     assert!(e.refused && e.reason.contains("ahead"), "{}", e.reason);
     assert!(check(Command::Audit(entry(NOW + 3_600_000, "lon-1"))).is_err());
 }
 
 #[test]
 fn audit_entries_name_the_verified_sender() {
-    let Command::Audit(e) = check(Command::Audit(entry(NOW, "tokyo-1"))).unwrap() else {
+    let Command::Audit(e) = check(Command::Audit(entry(NOW, "tokyo-1"))).expect("own audit entry admitted")
+    else {
         panic!("not an audit entry")
     };
     assert_eq!(e.node, "lon-1");
@@ -83,7 +86,7 @@ fn compliance_actions_travel_only_with_their_audit_entry() {
         Command::Purge { now_ms: NOW },
         Command::Removed { id: 1, removed: true },
     ] {
-        assert!(check(raw).unwrap_err().refused);
+        assert!(check(raw).expect_err("must be refused").refused);
     }
     let wrapped = Command::Audited {
         entry: entry(NOW, "x"),
@@ -94,5 +97,5 @@ fn compliance_actions_travel_only_with_their_audit_entry() {
         entry: entry(NOW, "x"),
         action: Box::new(Command::Append(vec![record("tokyo-1-1", "tokyo", NOW)])),
     };
-    assert!(check(smuggled).unwrap_err().refused);
+    assert!(check(smuggled).expect_err("must be refused").refused);
 }

@@ -253,8 +253,8 @@ fn a_write_after_a_restart_beats_a_version_from_a_clock_ahead_peer() {
     let all: Vec<u32> = (0..DIGEST_BUCKETS).collect();
     let mut items = a.items_in_buckets(Table::Blocks, &all).expect("items");
     assert_eq!(items.len(), 1);
-    // The peer's clock runs an hour ahead.
-    let ahead = chorus_core::hlc::Hlc::from_parts(items[0].lww.version.hlc.millis() + 3_600_000, 0);
+    // The peer's clock runs 50 s ahead (within cluster.max_clock_skew_ms).
+    let ahead = chorus_core::hlc::Hlc::from_parts(items[0].lww.version.hlc.millis() + 50_000, 0);
     items[0].lww.version.hlc = ahead;
     {
         let b = open(d2.path(), 2);
@@ -269,4 +269,38 @@ fn a_write_after_a_restart_beats_a_version_from_a_clock_ahead_peer() {
         held[0].lww.version
     );
     assert!(b.blocklist("u").expect("list").is_empty());
+}
+
+#[test]
+fn items_versioned_beyond_the_skew_bound_are_refused_and_do_not_poison_the_clock() {
+    let (d1, d2) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let a = open(d1.path(), 1);
+    a.set_blocked("u", &["x@y".into()], true).expect("block");
+    let all: Vec<u32> = (0..DIGEST_BUCKETS).collect();
+    let honest = a.items_in_buckets(Table::Blocks, &all).expect("items");
+    let b = open(d2.path(), 2);
+    for poison in [
+        chorus_core::hlc::Hlc::from_parts(honest[0].lww.version.hlc.millis() + 61_000, 0),
+        chorus_core::hlc::Hlc(u64::MAX),
+    ] {
+        let mut items = honest.clone();
+        items[0].lww.version.hlc = poison;
+        assert!(
+            b.apply_remote(&items).expect("apply").is_empty(),
+            "{poison:?} taken"
+        );
+    }
+    assert!(b.blocklist("u").expect("list").is_empty());
+    // b's own writes still carry today's time, and the honest item is taken.
+    b.set_blocked("v", &["x@y".into()], true).expect("block");
+    let mine = b.items_in_buckets(Table::Blocks, &all).expect("items");
+    let now = chorus_core::time::now_millis();
+    assert!(
+        mine.iter().all(|i| i.lww.version.hlc.millis() <= now + 1_000),
+        "{mine:?}"
+    );
+    assert_eq!(b.apply_remote(&honest).expect("apply").len(), 1);
 }
