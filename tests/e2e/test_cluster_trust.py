@@ -20,7 +20,7 @@ from chorus_node import CLI_TIMEOUT_S
 
 SLOW = pytest.mark.timeout(180)
 RPCS = {"status", "digests", "fetch_items", "push_items", "pull_stanzas",
-        "ack_stanzas", "raft", "link"}
+        "ack_stanzas", "raft", "raft_elect", "raft_members", "link"}
 ROOT = "root-token"
 TOKENS = {"api": {"tokens": [{"name": "root", "role": "admin",
                               "sha256": hashlib.sha256(ROOT.encode()).hexdigest()}]}}
@@ -62,6 +62,18 @@ def refused_total(node) -> float:
                if line.startswith("chorus_cluster_rpc_refused_total"))
 
 
+def archive_leader(node):
+    code, body = node.http_get("/archive/status", timeout=3)
+    assert code == 200, body
+    return json.loads(body).get("leader")
+
+
+def a_raft_id(cl):
+    code, body = cl["a"].http_get("/archive/status", timeout=3)
+    assert code == 200, body
+    return json.loads(body).get("raft_id")
+
+
 def own(cl, site: str) -> tuple[Path, Path]:
     nid = cl[site].node_id
     return cl.certs / f"{nid}.pem", cl.certs / f"{nid}.key"
@@ -76,6 +88,13 @@ async def test_a_member_may_not_act_for_another_and_strangers_get_nothing(cluste
     mine = codes(await asyncio.to_thread(probe, cl, "b", *own(cl, "a"), "a1"))
     assert mine["status"] == mine["digests"] == mine["pull_stanzas"] == "Ok", mine
     assert mine["raft"] == "InvalidArgument", mine
+    # A member may forward membership changes, but only for configured
+    # nodes (and at the addresses b's own configuration gives them).
+    assert mine["raft_members"] == "PermissionDenied", mine
+    # Only the leader may ask a node to stand for election.
+    leader = archive_leader(cl["b"])
+    if leader != a_raft_id(cl):
+        assert mine["raft_elect"] == "PermissionDenied", (leader, mine)
     # a1's certificate claiming to be c1: every claim is refused.
     forged = codes(await asyncio.to_thread(probe, cl, "b", *own(cl, "a"), "c1"))
     for rpc in ("pull_stanzas", "ack_stanzas", "link"):
@@ -87,7 +106,7 @@ async def test_a_member_may_not_act_for_another_and_strangers_get_nothing(cluste
     # Claiming a member's id does not help a stranger either.
     posing = codes(await asyncio.to_thread(probe, cl, "b", *make_cert(cl, "eve"), "a1"))
     assert set(posing.values()) == {"PermissionDenied"}, posing
-    assert refused_total(cl["b"]) >= before + 3 + 8 + 8
+    assert refused_total(cl["b"]) >= before + 3 + 10 + 10
     # The refusal is logged once per caller, not once per request.
     log = Path(cl["b"].log_path).read_text(errors="replace")
     assert log.count('caller="mallory"') + log.count("caller=mallory") == 1, \

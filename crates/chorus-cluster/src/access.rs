@@ -20,12 +20,16 @@ pub struct Member {
     pub site: String,
     /// Its Raft id (node tag).
     pub raft_id: u64,
+    /// Its configured cluster address.
+    pub addr: String,
 }
 
 /// The membership every cluster RPC is checked against.
 pub struct Access {
     /// This node, which may ask itself for its status (`chorus cluster status`).
     self_id: String,
+    /// This node's cluster address.
+    self_addr: String,
     members: HashMap<String, Member>,
     /// Raft ids an operator removed from the archive group.
     removed: RwLock<HashSet<u64>>,
@@ -41,20 +45,23 @@ pub fn certificate_node_id(der: &[u8]) -> Option<String> {
 }
 
 impl Access {
-    /// Membership from the configured peers of node `self_id`.
-    pub fn new(self_id: &str, peers: &[PeerConfig]) -> Access {
+    /// Membership from the configured peers of node `self_id`, whose own
+    /// cluster address is `self_addr`.
+    pub fn new(self_id: &str, self_addr: &str, peers: &[PeerConfig]) -> Access {
         let members = peers
             .iter()
             .map(|p| {
                 let m = Member {
                     site: p.site.clone(),
                     raft_id: crate::raft_net::raft_id(&p.id),
+                    addr: p.addr.clone(),
                 };
                 (p.id.clone(), m)
             })
             .collect();
         Access {
             self_id: self_id.to_owned(),
+            self_addr: self_addr.to_owned(),
             members,
             removed: RwLock::new(HashSet::new()),
             logged: Mutex::new(HashSet::new()),
@@ -129,6 +136,14 @@ impl Access {
         self.members.get(node_id)
     }
 
+    /// The configured cluster address of `node_id` (this node or a peer).
+    pub fn addr_of(&self, node_id: &str) -> Option<String> {
+        if node_id == self.self_id {
+            return Some(self.self_addr.clone());
+        }
+        self.members.get(node_id).map(|m| m.addr.clone())
+    }
+
     /// Still a member (checked on every frame of a long-lived link).
     pub fn still_member(&self, caller: &str, rpc: &'static str) -> Result<(), Status> {
         if self.member(caller).is_some() {
@@ -164,7 +179,7 @@ mod tests {
 
     #[test]
     fn removed_members_stop_counting_and_come_back_when_re_added() {
-        let a = Access::new("a", &peers());
+        let a = Access::new("a", "127.0.0.1:7000", &peers());
         assert!(a.member("b").is_some());
         assert!(a.member("c").is_none());
         a.set_removed([crate::raft_net::raft_id("b")]);
@@ -176,7 +191,7 @@ mod tests {
 
     #[test]
     fn a_claim_for_another_node_is_refused() {
-        let a = Access::new("a", &peers());
+        let a = Access::new("a", "127.0.0.1:7000", &peers());
         assert!(a.same_node("b", "b", "pull").is_ok());
         let e = a.same_node("b", "c", "pull").expect_err("must be refused");
         assert_eq!(e.code(), tonic::Code::PermissionDenied);

@@ -86,7 +86,11 @@ impl Cluster {
             directory: Directory::default(),
             local: LocalRouter::new(),
             links,
-            access: crate::access::Access::new(&config.cluster.node_id, &config.cluster.peers),
+            access: crate::access::Access::new(
+                &config.cluster.node_id,
+                &config.cluster.listen.map(|a| a.to_string()).unwrap_or_default(),
+                &config.cluster.peers,
+            ),
             max_clock_skew_ms: config.cluster.max_clock_skew_ms,
             store: store.clone(),
             raft: OnceLock::new(),

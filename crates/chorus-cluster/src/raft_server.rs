@@ -23,6 +23,9 @@ pub struct Forwarder<'a> {
     pub removed: bool,
     /// Bound on how far ahead of our clock its timestamps may be (ms).
     pub max_clock_skew_ms: u64,
+    /// The configured cluster address of a node id (membership changes
+    /// use ours, never one a peer sends).
+    pub addr_of: &'a (dyn Fn(&str) -> Option<String> + Sync),
 }
 
 /// Why a Raft request was not run.
@@ -99,13 +102,31 @@ pub async fn handle(
             chorus_archive::codec::encode(&r)
         }
         "elect" => {
-            // The leader is shutting down and hands over to us.
+            // The leader is shutting down and hands over to us: only the
+            // leader may ask (anyone else would only force elections).
+            let leader = raft.metrics().borrow().current_leader;
+            if leader != Some(from.member.raft_id) {
+                return Err(refused(format!(
+                    "{} asked for an election but does not lead",
+                    from.node_id
+                )));
+            }
             chorus_archive::codec::encode(&raft.trigger().elect().await.map_err(|e| e.to_string()))
         }
         "members" => {
-            let change: crate::archive::MemberChange = parse(&msg.json)?;
+            let (change, entry) =
+                admit_member_change(parse(&msg.json)?, from, chorus_core::time::now_millis())?;
             tracing::info!(by = from.node_id, ?change, "archive membership change forwarded");
-            chorus_archive::codec::encode(&crate::archive::change_members_here(raft, &change).await)
+            // Recorded here, whatever the forwarding node did or did not audit.
+            let audited = raft
+                .client_write(Command::Audit(entry))
+                .await
+                .map_err(|e| e.to_string());
+            let r = match audited {
+                Ok(_) => crate::archive::change_members_here(raft, &change).await,
+                Err(e) => Err(e),
+            };
+            chorus_archive::codec::encode(&r)
         }
         other => return Err(malformed(format!("unknown raft message kind {other:?}"))),
     }
@@ -161,6 +182,47 @@ pub fn admit_forwarded(cmd: Command, from: &Forwarder, now_ms: u64) -> Result<Co
             command_name(&other)
         ))),
     }
+}
+
+/// Checks a forwarded membership change: it may name only configured
+/// nodes, and an added node gets the address this node's configuration
+/// gives it (a peer cannot point the group at an address of its choosing).
+/// Returns the change to apply and the audit entry recording who asked.
+pub fn admit_member_change(
+    change: crate::archive::MemberChange,
+    from: &Forwarder,
+    now_ms: u64,
+) -> Result<(crate::archive::MemberChange, chorus_archive::types::AuditEntry), HandleError> {
+    use crate::archive::MemberChange;
+    let change = match change {
+        MemberChange::Add { id, voter, .. } => {
+            let addr = (from.addr_of)(&id).ok_or_else(|| {
+                refused(format!(
+                    "{} asked to add {id}, which is not a configured node",
+                    from.node_id
+                ))
+            })?;
+            MemberChange::Add { id, addr, voter }
+        }
+        MemberChange::Remove { id } => {
+            if (from.addr_of)(&id).is_none() {
+                return Err(refused(format!(
+                    "{} asked to remove {id}, which is not a configured node",
+                    from.node_id
+                )));
+            }
+            MemberChange::Remove { id }
+        }
+    };
+    let entry = chorus_archive::types::AuditEntry {
+        at_ms: now_ms,
+        actor: format!("node {}", from.node_id),
+        role: "cluster".into(),
+        action: "members.change".into(),
+        detail: serde_json::to_string(&change).unwrap_or_default(),
+        node: from.node_id.to_owned(),
+    };
+    Ok((change, entry))
 }
 
 /// Whether `id` is an archive id `<node>-<sequence>` of `node`.

@@ -170,11 +170,13 @@ impl ClusterApi for Service {
                 "{caller} was removed from the archive"
             )));
         }
+        let addr_of = |id: &str| access.addr_of(id);
         let from = crate::raft_server::Forwarder {
             node_id: &caller,
             member,
             removed,
             max_clock_skew_ms: self.cluster.max_clock_skew_ms,
+            addr_of: &addr_of,
         };
         crate::raft_server::handle(raft, req.into_inner(), &from)
             .await

@@ -137,6 +137,28 @@ pub fn run(a: ProbeArgs) -> anyhow::Result<()> {
                 )
                 .await,
             ),
+            outcome(
+                "raft_elect",
+                tokio::time::timeout(
+                    t,
+                    c.raft(RaftMessage {
+                        kind: "elect".into(),
+                        json: vec![],
+                    }),
+                )
+                .await,
+            ),
+            outcome(
+                "raft_members",
+                tokio::time::timeout(
+                    t,
+                    c.raft(RaftMessage {
+                        kind: "members".into(),
+                        json: stranger_member_change()?,
+                    }),
+                )
+                .await,
+            ),
         ];
         lines.push(outcome(
             "link",
@@ -147,6 +169,17 @@ pub fn run(a: ProbeArgs) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })
+}
+
+/// A forwarded membership change adding a node no one configured, at an
+/// address of the caller's choosing.
+fn stranger_member_change() -> anyhow::Result<Vec<u8>> {
+    let change = chorus_cluster::archive::MemberChange::Add {
+        id: "probe-stranger".into(),
+        addr: "192.0.2.1:7070".into(),
+        voter: true,
+    };
+    Ok(chorus_archive::codec::encode(&change)?)
 }
 
 /// Opens a link claiming `claim` and waits for the node's first answer.

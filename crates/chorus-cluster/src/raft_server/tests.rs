@@ -1,6 +1,7 @@
 //! What a forwarded archive write may carry.
 
 use super::*;
+use crate::archive::MemberChange;
 use chorus_archive::types::{AuditEntry, Hold, Record};
 
 const NOW: u64 = 1_800_000_000_000;
@@ -9,6 +10,15 @@ fn member() -> Member {
     Member {
         site: "london".into(),
         raft_id: crate::raft_net::raft_id("lon-1"),
+        addr: "127.0.0.1:7001".into(),
+    }
+}
+
+fn configured(id: &str) -> Option<String> {
+    match id {
+        "lon-1" => Some("127.0.0.1:7001".into()),
+        "tokyo-1" => Some("127.0.0.1:7002".into()),
+        _ => None,
     }
 }
 
@@ -19,8 +29,53 @@ fn check(cmd: Command) -> Result<Command, HandleError> {
         member: &m,
         removed: false,
         max_clock_skew_ms: 60_000,
+        addr_of: &configured,
     };
     admit_forwarded(cmd, &from, NOW)
+}
+
+fn check_members(change: MemberChange) -> Result<(MemberChange, AuditEntry), HandleError> {
+    let m = member();
+    let from = Forwarder {
+        node_id: "lon-1",
+        member: &m,
+        removed: false,
+        max_clock_skew_ms: 60_000,
+        addr_of: &configured,
+    };
+    admit_member_change(change, &from, NOW)
+}
+
+#[test]
+fn a_forwarded_membership_change_uses_our_addresses_and_is_audited() {
+    let add = MemberChange::Add {
+        id: "tokyo-1".into(),
+        addr: "203.0.113.9:7070".into(),
+        voter: true,
+    };
+    let (change, entry) = check_members(add).expect("a configured node may be added");
+    let MemberChange::Add { addr, .. } = change else {
+        panic!("still an add")
+    };
+    assert_eq!(addr, "127.0.0.1:7002", "the address comes from our configuration");
+    assert_eq!(entry.node, "lon-1", "the audit entry names the forwarding node");
+    assert_eq!(entry.action, "members.change");
+    assert!(entry.detail.contains("tokyo-1"), "{}", entry.detail);
+    for change in [
+        MemberChange::Add {
+            id: "evil-1".into(),
+            addr: "203.0.113.9:7070".into(),
+            voter: true,
+        },
+        MemberChange::Remove { id: "evil-1".into() },
+    ] {
+        let e = check_members(change).expect_err("unconfigured nodes are refused");
+        assert!(
+            e.refused && e.reason.contains("not a configured node"),
+            "{}",
+            e.reason
+        );
+    }
 }
 
 fn record(id: &str, site: &str, stamp_ms: u64) -> Record {
