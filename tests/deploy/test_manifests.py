@@ -69,6 +69,7 @@ METRICS = {
     "chorus_archive_records_applied",
     "chorus_archive_spool_depth",
     "chorus_archive_shipped_total",
+    "chorus_fatal_error",
 }
 # Metrics Prometheus itself attaches to every target.
 SCRAPE_METRICS = {"up"}
@@ -746,7 +747,8 @@ def test_alert_rules_name_known_metrics_and_carry_severity_and_summary():
     names = [r["alert"] for r in rules]
     assert len(names) == len(set(names))
     for required in ("ChorusSiteUnreachable", "ChorusSpoolGrowing", "ChorusNoRaftLeader",
-                     "ChorusArchiveApplyLag", "ChorusReplicationLag", "ChorusNodeDown"):
+                     "ChorusArchiveApplyLag", "ChorusReplicationLag", "ChorusNodeDown",
+                     "ChorusFatalError"):
         assert required in names, f"missing alert {required}"
     for rule in rules:
         metrics = promql_metric_names(rule["expr"])

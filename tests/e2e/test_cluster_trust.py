@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,17 @@ def a_raft_id(cl):
     code, body = cl["a"].http_get("/archive/status", timeout=3)
     assert code == 200, body
     return json.loads(body).get("raft_id")
+
+
+async def wait_archive_leader(cl) -> None:
+    """Polls until every site's archive Raft names the same leader."""
+    deadline = time.monotonic() + 30
+    while True:
+        leaders = {archive_leader(cl[s]) for s in ("a", "b", "c")}
+        if len(leaders) == 1 and None not in leaders:
+            return
+        assert time.monotonic() < deadline, f"no common archive leader: {leaders}"
+        await asyncio.sleep(0.2)  # polling raft state: there is no event for it
 
 
 def own(cl, site: str) -> tuple[Path, Path]:
@@ -138,6 +150,7 @@ async def test_a_removed_member_is_refused_at_once(cluster3):
     cl = cluster3
     assert codes(await asyncio.to_thread(probe, cl, "b", *own(cl, "c"), "c1"))["status"] == "Ok"
     import ssl
+    import urllib.error
     import urllib.request
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
@@ -145,7 +158,13 @@ async def test_a_removed_member_is_refused_at_once(cluster3):
     req = urllib.request.Request(
         f"https://127.0.0.1:{cl['a'].http_port}/api/v1/archive/members/c1", method="DELETE",
         headers={"Authorization": f"Bearer {ROOT}"})
-    resp = await asyncio.to_thread(urllib.request.urlopen, req, context=ctx, timeout=30)
+    # The removal is audited through Raft first: it needs an archive leader
+    # (503 means none right now, e.g. while the group still elects one).
+    await wait_archive_leader(cl)
+    try:
+        resp = await asyncio.to_thread(urllib.request.urlopen, req, context=ctx, timeout=30)
+    except urllib.error.HTTPError as e:
+        raise AssertionError(f"removing c1: HTTP {e.code}: {e.read()[:500]!r}") from e
     assert resp.status == 200, resp.read()
     # Once the removal is applied on b, c1's certificate is worth nothing there.
 

@@ -81,11 +81,17 @@ pub fn routes(state: HttpState) -> Router {
     }
 }
 
-async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
+async fn readyz(State(s): State<HttpState>) -> (StatusCode, String) {
+    if let Some(f) = chorus_core::fatal::current() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("fatal {} error: {}", f.component, f.reason),
+        );
+    }
     if s.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready")
+        (StatusCode::OK, "ready".into())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready".into())
     }
 }
 

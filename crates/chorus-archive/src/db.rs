@@ -70,10 +70,11 @@ pub fn open_with_spool(
         reason: e.into_string(),
     })?;
     let db = Arc::new(db);
-    let sm = ArchiveStateMachine::new(db.clone()).map_err(|e| OpenError {
-        path: dir.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let sm =
+        ArchiveStateMachine::new(db.clone(), &crate::snapshot::snapshot_dir(dir)).map_err(|e| OpenError {
+            path: dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
     let spool_path = spool_dir(dir);
     let spool_db = Arc::new(
         DB::open_cf(&opts, &spool_path, [CF_SPOOL, CF_SPOOL_META]).map_err(|e| OpenError {

@@ -20,6 +20,7 @@ pub mod export;
 pub mod log_store;
 pub mod query;
 pub mod search;
+pub mod snapshot;
 pub mod spool;
 pub mod state_machine;
 pub mod types;

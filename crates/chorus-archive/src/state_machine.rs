@@ -19,18 +19,16 @@ use openraft::{
     StoredMembership,
 };
 use rocksdb::{DB, Direction, IteratorMode, WriteBatch};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::HashSet;
-use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 
 pub(crate) const KEY_APPLIED: &[u8] = b"last_applied";
 pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
 pub(crate) const KEY_NEXT: &[u8] = b"next_position";
 pub(crate) const KEY_NEXT_AUDIT: &[u8] = b"next_audit";
-const KEY_SNAPSHOT: &[u8] = b"snapshot";
 pub(crate) const KEY_RETENTION: &[u8] = b"retention";
-const KEY_GENERATION: &[u8] = b"generation";
+pub(crate) const KEY_GENERATION: &[u8] = b"generation";
 pub(crate) const HOLD_PREFIX: &[u8] = b"hold/";
 pub(crate) const REMOVED_PREFIX: &[u8] = b"removed/";
 
@@ -44,27 +42,6 @@ pub(crate) fn write_err(e: impl std::error::Error + 'static) -> StorageError<u64
     StorageIOError::write_state_machine(&e).into()
 }
 
-/// Everything a snapshot carries.
-#[derive(Serialize, Deserialize)]
-struct SnapshotBody {
-    last_applied: Option<LogId<u64>>,
-    membership: StoredMembership<u64, BasicNode>,
-    next: u64,
-    records: Vec<(u64, Record)>,
-    /// Every archive id ever applied, purged ones included.
-    ids: Vec<(String, u64)>,
-    holds: Vec<Hold>,
-    retention: Retention,
-    audit: Vec<(u64, AuditEntry)>,
-}
-
-/// The stored current snapshot: its metadata and bytes.
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta<u64, BasicNode>,
-    data: Vec<u8>,
-}
-
 /// The archive state machine; cheap to clone (it is its own snapshot builder).
 #[derive(Clone)]
 pub struct ArchiveStateMachine {
@@ -73,6 +50,10 @@ pub struct ArchiveStateMachine {
     pub(crate) purged: Arc<Mutex<Vec<String>>>,
     /// Told the removed members whenever they may have changed.
     pub(crate) removed_listener: Arc<std::sync::OnceLock<RemovedListener>>,
+    /// Where snapshot files live.
+    pub(crate) snapshots: Arc<crate::snapshot::SnapshotDir>,
+    /// Serializes recording the current snapshot.
+    pub(crate) snapshot_lock: Arc<Mutex<()>>,
 }
 
 /// A function told the Raft ids of every removed member.
@@ -98,12 +79,19 @@ pub(crate) fn index_keys(r: &Record, pos: u64) -> Vec<Vec<u8>> {
 }
 
 impl ArchiveStateMachine {
-    pub(crate) fn new(db: Arc<DB>) -> Result<ArchiveStateMachine> {
-        Ok(ArchiveStateMachine {
+    /// The state machine in `db`, with snapshot files in `snapshot_dir`;
+    /// finishes a snapshot install a crash interrupted.
+    pub(crate) fn new(db: Arc<DB>, snapshot_dir: &std::path::Path) -> Result<ArchiveStateMachine> {
+        let snapshots = crate::snapshot::SnapshotDir::open(snapshot_dir).map_err(write_err)?;
+        let sm = ArchiveStateMachine {
             db,
             purged: Arc::new(Mutex::new(Vec::new())),
             removed_listener: Arc::new(std::sync::OnceLock::new()),
-        })
+            snapshots: Arc::new(snapshots),
+            snapshot_lock: Arc::new(Mutex::new(())),
+        };
+        sm.resume_interrupted_install()?;
+        Ok(sm)
     }
 
     pub(crate) fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -296,7 +284,7 @@ impl ArchiveStateMachine {
         Ok(())
     }
 
-    fn put_record(&self, batch: &mut WriteBatch, pos: u64, r: &Record) -> Result<()> {
+    pub(crate) fn put_record(&self, batch: &mut WriteBatch, pos: u64, r: &Record) -> Result<()> {
         batch.put_cf(
             self.cf(CF_RECORDS),
             pos.to_be_bytes(),
@@ -377,28 +365,6 @@ impl ArchiveStateMachine {
             .write_opt(batch, &chorus_store::durable::unsynced())
             .map_err(write_err)
     }
-
-    fn clear(&self, batch: &mut WriteBatch) -> Result<()> {
-        for cf in [CF_RECORDS, CF_IDS, CF_INDEX, CF_AUDIT] {
-            for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
-                let (k, _) = item.map_err(read_err)?;
-                batch.delete_cf(self.cf(cf), k);
-            }
-        }
-        for h in self.holds()? {
-            batch.delete_cf(self.cf(CF_SM_META), [HOLD_PREFIX, h.id.as_bytes()].concat());
-        }
-        Ok(())
-    }
-
-    fn ids(&self) -> Result<Vec<(String, u64)>> {
-        let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_IDS), IteratorMode::Start) {
-            let (k, v) = item.map_err(read_err)?;
-            out.push((String::from_utf8_lossy(&k).into_owned(), be_u64(&v)?));
-        }
-        Ok(out)
-    }
 }
 
 /// Decodes a big-endian u64 key or value.
@@ -410,38 +376,13 @@ pub(crate) fn be_u64(b: &[u8]) -> Result<u64> {
 
 impl RaftSnapshotBuilder<TypeConfig> for ArchiveStateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
-        let last_applied: Option<LogId<u64>> = self.get(KEY_APPLIED)?;
-        let membership: StoredMembership<u64, BasicNode> = self.get(KEY_MEMBERSHIP)?.unwrap_or_default();
-        let body = SnapshotBody {
-            last_applied,
-            membership: membership.clone(),
-            next: self.next_position()?,
-            records: self.records_from(0, usize::MAX)?,
-            ids: self.ids()?,
-            holds: self.holds()?,
-            retention: self.retention()?,
-            audit: self.audit(0, usize::MAX)?,
-        };
-        let data = crate::codec::encode(&body).map_err(read_err)?;
-        let snapshot_id = match last_applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, data.len()),
-            None => format!("none-{}", data.len()),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: last_applied,
-            last_membership: membership,
-            snapshot_id,
-        };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        };
-        let mut batch = WriteBatch::default();
-        self.put_json(&mut batch, KEY_SNAPSHOT, &stored)?;
-        self.write(batch)?;
+        let r = blocking(|| self.write_snapshot())?;
+        let file = tokio::fs::File::open(self.snapshots.path(&r.file))
+            .await
+            .map_err(|e| StorageError::from(StorageIOError::read_snapshot(Some(r.meta.signature()), &e)))?;
         Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
+            meta: r.meta,
+            snapshot: Box::new(file),
         })
     }
 }
@@ -470,64 +411,41 @@ impl RaftStateMachine<TypeConfig> for ArchiveStateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>> {
+        let f = self
+            .snapshots
+            .receiving()
+            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, &e)))?;
+        Ok(Box::new(tokio::fs::File::from_std(f)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<()> {
-        let data = snapshot.into_inner();
-        let body: SnapshotBody = crate::codec::decode(&data)
-            .map_err(|e| StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &e)))?;
-        let mut batch = WriteBatch::default();
-        self.clear(&mut batch)?;
-        for (pos, r) in &body.records {
-            self.put_record(&mut batch, *pos, r)?;
-        }
-        for (id, pos) in &body.ids {
-            batch.put_cf(self.cf(CF_IDS), id.as_bytes(), pos.to_be_bytes());
-        }
-        for h in &body.holds {
-            self.put_json(&mut batch, &[HOLD_PREFIX, h.id.as_bytes()].concat(), h)?;
-        }
-        let mut next_audit = 0;
-        for (seq, a) in &body.audit {
-            batch.put_cf(
-                self.cf(CF_AUDIT),
-                seq.to_be_bytes(),
-                crate::codec::encode(a).map_err(write_err)?,
-            );
-            next_audit = seq + 1;
-        }
-        self.put_json(&mut batch, KEY_RETENTION, &body.retention)?;
-        self.put_json(&mut batch, KEY_NEXT, &body.next)?;
-        self.put_json(&mut batch, KEY_NEXT_AUDIT, &next_audit)?;
-        self.put_json(&mut batch, KEY_GENERATION, &(self.generation()? + 1))?;
-        match &meta.last_log_id {
-            Some(l) => self.put_json(&mut batch, KEY_APPLIED, l)?,
-            None => batch.delete_cf(self.cf(CF_SM_META), KEY_APPLIED),
-        }
-        self.put_json(&mut batch, KEY_MEMBERSHIP, &meta.last_membership)?;
-        self.put_json(
-            &mut batch,
-            KEY_SNAPSHOT,
-            &StoredSnapshot {
-                meta: meta.clone(),
-                data,
-            },
-        )?;
-        self.write(batch)?;
-        self.tell_removed();
-        Ok(())
+        let received = snapshot.into_std().await;
+        blocking(|| {
+            let file = self
+                .snapshots
+                .keep_received(received, &meta.snapshot_id)
+                .map_err(|e| {
+                    StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &e))
+                })?;
+            self.install_file(meta, &file)
+        })
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
-        Ok(self.get::<StoredSnapshot>(KEY_SNAPSHOT)?.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
+        let Some((r, path)) = blocking(|| self.current_snapshot())? else {
+            return Ok(None);
+        };
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| StorageError::from(StorageIOError::read_snapshot(Some(r.meta.signature()), &e)))?;
+        Ok(Some(Snapshot {
+            meta: r.meta,
+            snapshot: Box::new(file),
         }))
     }
 }
@@ -535,7 +453,7 @@ impl RaftStateMachine<TypeConfig> for ArchiveStateMachine {
 /// Runs blocking storage work without stalling the other tasks of a
 /// multi-threaded runtime's worker thread; in place elsewhere (a
 /// current-thread runtime cannot hand its tasks to another worker).
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(f)

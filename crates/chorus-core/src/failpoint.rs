@@ -19,6 +19,10 @@ pub enum Failpoint {
     /// a test that kills the node shows whether everything acknowledged
     /// was synced.
     LoseUnsyncedWrites,
+    /// Disk failure simulation, not a bug: once the file named by
+    /// `CHORUS_FAILPOINT_TRIGGER` exists, every synced write fails as if
+    /// fsync had returned EIO, so a test can break a running node's disk.
+    FailSyncedWritesWhenTriggered,
 }
 
 impl Failpoint {
@@ -27,6 +31,7 @@ impl Failpoint {
         match self {
             Failpoint::SkipOutboxWhenDown => "skip-outbox-when-down",
             Failpoint::LoseUnsyncedWrites => "lose-unsynced-writes",
+            Failpoint::FailSyncedWritesWhenTriggered => "fail-synced-writes-when-triggered",
         }
     }
 }
@@ -46,6 +51,13 @@ pub fn active(fp: Failpoint) -> bool {
 #[cfg(not(debug_assertions))]
 pub fn active(_fp: Failpoint) -> bool {
     false
+}
+
+/// Whether `fp` is on and its trigger file (`CHORUS_FAILPOINT_TRIGGER`)
+/// exists now.
+pub fn triggered(fp: Failpoint) -> bool {
+    active(fp)
+        && std::env::var_os("CHORUS_FAILPOINT_TRIGGER").is_some_and(|p| std::path::Path::new(&p).exists())
 }
 
 #[cfg_attr(not(debug_assertions), allow(dead_code))]

@@ -6,6 +6,7 @@ pub mod archive;
 pub mod config;
 pub mod credentials;
 pub mod failpoint;
+pub mod fatal;
 pub mod group_commit;
 pub mod hlc;
 pub mod lww;

@@ -1,7 +1,9 @@
 //! Gauges for Prometheus that describe state rather than count events:
 //! cluster links and replication lag per peer, the archive's Raft state
 //! (term, leadership, log and apply indexes, apply lag), spool depth and
-//! archive size. Refreshed every second by one task.
+//! archive size, and whether a fatal error stopped the node from serving
+//! (a stopped Raft core is reported as one here). Refreshed every second
+//! by one task.
 
 use chorus_archive::state_machine::ArchiveStateMachine;
 use chorus_cluster::node::Cluster;
@@ -46,6 +48,17 @@ pub async fn run(
             if let Ok(n) = sm.applied_records() {
                 metrics::gauge!("chorus_archive_records_applied").set(n as f64);
             }
+            if let Err(fatal) = &m.running_state {
+                let reason = format!("the archive's Raft core stopped: {fatal}");
+                if chorus_core::fatal::report("archive", reason.clone()) {
+                    tracing::error!(%reason, "fatal archive error: this node stops reporting ready");
+                }
+            }
+        }
+        let fatal = chorus_core::fatal::current();
+        for component in ["storage", "archive"] {
+            let on = fatal.as_ref().is_some_and(|f| f.component == component);
+            metrics::gauge!("chorus_fatal_error", "component" => component).set(f64::from(u8::from(on)));
         }
     }
 }

@@ -31,13 +31,32 @@ pub fn unsynced() -> WriteOptions {
     o
 }
 
+/// Options for a write that is on disk when it returns (one fsync of its
+/// own: for rare writes that do not share a group commit).
+pub fn synced() -> WriteOptions {
+    let mut o = WriteOptions::default();
+    o.set_sync(true);
+    o
+}
+
 /// Writes `batches` in order with one fsync at the end.
 fn flush(db: &DB, batches: Vec<WriteBatch>) -> Result<(), String> {
     let n = batches.len();
     for (i, b) in batches.into_iter().enumerate() {
         let mut o = WriteOptions::default();
         o.set_sync(i + 1 == n);
-        db.write_opt(b, &o).map_err(|e| e.into_string())?;
+        let r = if failpoint::triggered(Failpoint::FailSyncedWritesWhenTriggered) {
+            Err("fsync failed: Input/output error (failpoint)".to_owned())
+        } else {
+            db.write_opt(b, &o).map_err(|e| e.into_string())
+        };
+        if let Err(e) = r {
+            let reason = format!("a synced write to {} failed: {e}", db.path().display());
+            if chorus_core::fatal::report("storage", reason.clone()) {
+                tracing::error!(%reason, "fatal storage error: this node stops reporting ready");
+            }
+            return Err(e);
+        }
     }
     metrics::counter!("chorus_store_fsyncs_total").increment(1);
     metrics::histogram!("chorus_store_group_commit_batches").record(n as f64);
