@@ -68,7 +68,11 @@ async fn main() {
         };
         a.apply([e]).await.expect("apply");
     }
-    println!("filled {n} records in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "filled {n} records in {:.1} s (RSS {} MiB)",
+        t.elapsed().as_secs_f64(),
+        status_kib("VmRSS:") / 1024
+    );
 
     let base = reset_peak();
     let t = Instant::now();
@@ -80,9 +84,11 @@ async fn main() {
         .expect("build");
     let size = snap.snapshot.seek(std::io::SeekFrom::End(0)).await.expect("seek");
     println!(
-        "build: {:.1} s, {:.0} MiB file, peak RSS +{} MiB",
+        "build: {:.1} s, {:.0} MiB file, RSS before {} MiB, peak {} MiB (+{} MiB)",
         t.elapsed().as_secs_f64(),
         size as f64 / 1048576.0,
+        base / 1024,
+        status_kib("VmHWM:") / 1024,
         (status_kib("VmHWM:").saturating_sub(base)) / 1024
     );
 
@@ -105,8 +111,10 @@ async fn main() {
     recv.flush().await.expect("flush");
     b.install_snapshot(&snap.meta, recv).await.expect("install");
     println!(
-        "send + install: {:.1} s, peak RSS +{} MiB",
+        "send + install: {:.1} s, RSS before {} MiB, peak {} MiB (+{} MiB)",
         t.elapsed().as_secs_f64(),
+        base / 1024,
+        status_kib("VmHWM:") / 1024,
         (status_kib("VmHWM:").saturating_sub(base)) / 1024
     );
     let (ca, da) = a.digest().expect("digest a");

@@ -68,8 +68,9 @@ pub async fn start(config: &Config, tls: Option<&ClusterTls>) -> anyhow::Result<
         heartbeat_interval: RAFT_HEARTBEAT_MS,
         election_timeout_min: RAFT_ELECTION_MS.0,
         election_timeout_max: RAFT_ELECTION_MS.1,
-        // Snapshots serialize the whole archive (see ARCHITECTURE.md), so
-        // take them rarely; followers catch up from the log meanwhile.
+        // A snapshot streams the whole archive to a file: take one every
+        // RAFT_SNAPSHOT_EVERY entries; followers catch up from the log
+        // meanwhile.
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(RAFT_SNAPSHOT_EVERY),
         // Entries carry whole spool batches: keep one AppendEntries well
         // under the gRPC message limit when a follower catches up.
