@@ -193,12 +193,15 @@ EOF
     for i in 0 1 2; do wait_port $((26222 + 10 * i)); done
     common=(--domain "$DOMAIN" --label chorus --out "$RESULTS")
     "$BENCH" provision --addr 127.0.0.1:26222 --domain "$DOMAIN" --out "$X/provision.jsonl" --users $((2 * CROSS_PAIRS)) --prefix cross
-    # Accounts reach the other sites by replication; logins retry until then.
-    for _ in $(seq 1 100); do
-        "$BENCH" login --addr 127.0.0.1:26232 --domain "$DOMAIN" --users $((2 * CROSS_PAIRS)) --prefix cross \
-            >/dev/null 2>&1 && break
+    # Accounts reach the other sites by replication: wait until newyork lists
+    # them all (retrying logins instead would trip the failed-login throttle).
+    want=$((2 * CROSS_PAIRS))
+    for _ in $(seq 1 300); do
+        have=$("$CHORUS" -c "$X/newyork/chorus.toml" user list 2>/dev/null | grep -c '^cross' || true)
+        [ "$have" -ge "$want" ] && break
         sleep 0.2
     done
+    [ "$have" -ge "$want" ] || { echo "only $have of $want accounts reached newyork" >&2; exit 1; }
     "$BENCH" one2one --addr 127.0.0.1:26222 --recv-addr 127.0.0.1:26232 --pid "${cross_pids[0]}" "${common[@]}" \
         --prefix cross --pairs "$CROSS_PAIRS" --rates "$CROSS_RATES" --step-secs "$STEP_SECS" \
         --name "cross_site_${WAN_DELAY_MS}ms" --p99-limit-ms 2000
