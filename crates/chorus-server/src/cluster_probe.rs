@@ -126,39 +126,9 @@ pub fn run(a: ProbeArgs) -> anyhow::Result<()> {
                 )
                 .await,
             ),
-            outcome(
-                "raft",
-                tokio::time::timeout(
-                    t,
-                    c.raft(RaftMessage {
-                        kind: "write".into(),
-                        json: vec![],
-                    }),
-                )
-                .await,
-            ),
-            outcome(
-                "raft_elect",
-                tokio::time::timeout(
-                    t,
-                    c.raft(RaftMessage {
-                        kind: "elect".into(),
-                        json: vec![],
-                    }),
-                )
-                .await,
-            ),
-            outcome(
-                "raft_members",
-                tokio::time::timeout(
-                    t,
-                    c.raft(RaftMessage {
-                        kind: "members".into(),
-                        json: stranger_member_change()?,
-                    }),
-                )
-                .await,
-            ),
+            raft_call(&mut c, t, "raft", "write", vec![]).await,
+            raft_call(&mut c, t, "raft_elect", "elect", vec![]).await,
+            raft_call(&mut c, t, "raft_members", "members", stranger_member_change()?).await,
         ];
         lines.push(outcome(
             "link",
@@ -169,6 +139,21 @@ pub fn run(a: ProbeArgs) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })
+}
+
+/// Sends one Raft message of `kind` and describes the answer as `rpc`.
+async fn raft_call(
+    c: &mut ClusterClient<Channel>,
+    t: Duration,
+    rpc: &'static str,
+    kind: &str,
+    json: Vec<u8>,
+) -> serde_json::Value {
+    let msg = RaftMessage {
+        kind: kind.into(),
+        json,
+    };
+    outcome(rpc, tokio::time::timeout(t, c.raft(msg)).await)
 }
 
 /// A forwarded membership change adding a node no one configured, at an

@@ -22,28 +22,24 @@ fn configured(id: &str) -> Option<String> {
     }
 }
 
-fn check(cmd: Command) -> Result<Command, HandleError> {
+/// Runs `f` with lon-1 as the verified sender.
+fn from_lon_1<T>(f: impl FnOnce(&Forwarder) -> T) -> T {
     let m = member();
-    let from = Forwarder {
+    f(&Forwarder {
         node_id: "lon-1",
         member: &m,
         removed: false,
         max_clock_skew_ms: 60_000,
         addr_of: &configured,
-    };
-    admit_forwarded(cmd, &from, NOW)
+    })
+}
+
+fn check(cmd: Command) -> Result<Command, HandleError> {
+    from_lon_1(|from| admit_forwarded(cmd, from, NOW))
 }
 
 fn check_members(change: MemberChange) -> Result<(MemberChange, AuditEntry), HandleError> {
-    let m = member();
-    let from = Forwarder {
-        node_id: "lon-1",
-        member: &m,
-        removed: false,
-        max_clock_skew_ms: 60_000,
-        addr_of: &configured,
-    };
-    admit_member_change(change, &from, NOW)
+    from_lon_1(|from| admit_member_change(change, from, NOW))
 }
 
 #[test]
