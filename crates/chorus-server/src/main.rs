@@ -13,6 +13,7 @@ mod dev;
 mod gauges;
 mod private_fs;
 mod serve;
+mod shutdown_watch;
 mod telemetry;
 mod tls;
 mod users;

@@ -186,6 +186,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     wait_for_signal().await;
     tracing::info!("shutting down: closing listeners and sessions");
+    let watch = crate::shutdown_watch::ShutdownWatch::start();
     ready.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(Duration::from_secs(SHUTDOWN_DRAIN_SECS), async {
@@ -195,11 +196,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if drained.is_err() {
         tracing::warn!("some connections did not close in time");
     }
+    watch.at("finishing parked sessions");
     for p in ctx.parked.take_all() {
         chorus_xmpp::session::finish_parked(p);
     }
+    watch.at("handing the archive over");
     archive.shutdown().await;
     // Peers hear about our sessions ending before the links close.
+    watch.at("closing cluster links");
     let _ = cluster_stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(3), async {
         while cluster_tasks.join_next().await.is_some() {}
@@ -207,7 +211,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     .await;
     control_task.abort();
     let _ = std::fs::remove_file(&sock);
+    watch.at("flushing storage");
     store.flush().context("flush storage")?;
+    watch.at("done");
     tracing::info!("shutdown complete");
     Ok(())
 }
