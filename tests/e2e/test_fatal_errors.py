@@ -3,7 +3,10 @@ synced writes fail (the ``fail-synced-writes-when-triggered`` failpoint of
 debug builds makes every synced write fail as if fsync returned EIO, from
 the moment its trigger file exists), the node stops reporting ready, says
 why on ``/readyz``, sets ``chorus_fatal_error{component="storage"}`` and
-logs the reason once; it keeps answering (no crash, no hang).
+logs the reason once; it keeps answering (no crash, no hang). The archive's
+Raft log writes fail too (the next scheduled retention run appends to the
+log), so the Raft core stops: that is reported as a fatal ``archive`` error
+of its own.
 """
 
 from __future__ import annotations
@@ -34,11 +37,11 @@ class FailingDiskNode(Node):
         return env
 
 
-def fatal_gauge(node) -> float | None:
+def fatal_gauge(node, component: str = "storage") -> float | None:
     code, body = node.http_get("/metrics")
     assert code == 200
     for line in body.splitlines():
-        if line.startswith('chorus_fatal_error{component="storage"}'):
+        if line.startswith(f'chorus_fatal_error{{component="{component}"}}'):
             return float(line.rsplit(" ", 1)[1])
     return None
 
@@ -56,13 +59,15 @@ async def until(what: str, check) -> None:
 
 @pytest.mark.timeout(120)
 async def test_a_failed_synced_write_makes_the_node_unready_with_the_reason(tmp_path):
-    n = FailingDiskNode(tmp_path / "node")
+    # A retention run every second: a Raft log append soon after the break.
+    n = FailingDiskNode(tmp_path / "node", config={"archive": {"retention_interval_secs": 1}})
     try:
         n.add_user("alice", "alice-pw")
         n.add_user("bob", "bob-pw")
         n.start()
         assert n.http_get("/readyz") == (200, "ready")
-        await until("fatal gauge exported as 0", lambda: fatal_gauge(n) == 0.0)
+        await until("fatal gauges exported as 0",
+                    lambda: fatal_gauge(n) == 0.0 and fatal_gauge(n, "archive") == 0.0)
         alice = await connect(n, "alice", "alice-pw")
         # Healthy: a message to offline bob is archived.
         alice.send_message(n.jid("bob"), "before the disk broke")
@@ -71,13 +76,24 @@ async def test_a_failed_synced_write_makes_the_node_unready_with_the_reason(tmp_
         alice.send_message(n.jid("bob"), "after the disk broke")
         await until("/readyz fails with the reason",
                     lambda: n.http_get("/readyz")[0] == 503 or n.http_get("/readyz"))
+        # The first cause is named: the message's spool write, or (if the
+        # retention tick came first) the Raft log write.
         code, body = n.http_get("/readyz")
-        assert body.startswith("fatal storage error: a synced write to "), body
-        assert "Input/output error" in body, body
+        assert body.startswith(("fatal storage error: a synced write to ",
+                                "fatal archive error: the archive's Raft core stopped")), body
+        first = body
         await until("chorus_fatal_error{component=storage} is 1", lambda: fatal_gauge(n) == 1.0)
+        await until("chorus_fatal_error{component=archive} is 1",
+                    lambda: fatal_gauge(n, "archive") == 1.0)
         log = n.log_text()
         assert log.count("fatal storage error: this node stops reporting ready") == 1, \
             [line for line in log.splitlines() if "fatal" in line]
+        assert log.count("fatal archive error: this node stops reporting ready") == 1, \
+            [line for line in log.splitlines() if "fatal" in line]
+        assert "the archive's Raft core stopped" in log
+        assert "Input/output error" in log
+        # /readyz keeps naming the first cause.
+        assert n.http_get("/readyz") == (503, first)
         # The node keeps answering (no crash, no hang) and stays unready.
         assert n.running
         assert n.http_get("/archive/status")[0] == 200

@@ -33,6 +33,13 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError<u64> {
     StorageIOError::write_logs(&e).into()
 }
 
+/// The disk-failure failpoint (debug builds): synced log writes fail once
+/// its trigger file exists, as the store's do.
+fn failed_disk() -> bool {
+    use chorus_core::failpoint::{Failpoint, triggered};
+    triggered(Failpoint::FailSyncedWritesWhenTriggered)
+}
+
 impl LogStore {
     pub(crate) fn new(db: Arc<DB>) -> LogStore {
         LogStore { db }
@@ -158,16 +165,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let r = tokio::task::spawn_blocking(move || {
             let mut wo = WriteOptions::default();
             wo.set_sync(true);
-            db.write_opt(batch, &wo)
+            if failed_disk() {
+                return Err("fsync failed: Input/output error (failpoint)".to_owned());
+            }
+            db.write_opt(batch, &wo).map_err(|e| e.into_string())
         })
         .await
         .map_err(write_err)?;
         let io = r
             .as_ref()
             .map(|_| ())
-            .map_err(|e| std::io::Error::other(e.to_string()));
+            .map_err(|e| std::io::Error::other(e.clone()));
         callback.log_io_completed(io);
-        r.map_err(write_err)
+        r.map_err(|e| write_err(std::io::Error::other(e)))
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<()> {

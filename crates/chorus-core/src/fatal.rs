@@ -18,25 +18,35 @@ pub struct Fatal {
     pub reason: String,
 }
 
-static FATAL: Mutex<Option<Fatal>> = Mutex::new(None);
+/// The first fatal error of each component, in the order they happened.
+static FATAL: Mutex<Vec<Fatal>> = Mutex::new(Vec::new());
 
-/// Records a fatal error; returns whether it was the first (callers log
-/// it then, so the log names the cause once).
+/// Records a fatal error; returns whether it was the component's first
+/// (callers log it then, so the log names each cause once).
 pub fn report(component: &'static str, reason: impl Into<String>) -> bool {
     let mut f = FATAL.lock().unwrap_or_else(|e| e.into_inner());
-    if f.is_some() {
+    if f.iter().any(|x| x.component == component) {
         return false;
     }
-    *f = Some(Fatal {
+    f.push(Fatal {
         component,
         reason: reason.into(),
     });
     true
 }
 
-/// The first fatal error, if one happened.
+/// The first fatal error, if one happened (what `/readyz` reports).
 pub fn current() -> Option<Fatal> {
-    FATAL.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    FATAL.lock().unwrap_or_else(|e| e.into_inner()).first().cloned()
+}
+
+/// Whether `component` has had a fatal error.
+pub fn failed(component: &str) -> bool {
+    FATAL
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|x| x.component == component)
 }
 
 #[cfg(test)]
@@ -47,7 +57,9 @@ mod tests {
     fn the_first_fatal_error_is_kept() {
         assert_eq!(current(), None);
         assert!(report("storage", "fsync failed: EIO"));
-        assert!(!report("archive", "later"));
+        assert!(!report("storage", "again"), "one report per component");
+        assert!(report("archive", "later"));
+        assert!(failed("archive") && failed("storage") && !failed("other"));
         assert_eq!(
             current(),
             Some(Fatal {

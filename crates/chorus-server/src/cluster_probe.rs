@@ -39,6 +39,10 @@ pub struct ProbeArgs {
     /// The node id the requests claim (Hello, pull, ack).
     #[arg(long = "as")]
     pub claim: String,
+    /// Also ask the node to stand for election (`raft_elect`). Disruptive
+    /// with the current leader's certificate: the node then campaigns.
+    #[arg(long)]
+    pub elect: bool,
 }
 
 fn read(p: &PathBuf) -> anyhow::Result<Vec<u8>> {
@@ -127,9 +131,11 @@ pub fn run(a: ProbeArgs) -> anyhow::Result<()> {
                 .await,
             ),
             raft_call(&mut c, t, "raft", "write", vec![]).await,
-            raft_call(&mut c, t, "raft_elect", "elect", vec![]).await,
             raft_call(&mut c, t, "raft_members", "members", stranger_member_change()?).await,
         ];
+        if a.elect {
+            lines.push(raft_call(&mut c, t, "raft_elect", "elect", vec![]).await);
+        }
         lines.push(outcome(
             "link",
             tokio::time::timeout(t, link(&mut c, &claim)).await,
@@ -173,8 +179,10 @@ async fn link(c: &mut ClusterClient<Channel>, claim: &str) -> Result<(), tonic::
         body: Some(frame::Body::Hello(Hello {
             node_id: claim.to_owned(),
             site: String::new(),
-            incarnation: 1,
-            connection: 1,
+            // Older than any real stream of the claimed node, so a node
+            // that admits it never lets it fence off that node's own link.
+            incarnation: 0,
+            connection: 0,
         })),
     };
     // Hello, then nothing: the stream stays open while we wait.

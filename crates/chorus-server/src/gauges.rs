@@ -55,9 +55,8 @@ pub async fn run(
                 }
             }
         }
-        let fatal = chorus_core::fatal::current();
         for component in ["storage", "archive"] {
-            let on = fatal.as_ref().is_some_and(|f| f.component == component);
+            let on = chorus_core::fatal::failed(component);
             metrics::gauge!("chorus_fatal_error", "component" => component).set(f64::from(u8::from(on)));
         }
     }
