@@ -219,6 +219,10 @@ impl ArchiveConfig {
     }
 }
 
+/// The default of `cluster.max_clock_skew_ms`: how far ahead of this
+/// node's clock a peer's timestamps may be.
+pub const DEFAULT_MAX_CLOCK_SKEW_MS: u64 = 60_000;
+
 /// `[cluster]`: this node's identity and its peers.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -258,7 +262,7 @@ impl Default for ClusterConfig {
             key_file: None,
             lease_ms: 3000,
             heartbeat_ms: 500,
-            max_clock_skew_ms: 60_000,
+            max_clock_skew_ms: DEFAULT_MAX_CLOCK_SKEW_MS,
             peers: Vec::new(),
         }
     }

@@ -4,9 +4,7 @@
 use chorus_core::credentials::Credentials;
 use chorus_core::hlc::{Clock, Version};
 use chorus_core::lww::Lww;
-use chorus_core::replication::{
-    ChangeListener, ChangeOrigin, DIGEST_BUCKETS, ReplItem, Table, bucket_of, item_digest,
-};
+use chorus_core::replication::{ChangeListener, ChangeOrigin, ReplItem, Table};
 use chorus_core::roster::RosterItem;
 use chorus_core::store::{OfflineMessage, Roster, Store, StoreError};
 use rocksdb::{ColumnFamily, DB, Direction, IteratorMode, Options, WriteBatch};
@@ -43,21 +41,21 @@ pub enum OpenError {
 }
 
 /// The default of `cluster.max_clock_skew_ms`.
-pub const DEFAULT_MAX_CLOCK_SKEW_MS: u64 = 60_000;
+pub const DEFAULT_MAX_CLOCK_SKEW_MS: u64 = chorus_core::config::DEFAULT_MAX_CLOCK_SKEW_MS;
 
 /// The RocksDB store. Cheap to share behind an `Arc`.
 pub struct RocksStore {
     pub(crate) db: DB,
     clock: Clock,
     /// Serializes read-modify-write sequences (quotas, merges).
-    rmw: Mutex<()>,
+    pub(crate) rmw: Mutex<()>,
     /// Serializes outbox sequence allocation: the next sequence per peer
     /// (loaded from disk on first use; staged writes may not be on disk yet).
     pub(crate) outbox_lock: Mutex<std::collections::HashMap<String, u64>>,
     /// Group commit of the writes that are acknowledged.
     pub(crate) durable: crate::durable::DurableWriter,
     /// Replicated items versioned further ahead of our clock are refused.
-    max_clock_skew_ms: std::sync::atomic::AtomicU64,
+    pub(crate) max_clock_skew_ms: std::sync::atomic::AtomicU64,
     listener: RwLock<Option<ChangeListener>>,
 }
 
@@ -131,13 +129,6 @@ impl RocksStore {
         }
     }
 
-    /// Sets how far ahead of this node's clock a replicated item's version
-    /// may be (`cluster.max_clock_skew_ms`).
-    pub fn set_max_clock_skew_ms(&self, ms: u64) {
-        self.max_clock_skew_ms
-            .store(ms, std::sync::atomic::Ordering::Relaxed);
-    }
-
     /// Writes `batch` and returns once it is on disk (group commit).
     pub(crate) fn write_durable(&self, batch: WriteBatch) -> Result<(), StoreError> {
         self.durable.write(&self.db, batch).map_err(StoreError::Io)
@@ -152,7 +143,7 @@ impl RocksStore {
         self.db.cf_handle(name).expect("column family created at open")
     }
 
-    fn tcf(&self, t: Table) -> &ColumnFamily {
+    pub(crate) fn tcf(&self, t: Table) -> &ColumnFamily {
         self.cf(t.name())
     }
 
@@ -178,7 +169,7 @@ impl RocksStore {
         Ok(out)
     }
 
-    fn register(&self, t: Table, key: &[u8]) -> Result<Option<Lww>, StoreError> {
+    pub(crate) fn register(&self, t: Table, key: &[u8]) -> Result<Option<Lww>, StoreError> {
         match self.db.get_cf(self.tcf(t), key).map_err(io)? {
             Some(b) => Lww::decode(&b).map(Some).ok_or_else(|| corrupt(t.name())),
             None => Ok(None),
@@ -253,7 +244,7 @@ impl RocksStore {
         Ok(last)
     }
 
-    fn notify(&self, items: &[ReplItem], origin: ChangeOrigin) {
+    pub(crate) fn notify(&self, items: &[ReplItem], origin: ChangeOrigin) {
         if items.is_empty() {
             return;
         }
@@ -261,77 +252,6 @@ impl RocksStore {
         if let Some(l) = l {
             l(items, origin);
         }
-    }
-
-    /// Merges items from a peer (last writer wins); returns those that
-    /// changed something here.
-    pub fn apply_remote(&self, items: &[ReplItem]) -> Result<Vec<ReplItem>, StoreError> {
-        let _g = self.rmw.lock().unwrap_or_else(|e| e.into_inner());
-        let mut batch = WriteBatch::default();
-        let mut changed = Vec::new();
-        let skew = self.max_clock_skew_ms.load(std::sync::atomic::Ordering::Relaxed);
-        let mut refused = 0u64;
-        for item in items {
-            if !self.clock.admits(item.lww.version.hlc, skew) {
-                refused += 1;
-                continue;
-            }
-            self.clock.observe(item.lww.version.hlc);
-            let current = self.register(item.table, &item.key)?;
-            let (_, took) = Lww::apply(current, item.lww.clone());
-            if took {
-                batch.put_cf(self.tcf(item.table), &item.key, item.lww.encode());
-                changed.push(item.clone());
-            }
-        }
-        if !changed.is_empty() {
-            // Peers still hold these; anti-entropy repairs a crash's loss.
-            self.db
-                .write_opt(batch, &crate::durable::unsynced())
-                .map_err(io)?;
-            self.notify(&changed, ChangeOrigin::Remote);
-        }
-        if refused > 0 {
-            // Anti-entropy offers them again; once our clock has caught up
-            // (a peer merely ahead) they are taken.
-            metrics::counter!("chorus_cluster_clock_skew_refused_total", "source" => "replication")
-                .increment(refused);
-            tracing::warn!(
-                refused,
-                max_clock_skew_ms = skew,
-                "refused replicated items versioned further ahead of this node's clock than allowed"
-            );
-        }
-        Ok(changed)
-    }
-
-    /// One digest per anti-entropy bucket of a table.
-    pub fn digests(&self, t: Table) -> Result<Vec<u64>, StoreError> {
-        let mut d = vec![0u64; DIGEST_BUCKETS as usize];
-        for item in self.db.iterator_cf(self.tcf(t), IteratorMode::Start) {
-            let (k, v) = item.map_err(io)?;
-            let lww = Lww::decode(&v).ok_or_else(|| corrupt(t.name()))?;
-            d[bucket_of(&k) as usize] ^= item_digest(&k, &lww);
-        }
-        Ok(d)
-    }
-
-    /// Every item (tombstones included) in the given buckets of a table.
-    pub fn items_in_buckets(&self, t: Table, buckets: &[u32]) -> Result<Vec<ReplItem>, StoreError> {
-        let wanted: std::collections::HashSet<u32> = buckets.iter().copied().collect();
-        let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.tcf(t), IteratorMode::Start) {
-            let (k, v) = item.map_err(io)?;
-            if wanted.contains(&bucket_of(&k)) {
-                let lww = Lww::decode(&v).ok_or_else(|| corrupt(t.name()))?;
-                out.push(ReplItem {
-                    table: t,
-                    key: k.to_vec(),
-                    lww,
-                });
-            }
-        }
-        Ok(out)
     }
 
     /// Increments and returns this node's incarnation number.
@@ -605,5 +525,6 @@ impl Store for RocksStore {
     }
 }
 
+mod replication;
 #[cfg(test)]
 mod tests;

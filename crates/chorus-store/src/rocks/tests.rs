@@ -2,6 +2,7 @@
 //! replicas through the anti-entropy primitives.
 
 use super::*;
+use chorus_core::replication::DIGEST_BUCKETS;
 use chorus_core::roster::Subscription;
 
 fn creds() -> Credentials {
@@ -240,19 +241,25 @@ fn tombstone_wins_over_older_write_and_listener_sees_changes() {
     assert!(seen.iter().all(|(_, o)| *o == ChangeOrigin::Remote));
 }
 
+/// A replica at node 1 that blocked one contact, and that block as
+/// replicated items.
+fn one_blocked_item() -> (tempfile::TempDir, Vec<ReplItem>) {
+    let d = tempfile::tempdir().expect("tempdir");
+    let a = open(d.path(), 1);
+    a.set_blocked("u", &["x@y".into()], true).expect("block");
+    let all: Vec<u32> = (0..DIGEST_BUCKETS).collect();
+    let items = a.items_in_buckets(Table::Blocks, &all).expect("items");
+    assert_eq!(items.len(), 1);
+    (d, items)
+}
+
 #[test]
 fn a_write_after_a_restart_beats_a_version_from_a_clock_ahead_peer() {
     // Found by chorus-sim (bug `blind-local-write`): the clock forgets what
     // it observed from peers when the node restarts.
-    let (d1, d2) = (
-        tempfile::tempdir().expect("tempdir"),
-        tempfile::tempdir().expect("tempdir"),
-    );
-    let a = open(d1.path(), 1);
-    a.set_blocked("u", &["x@y".into()], true).expect("block");
+    let d2 = tempfile::tempdir().expect("tempdir");
+    let (_d1, mut items) = one_blocked_item();
     let all: Vec<u32> = (0..DIGEST_BUCKETS).collect();
-    let mut items = a.items_in_buckets(Table::Blocks, &all).expect("items");
-    assert_eq!(items.len(), 1);
     // The peer's clock runs 50 s ahead (within cluster.max_clock_skew_ms).
     let ahead = chorus_core::hlc::Hlc::from_parts(items[0].lww.version.hlc.millis() + 50_000, 0);
     items[0].lww.version.hlc = ahead;
@@ -273,14 +280,9 @@ fn a_write_after_a_restart_beats_a_version_from_a_clock_ahead_peer() {
 
 #[test]
 fn items_versioned_beyond_the_skew_bound_are_refused_and_do_not_poison_the_clock() {
-    let (d1, d2) = (
-        tempfile::tempdir().expect("tempdir"),
-        tempfile::tempdir().expect("tempdir"),
-    );
-    let a = open(d1.path(), 1);
-    a.set_blocked("u", &["x@y".into()], true).expect("block");
+    let d2 = tempfile::tempdir().expect("tempdir");
+    let (_d1, honest) = one_blocked_item();
     let all: Vec<u32> = (0..DIGEST_BUCKETS).collect();
-    let honest = a.items_in_buckets(Table::Blocks, &all).expect("items");
     let b = open(d2.path(), 2);
     for poison in [
         chorus_core::hlc::Hlc::from_parts(honest[0].lww.version.hlc.millis() + 61_000, 0),
