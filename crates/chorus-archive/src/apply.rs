@@ -1,28 +1,44 @@
 //! Applying committed log entries to the archive state machine: every
-//! command's effect, written in one RocksDB batch per call (commands that
-//! read state flush the batch first, so they see earlier entries).
-//! `Audited` applies its audit entry and its action together, so a
-//! compliance action never lands without the entry that records it.
+//! command's effect, written in one RocksDB batch per call. A command that
+//! reads state (holds, retention, purges) first writes what the entries
+//! before it did, with their applied id, so it sees them and a crash in
+//! the middle re-applies from a whole entry.
+//!
+//! Every inserted record, audit entry and purge extends the hash chain
+//! (`chain.rs`) in this order. `Audited` applies its action first and then
+//! its audit entry, with the outcome (records purged and the policy used,
+//! or why the state machine refused) added to the entry's detail, so the
+//! trail says what happened, not only what was asked. Decisions that must
+//! not race (a hold id in use, a retention change that shortens a period,
+//! its approval by a second admin) are made here, identically everywhere.
 
-use crate::db::CF_AUDIT;
+use crate::chain::{Head, LinkKind, content_hash};
+use crate::db::{CF_AUDIT, CF_CHAIN, CF_IDS, CF_INDEX, CF_RECORDS};
 use crate::state_machine::{
-    ArchiveStateMachine, HOLD_PREFIX, KEY_APPLIED, KEY_MEMBERSHIP, KEY_NEXT, KEY_NEXT_AUDIT, KEY_RETENTION,
-    REMOVED_PREFIX, Result, write_err,
+    ArchiveStateMachine, HOLD_PREFIX, KEY_APPLIED, KEY_CHAIN_HEAD, KEY_MEMBERSHIP, KEY_NEXT, KEY_NEXT_AUDIT,
+    KEY_RETENTION, PENDING_PREFIX, REMOVED_PREFIX, Result, be_u64, index_keys, read_err, write_err,
 };
-use crate::types::{Command, Hold, Response, TypeConfig};
+use crate::types::{
+    AuditEntry, Command, DAY_MS, Hold, PendingRetention, Record, Response, Retention, TypeConfig,
+};
 use openraft::{Entry, EntryPayload, StoredMembership};
-use rocksdb::WriteBatch;
-use std::collections::{HashMap, HashSet};
+use rocksdb::{Direction, IteratorMode, WriteBatch};
+use std::collections::HashSet;
 
 /// The state of one `apply` call.
 struct Cursor {
     batch: WriteBatch,
     next: u64,
     next_audit: u64,
+    head: Head,
     pending: HashSet<String>,
-    holds: HashMap<String, Hold>,
-    purged_ids: Vec<String>,
     membership_touched: bool,
+}
+
+/// Who asked for an action and when (the enclosing audit entry).
+struct Actor<'a> {
+    name: &'a str,
+    at_ms: u64,
 }
 
 impl ArchiveStateMachine {
@@ -35,9 +51,8 @@ impl ArchiveStateMachine {
             batch: WriteBatch::default(),
             next: self.next_position()?,
             next_audit: self.get(KEY_NEXT_AUDIT)?.unwrap_or(0),
+            head: self.chain_head()?,
             pending: HashSet::new(),
-            holds: HashMap::new(),
-            purged_ids: Vec::new(),
             membership_touched: false,
         };
         let mut responses = Vec::new();
@@ -55,60 +70,46 @@ impl ArchiveStateMachine {
             self.put_json(&mut cx.batch, KEY_APPLIED, &e.log_id)?;
             responses.push(resp);
         }
-        self.put_json(&mut cx.batch, KEY_NEXT, &cx.next)?;
-        self.put_json(&mut cx.batch, KEY_NEXT_AUDIT, &cx.next_audit)?;
-        self.write(cx.batch)?;
-        if !cx.purged_ids.is_empty() {
-            self.purged
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend(cx.purged_ids);
-        }
+        self.flush(&mut cx)?;
         if cx.membership_touched {
             self.tell_removed();
         }
         Ok(responses)
     }
 
+    /// Writes the batch so far with the counters and the chain head.
+    fn flush(&self, cx: &mut Cursor) -> Result<()> {
+        self.put_json(&mut cx.batch, KEY_NEXT, &cx.next)?;
+        self.put_json(&mut cx.batch, KEY_NEXT_AUDIT, &cx.next_audit)?;
+        self.put_json(&mut cx.batch, KEY_CHAIN_HEAD, &cx.head)?;
+        self.write(std::mem::take(&mut cx.batch))
+    }
+
     fn apply_command(&self, cx: &mut Cursor, cmd: Command, resp: &mut Response) -> Result<()> {
         match cmd {
             Command::Append(records) => {
                 for r in &records {
-                    if self.insert(&mut cx.batch, &mut cx.pending, &mut cx.next, r)? {
+                    if self.insert(cx, r)? {
                         resp.inserted += 1;
                     }
                 }
             }
-            Command::PlaceHold(h) => {
-                self.put_json(&mut cx.batch, &[HOLD_PREFIX, h.id.as_bytes()].concat(), &h)?;
-                cx.holds.insert(h.id.clone(), h);
-            }
-            Command::ReleaseHold { id, by, at_ms } => self.release_hold(cx, id, by, at_ms, resp)?,
-            Command::SetRetention(r) => self.put_json(&mut cx.batch, KEY_RETENTION, &r)?,
-            Command::Purge { now_ms } => {
-                // Earlier entries of this call must be visible to the scan.
-                self.put_json(&mut cx.batch, KEY_NEXT, &cx.next)?;
-                self.write(std::mem::take(&mut cx.batch))?;
-                cx.holds.clear();
-                resp.purged = self.purge(&mut cx.batch, now_ms, &mut cx.purged_ids)?;
-            }
-            Command::Audit(a) => {
-                cx.batch.put_cf(
-                    self.cf(CF_AUDIT),
-                    cx.next_audit.to_be_bytes(),
-                    crate::codec::encode(&a).map_err(write_err)?,
-                );
-                cx.next_audit += 1;
-            }
-            Command::Audited { entry, action } => {
-                self.apply_command(cx, Command::Audit(entry), resp)?;
+            Command::Audit(a) => self.append_audit(cx, &a)?,
+            Command::Audited { mut entry, action } => {
                 if action.is_compliance_action() {
-                    self.apply_command(cx, *action, resp)?;
+                    let name = entry.actor.clone();
+                    let actor = Actor {
+                        name: &name,
+                        at_ms: entry.at_ms,
+                    };
+                    let outcome = self.apply_action(cx, *action, &actor, resp)?;
+                    entry.detail = with_outcome(&entry.detail, outcome, resp);
                 } else {
                     // Proposals are checked, so only a faulty leader gets
                     // here; every node skips the action alike.
                     tracing::error!("an audited command wrapped a non-compliance action; skipped");
                 }
+                self.append_audit(cx, &entry)?;
             }
             Command::Removed { id, removed } => {
                 let key = [REMOVED_PREFIX, &id.to_be_bytes()].concat();
@@ -119,30 +120,232 @@ impl ArchiveStateMachine {
                 }
                 cx.membership_touched = true;
             }
+            action => {
+                let actor = Actor { name: "", at_ms: 0 };
+                self.apply_action(cx, action, &actor, resp)?;
+            }
         }
         Ok(())
     }
 
-    fn release_hold(
+    /// Applies a compliance action; returns what to add to its audit entry.
+    fn apply_action(
+        &self,
+        cx: &mut Cursor,
+        cmd: Command,
+        actor: &Actor,
+        resp: &mut Response,
+    ) -> Result<Option<serde_json::Value>> {
+        // Earlier entries of this call must be visible to what follows.
+        self.flush(cx)?;
+        match cmd {
+            Command::PlaceHold(h) => {
+                let key = [HOLD_PREFIX, h.id.as_bytes()].concat();
+                if self.get::<Hold>(&key)?.is_some() {
+                    resp.refused = Some(format!("hold {} exists", h.id));
+                } else {
+                    self.put_json(&mut cx.batch, &key, &h)?;
+                }
+            }
+            Command::ReleaseHold { id, by, at_ms } => {
+                let key = [HOLD_PREFIX, id.as_bytes()].concat();
+                match self.get::<Hold>(&key)? {
+                    Some(mut h) => {
+                        h.released.get_or_insert((by, at_ms));
+                        self.put_json(&mut cx.batch, &key, &h)?;
+                    }
+                    None => resp.not_found = true,
+                }
+            }
+            Command::SetRetention(r) => {
+                if let Some(why) = self.retention()?.shortened_by(&r) {
+                    resp.refused = Some(format!(
+                        "{why}: a shorter retention needs a second admin's approval"
+                    ));
+                } else {
+                    self.put_json(&mut cx.batch, KEY_RETENTION, &r)?;
+                }
+            }
+            Command::ProposeRetention { id, policy } => {
+                self.propose_retention(cx, id, policy, actor, resp)?
+            }
+            Command::ApproveRetention { id } => self.approve_retention(cx, &id, actor, resp)?,
+            Command::CancelRetention { id } => {
+                let key = [PENDING_PREFIX, id.as_bytes()].concat();
+                if self.get::<PendingRetention>(&key)?.is_some() {
+                    cx.batch.delete_cf(self.cf(crate::db::CF_SM_META), key);
+                } else {
+                    resp.not_found = true;
+                }
+            }
+            Command::Purge { now_ms } => {
+                let policy = self.retention()?;
+                resp.purged = self.purge(cx, &policy, now_ms)?;
+                return Ok(Some(serde_json::json!({
+                    "purged": resp.purged, "judged_at_ms": now_ms, "policy": policy,
+                })));
+            }
+            Command::Append(_) | Command::Audit(_) | Command::Audited { .. } | Command::Removed { .. } => {}
+        }
+        Ok(None)
+    }
+
+    fn propose_retention(
         &self,
         cx: &mut Cursor,
         id: String,
-        by: String,
-        at_ms: u64,
+        policy: Retention,
+        actor: &Actor,
         resp: &mut Response,
     ) -> Result<()> {
-        let known = match cx.holds.get(&id) {
-            Some(h) => Some(h.clone()),
-            None => self.get::<Hold>(&[HOLD_PREFIX, id.as_bytes()].concat())?,
-        };
-        match known {
-            Some(mut h) => {
-                h.released.get_or_insert((by, at_ms));
-                self.put_json(&mut cx.batch, &[HOLD_PREFIX, id.as_bytes()].concat(), &h)?;
-                cx.holds.insert(id, h);
-            }
-            None => resp.not_found = true,
+        let key = [PENDING_PREFIX, id.as_bytes()].concat();
+        let base = self.retention()?;
+        if self.get::<PendingRetention>(&key)?.is_some() {
+            resp.refused = Some(format!("retention change {id} exists"));
+        } else if let Some(shortens) = base.shortened_by(&policy) {
+            let p = PendingRetention {
+                id,
+                policy,
+                base,
+                shortens,
+                proposed_by: actor.name.to_owned(),
+                proposed_ms: actor.at_ms,
+            };
+            self.put_json(&mut cx.batch, &key, &p)?;
+        } else {
+            // Nothing gets shorter: no second admin needed.
+            self.put_json(&mut cx.batch, KEY_RETENTION, &policy)?;
         }
         Ok(())
     }
+
+    fn approve_retention(&self, cx: &mut Cursor, id: &str, actor: &Actor, resp: &mut Response) -> Result<()> {
+        let key = [PENDING_PREFIX, id.as_bytes()].concat();
+        let Some(p) = self.get::<PendingRetention>(&key)? else {
+            resp.not_found = true;
+            return Ok(());
+        };
+        if actor.name.is_empty() || actor.name == p.proposed_by {
+            resp.refused = Some(format!(
+                "{} proposed retention change {id}; a second, different admin must approve it",
+                p.proposed_by
+            ));
+        } else if self.retention()? != p.base {
+            resp.refused = Some(format!(
+                "the retention policy changed since change {id} was proposed; propose it again"
+            ));
+        } else {
+            self.put_json(&mut cx.batch, KEY_RETENTION, &p.policy)?;
+            cx.batch.delete_cf(self.cf(crate::db::CF_SM_META), key);
+        }
+        Ok(())
+    }
+
+    /// Inserts a record unless its id is already known or was inserted
+    /// earlier in the same batch, and links it into the chain.
+    fn insert(&self, cx: &mut Cursor, r: &Record) -> Result<bool> {
+        if cx.pending.contains(&r.id) || self.position_of(&r.id)?.is_some() {
+            return Ok(false);
+        }
+        cx.pending.insert(r.id.clone());
+        let pos = cx.next;
+        self.put_record(&mut cx.batch, pos, r)?;
+        cx.batch
+            .put_cf(self.cf(CF_IDS), r.id.as_bytes(), pos.to_be_bytes());
+        cx.next += 1;
+        self.link(cx, LinkKind::Record, pos, &r.id, content_hash(r), "")?;
+        Ok(true)
+    }
+
+    fn append_audit(&self, cx: &mut Cursor, a: &AuditEntry) -> Result<()> {
+        let seq = cx.next_audit;
+        cx.batch.put_cf(
+            self.cf(CF_AUDIT),
+            seq.to_be_bytes(),
+            crate::codec::encode(a).map_err(write_err)?,
+        );
+        cx.next_audit += 1;
+        self.link(cx, LinkKind::Audit, seq, "", content_hash(a), "")
+    }
+
+    fn link(
+        &self,
+        cx: &mut Cursor,
+        kind: LinkKind,
+        at: u64,
+        id: &str,
+        content: String,
+        reason: &str,
+    ) -> Result<()> {
+        let n = cx.head.length;
+        let link = cx.head.link(kind, at, id, content, reason);
+        cx.batch.put_cf(
+            self.cf(CF_CHAIN),
+            n.to_be_bytes(),
+            crate::codec::encode(&link).map_err(write_err)?,
+        );
+        Ok(())
+    }
+
+    /// Deletes every record past its retention at `now_ms` that no active
+    /// hold covers, leaving a tombstone link for each; walks the time
+    /// index only as far as the shortest retention reaches.
+    fn purge(&self, cx: &mut Cursor, retention: &Retention, now_ms: u64) -> Result<u64> {
+        let Some(shortest) = retention.shortest_days() else {
+            return Ok(0);
+        };
+        let horizon = now_ms.saturating_sub(u64::from(shortest) * DAY_MS);
+        let holds: Vec<Hold> = self
+            .holds()?
+            .into_iter()
+            .filter(|h| h.released.is_none())
+            .collect();
+        let mut n = 0;
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_INDEX), IteratorMode::From(b"t", Direction::Forward))
+        {
+            let (k, _) = item.map_err(read_err)?;
+            if k.len() != 17 || k[0] != b't' {
+                break;
+            }
+            if be_u64(&k[1..9])? >= horizon {
+                break;
+            }
+            let pos = be_u64(&k[9..17])?;
+            let Some(r) = self.record_at(pos)? else { continue };
+            if !retention.expired(&r, now_ms) || holds.iter().any(|h| h.covers(&r)) {
+                continue;
+            }
+            cx.batch.delete_cf(self.cf(CF_RECORDS), pos.to_be_bytes());
+            for k in index_keys(&r, pos) {
+                cx.batch.delete_cf(self.cf(CF_INDEX), k);
+            }
+            let reason = format!("retention: {} days", retention.days_for(&r).unwrap_or_default());
+            self.link(cx, LinkKind::Tombstone, pos, &r.id, content_hash(&r), &reason)?;
+            n += 1;
+        }
+        Ok(n)
+    }
 }
+
+/// An audit entry's detail with the action's outcome added.
+fn with_outcome(detail: &str, outcome: Option<serde_json::Value>, resp: &Response) -> String {
+    let outcome = match (&resp.refused, resp.not_found, outcome) {
+        (Some(why), _, _) => serde_json::json!({ "refused": why }),
+        (None, true, _) => serde_json::json!({ "not_found": true }),
+        (None, false, Some(o)) => o,
+        (None, false, None) => return detail.to_owned(),
+    };
+    let mut v: serde_json::Value = serde_json::from_str(detail).unwrap_or(serde_json::Value::Null);
+    match v.as_object_mut() {
+        Some(m) => {
+            m.insert("outcome".into(), outcome);
+        }
+        None => v = serde_json::json!({ "request": v, "outcome": outcome }),
+    }
+    v.to_string()
+}
+
+#[cfg(test)]
+mod tests;

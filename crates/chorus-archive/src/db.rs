@@ -20,6 +20,9 @@ pub const CF_SM_META: &str = "sm_meta";
 pub const CF_INDEX: &str = "record_index";
 /// The audit trail by big-endian sequence.
 pub const CF_AUDIT: &str = "audit";
+/// The hash chain: one link per record, audit entry and tombstone, by
+/// big-endian link number (see `chain`).
+pub const CF_CHAIN: &str = "chain";
 /// This node's spool: records awaiting commit, by local sequence.
 pub const CF_SPOOL: &str = "spool";
 /// The spool's next sequence number.
@@ -63,6 +66,7 @@ pub fn open_with_spool(
             CF_SPOOL_META,
             CF_INDEX,
             CF_AUDIT,
+            CF_CHAIN,
         ],
     )
     .map_err(|e| OpenError {

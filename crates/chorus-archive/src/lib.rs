@@ -14,6 +14,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod apply;
+pub mod chain;
 pub mod codec;
 pub mod db;
 pub mod export;
@@ -23,5 +24,8 @@ pub mod search;
 pub mod snapshot;
 pub mod spool;
 pub mod state_machine;
+#[cfg(test)]
+mod testing;
 pub mod types;
+mod verify;
 mod view;

@@ -22,6 +22,8 @@ const INDEX_BATCH: usize = 20_000;
 const WRITER_MEMORY: usize = 64 * 1024 * 1024;
 /// The largest page a search returns.
 pub const SEARCH_LIMIT_MAX: usize = 1000;
+/// The largest offset a search accepts (deeper pages: narrow or export).
+pub const SEARCH_OFFSET_MAX: usize = 100_000;
 
 /// Why a search failed.
 #[derive(Debug, thiserror::Error)]
@@ -74,10 +76,14 @@ pub struct SearchPage {
     pub records: Vec<Record>,
 }
 
+/// How far the index got: records by position, tombstones by chain link.
 #[derive(Default, Serialize, Deserialize)]
 struct Progress {
     next: u64,
     generation: u64,
+    /// The next chain link to look at for tombstones.
+    #[serde(default)]
+    chain_next: u64,
 }
 
 struct Fields {
@@ -138,21 +144,28 @@ impl SearchIndex {
     }
 
     /// Indexes what the state machine applied since the last call and
-    /// forgets purged records; returns how many records it indexed.
+    /// forgets purged records; returns how many records it indexed. Purges
+    /// are read from the chain's tombstones and the progress is committed
+    /// with the deletions, so a crash never leaves purged text behind; the
+    /// segments holding deleted documents are then merged, which drops
+    /// their text from disk.
     pub fn catch_up(&self, sm: &ArchiveStateMachine) -> Result<usize, SearchError> {
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let mut progress = self.progress()?;
         let generation = sm.generation().map_err(ierr)?;
-        let purged = sm.take_purged();
-        let mut changed = !purged.is_empty();
+        let mut changed = false;
         if progress.generation != generation {
             writer.delete_all_documents().map_err(ierr)?;
-            progress = Progress { next: 0, generation };
+            progress = Progress {
+                next: 0,
+                generation,
+                chain_next: 0,
+            };
             changed = true;
         }
-        for id in purged {
-            writer.delete_term(Term::from_field_text(self.f.id, &id));
-        }
+        let chain_before = progress.chain_next;
+        let deleted = self.forget_tombstoned(&writer, sm, &mut progress)?;
+        changed |= progress.chain_next != chain_before;
         let mut total = 0;
         loop {
             let batch = sm.records_from(progress.next, INDEX_BATCH).map_err(ierr)?;
@@ -171,7 +184,55 @@ impl SearchIndex {
         if changed {
             self.commit(&mut writer, &progress)?;
         }
+        if deleted > 0 {
+            self.merge_deletes(&mut writer)?;
+        }
         Ok(total)
+    }
+
+    /// Deletes the documents of every record a tombstone since the last
+    /// call names; returns how many.
+    fn forget_tombstoned(
+        &self,
+        writer: &IndexWriter,
+        sm: &ArchiveStateMachine,
+        progress: &mut Progress,
+    ) -> Result<usize, SearchError> {
+        let mut deleted = 0;
+        loop {
+            let links = sm.chain_links(progress.chain_next, INDEX_BATCH).map_err(ierr)?;
+            let Some((last, _)) = links.last() else { break };
+            progress.chain_next = last + 1;
+            for (_, l) in &links {
+                if l.kind == crate::chain::LinkKind::Tombstone {
+                    writer.delete_term(Term::from_field_text(self.f.id, &l.id));
+                    deleted += 1;
+                }
+            }
+            if links.len() < INDEX_BATCH {
+                break;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Merges the segments that hold deleted documents, so their text is
+    /// gone from the files and not only hidden.
+    fn merge_deletes(&self, writer: &mut IndexWriter) -> Result<(), SearchError> {
+        let ids: Vec<tantivy::index::SegmentId> = self
+            .index
+            .searchable_segment_metas()
+            .map_err(ierr)?
+            .into_iter()
+            .filter(|m| m.has_deletes())
+            .map(|m| m.id())
+            .collect();
+        if !ids.is_empty() {
+            writer.merge(&ids).wait().map_err(ierr)?;
+            writer.garbage_collect_files().wait().map_err(ierr)?;
+            self.reader.reload().map_err(ierr)?;
+        }
+        Ok(())
     }
 
     fn commit(&self, writer: &mut IndexWriter, progress: &Progress) -> Result<(), SearchError> {
@@ -186,7 +247,8 @@ impl SearchIndex {
         d.add_text(self.f.id, &r.id);
         d.add_u64(self.f.pos, pos);
         d.add_u64(self.f.stamp, r.stamp_ms);
-        for p in r.participants() {
+        // Occupants too: a search for a user finds what they received in rooms.
+        for p in r.covered_users() {
             d.add_text(self.f.party, &p);
         }
         if let Some(room) = &r.room {
@@ -204,8 +266,64 @@ impl SearchIndex {
         d
     }
 
-    /// Runs a compliance search; records come from the state machine.
+    /// Runs a compliance search; records come from the state machine. The
+    /// offset is bounded ([`SEARCH_OFFSET_MAX`]): the index collects
+    /// offset + limit hits, so a caller's number must not size that.
     pub fn search(&self, sm: &ArchiveStateMachine, q: &SearchQuery) -> Result<SearchPage, SearchError> {
+        if q.offset > SEARCH_OFFSET_MAX {
+            return Err(SearchError::BadQuery(format!(
+                "offset {} is over {SEARCH_OFFSET_MAX}: narrow the search (dates, participants) or export it",
+                q.offset
+            )));
+        }
+        let query = self.query(q)?;
+        let limit = q.limit.clamp(1, SEARCH_LIMIT_MAX);
+        let searcher = self.reader.searcher();
+        let top = TopDocs::with_limit(limit)
+            .and_offset(q.offset)
+            .order_by_u64_field("stamp", Order::Asc);
+        let (hits, total) = searcher.search(&query, &(top, Count)).map_err(ierr)?;
+        let mut records = Vec::with_capacity(hits.len());
+        for (_, addr) in hits {
+            let doc: TantivyDocument = searcher.doc(addr).map_err(ierr)?;
+            let Some(pos) = doc.get_first(self.f.pos).and_then(|v| v.as_u64()) else {
+                continue;
+            };
+            if let Some(r) = sm.record_at(pos).map_err(ierr)? {
+                records.push(r);
+            }
+        }
+        Ok(SearchPage { total, records })
+    }
+
+    /// The archive positions of every record matching `q` (offset and
+    /// limit ignored), in position order; an error past `max` matches.
+    /// Exports read the records by position, in bounded batches.
+    pub fn positions(&self, q: &SearchQuery, max: usize) -> Result<Vec<u64>, SearchError> {
+        let query = self.query(q)?;
+        let searcher = self.reader.searcher();
+        let total = searcher.search(&query, &Count).map_err(ierr)?;
+        if total > max {
+            return Err(SearchError::BadQuery(format!(
+                "{total} records match, more than {max}: narrow the export"
+            )));
+        }
+        let docs = searcher
+            .search(&query, &tantivy::collector::DocSetCollector)
+            .map_err(ierr)?;
+        let mut out = Vec::with_capacity(docs.len());
+        for addr in docs {
+            let doc: TantivyDocument = searcher.doc(addr).map_err(ierr)?;
+            if let Some(pos) = doc.get_first(self.f.pos).and_then(|v| v.as_u64()) {
+                out.push(pos);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    fn query(&self, q: &SearchQuery) -> Result<Box<dyn Query>, SearchError> {
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         let term = |field: Field, text: &str| -> Box<dyn Query> {
             Box::new(TermQuery::new(
@@ -237,27 +355,10 @@ impl SearchIndex {
                 Box::new(RangeQuery::new(bound(q.start_ms), bound(q.end_ms))),
             ));
         }
-        let query: Box<dyn Query> = if clauses.is_empty() {
+        Ok(if clauses.is_empty() {
             Box::new(AllQuery)
         } else {
             Box::new(BooleanQuery::new(clauses))
-        };
-        let limit = q.limit.clamp(1, SEARCH_LIMIT_MAX);
-        let searcher = self.reader.searcher();
-        let top = TopDocs::with_limit(limit)
-            .and_offset(q.offset)
-            .order_by_u64_field("stamp", Order::Asc);
-        let (hits, total) = searcher.search(&query, &(top, Count)).map_err(ierr)?;
-        let mut records = Vec::with_capacity(hits.len());
-        for (_, addr) in hits {
-            let doc: TantivyDocument = searcher.doc(addr).map_err(ierr)?;
-            let Some(pos) = doc.get_first(self.f.pos).and_then(|v| v.as_u64()) else {
-                continue;
-            };
-            if let Some(r) = sm.record_at(pos).map_err(ierr)? {
-                records.push(r);
-            }
-        }
-        Ok(SearchPage { total, records })
+        })
     }
 }

@@ -17,10 +17,10 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-use crate::db::{CF_AUDIT, CF_IDS, CF_INDEX, CF_RECORDS, CF_SM_META};
+use crate::db::{CF_AUDIT, CF_CHAIN, CF_IDS, CF_INDEX, CF_RECORDS, CF_SM_META};
 use crate::state_machine::{
-    ArchiveStateMachine, HOLD_PREFIX, KEY_APPLIED, KEY_GENERATION, KEY_MEMBERSHIP, KEY_NEXT, KEY_NEXT_AUDIT,
-    KEY_RETENTION, REMOVED_PREFIX, Result, be_u64, read_err, write_err,
+    ArchiveStateMachine, HOLD_PREFIX, KEY_APPLIED, KEY_CHAIN_HEAD, KEY_GENERATION, KEY_MEMBERSHIP, KEY_NEXT,
+    KEY_NEXT_AUDIT, KEY_RETENTION, PENDING_PREFIX, REMOVED_PREFIX, Result, be_u64, read_err, write_err,
 };
 use chorus_store::durable::{synced, unsynced};
 use openraft::{BasicNode, SnapshotMeta, StorageError, StorageIOError};
@@ -184,6 +184,9 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     end
 }
 
+/// The state machine's metadata rows kept under key prefixes.
+const META_PREFIXES: [&[u8]; 3] = [HOLD_PREFIX, REMOVED_PREFIX, PENDING_PREFIX];
+
 /// Above every key of the row column families (ids are UTF-8, positions
 /// and sequences eight bytes, index keys start with a letter).
 const ROWS_END: [u8; 32] = [0xff; 32];
@@ -200,6 +203,7 @@ impl ArchiveStateMachine {
             next: snap_get(self, &snap, KEY_NEXT)?.unwrap_or(0),
             next_audit: snap_get(self, &snap, KEY_NEXT_AUDIT)?.unwrap_or(0),
             retention: snap_get(self, &snap, KEY_RETENTION)?.unwrap_or_default(),
+            chain: snap_get(self, &snap, KEY_CHAIN_HEAD)?.unwrap_or_default(),
         };
         let tmp = self.snapshots.temp("build");
         let out = BufWriter::with_capacity(
@@ -259,7 +263,12 @@ impl ArchiveStateMachine {
             let a = crate::codec::decode(&v).map_err(read_err)?;
             w.frame(&Frame::Audit(be_u64(&k)?, a)).map_err(e)?;
         }
-        for prefix in [HOLD_PREFIX, REMOVED_PREFIX] {
+        for item in snap.iterator_cf(self.cf(CF_CHAIN), IteratorMode::Start) {
+            let (k, v) = item.map_err(read_err)?;
+            let l = crate::codec::decode(&v).map_err(read_err)?;
+            w.frame(&Frame::Chain(be_u64(&k)?, l)).map_err(e)?;
+        }
+        for prefix in META_PREFIXES {
             let mode = IteratorMode::From(prefix, Direction::Forward);
             for item in snap.iterator_cf(self.cf(CF_SM_META), mode) {
                 let (k, v) = item.map_err(read_err)?;
@@ -268,6 +277,8 @@ impl ArchiveStateMachine {
                 }
                 let f = if prefix == HOLD_PREFIX {
                     Frame::Hold(crate::codec::decode(&v).map_err(read_err)?)
+                } else if prefix == PENDING_PREFIX {
+                    Frame::Pending(crate::codec::decode(&v).map_err(read_err)?)
                 } else {
                     Frame::Removed(be_u64(&k[prefix.len()..])?)
                 };
@@ -312,7 +323,7 @@ impl ArchiveStateMachine {
     /// rows written without an fsync of their own are on disk.
     fn flush_rows(&self) -> Result<()> {
         let opts = rocksdb::FlushOptions::default();
-        for cf in [CF_RECORDS, CF_IDS, CF_INDEX, CF_AUDIT, CF_SM_META] {
+        for cf in [CF_RECORDS, CF_IDS, CF_INDEX, CF_AUDIT, CF_CHAIN, CF_SM_META] {
             self.db.flush_cf_opt(self.cf(cf), &opts).map_err(write_err)?;
         }
         Ok(())
@@ -354,10 +365,10 @@ impl ArchiveStateMachine {
         };
         let mut batch = WriteBatch::default();
         self.put_json(&mut batch, KEY_INSTALLING, &r)?;
-        for cf in [CF_RECORDS, CF_IDS, CF_INDEX, CF_AUDIT] {
+        for cf in [CF_RECORDS, CF_IDS, CF_INDEX, CF_AUDIT, CF_CHAIN] {
             batch.delete_range_cf(self.cf(cf), [].as_slice(), ROWS_END.as_slice());
         }
-        for prefix in [HOLD_PREFIX, REMOVED_PREFIX] {
+        for prefix in META_PREFIXES {
             batch.delete_range_cf(self.cf(CF_SM_META), prefix, prefix_end(prefix).as_slice());
         }
         self.db.write_opt(batch, &synced()).map_err(write_err)?;
@@ -367,6 +378,7 @@ impl ArchiveStateMachine {
         self.put_json(&mut batch, KEY_RETENTION, &header.retention)?;
         self.put_json(&mut batch, KEY_NEXT, &header.next)?;
         self.put_json(&mut batch, KEY_NEXT_AUDIT, &header.next_audit)?;
+        self.put_json(&mut batch, KEY_CHAIN_HEAD, &header.chain)?;
         self.put_json(&mut batch, KEY_GENERATION, &(self.generation()? + 1))?;
         match &meta.last_log_id {
             Some(l) => self.put_json(&mut batch, KEY_APPLIED, l)?,
@@ -405,6 +417,14 @@ impl ArchiveStateMachine {
                     [REMOVED_PREFIX, &id.to_be_bytes()].concat(),
                     [],
                 ),
+                Frame::Chain(n, l) => batch.put_cf(
+                    self.cf(CF_CHAIN),
+                    n.to_be_bytes(),
+                    crate::codec::encode(&l).map_err(write_err)?,
+                ),
+                Frame::Pending(p) => {
+                    self.put_json(&mut batch, &[PENDING_PREFIX, p.id.as_bytes()].concat(), &p)?
+                }
             }
             rows += 1;
             if rows >= INSTALL_BATCH_ROWS || batch.size_in_bytes() >= INSTALL_BATCH_BYTES {

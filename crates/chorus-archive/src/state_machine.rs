@@ -12,7 +12,7 @@
 //! `t<stamp><pos>` for every record (retention scans).
 
 use crate::db::{CF_AUDIT, CF_IDS, CF_INDEX, CF_RECORDS, CF_SM_META};
-use crate::types::{AuditEntry, DAY_MS, Hold, Record, RecordKind, Response, Retention, TypeConfig};
+use crate::types::{AuditEntry, Hold, PendingRetention, Record, RecordKind, Response, Retention, TypeConfig};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     BasicNode, Entry, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
@@ -20,7 +20,6 @@ use openraft::{
 };
 use rocksdb::{DB, Direction, IteratorMode, WriteBatch};
 use serde::Serialize;
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 pub(crate) const KEY_APPLIED: &[u8] = b"last_applied";
@@ -31,6 +30,8 @@ pub(crate) const KEY_RETENTION: &[u8] = b"retention";
 pub(crate) const KEY_GENERATION: &[u8] = b"generation";
 pub(crate) const HOLD_PREFIX: &[u8] = b"hold/";
 pub(crate) const REMOVED_PREFIX: &[u8] = b"removed/";
+pub(crate) const PENDING_PREFIX: &[u8] = b"pending-retention/";
+pub(crate) const KEY_CHAIN_HEAD: &[u8] = b"chain_head";
 
 pub(crate) type Result<T> = std::result::Result<T, StorageError<u64>>;
 
@@ -46,8 +47,6 @@ pub(crate) fn write_err(e: impl std::error::Error + 'static) -> StorageError<u64
 #[derive(Clone)]
 pub struct ArchiveStateMachine {
     pub(crate) db: Arc<DB>,
-    /// Ids purged since the search index last looked.
-    pub(crate) purged: Arc<Mutex<Vec<String>>>,
     /// Told the removed members whenever they may have changed.
     pub(crate) removed_listener: Arc<std::sync::OnceLock<RemovedListener>>,
     /// Where snapshot files live.
@@ -85,7 +84,6 @@ impl ArchiveStateMachine {
         let snapshots = crate::snapshot::SnapshotDir::open(snapshot_dir).map_err(write_err)?;
         let sm = ArchiveStateMachine {
             db,
-            purged: Arc::new(Mutex::new(Vec::new())),
             removed_listener: Arc::new(std::sync::OnceLock::new()),
             snapshots: Arc::new(snapshots),
             snapshot_lock: Arc::new(Mutex::new(())),
@@ -119,11 +117,6 @@ impl ArchiveStateMachine {
     /// index then rebuilds).
     pub fn generation(&self) -> Result<u64> {
         Ok(self.get(KEY_GENERATION)?.unwrap_or(0))
-    }
-
-    /// Takes the ids purged since the last call.
-    pub fn take_purged(&self) -> Vec<String> {
-        std::mem::take(&mut *self.purged.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Record and audit-entry counts and a SHA-256 digest over every record
@@ -253,6 +246,45 @@ impl ArchiveStateMachine {
         Ok(out)
     }
 
+    /// Retention changes waiting for a second admin.
+    pub fn pending_retention(&self) -> Result<Vec<PendingRetention>> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(
+            self.cf(CF_SM_META),
+            IteratorMode::From(PENDING_PREFIX, Direction::Forward),
+        ) {
+            let (k, v) = item.map_err(read_err)?;
+            if !k.starts_with(PENDING_PREFIX) {
+                break;
+            }
+            out.push(crate::codec::decode(&v).map_err(read_err)?);
+        }
+        Ok(out)
+    }
+
+    /// The hash chain's head (one read: cheap enough for every status
+    /// request).
+    pub fn chain_head(&self) -> Result<crate::chain::Head> {
+        Ok(self.get(KEY_CHAIN_HEAD)?.unwrap_or_default())
+    }
+
+    /// Up to `limit` chain links from link number `from` on.
+    pub fn chain_links(&self, from: u64, limit: usize) -> Result<Vec<(u64, crate::chain::Link)>> {
+        let mut out = Vec::new();
+        let start = from.to_be_bytes();
+        for item in self.db.iterator_cf(
+            self.cf(crate::db::CF_CHAIN),
+            IteratorMode::From(&start, Direction::Forward),
+        ) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item.map_err(read_err)?;
+            out.push((be_u64(&k)?, crate::codec::decode(&v).map_err(read_err)?));
+        }
+        Ok(out)
+    }
+
     /// The retention policy in force.
     pub fn retention(&self) -> Result<Retention> {
         Ok(self.get(KEY_RETENTION)?.unwrap_or_default())
@@ -294,67 +326,6 @@ impl ArchiveStateMachine {
             batch.put_cf(self.cf(CF_INDEX), k, []);
         }
         Ok(())
-    }
-
-    /// Inserts a record unless its id is already known or was inserted
-    /// earlier in the same batch (`pending`).
-    pub(crate) fn insert(
-        &self,
-        batch: &mut WriteBatch,
-        pending: &mut HashSet<String>,
-        next: &mut u64,
-        r: &Record,
-    ) -> Result<bool> {
-        if pending.contains(&r.id) || self.position_of(&r.id)?.is_some() {
-            return Ok(false);
-        }
-        pending.insert(r.id.clone());
-        self.put_record(batch, *next, r)?;
-        batch.put_cf(self.cf(CF_IDS), r.id.as_bytes(), next.to_be_bytes());
-        *next += 1;
-        Ok(true)
-    }
-
-    /// Deletes every record past its retention at `now_ms` that no active
-    /// hold covers; walks the time index only as far as the shortest
-    /// retention reaches.
-    pub(crate) fn purge(&self, batch: &mut WriteBatch, now_ms: u64, purged: &mut Vec<String>) -> Result<u64> {
-        let retention = self.retention()?;
-        let Some(shortest) = retention.shortest_days() else {
-            return Ok(0);
-        };
-        let horizon = now_ms.saturating_sub(u64::from(shortest) * DAY_MS);
-        let holds: Vec<Hold> = self
-            .holds()?
-            .into_iter()
-            .filter(|h| h.released.is_none())
-            .collect();
-        let mut n = 0;
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_INDEX), IteratorMode::From(b"t", Direction::Forward))
-        {
-            let (k, _) = item.map_err(read_err)?;
-            if k.len() != 17 || k[0] != b't' {
-                break;
-            }
-            let stamp = be_u64(&k[1..9])?;
-            if stamp >= horizon {
-                break;
-            }
-            let pos = be_u64(&k[9..17])?;
-            let Some(r) = self.record_at(pos)? else { continue };
-            if !retention.expired(&r, now_ms) || holds.iter().any(|h| h.covers(&r)) {
-                continue;
-            }
-            batch.delete_cf(self.cf(CF_RECORDS), pos.to_be_bytes());
-            for k in index_keys(&r, pos) {
-                batch.delete_cf(self.cf(CF_INDEX), k);
-            }
-            purged.push(r.id);
-            n += 1;
-        }
-        Ok(n)
     }
 
     /// Writes without forcing an fsync: the Raft log is synced, and after a

@@ -44,7 +44,7 @@ impl Hold {
         if self.start_ms.is_some_and(|s| r.stamp_ms < s) || self.end_ms.is_some_and(|e| r.stamp_ms > e) {
             return false;
         }
-        let parts = r.participants();
+        let parts = r.covered_users();
         self.users.iter().any(|u| parts.contains(u))
             || r.room.as_ref().is_some_and(|room| self.rooms.contains(room))
     }
@@ -72,7 +72,7 @@ impl Retention {
     /// name its participants or room, else the default; `None` is forever.
     pub fn days_for(&self, r: &Record) -> Option<u32> {
         let mut specific: Vec<u32> = r
-            .participants()
+            .covered_users()
             .iter()
             .filter_map(|p| self.users.get(p).copied())
             .collect();
@@ -100,6 +100,76 @@ impl Retention {
             .chain(self.rooms.values().copied())
             .min()
     }
+
+    /// Why `new` would keep some record for less time than this policy
+    /// does, or `None` when it keeps every record at least as long. That
+    /// holds when the default does not shrink (no default is forever),
+    /// every rule stays with at least as many days, and every new rule is
+    /// at least the old default (a rule on one participant decides a
+    /// record, whatever the default says). Anything else needs a second
+    /// admin's approval.
+    pub fn shortened_by(&self, new: &Retention) -> Option<String> {
+        let at_least = |new: Option<u32>, old: Option<u32>| match (new, old) {
+            (_, None) => new.is_none(),
+            (None, Some(_)) => true,
+            (Some(n), Some(o)) => n >= o,
+        };
+        if new.default_days.is_none() && new.users.is_empty() && new.rooms.is_empty() {
+            return None; // everything kept forever
+        }
+        if !at_least(new.default_days, self.default_days) {
+            return Some(format!(
+                "the default retention goes from {} to {}",
+                days_text(self.default_days),
+                days_text(new.default_days)
+            ));
+        }
+        for (what, old, new) in [
+            ("user", &self.users, &new.users),
+            ("room", &self.rooms, &new.rooms),
+        ] {
+            for (jid, days) in old {
+                match new.get(jid) {
+                    None => return Some(format!("the rule for {what} {jid} ({days} days) goes")),
+                    Some(n) if n < days => {
+                        return Some(format!("{what} {jid} goes from {days} to {n} days"));
+                    }
+                    Some(_) => {}
+                }
+            }
+            for (jid, days) in new {
+                if !old.contains_key(jid) && !at_least(Some(*days), self.default_days) {
+                    return Some(format!(
+                        "a new rule keeps {what} {jid} {days} days, less than the default ({})",
+                        days_text(self.default_days)
+                    ));
+                }
+            }
+        }
+        None
+    }
+}
+
+fn days_text(d: Option<u32>) -> String {
+    d.map_or_else(|| "forever".to_owned(), |d| format!("{d} days"))
+}
+
+/// A retention change that shortens a period, waiting for a second admin.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRetention {
+    /// Its id.
+    pub id: String,
+    /// The policy it would put in force.
+    pub policy: Retention,
+    /// The policy in force when it was proposed (approval is refused if
+    /// the policy changed since).
+    pub base: Retention,
+    /// Why it counts as a shortening.
+    pub shortens: String,
+    /// The admin who proposed it.
+    pub proposed_by: String,
+    /// When (ms).
+    pub proposed_ms: u64,
 }
 
 /// One entry of the audit trail.
@@ -117,6 +187,10 @@ pub struct AuditEntry {
     pub detail: String,
     /// The node that served the action.
     pub node: String,
+    /// The address the request came from (empty for the system's own
+    /// actions and entries older than this field).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub addr: String,
 }
 
 /// A command proposed to the archive's Raft group.
@@ -124,7 +198,7 @@ pub struct AuditEntry {
 pub enum Command {
     /// Append a batch of records shipped from one node's spool.
     Append(Vec<Record>),
-    /// Place a legal hold (replaces a hold with the same id).
+    /// Place a legal hold (refused if a hold with the same id exists).
     PlaceHold(Hold),
     /// Release a hold.
     ReleaseHold {
@@ -135,8 +209,30 @@ pub enum Command {
         /// When (ms).
         at_ms: u64,
     },
-    /// Replace the retention policy.
+    /// Replace the retention policy, if the new one keeps every record at
+    /// least as long (anything shorter needs [`Command::ProposeRetention`]
+    /// and a second admin's [`Command::ApproveRetention`]).
     SetRetention(Retention),
+    /// Propose a retention policy that shortens a period; the enclosing
+    /// audit entry's actor is the proposer.
+    ProposeRetention {
+        /// The change's id.
+        id: String,
+        /// The policy.
+        policy: Retention,
+    },
+    /// Approve a proposed change; refused unless the enclosing audit
+    /// entry's actor differs from the proposer and the policy is still
+    /// the one it was proposed against.
+    ApproveRetention {
+        /// The change's id.
+        id: String,
+    },
+    /// Withdraw a proposed change.
+    CancelRetention {
+        /// The change's id.
+        id: String,
+    },
     /// Purge every record past its retention at `now_ms` that no active
     /// hold covers; every site computes the same set.
     Purge {
@@ -172,6 +268,9 @@ impl Command {
             Command::PlaceHold(_)
                 | Command::ReleaseHold { .. }
                 | Command::SetRetention(_)
+                | Command::ProposeRetention { .. }
+                | Command::ApproveRetention { .. }
+                | Command::CancelRetention { .. }
                 | Command::Purge { .. }
         )
     }
@@ -184,9 +283,14 @@ pub struct Response {
     pub inserted: u32,
     /// Records purged.
     pub purged: u64,
-    /// The command named a hold that does not exist.
+    /// The command named a hold or change that does not exist.
     #[serde(default)]
     pub not_found: bool,
+    /// The state machine refused the action (a hold id in use, a
+    /// shortening without a second admin, ...), and why; its audit entry
+    /// still records the attempt.
+    #[serde(default)]
+    pub refused: Option<String>,
 }
 
 openraft::declare_raft_types!(

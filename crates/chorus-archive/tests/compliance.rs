@@ -5,7 +5,7 @@
 
 use chorus_archive::search::{SearchIndex, SearchQuery};
 use chorus_archive::state_machine::ArchiveStateMachine;
-use chorus_archive::types::{Command, DAY_MS, Hold, Record, Retention, TypeConfig};
+use chorus_archive::types::{AuditEntry, Command, DAY_MS, Hold, Record, Retention, TypeConfig};
 use chorus_core::archive::{ArchiveError, MamQuery};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
@@ -84,6 +84,35 @@ fn conversation() -> Vec<Record> {
         ));
     }
     v
+}
+
+/// An admin proposes a policy (every first policy shortens "forever")...
+fn propose_retention(policy: Retention) -> Command {
+    Command::Audited {
+        entry: AuditEntry {
+            actor: "admin-1".into(),
+            action: "retention.propose".into(),
+            ..AuditEntry::default()
+        },
+        action: Box::new(Command::ProposeRetention {
+            id: "change-1".into(),
+            policy,
+        }),
+    }
+}
+
+/// ... and a second admin approves it.
+fn approve_retention() -> Command {
+    Command::Audited {
+        entry: AuditEntry {
+            actor: "admin-2".into(),
+            action: "retention.approve".into(),
+            ..AuditEntry::default()
+        },
+        action: Box::new(Command::ApproveRetention {
+            id: "change-1".into(),
+        }),
+    }
 }
 
 fn ids(records: &[Record]) -> Vec<&str> {
@@ -307,7 +336,8 @@ async fn retention_purges_exactly_the_unheld_expired_records() {
     };
     let r = m
         .apply(vec![
-            Command::SetRetention(retention),
+            propose_retention(retention),
+            approve_retention(),
             Command::PlaceHold(hold),
             // Judged 31 days later: everything of Alice and Bob's except
             // the held a-4..a-6 goes; Carol's stay.
@@ -316,7 +346,7 @@ async fn retention_purges_exactly_the_unheld_expired_records() {
             },
         ])
         .await;
-    assert_eq!(r[2].purged, 7);
+    assert_eq!(r[3].purged, 7);
     let left: Vec<String> =
         m.sm.records()
             .expect("records")
@@ -356,14 +386,14 @@ async fn retention_purges_exactly_the_unheld_expired_records() {
 
 #[tokio::test]
 async fn snapshots_carry_positions_holds_and_audit_exactly() {
-    use chorus_archive::types::AuditEntry;
     let mut a = Machine::new();
     a.apply(vec![
         Command::Append(conversation()),
-        Command::SetRetention(Retention {
+        propose_retention(Retention {
             default_days: Some(1),
             ..Retention::default()
         }),
+        approve_retention(),
         Command::PlaceHold(Hold {
             id: "h".into(),
             users: vec!["carol@x".into()],
@@ -392,7 +422,10 @@ async fn snapshots_carry_positions_holds_and_audit_exactly() {
         .await
         .expect("install");
     assert_eq!(a.sm.digest().expect("digest"), b.sm.digest().expect("digest"));
-    assert_eq!(b.sm.audit(0, 10).expect("audit")[0].1.actor, "officer");
+    let trail = b.sm.audit(0, 10).expect("audit");
+    let actors: Vec<&str> = trail.iter().map(|(_, e)| e.actor.as_str()).collect();
+    assert_eq!(actors, ["admin-1", "admin-2", "officer"]);
+    assert_eq!(a.sm.chain_head().expect("head"), b.sm.chain_head().expect("head"));
     assert_eq!(b.sm.holds().expect("holds").len(), 1);
     // Indexes were rebuilt: MAM works on the installed copy.
     let p = b.sm.mam(&q("carol@x", 10), &[]).expect("page");
@@ -459,10 +492,11 @@ async fn full_text_search_finds_by_words_participants_and_dates() {
     assert_eq!((page.total, ids(&page.records)), (10, vec!["a-8", "a-9"]));
     // A purge reaches the index too.
     m.apply(vec![
-        Command::SetRetention(Retention {
+        propose_retention(Retention {
             default_days: Some(1),
             ..Retention::default()
         }),
+        approve_retention(),
         Command::Purge {
             now_ms: T0 + 2 * DAY_MS,
         },
@@ -532,7 +566,8 @@ async fn rooms_are_a_scope_for_search_holds_and_retention() {
     retention.rooms.insert(room.into(), 1);
     let r = m
         .apply(vec![
-            Command::SetRetention(retention),
+            propose_retention(retention),
+            approve_retention(),
             Command::PlaceHold(Hold {
                 id: "room-hold".into(),
                 rooms: vec![room.into()],
@@ -544,7 +579,7 @@ async fn rooms_are_a_scope_for_search_holds_and_retention() {
             },
         ])
         .await;
-    assert_eq!(r[2].purged, 1, "only r-2: r-1 is held, d-1 has ten days");
+    assert_eq!(r[3].purged, 1, "only r-2: r-1 is held, d-1 has ten days");
     let left: Vec<String> =
         m.sm.records()
             .expect("records")

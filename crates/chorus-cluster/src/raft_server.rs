@@ -78,6 +78,7 @@ pub async fn handle(
         "append" => {
             let req: AppendEntriesRequest<TypeConfig> = parse(&msg.json)?;
             speaks_for(from, req.vote.leader_id().voted_for(), "log append")?;
+            purges_within_skew(&req.entries, from, chorus_core::time::now_millis())?;
             chorus_archive::codec::encode(&raft.append_entries(req).await)
         }
         "vote" => {
@@ -173,6 +174,9 @@ pub fn admit_forwarded(cmd: Command, from: &Forwarder, now_ms: u64) -> Result<Co
         }
         Command::Audited { mut entry, action } if action.is_compliance_action() => {
             ahead(entry.at_ms, "an audit entry")?;
+            if let Some(at) = action_time(&action) {
+                ahead(at, "a compliance action's time")?;
+            }
             entry.node = from.node_id.to_owned();
             Ok(Command::Audited { entry, action })
         }
@@ -182,6 +186,47 @@ pub fn admit_forwarded(cmd: Command, from: &Forwarder, now_ms: u64) -> Result<Co
             command_name(&other)
         ))),
     }
+}
+
+/// The time a compliance action is judged at, where it carries one: a
+/// purge deletes what expired by then, so a time ahead of ours would
+/// purge early.
+fn action_time(c: &Command) -> Option<u64> {
+    match c {
+        Command::Purge { now_ms } => Some(*now_ms),
+        Command::ReleaseHold { at_ms, .. } => Some(*at_ms),
+        Command::PlaceHold(h) => Some(h.created_ms),
+        Command::Audited { action, .. } => action_time(action),
+        _ => None,
+    }
+}
+
+/// Refuses a log append (from the leader) carrying a purge judged further
+/// ahead of our clock than the skew bound: a leader whose clock runs ahead
+/// cannot get an early purge committed by followers whose clocks do not.
+/// The leader retries the append, and it succeeds once our clock is there.
+pub fn purges_within_skew(
+    entries: &[openraft::Entry<TypeConfig>],
+    from: &Forwarder,
+    now_ms: u64,
+) -> Result<(), HandleError> {
+    let horizon = now_ms.saturating_add(from.max_clock_skew_ms);
+    for e in entries {
+        if let openraft::EntryPayload::Normal(cmd) = &e.payload
+            && let Some(at) = action_time(cmd).filter(|at| *at > horizon)
+        {
+            metrics::counter!("chorus_cluster_clock_skew_refused_total", "source" => "archive").increment(1);
+            return Err(refused(format!(
+                "a compliance action from {} at log index {} is judged {} ms ahead of this node's clock \
+                 (cluster.max_clock_skew_ms is {})",
+                from.node_id,
+                e.log_id.index,
+                at - now_ms,
+                from.max_clock_skew_ms
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a forwarded membership change: it may name only configured
@@ -221,6 +266,7 @@ pub fn admit_member_change(
         action: "members.change".into(),
         detail: serde_json::to_string(&change).unwrap_or_default(),
         node: from.node_id.to_owned(),
+        addr: from.member.addr.clone(),
     };
     Ok((change, entry))
 }
@@ -237,7 +283,10 @@ fn command_name(c: &Command) -> &'static str {
         Command::Append(_) => "records",
         Command::PlaceHold(_) => "an unaudited hold",
         Command::ReleaseHold { .. } => "an unaudited hold release",
-        Command::SetRetention(_) => "an unaudited retention change",
+        Command::SetRetention(_)
+        | Command::ProposeRetention { .. }
+        | Command::ApproveRetention { .. }
+        | Command::CancelRetention { .. } => "an unaudited retention change",
         Command::Purge { .. } => "an unaudited purge",
         Command::Audit(_) => "an audit entry",
         Command::Audited { .. } => "an audited non-compliance command",

@@ -41,6 +41,9 @@ pub struct ArchiveRecord {
     pub thread: Option<String>,
     /// The room's bare JID for room messages.
     pub room: Option<String>,
+    /// For a room message: the bare JIDs of the occupants it was delivered
+    /// to (holds and retention on a user cover what they received in rooms).
+    pub occupants: Vec<String>,
 }
 
 /// One record as the archive stores it.
@@ -70,22 +73,30 @@ pub struct Record {
     /// The room's bare JID for room messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
+    /// For a room message: the bare JIDs of the occupants it was delivered
+    /// to when it was sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub occupants: Vec<String>,
 }
 
 impl Record {
-    /// The record of an accepted message, before the archive numbers it.
+    /// The record of an accepted message, before the archive numbers it;
+    /// JIDs normalized (RFC 7622), so a hold on an account covers what was
+    /// addressed to it in any case.
     pub fn accepted(r: ArchiveRecord, site: &str) -> Record {
+        use crate::jids::normalized_or_raw;
         Record {
             id: String::new(),
-            from: r.from,
-            to: r.to,
+            from: normalized_or_raw(&r.from),
+            to: normalized_or_raw(&r.to),
             site: site.to_owned(),
             stamp_ms: r.stamp_ms,
             xml: r.xml,
             kind: r.kind,
             body: r.body,
             thread: r.thread,
-            room: r.room,
+            room: r.room.map(|room| normalized_or_raw(&room)),
+            occupants: r.occupants.iter().map(|o| normalized_or_raw(o)).collect(),
         }
     }
 
@@ -104,6 +115,18 @@ impl Record {
             let b = bare(j).to_owned();
             if !b.is_empty() && !out.contains(&b) {
                 out.push(b);
+            }
+        }
+        out
+    }
+
+    /// Everyone whose records this is for holds and retention: the
+    /// participants and, for a room message, the occupants it reached.
+    pub fn covered_users(&self) -> Vec<String> {
+        let mut out = self.participants();
+        for o in &self.occupants {
+            if !out.contains(o) {
+                out.push(o.clone());
             }
         }
         out

@@ -195,6 +195,9 @@ pub struct ArchiveConfig {
     pub mam_page_max: usize,
     /// How often the Raft leader runs retention (proposes a purge).
     pub retention_interval_secs: u64,
+    /// The shortest retention, in days, any policy may set: a floor fixed
+    /// in the configuration, which no API call can lower.
+    pub retention_min_days: u32,
 }
 
 impl Default for ArchiveConfig {
@@ -208,6 +211,7 @@ impl Default for ArchiveConfig {
             exclude: vec![ArchiveExclusion::ChatStates, ArchiveExclusion::Errors],
             mam_page_max: 100,
             retention_interval_secs: 3600,
+            retention_min_days: 1,
         }
     }
 }
@@ -622,6 +626,12 @@ impl Config {
             return Err((
                 "archive.retention_interval_secs",
                 "must be greater than zero".into(),
+            ));
+        }
+        if self.archive.retention_min_days == 0 {
+            return Err((
+                "archive.retention_min_days",
+                "must be at least 1 (a policy of zero days would purge records as they arrive)".into(),
             ));
         }
         for t in &self.api.tokens {

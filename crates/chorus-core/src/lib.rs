@@ -9,6 +9,7 @@ pub mod failpoint;
 pub mod fatal;
 pub mod group_commit;
 pub mod hlc;
+pub mod jids;
 pub mod lww;
 pub mod mem_store;
 pub mod replication;

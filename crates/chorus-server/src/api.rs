@@ -2,10 +2,14 @@
 //! HTTP listener next to the probes. Bearer tokens come from `[api]`
 //! (stored as SHA-256 digests); the `compliance` role searches, views
 //! conversations, manages holds, exports and reads the audit trail; the
-//! `admin` role manages membership and the retention policy. Both read the
-//! digest and the retention policy.
+//! `admin` role manages membership and the retention policy (a shortening
+//! needs a second admin's approval). Both read the digest, the chain, the
+//! retention policy and verify the chain. Every call that shows content or
+//! changes anything is audited with the caller's address.
 
-use crate::compliance::{Caller, Compliance, ComplianceError, ExportFormat, ExportSource, HoldRequest};
+use crate::compliance::{
+    Caller, Compliance, ComplianceError, ExportFormat, ExportSource, HoldRequest, RetentionChange,
+};
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -41,6 +45,16 @@ pub fn routes(compliance: Option<Arc<Compliance>>, tokens: Vec<ApiToken>) -> Rou
         .route("/api/v1/archive/holds/{id}/release", post(release_hold))
         .route("/api/v1/archive/retention", get(retention).put(set_retention))
         .route("/api/v1/archive/retention/run", post(run_retention))
+        .route(
+            "/api/v1/archive/retention/changes/{id}/approve",
+            post(approve_retention),
+        )
+        .route(
+            "/api/v1/archive/retention/changes/{id}/cancel",
+            post(cancel_retention),
+        )
+        .route("/api/v1/archive/verify", get(verify))
+        .route("/api/v1/archive/chain", get(chain))
         .route("/api/v1/archive/export", get(export))
         .route("/api/v1/archive/audit", get(audit))
         .route("/api/v1/archive/digest", get(digest))
@@ -72,6 +86,7 @@ impl From<ComplianceError> for ApiError {
         let status = match &e {
             ComplianceError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ComplianceError::NotFound(_) => StatusCode::NOT_FOUND,
+            ComplianceError::Conflict(_) => StatusCode::CONFLICT,
             ComplianceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError(status, e.to_string())
@@ -93,15 +108,37 @@ async fn not_found() -> ApiError {
     ApiError(StatusCode::NOT_FOUND, "no such API endpoint".into())
 }
 
+/// A request's headers and the address it came from.
+struct Ctx {
+    headers: HeaderMap,
+    addr: String,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Ctx {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let addr = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<chorus_admin::PeerAddr>>()
+            .map(|c| c.0.0.to_string())
+            .unwrap_or_default();
+        Ok(Ctx {
+            headers: parts.headers.clone(),
+            addr,
+        })
+    }
+}
+
 /// Checks the bearer token against `roles`; returns the caller and the
 /// archive's compliance side.
-fn authorize(
-    s: &ApiState,
-    headers: &HeaderMap,
-    roles: &[ApiRole],
-) -> Result<(Caller, Arc<Compliance>), ApiError> {
+fn authorize(s: &ApiState, cx: &Ctx, roles: &[ApiRole]) -> Result<(Caller, Arc<Compliance>), ApiError> {
     use sha2::{Digest, Sha256};
-    let token = headers
+    let token = cx
+        .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
@@ -129,6 +166,7 @@ fn authorize(
         Caller {
             name: t.name.clone(),
             role: t.role,
+            addr: cx.addr.clone(),
         },
         c,
     ))
@@ -205,8 +243,8 @@ fn records_json(records: &[chorus_archive::types::Record]) -> Vec<serde_json::Va
         .collect()
 }
 
-async fn search(State(s): State<ApiState>, headers: HeaderMap, p: Params<SearchParams>) -> ApiResult {
-    let (who, c) = authorize(&s, &headers, COMPLIANCE)?;
+async fn search(State(s): State<ApiState>, cx: Ctx, p: Params<SearchParams>) -> ApiResult {
+    let (who, c) = authorize(&s, &cx, COMPLIANCE)?;
     let p = params(p)?;
     let page = c.search(&who, p.query()?).await?;
     ok(json!({ "total": page.total, "records": records_json(&page.records) }))
@@ -224,12 +262,8 @@ struct ConversationParams {
     limit: Option<usize>,
 }
 
-async fn conversation(
-    State(s): State<ApiState>,
-    headers: HeaderMap,
-    p: Params<ConversationParams>,
-) -> ApiResult {
-    let (who, c) = authorize(&s, &headers, COMPLIANCE)?;
+async fn conversation(State(s): State<ApiState>, cx: Ctx, p: Params<ConversationParams>) -> ApiResult {
+    let (who, c) = authorize(&s, &cx, COMPLIANCE)?;
     let p = params(p)?;
     let (owner, with) = match (&p.room, &p.user, &p.with) {
         (Some(room), None, None) => (room.clone(), None),
@@ -254,55 +288,82 @@ async fn conversation(
     ok(json!({ "records": records_json(&records), "complete": complete }))
 }
 
-async fn holds(State(s): State<ApiState>, headers: HeaderMap) -> ApiResult {
-    let (_, c) = authorize(&s, &headers, COMPLIANCE)?;
-    ok(json!({ "holds": c.holds()? }))
+async fn holds(State(s): State<ApiState>, cx: Ctx) -> ApiResult {
+    let (who, c) = authorize(&s, &cx, COMPLIANCE)?;
+    ok(json!({ "holds": c.holds(&who).await? }))
 }
 
-async fn place_hold(State(s): State<ApiState>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult {
-    let (who, c) = authorize(&s, &headers, COMPLIANCE)?;
+async fn place_hold(State(s): State<ApiState>, cx: Ctx, body: axum::body::Bytes) -> ApiResult {
+    let (who, c) = authorize(&s, &cx, COMPLIANCE)?;
     let req: HoldRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad hold: {e}")))?;
     let hold = c.place_hold(&who, req).await?;
     Ok((StatusCode::CREATED, axum::Json(json!({ "hold": hold }))).into_response())
 }
 
-async fn release_hold(State(s): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    let (who, c) = authorize(&s, &headers, COMPLIANCE)?;
+async fn release_hold(State(s): State<ApiState>, cx: Ctx, Path(id): Path<String>) -> ApiResult {
+    let (who, c) = authorize(&s, &cx, COMPLIANCE)?;
     c.release_hold(&who, &id).await?;
     ok(json!({ "released": id }))
 }
 
-async fn retention(State(s): State<ApiState>, headers: HeaderMap) -> ApiResult {
-    let (_, c) = authorize(&s, &headers, ANYONE)?;
-    ok(json!({ "retention": c.retention()? }))
+async fn retention(State(s): State<ApiState>, cx: Ctx) -> ApiResult {
+    let (who, c) = authorize(&s, &cx, ANYONE)?;
+    ok(c.retention(&who).await?)
 }
 
-async fn set_retention(State(s): State<ApiState>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult {
-    let (who, c) = authorize(&s, &headers, ADMIN)?;
+async fn set_retention(State(s): State<ApiState>, cx: Ctx, body: axum::body::Bytes) -> ApiResult {
+    let (who, c) = authorize(&s, &cx, ADMIN)?;
     let r: Retention = serde_json::from_slice(&body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad retention policy: {e}")))?;
-    c.set_retention(&who, r.clone()).await?;
-    ok(json!({ "retention": r }))
+    match c.set_retention(&who, r).await? {
+        RetentionChange::Applied(r) => ok(json!({ "retention": r })),
+        RetentionChange::Pending(p) => Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(json!({
+                "pending": p,
+                "note": "this shortens a retention period: a second admin must approve it",
+            })),
+        )
+            .into_response()),
+    }
+}
+
+async fn approve_retention(State(s): State<ApiState>, cx: Ctx, Path(id): Path<String>) -> ApiResult {
+    let (who, c) = authorize(&s, &cx, ADMIN)?;
+    ok(json!({ "retention": c.approve_retention(&who, &id).await?, "approved": id }))
+}
+
+async fn cancel_retention(State(s): State<ApiState>, cx: Ctx, Path(id): Path<String>) -> ApiResult {
+    let (who, c) = authorize(&s, &cx, ADMIN)?;
+    c.cancel_retention(&who, &id).await?;
+    ok(json!({ "cancelled": id }))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RunParams {
-    /// Judge expiry as of this time (default: now).
+    /// Refused: expiry is judged at the archive's committed time.
     at: Option<String>,
 }
 
-async fn run_retention(State(s): State<ApiState>, headers: HeaderMap, p: Params<RunParams>) -> ApiResult {
-    let (who, c) = authorize(&s, &headers, ADMIN)?;
+async fn run_retention(State(s): State<ApiState>, cx: Ctx, p: Params<RunParams>) -> ApiResult {
+    let (who, c) = authorize(&s, &cx, ADMIN)?;
     let p = params(p)?;
-    let now = time(&p.at, "at")?.unwrap_or_else(chorus_core::time::now_millis);
-    let purged = c.purge(&who, now).await?;
+    if p.at.is_some() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "at: retention is judged at the archive's committed time, never a caller's; \
+             records go only once their retention has passed"
+                .into(),
+        ));
+    }
+    let purged = c.purge(&who).await?;
     ok(json!({ "purged": purged }))
 }
 
-async fn export(State(s): State<ApiState>, headers: HeaderMap, p: Params<SearchParams>) -> ApiResult {
-    let (who, c) = authorize(&s, &headers, COMPLIANCE)?;
+async fn export(State(s): State<ApiState>, cx: Ctx, p: Params<SearchParams>) -> ApiResult {
+    let (who, c) = authorize(&s, &cx, COMPLIANCE)?;
     let p = params(p)?;
     let format = match p.format.as_deref().unwrap_or("jsonl") {
         "jsonl" => ExportFormat::Jsonl,
@@ -343,16 +404,17 @@ struct AuditParams {
     limit: Option<usize>,
 }
 
-async fn audit(State(s): State<ApiState>, headers: HeaderMap, p: Params<AuditParams>) -> ApiResult {
-    let (_, c) = authorize(&s, &headers, COMPLIANCE)?;
+async fn audit(State(s): State<ApiState>, cx: Ctx, p: Params<AuditParams>) -> ApiResult {
+    let (who, c) = authorize(&s, &cx, COMPLIANCE)?;
     let p = params(p)?;
     let entries: Vec<serde_json::Value> = c
-        .audit_trail(p.from.unwrap_or(0), p.limit.unwrap_or(100))?
+        .audit_trail(&who, p.from.unwrap_or(0), p.limit.unwrap_or(100))
+        .await?
         .into_iter()
         .map(|(seq, e)| {
             json!({
                 "seq": seq, "time": chorus_core::time::xep0082(e.at_ms), "actor": e.actor,
-                "role": e.role, "action": e.action, "node": e.node,
+                "role": e.role, "action": e.action, "node": e.node, "addr": e.addr,
                 "detail": serde_json::from_str::<serde_json::Value>(&e.detail).unwrap_or_default(),
             })
         })
@@ -360,14 +422,30 @@ async fn audit(State(s): State<ApiState>, headers: HeaderMap, p: Params<AuditPar
     ok(json!({ "entries": entries }))
 }
 
-async fn digest(State(s): State<ApiState>, headers: HeaderMap) -> ApiResult {
-    let (_, c) = authorize(&s, &headers, ANYONE)?;
+async fn digest(State(s): State<ApiState>, cx: Ctx) -> ApiResult {
+    let (_, c) = authorize(&s, &cx, ANYONE)?;
     ok(c.digest()?)
 }
 
-async fn members(State(s): State<ApiState>, headers: HeaderMap) -> ApiResult {
-    let (_, c) = authorize(&s, &headers, ADMIN)?;
-    ok(c.members())
+async fn verify(State(s): State<ApiState>, cx: Ctx) -> ApiResult {
+    let (who, c) = authorize(&s, &cx, ANYONE)?;
+    ok(c.verify(&who).await?)
+}
+
+async fn chain(State(s): State<ApiState>, cx: Ctx, p: Params<AuditParams>) -> ApiResult {
+    let (_, c) = authorize(&s, &cx, ANYONE)?;
+    let p = params(p)?;
+    let links: Vec<serde_json::Value> = c
+        .chain_links(p.from.unwrap_or(0), p.limit.unwrap_or(100))?
+        .into_iter()
+        .map(|(n, l)| json!({ "link": n, "entry": l }))
+        .collect();
+    ok(json!({ "head": c.digest()?["chain"], "links": links }))
+}
+
+async fn members(State(s): State<ApiState>, cx: Ctx) -> ApiResult {
+    let (who, c) = authorize(&s, &cx, ADMIN)?;
+    ok(c.members_audited(&who).await?)
 }
 
 #[derive(Deserialize)]
@@ -379,11 +457,11 @@ struct AddParams {
 
 async fn add_member(
     State(s): State<ApiState>,
-    headers: HeaderMap,
+    cx: Ctx,
     Path(id): Path<String>,
     p: Params<AddParams>,
 ) -> ApiResult {
-    let (who, c) = authorize(&s, &headers, ADMIN)?;
+    let (who, c) = authorize(&s, &cx, ADMIN)?;
     let p = params(p)?;
     let voter = match p.role.as_deref().unwrap_or("voter") {
         "voter" => true,
@@ -399,13 +477,13 @@ async fn add_member(
     ok(json!({ "result": msg, "members": c.members() }))
 }
 
-async fn remove_member(State(s): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    let (who, c) = authorize(&s, &headers, ADMIN)?;
+async fn remove_member(State(s): State<ApiState>, cx: Ctx, Path(id): Path<String>) -> ApiResult {
+    let (who, c) = authorize(&s, &cx, ADMIN)?;
     let msg = c.change_member(&who, &id, None).await?;
     ok(json!({ "result": msg, "members": c.members() }))
 }
 
-async fn whoami(State(s): State<ApiState>, headers: HeaderMap) -> ApiResult {
-    let (who, _) = authorize(&s, &headers, ANYONE)?;
+async fn whoami(State(s): State<ApiState>, cx: Ctx) -> ApiResult {
+    let (who, _) = authorize(&s, &cx, ANYONE)?;
     ok(json!({ "name": who.name, "role": format!("{:?}", who.role).to_lowercase() }))
 }

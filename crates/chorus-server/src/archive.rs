@@ -120,6 +120,7 @@ pub async fn start(config: &Config, tls: Option<&ClusterTls>) -> anyhow::Result<
         node_id: me.clone(),
         domain: config.server.domain.clone(),
         peers: all_nodes_by_name(config),
+        retention_min_days: config.archive.retention_min_days,
     });
     let status = status_fn(raft.clone(), sm.clone(), archive.clone());
     Ok(ArchiveRuntime {
@@ -168,8 +169,9 @@ async fn run_retention(
             actor: "retention-schedule".into(),
             role: "system".into(),
             action: "retention.run".into(),
-            detail: serde_json::json!({ "now_ms": now_ms, "scheduled": true }).to_string(),
+            detail: serde_json::json!({ "scheduled": true }).to_string(),
             node: raft_node_name.clone(),
+            addr: String::new(),
         };
         let purge = Command::Audited {
             entry,

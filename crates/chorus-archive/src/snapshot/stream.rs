@@ -32,6 +32,9 @@ pub(crate) struct Header {
     /// The next audit sequence number.
     pub next_audit: u64,
     pub retention: Retention,
+    /// The hash chain's head.
+    #[serde(default)]
+    pub chain: crate::chain::Head,
 }
 
 /// One unit of a snapshot.
@@ -48,6 +51,10 @@ pub(crate) enum Frame {
     Audit(u64, AuditEntry),
     /// The Raft id of a member an operator removed.
     Removed(u64),
+    /// A link of the hash chain with its number.
+    Chain(u64, crate::chain::Link),
+    /// A retention change waiting for a second admin.
+    Pending(crate::types::PendingRetention),
 }
 
 /// Writes frames, hashing as it goes.

@@ -4,45 +4,10 @@
 //! carried along.
 
 use super::*;
-use crate::types::{AuditEntry, Command, Hold, Record, Retention, TypeConfig};
+use crate::testing::{Machine, open};
+use crate::types::{AuditEntry, Command, Hold, Record, Retention};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
-use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 use tokio::io::AsyncWriteExt;
-
-struct Machine {
-    sm: ArchiveStateMachine,
-    index: u64,
-    dir: tempfile::TempDir,
-}
-
-fn open(dir: &Path) -> ArchiveStateMachine {
-    crate::db::open(&dir.join("archive")).expect("open").1
-}
-
-impl Machine {
-    fn new() -> Machine {
-        let dir = tempfile::tempdir().expect("tempdir");
-        Machine {
-            sm: open(dir.path()),
-            index: 0,
-            dir,
-        }
-    }
-
-    async fn apply(&mut self, cmds: Vec<Command>) {
-        let entries: Vec<Entry<TypeConfig>> = cmds
-            .into_iter()
-            .map(|c| {
-                self.index += 1;
-                Entry {
-                    log_id: LogId::new(CommittedLeaderId::new(1, 0), self.index),
-                    payload: EntryPayload::Normal(c),
-                }
-            })
-            .collect();
-        self.sm.apply(entries).await.expect("apply");
-    }
-}
 
 fn rec(i: u64) -> Record {
     Record {
@@ -71,6 +36,20 @@ async fn populated(records: u64) -> Machine {
             default_days: Some(3650),
             ..Retention::default()
         }),
+        // Refused (it shortens "forever"), so it is only proposed.
+        Command::Audited {
+            entry: AuditEntry {
+                actor: "admin".into(),
+                ..AuditEntry::default()
+            },
+            action: Box::new(Command::ProposeRetention {
+                id: "c1".into(),
+                policy: Retention {
+                    default_days: Some(3650),
+                    ..Retention::default()
+                },
+            }),
+        },
         Command::Audit(AuditEntry {
             actor: "officer".into(),
             action: "search".into(),
@@ -106,6 +85,9 @@ fn state(sm: &ArchiveStateMachine) -> impl PartialEq + std::fmt::Debug {
         sm.audit(0, 100).expect("audit"),
         sm.next_position().expect("next"),
         sm.records().expect("records"),
+        sm.pending_retention().expect("pending"),
+        sm.chain_head().expect("chain head"),
+        sm.chain_links(0, 10_000).expect("chain"),
     )
 }
 
@@ -116,6 +98,11 @@ async fn a_snapshot_streams_into_an_identical_replica() {
     b.apply(vec![Command::Append(vec![rec(9999)])]).await;
     send(&mut a, &mut b, |_| {}).await.expect("install");
     assert_eq!(state(&a.sm), state(&b.sm));
+    assert_eq!(b.sm.pending_retention().expect("pending").len(), 1);
+    assert!(
+        b.sm.verify_chain().expect("verify").ok(),
+        "the chain verifies on the replica"
+    );
     assert_eq!(
         b.sm.removed_members().expect("removed"),
         vec![7],
@@ -134,7 +121,7 @@ async fn a_snapshot_streams_into_an_identical_replica() {
     assert_eq!(b.sm.mam(&q, &[]).expect("mam").records.len(), 5);
     // The installed snapshot is b's current one, and serves b's followers.
     let (r, _) = b.sm.current_snapshot().expect("current").expect("one");
-    assert_eq!(r.meta.last_log_id.map(|l| l.index), Some(5));
+    assert_eq!(r.meta.last_log_id.map(|l| l.index), Some(6));
 }
 
 #[tokio::test]

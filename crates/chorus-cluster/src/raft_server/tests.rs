@@ -150,3 +150,37 @@ fn compliance_actions_travel_only_with_their_audit_entry() {
     };
     assert!(check(smuggled).expect_err("must be refused").refused);
 }
+
+#[test]
+fn a_forwarded_purge_judged_in_the_future_is_refused() {
+    // An admin's forwarded purge "as of" next year would delete records
+    // whose retention has not run out.
+    let purge = |now_ms| Command::Audited {
+        entry: entry(NOW, "x"),
+        action: Box::new(Command::Purge { now_ms }),
+    };
+    assert!(check(purge(NOW)).is_ok());
+    let e = check(purge(NOW + 365 * 86_400_000)).expect_err("must be refused");
+    assert!(e.refused && e.reason.contains("ahead"), "{}", e.reason);
+}
+
+#[test]
+fn a_log_append_with_a_purge_ahead_of_our_clock_is_refused() {
+    use openraft::{Entry, EntryPayload, LogId};
+    let at = |index, cmd| Entry::<TypeConfig> {
+        log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(cmd),
+    };
+    let purge = |now_ms| Command::Audited {
+        entry: entry(NOW, "leader"),
+        action: Box::new(Command::Purge { now_ms }),
+    };
+    let ok = vec![at(1, purge(NOW + 60_000)), at(2, Command::Append(vec![]))];
+    assert!(from_lon_1(|f| purges_within_skew(&ok, f, NOW)).is_ok());
+    let early = vec![
+        at(1, Command::Append(vec![])),
+        at(2, purge(NOW + 31 * 86_400_000)),
+    ];
+    let e = from_lon_1(|f| purges_within_skew(&early, f, NOW)).expect_err("must be refused");
+    assert!(e.refused && e.reason.contains("log index 2"), "{}", e.reason);
+}

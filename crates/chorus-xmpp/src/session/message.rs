@@ -224,6 +224,7 @@ impl Session {
             body,
             thread: el.get_child("thread", ns::CLIENT).map(|t| t.text()),
             room: None,
+            occupants: Vec::new(),
         };
         match self.ctx.archive.append(record) {
             Ok(Some(id)) => {

@@ -538,6 +538,8 @@ impl Session {
                 body,
                 thread: el.get_child("thread", ns::CLIENT).map(|t| t.text()),
                 room: Some(room_jid.clone()),
+                // Who receives it: a hold on any of them covers it.
+                occupants: occupant_accounts(occupants),
             };
             if self.ctx.archive.enabled() {
                 match self.ctx.archive.append(record) {
@@ -595,6 +597,7 @@ impl Session {
                 // A private message is one-to-one: it belongs to the two
                 // occupants' archives, not to the room's history.
                 room: None,
+                occupants: Vec::new(),
             };
             if let Err(e) = self.ctx.archive.append(record) {
                 tracing::warn!(error = %e, "archive refused a private room message");
@@ -1290,4 +1293,16 @@ pub fn occupants_gone(ctx: &crate::context::Context, gone: &[String]) {
             }
         }
     }
+}
+
+/// The distinct bare JIDs (accounts) of a room's occupants.
+fn occupant_accounts(occupants: &[Occupant]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for o in occupants {
+        let b = chorus_core::archive::bare(&o.jid).to_owned();
+        if !out.contains(&b) {
+            out.push(b);
+        }
+    }
+    out
 }

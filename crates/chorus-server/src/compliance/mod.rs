@@ -1,24 +1,32 @@
 //! The compliance operations behind the HTTP API and `chorus archive`:
-//! search, conversation view, legal holds, retention, exports, the audit
-//! trail, the digest and archive membership. Every search, conversation
-//! view, export and hold action is first committed to the audit trail
-//! through Raft: without a quorum there is no unaudited access, and the
-//! caller is told to retry or ask another site.
+//! search, conversation view, legal holds, retention (`retention.rs`),
+//! exports (`exports.rs`), the audit trail, the chain and its verification,
+//! the digest and archive membership. Every action an officer or admin
+//! takes is committed to the audit trail through Raft with who, when, from
+//! which address and what was asked: a change travels with its entry in
+//! one command; a read is answered only once its entry (with the result
+//! count) is committed. Without a quorum there is no unaudited access, and
+//! the caller is told to retry or ask another site. Only the counts and
+//! hashes (digest, chain head) are read without an entry: they show no
+//! content.
 
-use chorus_archive::export;
+mod exports;
+mod retention;
+
+pub use exports::{ExportFormat, ExportSource};
+pub use retention::RetentionChange;
+
 use chorus_archive::search::{SEARCH_LIMIT_MAX, SearchIndex, SearchPage, SearchQuery};
 use chorus_archive::state_machine::ArchiveStateMachine;
-use chorus_archive::types::{AuditEntry, Command, Hold, Record, Retention};
+use chorus_archive::types::{AuditEntry, Command, Hold, Record};
 use chorus_cluster::archive::{MemberChange, change_members, propose};
 use chorus_cluster::raft_net::{ArchiveRaft, NetworkFactory, raft_id};
 use chorus_core::archive::{ArchiveError, MamQuery};
 use chorus_core::config::ApiRole;
+use chorus_core::jids;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-
-/// Records an export may carry.
-pub const EXPORT_RECORDS_MAX: usize = 1_000_000;
 
 /// Who is calling (from their API token).
 #[derive(Clone, Debug)]
@@ -27,6 +35,8 @@ pub struct Caller {
     pub name: String,
     /// The token's role.
     pub role: ApiRole,
+    /// The address the request came from.
+    pub addr: String,
 }
 
 /// Why an operation failed; maps to an HTTP status.
@@ -38,6 +48,10 @@ pub enum ComplianceError {
     /// Nothing by that name.
     #[error("{0}")]
     NotFound(String),
+    /// The archive refused the action as it stands (a hold id in use, a
+    /// retention change needing a second admin, ...).
+    #[error("{0}")]
+    Conflict(String),
     /// The archive cannot commit (no quorum) or read.
     #[error("{0}")]
     Unavailable(String),
@@ -72,24 +86,6 @@ pub struct HoldRequest {
     pub end_ms: Option<u64>,
 }
 
-/// What to export.
-#[derive(Clone, Debug)]
-pub enum ExportSource {
-    /// The records a search finds.
-    Search(SearchQuery),
-    /// The records a hold covers.
-    Hold(String),
-}
-
-/// An export's format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExportFormat {
-    /// JSON Lines.
-    Jsonl,
-    /// A tar of RFC 5322 `.eml` files, one per conversation and day.
-    Eml,
-}
-
 /// The compliance side of one node's archive.
 pub struct Compliance {
     /// The Raft node.
@@ -106,6 +102,8 @@ pub struct Compliance {
     pub domain: String,
     /// Every configured node's cluster address by node id.
     pub peers: BTreeMap<String, String>,
+    /// `archive.retention_min_days`.
+    pub retention_min_days: u32,
 }
 
 impl Compliance {
@@ -113,7 +111,8 @@ impl Compliance {
         propose(&self.raft, &self.net, cmd).await.map_err(unavailable)
     }
 
-    /// Commits an audit entry; fails (and so refuses the action) without a quorum.
+    /// Commits the audit entry of a read (with how many results it gives)
+    /// before the caller sees them; fails without a quorum.
     async fn audit(&self, who: &Caller, action: &str, detail: serde_json::Value) -> Result<()> {
         self.commit(Command::Audit(self.audit_entry(who, action, detail)))
             .await
@@ -122,7 +121,8 @@ impl Compliance {
     }
 
     /// Commits a compliance action together with its audit entry (one Raft
-    /// command: both apply, or neither).
+    /// command: both apply, or neither); the state machine's refusal is a
+    /// conflict, a missing hold or change not found.
     async fn audited(
         &self,
         who: &Caller,
@@ -131,11 +131,16 @@ impl Compliance {
         cmd: Command,
     ) -> Result<chorus_archive::types::Response> {
         let entry = self.audit_entry(who, action, detail);
-        self.commit(Command::Audited {
-            entry,
-            action: Box::new(cmd),
-        })
-        .await
+        let r = self
+            .commit(Command::Audited {
+                entry,
+                action: Box::new(cmd),
+            })
+            .await?;
+        match &r.refused {
+            Some(why) => Err(ComplianceError::Conflict(why.clone())),
+            None => Ok(r),
+        }
     }
 
     fn audit_entry(&self, who: &Caller, action: &str, detail: serde_json::Value) -> AuditEntry {
@@ -146,6 +151,7 @@ impl Compliance {
             action: action.to_owned(),
             detail: detail.to_string(),
             node: self.node_id.clone(),
+            addr: who.addr.clone(),
         }
     }
 
@@ -160,44 +166,59 @@ impl Compliance {
     }
 
     /// A page of search results.
-    pub async fn search(&self, who: &Caller, q: SearchQuery) -> Result<SearchPage> {
-        self.audit(who, "search", serde_json::to_value(&q).unwrap_or_default())
-            .await?;
-        self.blocking(move |index, sm| {
-            // Make what is committed locally searchable before answering.
-            index.catch_up(sm).map_err(unavailable)?;
-            index.search(sm, &q).map_err(|e| match e {
-                chorus_archive::search::SearchError::BadQuery(m) => ComplianceError::BadRequest(m),
-                e => unavailable(e),
+    pub async fn search(&self, who: &Caller, mut q: SearchQuery) -> Result<SearchPage> {
+        q.participants = jids::bare_all(&q.participants).map_err(ComplianceError::BadRequest)?;
+        q.room = q.room.as_deref().map(normalized_bare).transpose()?;
+        let query = q.clone();
+        let page = self
+            .blocking(move |index, sm| {
+                // Make what is committed locally searchable before answering.
+                index.catch_up(sm).map_err(unavailable)?;
+                index.search(sm, &query).map_err(search_error)
             })
-        })
-        .await
+            .await?;
+        let mut detail = serde_json::to_value(&q).unwrap_or_default();
+        detail["results"] = page.records.len().into();
+        detail["total"] = page.total.into();
+        self.audit(who, "search", detail).await?;
+        Ok(page)
     }
 
     /// The conversation between two users (or in a room), oldest first.
-    pub async fn conversation(&self, who: &Caller, q: MamQuery) -> Result<(Vec<Record>, bool)> {
+    pub async fn conversation(&self, who: &Caller, mut q: MamQuery) -> Result<(Vec<Record>, bool)> {
+        q.owner = normalized_bare(&q.owner)?;
+        if let Some(w) = &q.with {
+            jids::bare(w).map_err(ComplianceError::BadRequest)?;
+            q.with = Some(jids::normalized_or_raw(w.trim()));
+        }
+        let page = self.sm.mam(&q, &[]).map_err(|e| match e {
+            ArchiveError::NotFound(id) => ComplianceError::NotFound(format!("no record {id}")),
+            e => unavailable(e),
+        })?;
         self.audit(
             who,
             "conversation",
             serde_json::json!({
                 "owner": q.owner, "with": q.with, "start_ms": q.start_ms,
                 "end_ms": q.end_ms, "after": q.after, "max": q.max,
+                "results": page.records.len(),
             }),
         )
         .await?;
-        let page = self.sm.mam(&q, &[]).map_err(|e| match e {
-            ArchiveError::NotFound(id) => ComplianceError::NotFound(format!("no record {id}")),
-            e => unavailable(e),
-        })?;
         Ok((page.records, page.complete))
     }
 
-    /// Every hold.
-    pub fn holds(&self) -> Result<Vec<Hold>> {
-        self.sm.holds().map_err(unavailable)
+    /// Every hold (the list is audited).
+    pub async fn holds(&self, who: &Caller) -> Result<Vec<Hold>> {
+        let holds = self.sm.holds().map_err(unavailable)?;
+        self.audit(who, "hold.list", serde_json::json!({ "results": holds.len() }))
+            .await?;
+        Ok(holds)
     }
 
-    /// Places a hold; returns it.
+    /// Places a hold; returns it. Users and rooms are validated and
+    /// normalized; an id in use is refused by the state machine (not by a
+    /// check here, which two officers could race).
     pub async fn place_hold(&self, who: &Caller, req: HoldRequest) -> Result<Hold> {
         if req.users.is_empty() && req.rooms.is_empty() {
             return Err(ComplianceError::BadRequest("a hold needs users or rooms".into()));
@@ -205,18 +226,27 @@ impl Compliance {
         if req.reason.trim().is_empty() {
             return Err(ComplianceError::BadRequest("a hold needs a reason".into()));
         }
-        let id = req
-            .id
-            .clone()
-            .unwrap_or_else(|| format!("hold-{}", chorus_xmpp::session::random_id()));
-        if self.holds()?.iter().any(|h| h.id == id) {
-            return Err(ComplianceError::BadRequest(format!("hold {id} exists")));
+        if let (Some(s), Some(e)) = (req.start_ms, req.end_ms)
+            && s > e
+        {
+            return Err(ComplianceError::BadRequest(
+                "a hold's start is after its end".into(),
+            ));
         }
+        let id = match req.id.as_deref().map(str::trim) {
+            Some(id) if id.is_empty() || id.len() > 200 || id.chars().any(char::is_control) => {
+                return Err(ComplianceError::BadRequest(
+                    "a hold id is 1 to 200 printable characters".into(),
+                ));
+            }
+            Some(id) => id.to_owned(),
+            None => format!("hold-{}", chorus_xmpp::session::random_id()),
+        };
         let hold = Hold {
             id,
             reason: req.reason,
-            users: req.users,
-            rooms: req.rooms,
+            users: jids::bare_all(&req.users).map_err(ComplianceError::BadRequest)?,
+            rooms: jids::bare_all(&req.rooms).map_err(ComplianceError::BadRequest)?,
             start_ms: req.start_ms,
             end_ms: req.end_ms,
             created_by: who.name.clone(),
@@ -231,9 +261,6 @@ impl Compliance {
 
     /// Releases a hold.
     pub async fn release_hold(&self, who: &Caller, id: &str) -> Result<()> {
-        if !self.holds()?.iter().any(|h| h.id == id) {
-            return Err(ComplianceError::NotFound(format!("no hold {id}")));
-        }
         let release = Command::ReleaseHold {
             id: id.to_owned(),
             by: who.name.clone(),
@@ -248,145 +275,58 @@ impl Compliance {
         Ok(())
     }
 
-    /// The retention policy.
-    pub fn retention(&self) -> Result<Retention> {
-        self.sm.retention().map_err(unavailable)
-    }
-
-    /// Replaces the retention policy.
-    pub async fn set_retention(&self, who: &Caller, r: Retention) -> Result<()> {
-        if r.default_days == Some(0) || r.users.values().chain(r.rooms.values()).any(|d| *d == 0) {
-            return Err(ComplianceError::BadRequest(
-                "retention must be at least one day".into(),
-            ));
-        }
-        let detail = serde_json::to_value(&r).unwrap_or_default();
-        self.audited(who, "retention.set", detail, Command::SetRetention(r))
-            .await
-            .map(|_| ())
-    }
-
-    /// Runs retention now, judged at `now_ms`; returns how many records went.
-    pub async fn purge(&self, who: &Caller, now_ms: u64) -> Result<u64> {
-        let detail = serde_json::json!({ "now_ms": now_ms });
-        let purge = Command::Purge { now_ms };
-        Ok(self.audited(who, "retention.run", detail, purge).await?.purged)
-    }
-
-    /// Every record a source covers, oldest first.
-    async fn collect(&self, source: &ExportSource) -> Result<Vec<Record>> {
-        let queries: Vec<SearchQuery> = match source {
-            ExportSource::Search(q) => vec![q.clone()],
-            ExportSource::Hold(id) => {
-                let hold = self
-                    .holds()?
-                    .into_iter()
-                    .find(|h| h.id == *id)
-                    .ok_or_else(|| ComplianceError::NotFound(format!("no hold {id}")))?;
-                let base = SearchQuery {
-                    start_ms: hold.start_ms,
-                    end_ms: hold.end_ms,
-                    ..SearchQuery::default()
-                };
-                hold.users
-                    .iter()
-                    .map(|u| SearchQuery {
-                        participants: vec![u.clone()],
-                        ..base.clone()
-                    })
-                    .chain(hold.rooms.iter().map(|r| SearchQuery {
-                        room: Some(r.clone()),
-                        ..base.clone()
-                    }))
-                    .collect()
-            }
-        };
-        self.blocking(move |index, sm| {
-            index.catch_up(sm).map_err(unavailable)?;
-            let mut out: BTreeMap<(u64, String), Record> = BTreeMap::new();
-            for q in queries {
-                let mut offset = q.offset;
-                loop {
-                    let page = index
-                        .search(
-                            sm,
-                            &SearchQuery {
-                                offset,
-                                limit: SEARCH_LIMIT_MAX,
-                                ..q.clone()
-                            },
-                        )
-                        .map_err(|e| ComplianceError::BadRequest(e.to_string()))?;
-                    let n = page.records.len();
-                    for r in page.records {
-                        out.insert((r.stamp_ms, r.id.clone()), r);
-                    }
-                    if out.len() > EXPORT_RECORDS_MAX {
-                        return Err(ComplianceError::BadRequest(format!(
-                            "more than {EXPORT_RECORDS_MAX} records; narrow the export"
-                        )));
-                    }
-                    offset += SEARCH_LIMIT_MAX;
-                    if n == 0 || offset >= page.total {
-                        break;
-                    }
-                }
-            }
-            Ok(out.into_values().collect())
-        })
-        .await
-    }
-
-    /// Exports a search or a hold; returns (content type, file name, bytes).
-    pub async fn export(
-        &self,
-        who: &Caller,
-        source: ExportSource,
-        format: ExportFormat,
-    ) -> Result<(&'static str, String, Vec<u8>)> {
-        let what = match &source {
-            ExportSource::Search(q) => serde_json::json!({ "search": q }),
-            ExportSource::Hold(id) => serde_json::json!({ "hold": id }),
-        };
-        let records = self.collect(&source).await?;
+    /// Audit entries from sequence `from` on (the read is audited).
+    pub async fn audit_trail(&self, who: &Caller, from: u64, limit: usize) -> Result<Vec<(u64, AuditEntry)>> {
+        let entries = self
+            .sm
+            .audit(from, limit.clamp(1, SEARCH_LIMIT_MAX))
+            .map_err(unavailable)?;
         self.audit(
             who,
-            "export",
-            serde_json::json!({ "source": what, "format": format!("{format:?}").to_lowercase(), "records": records.len() }),
+            "audit.read",
+            serde_json::json!({ "from": from, "limit": limit, "results": entries.len() }),
         )
         .await?;
-        let stamp = chorus_core::time::now_millis();
-        Ok(match format {
-            ExportFormat::Jsonl => (
-                "application/x-ndjson",
-                format!("chorus-export-{stamp}.jsonl"),
-                export::jsonl(&records).into_bytes(),
-            ),
-            ExportFormat::Eml => (
-                "application/x-tar",
-                format!("chorus-export-{stamp}.tar"),
-                export::tar(&export::eml_files(&records, &self.domain), stamp / 1000),
-            ),
-        })
+        Ok(entries)
     }
 
-    /// Audit entries from sequence `from` on.
-    pub fn audit_trail(&self, from: u64, limit: usize) -> Result<Vec<(u64, AuditEntry)>> {
-        self.sm
-            .audit(from, limit.min(SEARCH_LIMIT_MAX))
-            .map_err(unavailable)
-    }
-
-    /// Record count and digest of this node's replica, with its position.
+    /// Record count and digest of this node's replica, with its position
+    /// and chain head (counts and hashes only: not audited).
     pub fn digest(&self) -> Result<serde_json::Value> {
         let (records, digest) = self.sm.digest().map_err(unavailable)?;
+        let head = self.sm.chain_head().map_err(unavailable)?;
         let m = self.raft.metrics().borrow().clone();
         Ok(serde_json::json!({
             "node": self.node_id,
             "records": records,
             "digest": digest,
+            "chain": head,
             "last_applied": m.last_applied.map(|l| l.index),
         }))
+    }
+
+    /// Recomputes this node's hash chain from its rows (audited).
+    pub async fn verify(&self, who: &Caller) -> Result<serde_json::Value> {
+        let v = self
+            .blocking(|_, sm| sm.verify_chain().map_err(unavailable))
+            .await?;
+        self.audit(
+            who,
+            "archive.verify",
+            serde_json::json!({ "ok": v.ok(), "problems": v.problems.len(), "links": v.computed.length }),
+        )
+        .await?;
+        let mut out = serde_json::to_value(&v).unwrap_or_default();
+        out["ok"] = v.ok().into();
+        out["node"] = self.node_id.clone().into();
+        Ok(out)
+    }
+
+    /// Chain links from `from` on (to compare sites link by link).
+    pub fn chain_links(&self, from: u64, limit: usize) -> Result<Vec<(u64, chorus_archive::chain::Link)>> {
+        self.sm
+            .chain_links(from, limit.clamp(1, SEARCH_LIMIT_MAX))
+            .map_err(unavailable)
     }
 
     /// The archive group: voters and learners by node id.
@@ -407,6 +347,13 @@ impl Compliance {
             "learners": learners,
             "leader": m.current_leader.map(name),
         })
+    }
+
+    /// The archive group, read by an admin (audited).
+    pub async fn members_audited(&self, who: &Caller) -> Result<serde_json::Value> {
+        let m = self.members();
+        self.audit(who, "members.view", serde_json::json!({})).await?;
+        Ok(m)
     }
 
     /// Adds a configured node (voter or learner) or removes one.
@@ -435,5 +382,17 @@ impl Compliance {
         change_members(&self.raft, &self.net, &change)
             .await
             .map_err(ComplianceError::BadRequest)
+    }
+}
+
+/// A normalized bare JID, or a bad request saying why not.
+pub(crate) fn normalized_bare(s: &str) -> Result<String> {
+    jids::bare(s).map_err(ComplianceError::BadRequest)
+}
+
+fn search_error(e: chorus_archive::search::SearchError) -> ComplianceError {
+    match e {
+        chorus_archive::search::SearchError::BadQuery(m) => ComplianceError::BadRequest(m),
+        e => unavailable(e),
     }
 }
