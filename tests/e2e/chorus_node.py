@@ -186,6 +186,8 @@ class Node:
         self.proc: subprocess.Popen | None = None
         self._log_fh = None
         self.starts = 0
+        # Added to the environment of the server and the CLI.
+        self.extra_env: dict[str, str] = {}
         base = {
             "server": {"domain": self.domain, "data_dir": str(self.data_dir)},
             "c2s": {
@@ -234,6 +236,7 @@ class Node:
     def _env(self) -> dict:
         env = dict(os.environ)
         env.setdefault("RUST_BACKTRACE", "1")
+        env.update(self.extra_env)
         return env
 
     @property

@@ -35,6 +35,7 @@ sys.path.insert(0, str(HERE))
 import xmpp as xmpp_helpers  # noqa: E402  (after sys.path tweak)
 from chorus_node import Node, kill_leftover_nodes  # noqa: E402
 from cluster import Cluster  # noqa: E402
+from clock import FakeClock  # noqa: E402
 
 # Inner deadline for one async test body; pytest-timeout (pytest.ini) is the
 # outer safety net that also covers fixture setup/teardown.
@@ -49,10 +50,10 @@ ASYNC_TEST_DEADLINE_S = float(os.environ.get("CHORUS_E2E_TEST_DEADLINE", "90"))
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
-        "chorus(config=None, users=None, start=True): customise the node "
+        "chorus(config=None, users=None, start=True, clock=False): customise the node "
         "fixture (extra TOML config merged in, accounts, autostart)")
     config.addinivalue_line(
-        "markers", "chorus_cluster(config=...): extra config sections for every "
+        "markers", "chorus_cluster(config=..., clock=False): extra config sections for every "
         "node of the cluster3 fixture")
 
 
@@ -65,6 +66,10 @@ def node(request, tmp_path):
     marker = request.node.get_closest_marker("chorus")
     opts = dict(marker.kwargs) if marker else {}
     n = Node(tmp_path / "node", config=opts.get("config"), users=opts.get("users"))
+    if opts.get("clock"):
+        # The node runs on a clock the test moves forward (clock.py).
+        n.clock = FakeClock(tmp_path / "clock")
+        n.clock.attach(n)
     request.node._chorus_node = n
     try:
         for name, pw in list(n.users.items()):
@@ -92,6 +97,10 @@ def cluster3(request, tmp_path):
     marker = request.node.get_closest_marker("chorus_cluster")
     extra = dict(marker.kwargs).get("config") if marker else None
     cl = Cluster(tmp_path / "cluster", extra=extra)
+    if marker and marker.kwargs.get("clock"):
+        # Every node runs on one clock the test moves forward (clock.py).
+        cl.clock = FakeClock(tmp_path / "clock")
+        cl.clock.attach(*cl.nodes.values())
     request.node._chorus_cluster = cl
     try:
         cl.start_all()

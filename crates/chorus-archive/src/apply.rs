@@ -15,8 +15,9 @@
 use crate::chain::{Head, LinkKind, content_hash};
 use crate::db::{CF_AUDIT, CF_CHAIN, CF_IDS, CF_INDEX, CF_RECORDS};
 use crate::state_machine::{
-    ArchiveStateMachine, HOLD_PREFIX, KEY_APPLIED, KEY_CHAIN_HEAD, KEY_MEMBERSHIP, KEY_NEXT, KEY_NEXT_AUDIT,
-    KEY_RETENTION, PENDING_PREFIX, REMOVED_PREFIX, Result, be_u64, index_keys, read_err, write_err,
+    ArchiveStateMachine, HOLD_PREFIX, KEY_APPLIED, KEY_CHAIN_HEAD, KEY_LIVE, KEY_MEMBERSHIP, KEY_NEXT,
+    KEY_NEXT_AUDIT, KEY_RETENTION, PENDING_PREFIX, REMOVED_PREFIX, Result, be_u64, index_keys, read_err,
+    write_err,
 };
 use crate::types::{
     AuditEntry, Command, DAY_MS, Hold, PendingRetention, Record, Response, Retention, TypeConfig,
@@ -31,6 +32,7 @@ struct Cursor {
     next: u64,
     next_audit: u64,
     head: Head,
+    live: u64,
     pending: HashSet<String>,
     membership_touched: bool,
 }
@@ -52,6 +54,7 @@ impl ArchiveStateMachine {
             next: self.next_position()?,
             next_audit: self.get(KEY_NEXT_AUDIT)?.unwrap_or(0),
             head: self.chain_head()?,
+            live: self.live_records()?,
             pending: HashSet::new(),
             membership_touched: false,
         };
@@ -82,6 +85,7 @@ impl ArchiveStateMachine {
         self.put_json(&mut cx.batch, KEY_NEXT, &cx.next)?;
         self.put_json(&mut cx.batch, KEY_NEXT_AUDIT, &cx.next_audit)?;
         self.put_json(&mut cx.batch, KEY_CHAIN_HEAD, &cx.head)?;
+        self.put_json(&mut cx.batch, KEY_LIVE, &cx.live)?;
         self.write(std::mem::take(&mut cx.batch))
     }
 
@@ -253,6 +257,7 @@ impl ArchiveStateMachine {
         cx.batch
             .put_cf(self.cf(CF_IDS), r.id.as_bytes(), pos.to_be_bytes());
         cx.next += 1;
+        cx.live += 1;
         self.link(cx, LinkKind::Record, pos, &r.id, content_hash(r), "")?;
         Ok(true)
     }
@@ -323,6 +328,7 @@ impl ArchiveStateMachine {
             }
             let reason = format!("retention: {} days", retention.days_for(&r).unwrap_or_default());
             self.link(cx, LinkKind::Tombstone, pos, &r.id, content_hash(&r), &reason)?;
+            cx.live = cx.live.saturating_sub(1);
             n += 1;
         }
         Ok(n)

@@ -68,6 +68,16 @@ pub struct Head {
     pub hash: String,
 }
 
+/// What a node answers when a peer compares chains: its head and the hash
+/// of the link the peer asked about (if it has that link).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainPoint {
+    /// The node's head.
+    pub head: Head,
+    /// The hash of the link asked about, if the node has it.
+    pub hash_at: Option<String>,
+}
+
 /// The hash the first link chains from.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 

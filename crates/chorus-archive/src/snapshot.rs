@@ -19,8 +19,9 @@ mod tests;
 
 use crate::db::{CF_AUDIT, CF_CHAIN, CF_IDS, CF_INDEX, CF_RECORDS, CF_SM_META};
 use crate::state_machine::{
-    ArchiveStateMachine, HOLD_PREFIX, KEY_APPLIED, KEY_CHAIN_HEAD, KEY_GENERATION, KEY_MEMBERSHIP, KEY_NEXT,
-    KEY_NEXT_AUDIT, KEY_RETENTION, PENDING_PREFIX, REMOVED_PREFIX, Result, be_u64, read_err, write_err,
+    ArchiveStateMachine, HOLD_PREFIX, KEY_APPLIED, KEY_CHAIN_HEAD, KEY_GENERATION, KEY_LIVE, KEY_MEMBERSHIP,
+    KEY_NEXT, KEY_NEXT_AUDIT, KEY_RETENTION, PENDING_PREFIX, REMOVED_PREFIX, Result, be_u64, read_err,
+    write_err,
 };
 use chorus_store::durable::{synced, unsynced};
 use openraft::{BasicNode, SnapshotMeta, StorageError, StorageIOError};
@@ -204,6 +205,7 @@ impl ArchiveStateMachine {
             next_audit: snap_get(self, &snap, KEY_NEXT_AUDIT)?.unwrap_or(0),
             retention: snap_get(self, &snap, KEY_RETENTION)?.unwrap_or_default(),
             chain: snap_get(self, &snap, KEY_CHAIN_HEAD)?.unwrap_or_default(),
+            live: snap_get(self, &snap, KEY_LIVE)?.unwrap_or(0),
         };
         let tmp = self.snapshots.temp("build");
         let out = BufWriter::with_capacity(
@@ -379,6 +381,7 @@ impl ArchiveStateMachine {
         self.put_json(&mut batch, KEY_NEXT, &header.next)?;
         self.put_json(&mut batch, KEY_NEXT_AUDIT, &header.next_audit)?;
         self.put_json(&mut batch, KEY_CHAIN_HEAD, &header.chain)?;
+        self.put_json(&mut batch, KEY_LIVE, &header.live)?;
         self.put_json(&mut batch, KEY_GENERATION, &(self.generation()? + 1))?;
         match &meta.last_log_id {
             Some(l) => self.put_json(&mut batch, KEY_APPLIED, l)?,

@@ -32,6 +32,7 @@ pub(crate) const HOLD_PREFIX: &[u8] = b"hold/";
 pub(crate) const REMOVED_PREFIX: &[u8] = b"removed/";
 pub(crate) const PENDING_PREFIX: &[u8] = b"pending-retention/";
 pub(crate) const KEY_CHAIN_HEAD: &[u8] = b"chain_head";
+pub(crate) const KEY_LIVE: &[u8] = b"live_records";
 
 pub(crate) type Result<T> = std::result::Result<T, StorageError<u64>>;
 
@@ -111,6 +112,12 @@ impl ArchiveStateMachine {
     /// next archive position.
     pub fn applied_records(&self) -> Result<u64> {
         self.next_position()
+    }
+
+    /// Records held now (applied and not purged): one read, so status
+    /// requests never count the archive.
+    pub fn live_records(&self) -> Result<u64> {
+        Ok(self.get(KEY_LIVE)?.unwrap_or(0))
     }
 
     /// Changes whenever a snapshot replaced the whole archive (the search

@@ -61,6 +61,8 @@ pub struct Cluster {
     pub store: Arc<RocksStore>,
     /// The archive's Raft node, once started.
     pub raft: OnceLock<crate::raft_net::ArchiveRaft>,
+    /// The archive's local replica, once started (peers compare chains).
+    pub archive_sm: OnceLock<chorus_archive::state_machine::ArchiveStateMachine>,
     ctx: OnceLock<Arc<Context>>,
     event_tx: mpsc::Sender<Event>,
     event_rx: std::sync::Mutex<Option<mpsc::Receiver<Event>>>,
@@ -94,6 +96,7 @@ impl Cluster {
             max_clock_skew_ms: config.cluster.max_clock_skew_ms,
             store: store.clone(),
             raft: OnceLock::new(),
+            archive_sm: OnceLock::new(),
             ctx: OnceLock::new(),
             event_tx,
             event_rx: std::sync::Mutex::new(Some(event_rx)),

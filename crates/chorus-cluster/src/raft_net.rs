@@ -103,6 +103,17 @@ impl NetworkFactory {
         chorus_archive::codec::decode::<Result<String, String>>(&reply).map_err(|e| e.to_string())?
     }
 
+    /// Asks `target` for its chain head and the hash of its link `link`.
+    pub async fn ask_chain(
+        &self,
+        target: u64,
+        link: u64,
+    ) -> Result<chorus_archive::chain::ChainPoint, String> {
+        let json = chorus_archive::codec::encode(&link).map_err(|e| e.to_string())?;
+        let out = self.forward(target, "chain", json).await?;
+        chorus_archive::codec::decode(&out).map_err(|e| e.to_string())
+    }
+
     /// Asks `target` to start an election now (leadership handover before
     /// this node, the leader, shuts down).
     pub async fn ask_to_elect(&self, target: u64) -> Result<(), String> {

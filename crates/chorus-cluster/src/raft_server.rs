@@ -71,6 +71,7 @@ fn speaks_for(from: &Forwarder, named: Option<u64>, what: &str) -> Result<(), Ha
 /// result.
 pub async fn handle(
     raft: &ArchiveRaft,
+    sm: Option<&chorus_archive::state_machine::ArchiveStateMachine>,
     msg: RaftMessage,
     from: &Forwarder<'_>,
 ) -> Result<RaftMessage, HandleError> {
@@ -101,6 +102,13 @@ pub async fn handle(
                 .map(|resp| resp.data)
                 .map_err(|e| e.to_string());
             chorus_archive::codec::encode(&r)
+        }
+        "chain" => {
+            // A member verifying its archive compares chains with ours.
+            let link: u64 = parse(&msg.json)?;
+            let sm = sm.ok_or_else(|| malformed("this node has no archive replica"))?;
+            let point = chain_point(sm, link).map_err(|e| malformed(e.to_string()))?;
+            chorus_archive::codec::encode(&point)
         }
         "elect" => {
             // The leader is shutting down and hands over to us: only the
@@ -135,6 +143,21 @@ pub async fn handle(
     Ok(RaftMessage {
         kind: msg.kind,
         json: out,
+    })
+}
+
+/// Our chain head and the hash of link `link`, if we have it.
+fn chain_point(
+    sm: &chorus_archive::state_machine::ArchiveStateMachine,
+    link: u64,
+) -> Result<chorus_archive::chain::ChainPoint, openraft::StorageError<u64>> {
+    Ok(chorus_archive::chain::ChainPoint {
+        head: sm.chain_head()?,
+        hash_at: sm
+            .chain_links(link, 1)?
+            .into_iter()
+            .find(|(n, _)| *n == link)
+            .map(|(_, l)| l.hash),
     })
 }
 

@@ -178,7 +178,7 @@ impl ClusterApi for Service {
             max_clock_skew_ms: self.cluster.max_clock_skew_ms,
             addr_of: &addr_of,
         };
-        crate::raft_server::handle(raft, req.into_inner(), &from)
+        crate::raft_server::handle(raft, self.cluster.archive_sm.get(), req.into_inner(), &from)
             .await
             .map(Response::new)
             .map_err(|e| {

@@ -4,13 +4,13 @@
 //! exactly as it would through the API. On a node, `--config` supplies the
 //! URL and the certificate to trust; elsewhere give `--url` and `--ca`.
 
+mod client;
+
 use anyhow::{Context as _, bail};
 use chorus_core::config::Config;
 use clap::{Args, Subcommand};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
+use client::{Client, encode};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 /// Where the API is and who calls it.
 #[derive(Args, Clone)]
@@ -100,9 +100,16 @@ pub enum ArchiveAction {
         /// Per-room retention: JID=DAYS (repeatable).
         #[arg(long = "room")]
         rooms: Vec<String>,
-        /// Replace the policy with the one given (otherwise only show it).
+        /// Replace the policy with the one given (otherwise only show it);
+        /// a policy that shortens a period is only proposed.
         #[arg(long)]
         set: bool,
+        /// Approve a proposed change (a second, different admin).
+        #[arg(long, value_name = "CHANGE", conflicts_with_all = ["set", "cancel"])]
+        approve: Option<String>,
+        /// Withdraw a proposed change.
+        #[arg(long, value_name = "CHANGE", conflicts_with = "set")]
+        cancel: Option<String>,
     },
     /// Run retention now (admin).
     Purge,
@@ -131,6 +138,14 @@ pub enum ArchiveAction {
     },
     /// This node's record count and digest.
     Digest,
+    /// Recompute the hash chain on this node (and on every `--site`),
+    /// compare heads across sites; exits non-zero on any problem.
+    Verify {
+        /// The API URL of another site to verify too (repeatable; same
+        /// token and CA).
+        #[arg(long = "site", value_name = "URL")]
+        sites: Vec<String>,
+    },
     /// The archive group's members (admin).
     Members {
         #[command(subcommand)]
@@ -281,6 +296,7 @@ fn days_map(items: &[String]) -> anyhow::Result<serde_json::Map<String, serde_js
 
 /// Runs `chorus archive`.
 pub fn run(config: Option<&Config>, api: ApiArgs, action: ArchiveAction) -> anyhow::Result<()> {
+    let api_args = api.clone();
     let client = Client::new(config, api)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -367,10 +383,21 @@ pub fn run(config: Option<&Config>, api: ApiArgs, action: ArchiveAction) -> anyh
                     .await?
             }
             ArchiveAction::Retention {
+                approve: Some(id), ..
+            } => {
+                let path = format!("/api/v1/archive/retention/changes/{}/approve", encode(&id));
+                client.call("POST", &path, vec![], None).await?
+            }
+            ArchiveAction::Retention { cancel: Some(id), .. } => {
+                let path = format!("/api/v1/archive/retention/changes/{}/cancel", encode(&id));
+                client.call("POST", &path, vec![], None).await?
+            }
+            ArchiveAction::Retention {
                 default_days,
                 users,
                 rooms,
                 set,
+                ..
             } => {
                 if set {
                     let body = serde_json::json!({
@@ -413,6 +440,7 @@ pub fn run(config: Option<&Config>, api: ApiArgs, action: ArchiveAction) -> anyh
                 .await?
             }
             ArchiveAction::Digest => get("/api/v1/archive/digest", vec![]).await?,
+            ArchiveAction::Verify { sites } => return verify(&client, config, &api_args, sites).await,
             ArchiveAction::Members { action: None } => get("/api/v1/archive/members", vec![]).await?,
             ArchiveAction::Members {
                 action: Some(MemberAction::Add { id, learner }),
@@ -445,169 +473,49 @@ pub fn run(config: Option<&Config>, api: ApiArgs, action: ArchiveAction) -> anyh
     })
 }
 
-/// Percent-encodes a query or path component.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
+/// `chorus archive verify`: verify on this node and every `--site`, print
+/// each result and whether the heads agree; fail on any problem.
+async fn verify(
+    client: &Client,
+    config: Option<&Config>,
+    api: &ApiArgs,
+    sites: Vec<String>,
+) -> anyhow::Result<()> {
+    let mut results = vec![verify_one(client).await?];
+    for url in sites {
+        let other = Client::new(
+            config,
+            ApiArgs {
+                url: Some(url.clone()),
+                ..api.clone()
+            },
+        )?;
+        results.push(
+            verify_one(&other)
+                .await
+                .with_context(|| format!("verify at {url}"))?,
+        );
+    }
+    // Every pair must agree at the shorter chain's last link.
+    let heads: Vec<(u64, String)> = results
+        .iter()
+        .map(|r| {
+            (
+                r["computed"]["length"].as_u64().unwrap_or(0),
+                r["computed"]["hash"].as_str().unwrap_or("").to_owned(),
+            )
         })
-        .collect()
+        .collect();
+    let ok = results.iter().all(|r| r["ok"] == true);
+    let out = serde_json::json!({ "ok": ok, "nodes": results, "heads": heads });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    if !ok {
+        bail!("the archive did not verify: see the problems above");
+    }
+    Ok(())
 }
 
-/// A minimal HTTPS client for the node's API.
-struct Client {
-    host: String,
-    port: u16,
-    tls: Option<tokio_rustls::TlsConnector>,
-    token: String,
-}
-
-impl Client {
-    fn new(config: Option<&Config>, api: ApiArgs) -> anyhow::Result<Client> {
-        let url = match (&api.url, config) {
-            (Some(u), _) => u.clone(),
-            (None, Some(c)) => {
-                let listen = c
-                    .http
-                    .listen
-                    .context("this node has no HTTP listener (http.listen)")?;
-                let host = if listen.ip().is_unspecified() || listen.ip().is_loopback() {
-                    "localhost".to_string()
-                } else {
-                    listen.ip().to_string()
-                };
-                format!(
-                    "{}://{host}:{}",
-                    if c.http.tls { "https" } else { "http" },
-                    listen.port()
-                )
-            }
-            (None, None) => bail!("give --url (or --config of a node)"),
-        };
-        let (scheme, rest) = url
-            .split_once("://")
-            .context("the URL needs a scheme (https://...)")?;
-        let authority = rest.trim_end_matches('/');
-        let (host, port) = authority
-            .rsplit_once(':')
-            .map(|(h, p)| (h.to_owned(), p.parse::<u16>()))
-            .unwrap_or((authority.to_owned(), Ok(if scheme == "https" { 443 } else { 80 })));
-        let port = port.context("bad port in the URL")?;
-        let tls = match scheme {
-            "http" => None,
-            "https" => {
-                let ca = match (&api.ca, config) {
-                    (Some(ca), _) => ca.clone(),
-                    (None, Some(c)) => c
-                        .tls
-                        .cert_file
-                        .clone()
-                        .unwrap_or_else(|| c.server.data_dir.join("tls").join("cert.pem")),
-                    (None, None) => bail!("give --ca, the certificate to trust"),
-                };
-                let pem = std::fs::read(&ca).with_context(|| format!("read {}", ca.display()))?;
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                    roots
-                        .add(cert.with_context(|| format!("parse {}", ca.display()))?)
-                        .with_context(|| format!("trust {}", ca.display()))?;
-                }
-                let provider = Arc::new(rustls::crypto::ring::default_provider());
-                let cfg = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()?
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-                Some(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
-            }
-            other => bail!("unsupported scheme {other:?}"),
-        };
-        Ok(Client {
-            host,
-            port,
-            tls,
-            token: api.token,
-        })
-    }
-
-    /// Calls the API and returns the pretty-printed JSON answer.
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        params: Vec<(&str, String)>,
-        body: Option<String>,
-    ) -> anyhow::Result<String> {
-        let (bytes, _) = self.fetch(method, path, params, body).await?;
-        let v: serde_json::Value =
-            serde_json::from_slice(&bytes).context("the node answered with no JSON")?;
-        Ok(serde_json::to_string_pretty(&v)?)
-    }
-
-    /// Calls the API; returns the body and the suggested file name.
-    async fn fetch(
-        &self,
-        method: &str,
-        path: &str,
-        params: Vec<(&str, String)>,
-        body: Option<String>,
-    ) -> anyhow::Result<(Bytes, Option<String>)> {
-        let mut uri = path.to_owned();
-        if !params.is_empty() {
-            let q: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
-            uri = format!("{uri}?{}", q.join("&"));
-        }
-        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .with_context(|| format!("connect to {}:{}", self.host, self.port))?;
-        let req = hyper::Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("host", format!("{}:{}", self.host, self.port))
-            .header("authorization", format!("Bearer {}", self.token))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-        let resp = match &self.tls {
-            Some(tls) => {
-                let name =
-                    rustls::pki_types::ServerName::try_from(self.host.clone()).context("bad host name")?;
-                let stream = tls
-                    .connect(name, tcp)
-                    .await
-                    .context("TLS handshake with the node")?;
-                send(hyper_util::rt::TokioIo::new(stream), req).await?
-            }
-            None => send(hyper_util::rt::TokioIo::new(tcp), req).await?,
-        };
-        let status = resp.status();
-        let name = resp
-            .headers()
-            .get("content-disposition")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split("filename=\"").nth(1))
-            .map(|v| v.trim_end_matches('"').to_owned());
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        if !status.is_success() {
-            let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-            bail!("{status}: {msg}");
-        }
-        Ok((bytes, name))
-    }
-}
-
-async fn send<S>(
-    io: S,
-    req: hyper::Request<Full<Bytes>>,
-) -> anyhow::Result<hyper::Response<hyper::body::Incoming>>
-where
-    S: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender.send_request(req).await?)
+async fn verify_one(client: &Client) -> anyhow::Result<serde_json::Value> {
+    let text = client.call("GET", "/api/v1/archive/verify", vec![], None).await?;
+    Ok(serde_json::from_str(&text)?)
 }

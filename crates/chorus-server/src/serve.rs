@@ -80,6 +80,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             let _ = c.raft.set(r.clone());
         }
         if let Some(sm) = &archive.sm {
+            let _ = c.archive_sm.set(sm.clone());
             // A member an operator removes loses cluster access at once.
             let weak = Arc::downgrade(c);
             sm.on_removed_members(Box::new(move |ids| {

@@ -35,6 +35,9 @@ pub(crate) struct Header {
     /// The hash chain's head.
     #[serde(default)]
     pub chain: crate::chain::Head,
+    /// Records held (not purged).
+    #[serde(default)]
+    pub live: u64,
 }
 
 /// One unit of a snapshot.

@@ -87,6 +87,7 @@ fn state(sm: &ArchiveStateMachine) -> impl PartialEq + std::fmt::Debug {
         sm.records().expect("records"),
         sm.pending_retention().expect("pending"),
         sm.chain_head().expect("chain head"),
+        sm.live_records().expect("live"),
         sm.chain_links(0, 10_000).expect("chain"),
     )
 }

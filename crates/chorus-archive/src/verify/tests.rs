@@ -90,6 +90,11 @@ async fn a_clean_archive_verifies_after_a_purge_and_equal_logs_give_equal_heads(
     let v = a.sm.verify_chain().expect("verify");
     assert!(v.ok(), "{:?}", v.problems);
     assert_eq!((v.records, v.tombstones, v.audit_entries), (5, 5, 4));
+    assert_eq!(
+        a.sm.live_records().expect("live"),
+        5,
+        "the cheap count follows purges"
+    );
     // 10 record links, 5 tombstones, 4 audit entries.
     assert_eq!(v.computed.length, 19);
     let tomb: Vec<_> =

@@ -12,6 +12,7 @@
 
 mod exports;
 mod retention;
+mod verify;
 
 pub use exports::{ExportFormat, ExportSource};
 pub use retention::RetentionChange;
@@ -303,30 +304,6 @@ impl Compliance {
             "chain": head,
             "last_applied": m.last_applied.map(|l| l.index),
         }))
-    }
-
-    /// Recomputes this node's hash chain from its rows (audited).
-    pub async fn verify(&self, who: &Caller) -> Result<serde_json::Value> {
-        let v = self
-            .blocking(|_, sm| sm.verify_chain().map_err(unavailable))
-            .await?;
-        self.audit(
-            who,
-            "archive.verify",
-            serde_json::json!({ "ok": v.ok(), "problems": v.problems.len(), "links": v.computed.length }),
-        )
-        .await?;
-        let mut out = serde_json::to_value(&v).unwrap_or_default();
-        out["ok"] = v.ok().into();
-        out["node"] = self.node_id.clone().into();
-        Ok(out)
-    }
-
-    /// Chain links from `from` on (to compare sites link by link).
-    pub fn chain_links(&self, from: u64, limit: usize) -> Result<Vec<(u64, chorus_archive::chain::Link)>> {
-        self.sm
-            .chain_links(from, limit.clamp(1, SEARCH_LIMIT_MAX))
-            .map_err(unavailable)
     }
 
     /// The archive group: voters and learners by node id.
