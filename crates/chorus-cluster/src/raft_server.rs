@@ -107,7 +107,7 @@ pub async fn handle(
             // A member verifying its archive compares chains with ours.
             let link: u64 = parse(&msg.json)?;
             let sm = sm.ok_or_else(|| malformed("this node has no archive replica"))?;
-            let point = chain_point(sm, link).map_err(|e| malformed(e.to_string()))?;
+            let point = chain_point(sm, link).map_err(malformed)?;
             chorus_archive::codec::encode(&point)
         }
         "elect" => {
@@ -150,11 +150,12 @@ pub async fn handle(
 fn chain_point(
     sm: &chorus_archive::state_machine::ArchiveStateMachine,
     link: u64,
-) -> Result<chorus_archive::chain::ChainPoint, openraft::StorageError<u64>> {
+) -> Result<chorus_archive::chain::ChainPoint, String> {
     Ok(chorus_archive::chain::ChainPoint {
-        head: sm.chain_head()?,
+        head: sm.chain_head().map_err(|e| e.to_string())?,
         hash_at: sm
-            .chain_links(link, 1)?
+            .chain_links(link, 1)
+            .map_err(|e| e.to_string())?
             .into_iter()
             .find(|(n, _)| *n == link)
             .map(|(_, l)| l.hash),
