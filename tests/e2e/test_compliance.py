@@ -55,7 +55,7 @@ CONVERGE_S = 30.0
 QUORUM_REFUSAL_S = 20.0
 POLL_S = 0.1
 RECORD_KEYS = {"id", "time", "stamp_ms", "kind", "from", "to", "site", "room",
-               "thread", "body", "stanza"}
+               "thread", "body", "stanza", "msg_id", "edit"}
 
 
 # --------------------------------------------------------------------------
@@ -733,6 +733,21 @@ def _conv_key(r: dict) -> tuple[str, ...]:
     return tuple(sorted({bare(r["from"]), bare(r["to"])}))
 
 
+def export_members(raw: bytes) -> dict[str, bytes]:
+    """An export's tar members by name (in order); names are unique."""
+    out: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+        for m in tar.getmembers():
+            assert m.isfile() and m.name not in out, m.name
+            out[m.name] = tar.extractfile(m).read()
+    assert list(out)[-1] == "manifest.json", list(out)
+    return out
+
+
+def export_records(raw: bytes) -> list[dict]:
+    return [json.loads(x) for x in export_members(raw)["records.jsonl"].decode().splitlines()]
+
+
 @API
 async def test_exports_jsonl_eml_and_hold(node):
     c = await users(node, "alice", "bob", "carol")
@@ -746,22 +761,28 @@ async def test_exports_jsonl_eml_and_hold(node):
     found = await search(node, q="export")
     assert found["total"] == 4
 
-    # JSONL: one JSON record per line, exactly what the search finds.
+    # JSONL: a tar whose records.jsonl holds exactly what the search finds,
+    # with chain.jsonl and the manifest (test_record.py verifies them).
     status, headers, raw = await call(node, "GET", "/api/v1/archive/export",
                                       params={"format": "jsonl", "q": "export"})
     assert status == 200, raw[:300]
-    assert headers.get("content-type", "").startswith("application/x-ndjson"), headers
+    assert headers.get("content-type", "").startswith("application/x-tar"), headers
     assert "attachment" in headers.get("content-disposition", ""), headers
-    text = raw.decode("utf-8")
-    assert text.endswith("\n")
-    lines = [json.loads(line) for line in text.splitlines()]
+    assert len(headers["x-chorus-manifest-sha256"]) == 64, headers
+    files = export_members(raw)
+    assert list(files) == ["records.jsonl", "chain.jsonl", "manifest.json"], list(files)
+    assert files["records.jsonl"].decode().endswith("\n")
+    lines = export_records(raw)
     assert lines == found["records"]
     for r in lines:
         check_record(r)
+    manifest = json.loads(files["manifest.json"])
+    assert manifest["records"] == 4 and manifest["request"]["by"] == "officer", manifest
+    assert hashlib.sha256(files["manifest.json"]).hexdigest() == headers["x-chorus-manifest-sha256"]
     status, _, raw = await call(node, "GET", "/api/v1/archive/export",
                                 params={"format": "jsonl", "participants": f"{a},{b}"})
     assert status == 200
-    assert bodies([json.loads(x) for x in raw.decode().splitlines()]) == [
+    assert bodies(export_records(raw)) == [
         "export apple one", "export apple two ✓", "export cherry four"]
 
     # EML: a tar with one RFC 5322 message per conversation and UTC day.
@@ -772,43 +793,44 @@ async def test_exports_jsonl_eml_and_hold(node):
     groups: dict[tuple, list[dict]] = {}
     for r in found["records"]:
         groups.setdefault((_conv_key(r), r["time"][:10]), []).append(r)
-    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
-        members = tar.getmembers()
-        assert len(members) == len(groups), [m.name for m in members]
-        seen = set()
-        for m in members:
-            assert m.isfile() and m.name.endswith(".eml"), m.name
-            data = tar.extractfile(m).read()
-            mail = email.parser.BytesParser(policy=email.policy.default).parsebytes(data)
-            for h in ("From", "To", "Date", "Subject", "Message-ID"):
-                assert mail[h], f"{m.name}: no {h} header"
-            assert not mail.defects, f"{m.name}: {mail.defects}"
-            to = {addr.addr_spec for addr in mail["To"].addresses}
-            frm = [addr.addr_spec for addr in mail["From"].addresses]
-            day = m.name[:10]
-            key = (tuple(sorted(to)), day)
-            assert key in groups, f"{m.name}: unexpected conversation {key}"
-            seen.add(key)
-            recs = groups[key]
-            assert frm == [bare(recs[0]["from"])], (m.name, frm)
-            date = email.utils.parsedate_to_datetime(mail["Date"])
-            assert date.tzinfo is not None
-            assert int(date.timestamp()) == recs[0]["stamp_ms"] // 1000, (mail["Date"], recs[0])
-            assert date.strftime("%Y-%m-%d") == day
-            assert day in mail["Subject"] and all(p in mail["Subject"] for p in to)
-            assert mail.get_content_type() == "text/plain"
-            assert mail["Content-Transfer-Encoding"].lower() == "base64"
-            body = mail.get_content()
-            positions = [body.find(r["body"]) for r in recs]
-            assert all(p >= 0 for p in positions), f"{m.name}: {body!r}"
-            assert positions == sorted(positions), f"{m.name}: transcript out of order"
-            for r in recs:
-                assert r["id"] in body
-            others = [r["body"] for g, rs in groups.items() if g != key for r in rs]
-            assert not any(o in body for o in others), f"{m.name} mixes conversations"
-            assert "unrelated kiwi" not in body
-            assert int(mail["X-Chorus-Records"]) == len(recs)
-        assert seen == set(groups)
+    files = export_members(raw)
+    conversations = json.loads(files["manifest.json"])["conversations"]
+    emls = {n: b for n, b in files.items() if n.startswith("eml/")}
+    assert len(emls) == len(groups) == len(conversations), list(files)
+    seen = set()
+    for name, data in emls.items():
+        assert name.endswith(".eml"), name
+        mail = email.parser.BytesParser(policy=email.policy.default).parsebytes(data)
+        for h in ("From", "To", "Date", "Subject", "Message-ID"):
+            assert mail[h], f"{name}: no {h} header"
+        assert not mail.defects, f"{name}: {mail.defects}"
+        to = {addr.addr_spec for addr in mail["To"].addresses}
+        frm = [addr.addr_spec for addr in mail["From"].addresses]
+        day = name.split("/")[1]
+        key = (tuple(sorted(to)), day)
+        assert key in groups, f"{name}: unexpected conversation {key}"
+        assert conversations[name] == [sorted(to), day], conversations[name]
+        seen.add(key)
+        recs = groups[key]
+        assert frm == [bare(recs[0]["from"])], (name, frm)
+        date = email.utils.parsedate_to_datetime(mail["Date"])
+        assert date.tzinfo is not None
+        assert int(date.timestamp()) == recs[0]["stamp_ms"] // 1000, (mail["Date"], recs[0])
+        assert date.strftime("%Y-%m-%d") == day
+        assert day in mail["Subject"] and all(p in mail["Subject"] for p in to)
+        assert mail.get_content_type() == "text/plain"
+        assert mail["Content-Transfer-Encoding"].lower() == "base64"
+        body = mail.get_content()
+        positions = [body.find(r["body"]) for r in recs]
+        assert all(p >= 0 for p in positions), f"{name}: {body!r}"
+        assert positions == sorted(positions), f"{name}: transcript out of order"
+        for r in recs:
+            assert r["id"] in body
+        others = [r["body"] for g, rs in groups.items() if g != key for r in rs]
+        assert not any(o in body for o in others), f"{name} mixes conversations"
+        assert "unrelated kiwi" not in body
+        assert int(mail["X-Chorus-Records"]) == len(recs)
+    assert seen == set(groups)
 
     # Export of a hold: everything the hold covers.
     await api(node, "POST", "/api/v1/archive/holds",
@@ -816,19 +838,28 @@ async def test_exports_jsonl_eml_and_hold(node):
     status, headers, raw = await call(node, "GET", "/api/v1/archive/export",
                                       params={"format": "jsonl", "hold": "h-carol"})
     assert status == 200, raw[:300]
-    held = [json.loads(x) for x in raw.decode().splitlines()]
+    held = export_records(raw)
     assert bodies(held) == ["export banana three", "unrelated kiwi"]
     status, headers, raw = await call(node, "GET", "/api/v1/archive/export",
                                       params={"format": "eml", "hold": "h-carol"})
     assert status == 200, raw[:300]
-    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
-        names = tar.getnames()
-        assert len(names) == len({(_conv_key(r), r["time"][:10]) for r in held}), names
-        assert all(k in n for n in names), names
+    convs = json.loads(export_members(raw)["manifest.json"])["conversations"]
+    assert len(convs) == len({(_conv_key(r), r["time"][:10]) for r in held}), convs
+    assert all(k in parties for parties, _ in convs.values()), convs
 
     await api_error(node, "GET", "/api/v1/archive/export", OFFICER, 404,
                     {"format": "jsonl", "hold": "no-such-hold"})
     await api_error(node, "GET", "/api/v1/archive/export", OFFICER, 400, {"format": "pdf"})
+    # Actiance XML, as archiving vendors import it: well-formed, every message.
+    import xml.etree.ElementTree as ET
+    status, _, raw = await call(node, "GET", "/api/v1/archive/export",
+                                params={"format": "actiance", "q": "export"})
+    assert status == 200, raw[:300]
+    dump = ET.fromstring(export_members(raw)["actiance.xml"])
+    assert dump.tag == "FileDump"
+    msgs = dump.findall("./Conversation/Message")
+    assert sorted(m.findtext("Content") for m in msgs) == sorted(bodies(found["records"]))
+    assert {m.findtext("MessageID") for m in msgs} == {r["id"] for r in found["records"]}
     await api_error(node, "GET", "/api/v1/archive/export", OFFICER, 400,
                     {"format": "jsonl", "q": "(export"})
 
@@ -884,6 +915,7 @@ async def test_audit_trail_records_officer_actions_in_order(node):
     assert entries[0]["detail"]["words"] == "audited", entries[0]
     assert entries[0]["detail"]["results"] == 1 and entries[2]["detail"]["results"] == 1
     assert entries[1]["detail"]["format"] == "jsonl" and entries[1]["detail"]["results"] == 1
+    assert len(entries[1]["detail"]["manifest_sha256"]) == 64
     assert all(e["addr"].startswith("127.0.0.1:") for e in entries), entries
     assert entries[3]["detail"]["id"] == "audit-hold"
     assert entries[4]["detail"] == {"id": "audit-hold"}
@@ -938,18 +970,17 @@ async def test_cli_search_holds_export_and_errors(node, tmp_path):
         ("cli-hold", "cli case", "officer", None)]
     assert listed == await api(node, "GET", "/api/v1/archive/holds")
 
-    out_file = tmp_path / "walrus.jsonl"
+    out_file = tmp_path / "walrus.tar"
     cp = await cli(node, OFFICER, "export", "-q", "walrus", "--format", "jsonl",
                    "--out", str(out_file))
     assert cp.returncode == 0, cp.stderr
-    lines = [json.loads(x) for x in out_file.read_text().splitlines()]
-    assert bodies(lines) == ["cli walrus one", "cli walrus two"]
+    assert bodies(export_records(out_file.read_bytes())) == ["cli walrus one", "cli walrus two"]
     tar_file = tmp_path / "hold.tar"
     cp = await cli(node, OFFICER, "export", "--hold", "cli-hold", "--format", "eml",
                    "--out", str(tar_file))
     assert cp.returncode == 0, cp.stderr
     with tarfile.open(tar_file) as tar:
-        assert len(tar.getnames()) >= 2, tar.getnames()
+        assert len([n for n in tar.getnames() if n.startswith("eml/")]) >= 2, tar.getnames()
 
     dated = await cli_json(node, OFFICER, "hold", "create", "--reason", "2020 only",
                            "--user", node.jid("carol"), "--start", "2020-01-01T00:00:00Z",

@@ -20,6 +20,7 @@ from test_compliance import (CLOCKED, OFFICER, ROOT, ROOT2, SLOW, TOKENS, api, a
                              set_policy, users)
 from test_muc import groupchat, instant_room, join, muc_client, room_jid
 
+API_NODE = pytest.mark.chorus(config=TOKENS)
 LDB = shutil.which("ldb")
 NEEDS_LDB = pytest.mark.skipif(LDB is None, reason="rocksdb-tools (ldb) missing: bash scripts/deps")
 
@@ -116,6 +117,88 @@ async def test_holds_normalize_jids_and_cover_room_messages_received(node):
     assert await api(node, "POST", "/api/v1/archive/retention/run", ROOT) == {"purged": 1}
     left = await search(node)
     assert [r["body"] for r in left["records"]] == ["room note for everyone"]
+
+
+# --------------------------------------------------------------------------
+# corrections and retractions are kept
+# --------------------------------------------------------------------------
+
+
+@API_NODE
+async def test_corrections_and_retractions_keep_the_original(node, tmp_path):
+    c = await users(node, "alice", "bob")
+    c["alice"].send_message(c["bob"].jid, "the price is 100", id="m1")
+    await c["bob"].next_message(15, body="the price is 100")
+    c["alice"].send_message(c["bob"].jid, "the price is 110", id="m2",
+                            extra=["<replace xmlns='urn:xmpp:message-correct:0' id='m1'/>"])
+    fixed = await c["bob"].next_message(15, body="the price is 110")
+    assert fixed.xml.find("{urn:xmpp:message-correct:0}replace") is not None
+    c["alice"].send_message(c["bob"].jid, None, id="m3",
+                            extra=["<retract xmlns='urn:xmpp:message-retract:1' id='m1'/>"])
+    gone = await c["bob"].next_message(
+        15, pred=lambda m: m.xml.find("{urn:xmpp:message-retract:1}retract") is not None)
+    assert gone["body"] == ""
+    await archived(node, 3)
+    got = (await search(node))["records"]
+    assert [r["body"] for r in got] == ["the price is 100", "the price is 110", None], got
+    original, correction, retraction = got
+    assert original["edit"] is None and original["msg_id"] == "m1"
+    assert correction["edit"] == {"kind": "correction", "of": "m1", "record": original["id"]}
+    assert retraction["edit"] == {"kind": "retraction", "of": "m1", "record": original["id"]}
+    # The export shows all three, linked.
+    out = tmp_path / "edits.tar"
+    cp = await asyncio.to_thread(node.cli, "archive", "--token", OFFICER, "export",
+                                 "--out", str(out))
+    assert cp.returncode == 0, cp.stderr
+    from test_compliance import export_records
+    lines = export_records(out.read_bytes())
+    assert [(r["body"], (r["edit"] or {}).get("record")) for r in lines] == [
+        ("the price is 100", None), ("the price is 110", original["id"]),
+        (None, original["id"])], lines
+
+
+# --------------------------------------------------------------------------
+# verifiable exports
+# --------------------------------------------------------------------------
+
+
+def verify_export(node, path) -> tuple[int, dict, str]:
+    """`chorus archive verify-export FILE`, as opposing counsel runs it:
+    no token, no node."""
+    cp = subprocess.run([str(node.binary), "archive", "verify-export", str(path)],
+                        capture_output=True, text=True, timeout=60)
+    return cp.returncode, json.loads(cp.stdout) if cp.stdout.strip() else {}, cp.stderr
+
+
+@pytest.mark.chorus(config=TOKENS)
+async def test_exports_verify_offline_and_tampering_is_found(node, tmp_path):
+    c = await users(node, "alice", "bob")
+    for text in ("offer 1", "offer 2 ✓", "counter-offer"):
+        await deliver(c["alice"], c["bob"], text)
+    await archived(node, 3)
+    for fmt in ("jsonl", "eml", "actiance"):
+        out = tmp_path / f"export-{fmt}.tar"
+        cp = await asyncio.to_thread(node.cli, "archive", "--token", OFFICER, "export",
+                                     "-q", "offer", "--format", fmt, "--out", str(out))
+        assert cp.returncode == 0, cp.stderr
+        code, report, err = await asyncio.to_thread(verify_export, node, out)
+        assert code == 0 and report["ok"] is True, (fmt, report, err)
+        assert report["records"] == 3 and report["request"]["by"] == "officer", report
+        # The audit trail names exactly this export's manifest.
+        trail = (await api(node, "GET", "/api/v1/archive/audit"))["entries"]
+        exported = [e for e in trail if e["action"] == "export"][-1]
+        assert exported["detail"]["manifest_sha256"] == report["manifest_sha256"], exported
+    # One byte changed in a downloaded export is found, and named.
+    raw = bytearray((tmp_path / "export-jsonl.tar").read_bytes())
+    at = raw.find("offer 2".encode())
+    assert at > 0
+    raw[at] ^= 0x01
+    bad = tmp_path / "tampered.tar"
+    bad.write_bytes(bytes(raw))
+    code, report, err = await asyncio.to_thread(verify_export, node, bad)
+    assert code != 0 and report["ok"] is False, report
+    assert any(p.startswith("records.jsonl was changed") for p in report["problems"]), report
+    assert "does not verify" in err
 
 
 # --------------------------------------------------------------------------

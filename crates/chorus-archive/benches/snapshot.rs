@@ -6,7 +6,10 @@
 //! its baseline for each phase. Run with
 //! `cargo bench -p chorus-archive --bench snapshot`.
 
-use chorus_archive::types::{Command, Record, TypeConfig};
+mod common;
+
+use chorus_archive::types::{Command, TypeConfig};
+use common::{rec, reset_peak, status_kib};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 use std::time::Instant;
@@ -15,40 +18,6 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 /// openraft's default `snapshot_max_chunk_size`.
 const CHUNK: usize = 3 * 1024 * 1024;
 const BATCH: u64 = 2000;
-
-fn status_kib(field: &str) -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Resets the peak-RSS counter (Linux: `5` to clear_refs) and returns RSS.
-fn reset_peak() -> u64 {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-    status_kib("VmRSS:")
-}
-
-fn rec(i: u64) -> Record {
-    let user = i % 500;
-    Record {
-        id: format!("bench-{i}"),
-        from: format!("user{user}@corp.example/laptop"),
-        to: format!("user{}@corp.example", (user + 1) % 500),
-        site: "london".into(),
-        stamp_ms: 1_800_000_000_000 + i,
-        xml: format!(
-            "<message xmlns='jabber:client' type='chat' id='m{i}'><body>quarterly budget review item {i}, please confirm the figures</body></message>"
-        ),
-        body: Some(format!(
-            "quarterly budget review item {i}, please confirm the figures"
-        )),
-        ..Record::default()
-    }
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let n: u64 = std::env::var("CHORUS_SNAPSHOT_RECORDS")

@@ -16,8 +16,8 @@ use crate::chain::{Head, LinkKind, content_hash};
 use crate::db::{CF_AUDIT, CF_CHAIN, CF_IDS, CF_INDEX, CF_RECORDS};
 use crate::state_machine::{
     ArchiveStateMachine, HOLD_PREFIX, KEY_APPLIED, KEY_CHAIN_HEAD, KEY_LIVE, KEY_MEMBERSHIP, KEY_NEXT,
-    KEY_NEXT_AUDIT, KEY_RETENTION, PENDING_PREFIX, REMOVED_PREFIX, Result, be_u64, index_keys, read_err,
-    write_err,
+    KEY_NEXT_AUDIT, KEY_RETENTION, PENDING_PREFIX, REMOVED_PREFIX, Result, be_u64, index_keys, link_key,
+    read_err, write_err,
 };
 use crate::types::{
     AuditEntry, Command, DAY_MS, Hold, PendingRetention, Record, Response, Retention, TypeConfig,
@@ -162,12 +162,15 @@ impl ArchiveStateMachine {
                 }
             }
             Command::SetRetention(r) => {
-                if let Some(why) = self.retention()?.shortened_by(&r) {
+                let current = self.retention()?;
+                if let Some(why) = current.shortened_by(&r) {
                     resp.refused = Some(format!(
                         "{why}: a shorter retention needs a second admin's approval"
                     ));
+                    resp.retention = Some(current);
                 } else {
                     self.put_json(&mut cx.batch, KEY_RETENTION, &r)?;
+                    resp.retention = Some(r);
                 }
             }
             Command::ProposeRetention { id, policy } => {
@@ -210,15 +213,18 @@ impl ArchiveStateMachine {
             let p = PendingRetention {
                 id,
                 policy,
-                base,
+                base: base.clone(),
                 shortens,
                 proposed_by: actor.name.to_owned(),
                 proposed_ms: actor.at_ms,
             };
             self.put_json(&mut cx.batch, &key, &p)?;
+            resp.pending = Some(p);
+            resp.retention = Some(base);
         } else {
             // Nothing gets shorter: no second admin needed.
             self.put_json(&mut cx.batch, KEY_RETENTION, &policy)?;
+            resp.retention = Some(policy);
         }
         Ok(())
     }
@@ -241,6 +247,7 @@ impl ArchiveStateMachine {
         } else {
             self.put_json(&mut cx.batch, KEY_RETENTION, &p.policy)?;
             cx.batch.delete_cf(self.cf(crate::db::CF_SM_META), key);
+            resp.retention = Some(p.policy);
         }
         Ok(())
     }
@@ -258,6 +265,8 @@ impl ArchiveStateMachine {
             .put_cf(self.cf(CF_IDS), r.id.as_bytes(), pos.to_be_bytes());
         cx.next += 1;
         cx.live += 1;
+        cx.batch
+            .put_cf(self.cf(CF_INDEX), link_key(pos), cx.head.length.to_be_bytes());
         self.link(cx, LinkKind::Record, pos, &r.id, content_hash(r), "")?;
         Ok(true)
     }

@@ -124,6 +124,11 @@ pub fn content_hash<T: Serialize>(v: &T) -> String {
     hex(&Sha256::digest(canonical(v)))
 }
 
+/// SHA-256 (hex) of bytes.
+pub fn content_hash_bytes(b: &[u8]) -> String {
+    hex(&Sha256::digest(b))
+}
+
 /// A value's canonical encoding: JSON, fields in declaration order.
 pub fn canonical<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()

@@ -8,6 +8,12 @@ use std::collections::BTreeMap;
 
 /// One record as a JSON Lines line (without the newline).
 pub fn jsonl_line(r: &Record) -> String {
+    jsonl_value(r, None).to_string()
+}
+
+/// One record as JSON; `edited` is the archive id of the record it
+/// corrects or retracts, when that is still held.
+pub fn jsonl_value(r: &Record, edited: Option<String>) -> serde_json::Value {
     let kind = match r.kind {
         RecordKind::Message => "message",
         RecordKind::Subscription => "subscription",
@@ -25,8 +31,11 @@ pub fn jsonl_line(r: &Record) -> String {
         "thread": r.thread,
         "body": r.body,
         "stanza": r.xml,
+        "msg_id": r.msg_id,
+        "edit": r.edit.as_ref().map(|e| serde_json::json!({
+            "kind": e.kind, "of": e.of, "record": edited,
+        })),
     })
-    .to_string()
 }
 
 /// Records as JSON Lines.
@@ -41,7 +50,7 @@ pub fn jsonl(records: &[Record]) -> String {
 
 /// The conversation a record belongs to: its room, or the sorted pair of
 /// the bare JIDs of sender and recipient.
-fn conversation(r: &Record) -> (String, Vec<String>) {
+pub(crate) fn conversation(r: &Record) -> (String, Vec<String>) {
     if let Some(room) = &r.room {
         return (room.clone(), vec![room.clone()]);
     }
@@ -89,7 +98,7 @@ pub fn eml_files(records: &[Record], domain: &str) -> Vec<(String, Vec<u8>)> {
 }
 
 /// One RFC 5322 message: the transcript as a base64 UTF-8 text part.
-fn eml(parties: &[String], day: &str, recs: &[&Record], domain: &str) -> Vec<u8> {
+pub(crate) fn eml(parties: &[String], day: &str, recs: &[&Record], domain: &str) -> Vec<u8> {
     use base64::Engine as _;
     let first = recs.first().map_or(0, |r| r.stamp_ms);
     let mut text = String::new();

@@ -19,6 +19,7 @@ pub mod codec;
 pub mod db;
 pub mod export;
 pub mod log_store;
+pub mod package;
 pub mod query;
 pub mod search;
 pub mod snapshot;

@@ -296,10 +296,10 @@ impl SearchIndex {
         Ok(SearchPage { total, records })
     }
 
-    /// The archive positions of every record matching `q` (offset and
-    /// limit ignored), in position order; an error past `max` matches.
-    /// Exports read the records by position, in bounded batches.
-    pub fn positions(&self, q: &SearchQuery, max: usize) -> Result<Vec<u64>, SearchError> {
+    /// The (server time, archive position) of every record matching `q`
+    /// (offset and limit ignored), oldest first; an error past `max`
+    /// matches. Exports read the records by position, in bounded batches.
+    pub fn positions(&self, q: &SearchQuery, max: usize) -> Result<Vec<(u64, u64)>, SearchError> {
         let query = self.query(q)?;
         let searcher = self.reader.searcher();
         let total = searcher.search(&query, &Count).map_err(ierr)?;
@@ -313,9 +313,17 @@ impl SearchIndex {
             .map_err(ierr)?;
         let mut out = Vec::with_capacity(docs.len());
         for addr in docs {
+            let stamps = searcher
+                .segment_reader(addr.segment_ord)
+                .fast_fields()
+                .u64("stamp")
+                .map_err(ierr)?;
             let doc: TantivyDocument = searcher.doc(addr).map_err(ierr)?;
-            if let Some(pos) = doc.get_first(self.f.pos).and_then(|v| v.as_u64()) {
-                out.push(pos);
+            if let (Some(pos), Some(stamp)) = (
+                doc.get_first(self.f.pos).and_then(|v| v.as_u64()),
+                stamps.first(addr.doc_id),
+            ) {
+                out.push((stamp, pos));
             }
         }
         out.sort_unstable();

@@ -20,8 +20,8 @@ mod tests;
 use crate::db::{CF_AUDIT, CF_CHAIN, CF_IDS, CF_INDEX, CF_RECORDS, CF_SM_META};
 use crate::state_machine::{
     ArchiveStateMachine, HOLD_PREFIX, KEY_APPLIED, KEY_CHAIN_HEAD, KEY_GENERATION, KEY_LIVE, KEY_MEMBERSHIP,
-    KEY_NEXT, KEY_NEXT_AUDIT, KEY_RETENTION, PENDING_PREFIX, REMOVED_PREFIX, Result, be_u64, read_err,
-    write_err,
+    KEY_NEXT, KEY_NEXT_AUDIT, KEY_RETENTION, PENDING_PREFIX, REMOVED_PREFIX, Result, be_u64, link_key,
+    read_err, write_err,
 };
 use chorus_store::durable::{synced, unsynced};
 use openraft::{BasicNode, SnapshotMeta, StorageError, StorageIOError};
@@ -420,11 +420,16 @@ impl ArchiveStateMachine {
                     [REMOVED_PREFIX, &id.to_be_bytes()].concat(),
                     [],
                 ),
-                Frame::Chain(n, l) => batch.put_cf(
-                    self.cf(CF_CHAIN),
-                    n.to_be_bytes(),
-                    crate::codec::encode(&l).map_err(write_err)?,
-                ),
+                Frame::Chain(n, l) => {
+                    if l.kind == crate::chain::LinkKind::Record {
+                        batch.put_cf(self.cf(CF_INDEX), link_key(l.at), n.to_be_bytes());
+                    }
+                    batch.put_cf(
+                        self.cf(CF_CHAIN),
+                        n.to_be_bytes(),
+                        crate::codec::encode(&l).map_err(write_err)?,
+                    )
+                }
                 Frame::Pending(p) => {
                     self.put_json(&mut batch, &[PENDING_PREFIX, p.id.as_bytes()].concat(), &p)?
                 }

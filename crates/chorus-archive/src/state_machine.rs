@@ -59,12 +59,33 @@ pub struct ArchiveStateMachine {
 /// A function told the Raft ids of every removed member.
 pub type RemovedListener = Box<dyn Fn(Vec<u64>) + Send + Sync>;
 
+/// The index key `c<pos>` whose value is the record's chain link number.
+pub(crate) fn link_key(pos: u64) -> Vec<u8> {
+    [b"c".as_slice(), &pos.to_be_bytes()].concat()
+}
+
 /// The index keys of a record at a position.
 pub(crate) fn index_keys(r: &Record, pos: u64) -> Vec<Vec<u8>> {
     let tail = [r.stamp_ms.to_be_bytes(), pos.to_be_bytes()].concat();
     let mut keys = vec![[b"t".as_slice(), &tail].concat()];
     if r.kind != RecordKind::Message {
         return keys;
+    }
+    // `m<sender>\0<message id>\0<pos>`: corrections and retractions find
+    // the record they edit.
+    if let Some(id) = &r.msg_id {
+        let sender = chorus_core::archive::bare(&r.from);
+        keys.push(
+            [
+                b"m",
+                sender.as_bytes(),
+                b"\0",
+                id.as_bytes(),
+                b"\0",
+                &pos.to_be_bytes(),
+            ]
+            .concat(),
+        );
     }
     let parts = r.participants();
     for owner in &parts {
@@ -273,6 +294,38 @@ impl ArchiveStateMachine {
     /// request).
     pub fn chain_head(&self) -> Result<crate::chain::Head> {
         Ok(self.get(KEY_CHAIN_HEAD)?.unwrap_or_default())
+    }
+
+    /// The archive id of the record an edit (correction or retraction)
+    /// refers to, if it is still held: by the sender's message id, else
+    /// by archive id (a room retraction names the room's stanza-id).
+    pub fn edited_record(&self, r: &Record) -> Result<Option<String>> {
+        let Some(edit) = &r.edit else { return Ok(None) };
+        let sender = chorus_core::archive::bare(&r.from);
+        let prefix = [b"m", sender.as_bytes(), b"\0", edit.of.as_bytes(), b"\0"].concat();
+        let mode = IteratorMode::From(&prefix, Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(CF_INDEX), mode) {
+            let (k, _) = item.map_err(read_err)?;
+            if !k.starts_with(&prefix) || k.len() != prefix.len() + 8 {
+                break;
+            }
+            if let Some(orig) = self.record_at(be_u64(&k[prefix.len()..])?)? {
+                return Ok(Some(orig.id));
+            }
+        }
+        Ok(self.record_by_id(&edit.of)?.map(|(_, orig)| orig.id))
+    }
+
+    /// The chain link number of the record at `pos` (kept after a purge).
+    pub fn record_link(&self, pos: u64) -> Result<Option<u64>> {
+        match self
+            .db
+            .get_cf(self.cf(CF_INDEX), link_key(pos))
+            .map_err(read_err)?
+        {
+            Some(v) => Ok(Some(be_u64(&v)?)),
+            None => Ok(None),
+        }
     }
 
     /// Up to `limit` chain links from link number `from` on.

@@ -291,6 +291,13 @@ pub struct Response {
     /// still records the attempt.
     #[serde(default)]
     pub refused: Option<String>,
+    /// A retention action: the policy in force after it (a follower's own
+    /// replica may not have applied it yet when the answer arrives).
+    #[serde(default)]
+    pub retention: Option<Retention>,
+    /// A proposed retention change now waiting for a second admin.
+    #[serde(default)]
+    pub pending: Option<PendingRetention>,
 }
 
 openraft::declare_raft_types!(

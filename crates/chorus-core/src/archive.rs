@@ -22,6 +22,27 @@ pub enum RecordKind {
     Blocking,
 }
 
+/// What a correction (XEP-0308) or a retraction (XEP-0424) does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EditKind {
+    /// Replaces the text of an earlier message.
+    Correction,
+    /// Asks clients to hide an earlier message.
+    Retraction,
+}
+
+/// A message that corrects or retracts an earlier one. The archive keeps
+/// both: the original record stays as it was, and this one links to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Edit {
+    /// Correction or retraction.
+    pub kind: EditKind,
+    /// The earlier message's id as the client gave it (its `id` or
+    /// XEP-0359 origin-id; for a room retraction, the room's stanza-id).
+    pub of: String,
+}
+
 /// A message as the archive receives it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ArchiveRecord {
@@ -44,6 +65,10 @@ pub struct ArchiveRecord {
     /// For a room message: the bare JIDs of the occupants it was delivered
     /// to (holds and retention on a user cover what they received in rooms).
     pub occupants: Vec<String>,
+    /// The message's id as its sender gave it (origin-id, else `id`).
+    pub msg_id: Option<String>,
+    /// What it corrects or retracts.
+    pub edit: Option<Edit>,
 }
 
 /// One record as the archive stores it.
@@ -77,6 +102,12 @@ pub struct Record {
     /// to when it was sent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub occupants: Vec<String>,
+    /// The message's id as its sender gave it (origin-id, else `id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<String>,
+    /// What it corrects or retracts (the earlier record is kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edit: Option<Edit>,
 }
 
 impl Record {
@@ -97,6 +128,8 @@ impl Record {
             thread: r.thread,
             room: r.room.map(|room| normalized_or_raw(&room)),
             occupants: r.occupants.iter().map(|o| normalized_or_raw(o)).collect(),
+            msg_id: r.msg_id,
+            edit: r.edit,
         }
     }
 

@@ -7,9 +7,7 @@
 //! retention policy and verify the chain. Every call that shows content or
 //! changes anything is audited with the caller's address.
 
-use crate::compliance::{
-    Caller, Compliance, ComplianceError, ExportFormat, ExportSource, HoldRequest, RetentionChange,
-};
+use crate::compliance::{Caller, Compliance, ComplianceError, ExportSource, HoldRequest, RetentionChange};
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -236,10 +234,12 @@ impl SearchParams {
     }
 }
 
-fn records_json(records: &[chorus_archive::types::Record]) -> Vec<serde_json::Value> {
+/// Records as the API shows them: corrections and retractions name the
+/// record they edit, when it is still held.
+fn records_json(c: &Compliance, records: &[chorus_archive::types::Record]) -> Vec<serde_json::Value> {
     records
         .iter()
-        .map(|r| serde_json::from_str(&chorus_archive::export::jsonl_line(r)).unwrap_or_default())
+        .map(|r| chorus_archive::export::jsonl_value(r, c.sm.edited_record(r).ok().flatten()))
         .collect()
 }
 
@@ -247,7 +247,7 @@ async fn search(State(s): State<ApiState>, cx: Ctx, p: Params<SearchParams>) -> 
     let (who, c) = authorize(&s, &cx, COMPLIANCE)?;
     let p = params(p)?;
     let page = c.search(&who, p.query()?).await?;
-    ok(json!({ "total": page.total, "records": records_json(&page.records) }))
+    ok(json!({ "total": page.total, "records": records_json(&c, &page.records) }))
 }
 
 #[derive(Deserialize)]
@@ -285,7 +285,7 @@ async fn conversation(State(s): State<ApiState>, cx: Ctx, p: Params<Conversation
         ..MamQuery::default()
     };
     let (records, complete) = c.conversation(&who, q).await?;
-    ok(json!({ "records": records_json(&records), "complete": complete }))
+    ok(json!({ "records": records_json(&c, &records), "complete": complete }))
 }
 
 async fn holds(State(s): State<ApiState>, cx: Ctx) -> ApiResult {
@@ -363,15 +363,17 @@ async fn run_retention(State(s): State<ApiState>, cx: Ctx, p: Params<RunParams>)
 }
 
 async fn export(State(s): State<ApiState>, cx: Ctx, p: Params<SearchParams>) -> ApiResult {
+    use chorus_archive::package::Format;
     let (who, c) = authorize(&s, &cx, COMPLIANCE)?;
     let p = params(p)?;
     let format = match p.format.as_deref().unwrap_or("jsonl") {
-        "jsonl" => ExportFormat::Jsonl,
-        "eml" => ExportFormat::Eml,
+        "jsonl" => Format::Jsonl,
+        "eml" => Format::Eml,
+        "actiance" => Format::Actiance,
         other => {
             return Err(ApiError(
                 StatusCode::BAD_REQUEST,
-                format!("unknown format {other:?}: use jsonl or eml"),
+                format!("unknown format {other:?}: use jsonl, eml or actiance"),
             ));
         }
     };
@@ -383,18 +385,45 @@ async fn export(State(s): State<ApiState>, cx: Ctx, p: Params<SearchParams>) -> 
             ..p.query()?
         }),
     };
-    let (ctype, name, bytes) = c.export(&who, source, format).await?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, ctype.to_owned()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{name}\""),
-            ),
-        ],
-        bytes,
-    )
-        .into_response())
+    let (name, pkg) = c.export(&who, source, format).await?;
+    let headers = [
+        (header::CONTENT_TYPE, "application/x-tar".to_owned()),
+        (
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}\""),
+        ),
+        (header::CONTENT_LENGTH, pkg.bytes.to_string()),
+        (
+            header::HeaderName::from_static("x-chorus-manifest-sha256"),
+            pkg.manifest_sha256.clone(),
+        ),
+    ];
+    Ok((headers, axum::body::Body::from_stream(file_stream(pkg))).into_response())
+}
+
+/// The export's bytes in 64 KiB chunks, read as they are sent; the
+/// temporary file goes when the stream is dropped.
+fn file_stream(
+    pkg: chorus_archive::package::Package,
+) -> impl futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> + Send {
+    use tokio::io::AsyncReadExt as _;
+    let file = pkg.file.reopen().map(tokio::fs::File::from_std);
+    futures_util::stream::unfold((file, Some(pkg)), |(file, pkg)| async move {
+        let mut f = match file {
+            Ok(f) => f,
+            Err(e) => return pkg.map(|_| (Err(e), (Err(std::io::Error::other("closed")), None))),
+        };
+        pkg.as_ref()?;
+        let mut buf = vec![0u8; 64 * 1024];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(axum::body::Bytes::from(buf)), (Ok(f), pkg)))
+            }
+            Err(e) => Some((Err(e), (Ok(f), None))),
+        }
+    })
 }
 
 #[derive(Deserialize)]

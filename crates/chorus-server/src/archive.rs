@@ -112,6 +112,7 @@ pub async fn start(config: &Config, tls: Option<&ClusterTls>) -> anyhow::Result<
         Duration::from_secs(config.archive.retention_interval_secs),
         stop.subscribe(),
     ));
+    let export_dir = export_dir(config)?;
     let compliance = Arc::new(Compliance {
         raft: raft.clone(),
         net: net.clone(),
@@ -121,6 +122,7 @@ pub async fn start(config: &Config, tls: Option<&ClusterTls>) -> anyhow::Result<
         domain: config.server.domain.clone(),
         peers: all_nodes_by_name(config),
         retention_min_days: config.archive.retention_min_days,
+        export_dir,
     });
     let status = status_fn(raft.clone(), sm.clone(), archive.clone());
     Ok(ArchiveRuntime {
@@ -183,6 +185,20 @@ async fn run_retention(
             Err(e) => tracing::warn!(error = %e, "retention run not committed"),
         }
     }
+}
+
+/// `<data_dir>/archive-exports` (0700), where exports are built; files a
+/// crash left behind are removed (they are temporary by design).
+fn export_dir(config: &Config) -> anyhow::Result<std::path::PathBuf> {
+    let dir = config.server.data_dir.join("archive-exports");
+    crate::private_fs::private_dir(&dir)?;
+    for e in std::fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))? {
+        let e = e?;
+        if e.file_name().to_string_lossy().starts_with(".export-") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    Ok(dir)
 }
 
 /// Every configured node's cluster address by node id.

@@ -18,9 +18,9 @@ pub struct ApiArgs {
     /// The node's HTTP base URL (default: from the configuration's http.listen).
     #[arg(long, env = "CHORUS_API_URL")]
     url: Option<String>,
-    /// The API token.
+    /// The API token (every action but verify-export needs one).
     #[arg(long, env = "CHORUS_API_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
     /// PEM certificate(s) to trust (default: the node's own certificate).
     #[arg(long, env = "CHORUS_API_CA")]
     ca: Option<PathBuf>,
@@ -113,14 +113,16 @@ pub enum ArchiveAction {
     },
     /// Run retention now (admin).
     Purge,
-    /// Export a search or a hold as JSON Lines or .eml files (a tar).
+    /// Export a search or a hold: a tar with the records (JSON Lines), their
+    /// chain links, a rendering (.eml transcripts or Actiance XML) and a
+    /// manifest; check it with verify-export.
     Export {
         #[command(flatten)]
         filter: SearchArgs,
         /// Export what this hold covers instead of a search.
         #[arg(long)]
         hold: Option<String>,
-        /// jsonl or eml.
+        /// jsonl, eml or actiance.
         #[arg(long, default_value = "jsonl")]
         format: String,
         /// Write here (default: the name the server suggests).
@@ -138,6 +140,13 @@ pub enum ArchiveAction {
     },
     /// This node's record count and digest.
     Digest,
+    /// Check a downloaded export offline (no node, no token needed): every
+    /// file against the manifest, every record against its chain link.
+    /// Exits non-zero if anything was changed.
+    VerifyExport {
+        /// The export (.tar).
+        file: PathBuf,
+    },
     /// Recompute the hash chain on this node (and on every `--site`),
     /// compare heads across sites; exits non-zero on any problem.
     Verify {
@@ -224,7 +233,7 @@ pub enum TokenAction {
 pub fn health(config: &Config, live: bool) -> anyhow::Result<()> {
     let api = ApiArgs {
         url: None,
-        token: String::new(),
+        token: Some(String::new()),
         ca: None,
     };
     let client = Client::new(Some(config), api)?;
@@ -296,6 +305,9 @@ fn days_map(items: &[String]) -> anyhow::Result<serde_json::Map<String, serde_js
 
 /// Runs `chorus archive`.
 pub fn run(config: Option<&Config>, api: ApiArgs, action: ArchiveAction) -> anyhow::Result<()> {
+    if let ArchiveAction::VerifyExport { file } = &action {
+        return verify_export(file);
+    }
     let api_args = api.clone();
     let client = Client::new(config, api)?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -426,11 +438,13 @@ pub fn run(config: Option<&Config>, api: ApiArgs, action: ArchiveAction) -> anyh
                     p.push(("hold", h));
                 }
                 p.push(("format", format));
-                let (bytes, name) = client.fetch("GET", "/api/v1/archive/export", p, None).await?;
-                let path =
-                    out.unwrap_or_else(|| PathBuf::from(name.unwrap_or_else(|| "chorus-export".into())));
-                std::fs::write(&path, &bytes).with_context(|| format!("write {}", path.display()))?;
-                format!("wrote {} bytes to {}", bytes.len(), path.display())
+                let (path, bytes, manifest) = client.download("/api/v1/archive/export", p, out).await?;
+                format!(
+                    "wrote {bytes} bytes to {} (manifest SHA-256 {manifest}); check it with \
+                     `chorus archive verify-export {}`",
+                    path.display(),
+                    path.display()
+                )
             }
             ArchiveAction::Audit { from, limit } => {
                 get(
@@ -441,6 +455,7 @@ pub fn run(config: Option<&Config>, api: ApiArgs, action: ArchiveAction) -> anyh
             }
             ArchiveAction::Digest => get("/api/v1/archive/digest", vec![]).await?,
             ArchiveAction::Verify { sites } => return verify(&client, config, &api_args, sites).await,
+            ArchiveAction::VerifyExport { .. } => unreachable!("handled before connecting"),
             ArchiveAction::Members { action: None } => get("/api/v1/archive/members", vec![]).await?,
             ArchiveAction::Members {
                 action: Some(MemberAction::Add { id, learner }),
@@ -518,4 +533,20 @@ async fn verify(
 async fn verify_one(client: &Client) -> anyhow::Result<serde_json::Value> {
     let text = client.call("GET", "/api/v1/archive/verify", vec![], None).await?;
     Ok(serde_json::from_str(&text)?)
+}
+
+/// `chorus archive verify-export FILE`: prints the report; fails unless
+/// the export is intact.
+fn verify_export(file: &std::path::Path) -> anyhow::Result<()> {
+    let report = chorus_archive::package::verify::verify_file(file)
+        .with_context(|| format!("read the export {}", file.display()))?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if !report.ok {
+        bail!(
+            "{} does not verify: {} problem(s) above",
+            file.display(),
+            report.problems.len()
+        );
+    }
+    Ok(())
 }

@@ -86,3 +86,11 @@ pub const MUC_ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
 pub const CONFERENCE: &str = "jabber:x:conference";
 /// XEP-0122 data forms validation.
 pub const XDATA_VALIDATE: &str = "http://jabber.org/protocol/xdata-validate";
+/// XEP-0308: Last Message Correction.
+pub const MESSAGE_CORRECT: &str = "urn:xmpp:message-correct:0";
+/// XEP-0424: Message Retraction (1.0).
+pub const MESSAGE_RETRACT: &str = "urn:xmpp:message-retract:1";
+/// XEP-0424 before 0.4, as a XEP-0422 fastening.
+pub const MESSAGE_RETRACT_0: &str = "urn:xmpp:message-retract:0";
+/// XEP-0422: Message Fastening.
+pub const FASTEN: &str = "urn:xmpp:fasten:0";

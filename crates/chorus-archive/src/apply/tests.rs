@@ -61,6 +61,11 @@ async fn shortening_retention_needs_a_second_different_admin() {
             .is_some_and(|w| w.contains("different admin")),
         "{r:?}"
     );
+    // The answer itself says what happened (a follower's replica may lag).
+    assert_eq!(
+        r[1].pending.as_ref().map(|p| p.proposed_by.as_str()),
+        Some("alice")
+    );
     assert_eq!(m.sm.retention().expect("policy"), Retention::default());
     assert_eq!(
         outcome(&m, 2)["refused"].as_str().map(|s| s.contains("alice")),
@@ -68,6 +73,7 @@ async fn shortening_retention_needs_a_second_different_admin() {
     );
     let r = m.apply(vec![by("bob", approve("c1"))]).await;
     assert_eq!(r[0].refused, None);
+    assert_eq!(r[0].retention, Some(days(365)));
     assert_eq!(m.sm.retention().expect("policy"), days(365));
     assert!(m.sm.pending_retention().expect("pending").is_empty());
     // Lengthening is one admin's action.

@@ -91,7 +91,9 @@ impl Client {
             host,
             port,
             tls,
-            token: api.token,
+            token: api
+                .token
+                .context("give --token (or set CHORUS_API_TOKEN): the API needs one")?,
         })
     }
 
@@ -109,6 +111,43 @@ impl Client {
         Ok(serde_json::to_string_pretty(&v)?)
     }
 
+    /// Downloads a file from the API into `out` (default: the name the
+    /// server suggests), streaming; returns the path, its size and the
+    /// manifest hash the server announced.
+    pub(crate) async fn download(
+        &self,
+        path: &str,
+        params: Vec<(&str, String)>,
+        out: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<(std::path::PathBuf, u64, String)> {
+        use std::io::Write as _;
+        let resp = self.request("GET", path, params, None).await?;
+        let name = suggested_name(&resp);
+        let manifest = resp
+            .headers()
+            .get("x-chorus-manifest-sha256")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = body.collect().await?.to_bytes();
+            bail!("{status}: {}", error_text(&bytes));
+        }
+        let target = out.unwrap_or_else(|| name.unwrap_or_else(|| "chorus-export.tar".into()).into());
+        let mut f = std::fs::File::create(&target).with_context(|| format!("create {}", target.display()))?;
+        let mut bytes = 0u64;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                f.write_all(&data)?;
+                bytes += data.len() as u64;
+            }
+        }
+        f.sync_all()?;
+        Ok((target, bytes, manifest))
+    }
+
     /// Calls the API; returns the body and the suggested file name.
     pub(crate) async fn fetch(
         &self,
@@ -117,6 +156,23 @@ impl Client {
         params: Vec<(&str, String)>,
         body: Option<String>,
     ) -> anyhow::Result<(Bytes, Option<String>)> {
+        let resp = self.request(method, path, params, body).await?;
+        let status = resp.status();
+        let name = suggested_name(&resp);
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            bail!("{status}: {}", error_text(&bytes));
+        }
+        Ok((bytes, name))
+    }
+
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        params: Vec<(&str, String)>,
+        body: Option<String>,
+    ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
         let mut uri = path.to_owned();
         if !params.is_empty() {
             let q: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
@@ -132,7 +188,7 @@ impl Client {
             .header("authorization", format!("Bearer {}", self.token))
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-        let resp = match &self.tls {
+        match &self.tls {
             Some(tls) => {
                 let name =
                     rustls::pki_types::ServerName::try_from(self.host.clone()).context("bad host name")?;
@@ -140,27 +196,27 @@ impl Client {
                     .connect(name, tcp)
                     .await
                     .context("TLS handshake with the node")?;
-                send(hyper_util::rt::TokioIo::new(stream), req).await?
+                send(hyper_util::rt::TokioIo::new(stream), req).await
             }
-            None => send(hyper_util::rt::TokioIo::new(tcp), req).await?,
-        };
-        let status = resp.status();
-        let name = resp
-            .headers()
-            .get("content-disposition")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split("filename=\"").nth(1))
-            .map(|v| v.trim_end_matches('"').to_owned());
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        if !status.is_success() {
-            let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-            bail!("{status}: {msg}");
+            None => send(hyper_util::rt::TokioIo::new(tcp), req).await,
         }
-        Ok((bytes, name))
     }
+}
+
+fn suggested_name(resp: &hyper::Response<hyper::body::Incoming>) -> Option<String> {
+    resp.headers()
+        .get("content-disposition")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split("filename=\"").nth(1))
+        .map(|v| v.trim_end_matches('"').to_owned())
+}
+
+/// The API's error message, or the body as text.
+fn error_text(bytes: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned())
 }
 
 async fn send<S>(

@@ -1,12 +1,11 @@
 //! Exports of a search or a hold: the matching archive positions come from
-//! the search index in one pass (no offset paging), the records from the
-//! state machine in position order; the export is audited with its record
-//! count before it is handed out.
+//! the search index in one pass (no offset paging); the verifiable export
+//! package (`chorus_archive::package`) is built on disk from them; it is
+//! audited with its record count and manifest hash before it is handed out.
 
 use super::{Caller, Compliance, ComplianceError, Result, normalized_bare, unavailable};
-use chorus_archive::export;
+use chorus_archive::package::{Format, Package, Request};
 use chorus_archive::search::SearchQuery;
-use chorus_archive::types::Record;
 use chorus_core::jids;
 
 /// Records an export may carry.
@@ -19,15 +18,6 @@ pub enum ExportSource {
     Search(SearchQuery),
     /// The records a hold covers.
     Hold(String),
-}
-
-/// An export's format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExportFormat {
-    /// JSON Lines.
-    Jsonl,
-    /// A tar of RFC 5322 `.eml` files, one per conversation and day.
-    Eml,
 }
 
 impl Compliance {
@@ -68,71 +58,73 @@ impl Compliance {
         }
     }
 
-    /// Every record a source covers, oldest first (server time, then
-    /// archive position).
-    async fn collect(&self, source: &ExportSource) -> Result<Vec<Record>> {
+    /// The archive positions a source covers, oldest first (server time,
+    /// then position).
+    async fn positions(&self, source: &ExportSource) -> Result<Vec<u64>> {
         let queries = self.queries(source)?;
         self.blocking(move |index, sm| {
             index.catch_up(sm).map_err(unavailable)?;
-            let mut positions: Vec<u64> = Vec::new();
+            let mut found: Vec<(u64, u64)> = Vec::new();
             for q in &queries {
-                positions.extend(
+                found.extend(
                     index
                         .positions(q, EXPORT_RECORDS_MAX)
                         .map_err(|e| ComplianceError::BadRequest(e.to_string()))?,
                 );
-                if positions.len() > EXPORT_RECORDS_MAX {
+                if found.len() > EXPORT_RECORDS_MAX {
                     return Err(ComplianceError::BadRequest(format!(
                         "more than {EXPORT_RECORDS_MAX} records; narrow the export"
                     )));
                 }
             }
-            positions.sort_unstable();
-            positions.dedup();
-            let mut out: Vec<(u64, Record)> = Vec::with_capacity(positions.len());
-            for pos in positions {
-                if let Some(r) = sm.record_at(pos).map_err(unavailable)? {
-                    out.push((pos, r));
-                }
-            }
-            out.sort_by_key(|(pos, r)| (r.stamp_ms, *pos));
-            Ok(out.into_iter().map(|(_, r)| r).collect())
+            found.sort_unstable();
+            found.dedup();
+            Ok(found.into_iter().map(|(_, pos)| pos).collect())
         })
         .await
     }
 
-    /// Exports a search or a hold; returns (content type, file name, bytes).
+    /// Builds the export of a search or a hold on disk (bounded memory),
+    /// audits it with its record count and its manifest's SHA-256, and
+    /// returns it with the file name to offer.
     pub async fn export(
         &self,
         who: &Caller,
         source: ExportSource,
-        format: ExportFormat,
-    ) -> Result<(&'static str, String, Vec<u8>)> {
-        let what = match &source {
+        format: Format,
+    ) -> Result<(String, Package)> {
+        let asked = match &source {
             ExportSource::Search(q) => serde_json::json!({ "search": q }),
             ExportSource::Hold(id) => serde_json::json!({ "hold": id }),
         };
-        let records = self.collect(&source).await?;
+        let positions = self.positions(&source).await?;
+        let req = Request {
+            asked: asked.clone(),
+            by: who.name.clone(),
+            role: format!("{:?}", who.role).to_lowercase(),
+            addr: who.addr.clone(),
+            node: self.node_id.clone(),
+            domain: self.domain.clone(),
+            format,
+            created_ms: chorus_core::time::now_millis(),
+        };
+        let (dir, stamp) = (self.export_dir.clone(), req.created_ms);
+        let pkg = self
+            .blocking(move |_, sm| sm.export_package(&positions, req, &dir).map_err(unavailable))
+            .await?;
         self.audit(
             who,
             "export",
             serde_json::json!({
-                "source": what, "format": format!("{format:?}").to_lowercase(), "results": records.len(),
+                "source": asked, "format": format, "results": pkg.records,
+                "bytes": pkg.bytes, "manifest_sha256": pkg.manifest_sha256,
             }),
         )
         .await?;
-        let stamp = chorus_core::time::now_millis();
-        Ok(match format {
-            ExportFormat::Jsonl => (
-                "application/x-ndjson",
-                format!("chorus-export-{stamp}.jsonl"),
-                export::jsonl(&records).into_bytes(),
-            ),
-            ExportFormat::Eml => (
-                "application/x-tar",
-                format!("chorus-export-{stamp}.tar"),
-                export::tar(&export::eml_files(&records, &self.domain), stamp / 1000),
-            ),
-        })
+        let name = format!(
+            "chorus-export-{stamp}-{}.tar",
+            serde_json::json!(format).as_str().unwrap_or("x")
+        );
+        Ok((name, pkg))
     }
 }

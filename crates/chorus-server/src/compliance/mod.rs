@@ -14,7 +14,7 @@ mod exports;
 mod retention;
 mod verify;
 
-pub use exports::{ExportFormat, ExportSource};
+pub use exports::ExportSource;
 pub use retention::RetentionChange;
 
 use chorus_archive::search::{SEARCH_LIMIT_MAX, SearchIndex, SearchPage, SearchQuery};
@@ -105,6 +105,8 @@ pub struct Compliance {
     pub peers: BTreeMap<String, String>,
     /// `archive.retention_min_days`.
     pub retention_min_days: u32,
+    /// Where exports are built (`<data_dir>/archive-exports`).
+    pub export_dir: std::path::PathBuf,
 }
 
 impl Compliance {

@@ -44,27 +44,30 @@ impl Compliance {
         let current = self.sm.retention().map_err(unavailable)?;
         let detail = serde_json::to_value(&r).unwrap_or_default();
         if current.shortened_by(&r).is_none() {
-            self.audited(who, "retention.set", detail, Command::SetRetention(r.clone()))
+            let resp = self
+                .audited(who, "retention.set", detail, Command::SetRetention(r.clone()))
                 .await?;
-            return Ok(RetentionChange::Applied(r));
+            return Ok(RetentionChange::Applied(resp.retention.unwrap_or(r)));
         }
         let id = format!("change-{}", chorus_xmpp::session::random_id());
         let propose = Command::ProposeRetention {
             id: id.clone(),
             policy: r.clone(),
         };
-        self.audited(
-            who,
-            "retention.propose",
-            serde_json::json!({ "id": id, "policy": detail }),
-            propose,
-        )
-        .await?;
-        let pending = self.sm.pending_retention().map_err(unavailable)?;
-        Ok(match pending.into_iter().find(|p| p.id == id) {
+        // The state machine's answer says what happened: this node's own
+        // replica may not have applied the command yet.
+        let resp = self
+            .audited(
+                who,
+                "retention.propose",
+                serde_json::json!({ "id": id, "policy": detail }),
+                propose,
+            )
+            .await?;
+        Ok(match resp.pending {
             Some(p) => RetentionChange::Pending(p),
             // The policy changed meanwhile so that this one shortens nothing.
-            None => RetentionChange::Applied(r),
+            None => RetentionChange::Applied(resp.retention.unwrap_or(r)),
         })
     }
 
@@ -77,7 +80,8 @@ impl Compliance {
         if r.not_found {
             return Err(ComplianceError::NotFound(format!("no retention change {id}")));
         }
-        self.sm.retention().map_err(unavailable)
+        r.retention
+            .ok_or_else(|| ComplianceError::Unavailable("the archive did not say the policy in force".into()))
     }
 
     /// Withdraws a proposed change (any admin).

@@ -207,8 +207,10 @@ impl Session {
         let cfg = &self.ctx.config.archive;
         let typ = el.attr("type").unwrap_or("normal");
         let body = el.get_child("body", ns::CLIENT).map(|b| b.text());
+        let edit = super::edits::edit_of(el);
+        // A retraction has no body but is no chat state: it is archived.
         if !self.ctx.archive.enabled()
-            || (body.is_none() && cfg.excludes(ArchiveExclusion::ChatStates))
+            || (body.is_none() && edit.is_none() && cfg.excludes(ArchiveExclusion::ChatStates))
             || (typ == "headline" && cfg.excludes(ArchiveExclusion::Headlines))
             || (typ == "error" && cfg.excludes(ArchiveExclusion::Errors))
         {
@@ -225,6 +227,8 @@ impl Session {
             thread: el.get_child("thread", ns::CLIENT).map(|t| t.text()),
             room: None,
             occupants: Vec::new(),
+            msg_id: super::edits::msg_id_of(el),
+            edit,
         };
         match self.ctx.archive.append(record) {
             Ok(Some(id)) => {

@@ -6,6 +6,7 @@
 //! here; stanza handling lives in the sibling modules.
 
 mod auth;
+mod edits;
 mod iq;
 mod mam;
 mod message;

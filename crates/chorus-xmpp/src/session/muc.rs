@@ -528,7 +528,8 @@ impl Session {
                 reflected.append_child(c.clone());
             }
         }
-        if body.is_some() {
+        let edit = super::edits::edit_of(&el);
+        if body.is_some() || edit.is_some() {
             let record = ArchiveRecord {
                 from: self.full(),
                 to: room_jid.clone(),
@@ -540,6 +541,8 @@ impl Session {
                 room: Some(room_jid.clone()),
                 // Who receives it: a hold on any of them covers it.
                 occupants: occupant_accounts(occupants),
+                msg_id: super::edits::msg_id_of(&el),
+                edit,
             };
             if self.ctx.archive.enabled() {
                 match self.ctx.archive.append(record) {
@@ -598,6 +601,8 @@ impl Session {
                 // occupants' archives, not to the room's history.
                 room: None,
                 occupants: Vec::new(),
+                msg_id: super::edits::msg_id_of(el),
+                edit: super::edits::edit_of(el),
             };
             if let Err(e) = self.ctx.archive.append(record) {
                 tracing::warn!(error = %e, "archive refused a private room message");
