@@ -201,20 +201,27 @@ impl RaftArchive {
 
 /// Commits a command through the leader (forwarding when this node
 /// follows) and returns what applying it produced.
-pub async fn propose(raft: &ArchiveRaft, net: &NetworkFactory, cmd: Command) -> Result<Response, String> {
+pub async fn propose(
+    raft: &ArchiveRaft,
+    net: &NetworkFactory,
+    cmd: Command,
+) -> Result<Response, ProposeError> {
     // A leader cut off from its followers keeps believing it leads (openraft
     // 0.9 has no leader lease), so a write to it would wait forever.
     let write = tokio::time::timeout(PROPOSE_TIMEOUT, raft.client_write(cmd.clone()));
     let Ok(written) = write.await else {
-        return Err("the archive did not commit in time (no quorum?)".into());
+        return Err(ProposeError::Timeout);
     };
     match written {
         Ok(r) => Ok(r.data),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_id {
-            Some(leader) => net.forward_write(leader, &cmd).await,
-            None => Err("the archive has no leader (no quorum)".into()),
+            Some(leader) => net
+                .forward_write(leader, &cmd)
+                .await
+                .map_err(ProposeError::Forward),
+            None => Err(ProposeError::NoLeader),
         },
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -282,11 +289,48 @@ pub enum MemberChange {
 /// or leadership moves under the request.
 pub const MEMBER_CHANGE_WAIT: Duration = Duration::from_secs(15);
 
-/// Reply prefix of a change that reached a node which no longer leads.
-const NOT_LEADER: &str = "not the leader: ";
+/// Why a membership change did not happen; travels between nodes, so a
+/// retry is decided on the variant, never on the text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum MemberChangeError {
+    /// It reached a node that no longer leads (openraft's ForwardToLeader).
+    #[error("not the leader: {0}")]
+    NotLeader(String),
+    /// No leader is known (no quorum, or an election under way).
+    #[error("the archive has no leader (no quorum)")]
+    NoLeader,
+    /// The change itself is refused or failed.
+    #[error("{0}")]
+    Failed(String),
+}
 
-/// Reply of a change asked while no leader is known.
-const NO_LEADER: &str = "the archive has no leader (no quorum)";
+impl MemberChangeError {
+    /// Whether waiting for a (new) leader and trying again may help.
+    pub fn retry(&self) -> bool {
+        matches!(
+            self,
+            MemberChangeError::NotLeader(_) | MemberChangeError::NoLeader
+        )
+    }
+}
+
+/// Why a proposal did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// Nothing committed within [`PROPOSE_TIMEOUT`] (a leader cut off from
+    /// its followers still believes it leads).
+    #[error("the archive did not commit in time (no quorum?)")]
+    Timeout,
+    /// No leader is known.
+    #[error("the archive has no leader (no quorum)")]
+    NoLeader,
+    /// Forwarding to the leader failed, or the leader refused.
+    #[error("{0}")]
+    Forward(String),
+    /// The local Raft node failed.
+    #[error(transparent)]
+    Raft(#[from] RaftError<u64, ClientWriteError<u64, BasicNode>>),
+}
 
 /// Applies a membership change on the leader, forwarding it there when
 /// this node follows. While the group elects a leader (removing a running
@@ -297,7 +341,7 @@ pub async fn change_members(
     raft: &ArchiveRaft,
     net: &NetworkFactory,
     change: &MemberChange,
-) -> Result<String, String> {
+) -> Result<String, MemberChangeError> {
     let deadline = Instant::now() + MEMBER_CHANGE_WAIT;
     let mut metrics = raft.metrics();
     loop {
@@ -308,10 +352,10 @@ pub async fn change_members(
         let result = match leader {
             Some(l) if l == me => change_members_here(raft, change).await,
             Some(l) => net.forward_members(l, change).await,
-            None => Err(NO_LEADER.into()),
+            None => Err(MemberChangeError::NoLeader),
         };
         match result {
-            Err(e) if (e == NO_LEADER || e.starts_with(NOT_LEADER)) && Instant::now() < deadline => {
+            Err(e) if e.retry() && Instant::now() < deadline => {
                 // Wake on the next metrics change (a new leader), or poll.
                 let _ = tokio::time::timeout(Duration::from_millis(250), metrics.changed()).await;
             }
@@ -321,10 +365,15 @@ pub async fn change_members(
 }
 
 /// Applies a membership change on this node, which must lead.
-pub async fn change_members_here(raft: &ArchiveRaft, change: &MemberChange) -> Result<String, String> {
+pub async fn change_members_here(
+    raft: &ArchiveRaft,
+    change: &MemberChange,
+) -> Result<String, MemberChangeError> {
     let err = |e: &RaftError<u64, ClientWriteError<u64, BasicNode>>| match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => format!("{NOT_LEADER}{e}"),
-        _ => e.to_string(),
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+            MemberChangeError::NotLeader(e.to_string())
+        }
+        _ => MemberChangeError::Failed(e.to_string()),
     };
     let voters: BTreeSet<u64> = raft
         .metrics()
@@ -358,7 +407,9 @@ pub async fn change_members_here(raft: &ArchiveRaft, change: &MemberChange) -> R
         MemberChange::Remove { id } => {
             let nid = crate::raft_net::raft_id(id);
             if voters.contains(&nid) && voters.len() == 1 {
-                return Err(format!("{id} is the last voter; add another first"));
+                return Err(MemberChangeError::Failed(format!(
+                    "{id} is the last voter; add another first"
+                )));
             }
             raft.client_write(Command::Removed {
                 id: nid,

@@ -97,10 +97,16 @@ impl NetworkFactory {
         &self,
         target: u64,
         change: &crate::archive::MemberChange,
-    ) -> Result<String, String> {
-        let json = chorus_archive::codec::encode(change).map_err(|e| e.to_string())?;
-        let reply = self.forward(target, "members", json).await?;
-        chorus_archive::codec::decode::<Result<String, String>>(&reply).map_err(|e| e.to_string())?
+    ) -> Result<String, crate::archive::MemberChangeError> {
+        use crate::archive::MemberChangeError;
+        let json =
+            chorus_archive::codec::encode(change).map_err(|e| MemberChangeError::Failed(e.to_string()))?;
+        let reply = self
+            .forward(target, "members", json)
+            .await
+            .map_err(MemberChangeError::Failed)?;
+        chorus_archive::codec::decode::<Result<String, MemberChangeError>>(&reply)
+            .map_err(|e| MemberChangeError::Failed(e.to_string()))?
     }
 
     /// Asks `target` for its chain head and the hash of its link `link`.

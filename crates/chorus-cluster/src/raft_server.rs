@@ -130,7 +130,12 @@ pub async fn handle(
             let audited = raft
                 .client_write(Command::Audit(entry))
                 .await
-                .map_err(|e| e.to_string());
+                .map_err(|e| match e {
+                    openraft::error::RaftError::APIError(
+                        openraft::error::ClientWriteError::ForwardToLeader(_),
+                    ) => crate::archive::MemberChangeError::NotLeader(e.to_string()),
+                    e => crate::archive::MemberChangeError::Failed(e.to_string()),
+                });
             let r = match audited {
                 Ok(_) => crate::archive::change_members_here(raft, &change).await,
                 Err(e) => Err(e),

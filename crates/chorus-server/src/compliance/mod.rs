@@ -360,7 +360,10 @@ impl Compliance {
         .await?;
         change_members(&self.raft, &self.net, &change)
             .await
-            .map_err(ComplianceError::BadRequest)
+            .map_err(|e| match e {
+                e if e.retry() => ComplianceError::Unavailable(e.to_string()),
+                e => ComplianceError::BadRequest(e.to_string()),
+            })
     }
 }
 
