@@ -182,19 +182,7 @@ impl ArchiveStateMachine {
 
     /// Up to `limit` records from position `from` on, with their positions.
     pub fn records_from(&self, from: u64, limit: usize) -> Result<Vec<(u64, Record)>> {
-        let mut out = Vec::new();
-        let start = from.to_be_bytes();
-        for item in self.db.iterator_cf(
-            self.cf(CF_RECORDS),
-            IteratorMode::From(&start, Direction::Forward),
-        ) {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = item.map_err(read_err)?;
-            out.push((be_u64(&k)?, crate::codec::decode(&v).map_err(read_err)?));
-        }
-        Ok(out)
+        self.numbered(CF_RECORDS, from, limit)
     }
 
     /// The record at a position, unless purged.
@@ -225,20 +213,48 @@ impl ArchiveStateMachine {
         }
     }
 
-    /// Every hold, active and released.
-    pub fn holds(&self) -> Result<Vec<Hold>> {
+    /// Every value stored under a metadata key prefix, in key order.
+    fn under_prefix<T: serde::de::DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>> {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(
             self.cf(CF_SM_META),
-            IteratorMode::From(HOLD_PREFIX, Direction::Forward),
+            IteratorMode::From(prefix, Direction::Forward),
         ) {
             let (k, v) = item.map_err(read_err)?;
-            if !k.starts_with(HOLD_PREFIX) {
+            if !k.starts_with(prefix) {
                 break;
             }
             out.push(crate::codec::decode(&v).map_err(read_err)?);
         }
         Ok(out)
+    }
+
+    /// Up to `limit` rows of a column family keyed by big-endian numbers,
+    /// from `from` on, decoded.
+    fn numbered<T: serde::de::DeserializeOwned>(
+        &self,
+        cf: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, T)>> {
+        let mut out = Vec::new();
+        let start = from.to_be_bytes();
+        for item in self
+            .db
+            .iterator_cf(self.cf(cf), IteratorMode::From(&start, Direction::Forward))
+        {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item.map_err(read_err)?;
+            out.push((be_u64(&k)?, crate::codec::decode(&v).map_err(read_err)?));
+        }
+        Ok(out)
+    }
+
+    /// Every hold, active and released.
+    pub fn holds(&self) -> Result<Vec<Hold>> {
+        self.under_prefix(HOLD_PREFIX)
     }
 
     /// Registers the function told the removed members (now, and whenever
@@ -276,18 +292,7 @@ impl ArchiveStateMachine {
 
     /// Retention changes waiting for a second admin.
     pub fn pending_retention(&self) -> Result<Vec<PendingRetention>> {
-        let mut out = Vec::new();
-        for item in self.db.iterator_cf(
-            self.cf(CF_SM_META),
-            IteratorMode::From(PENDING_PREFIX, Direction::Forward),
-        ) {
-            let (k, v) = item.map_err(read_err)?;
-            if !k.starts_with(PENDING_PREFIX) {
-                break;
-            }
-            out.push(crate::codec::decode(&v).map_err(read_err)?);
-        }
-        Ok(out)
+        self.under_prefix(PENDING_PREFIX)
     }
 
     /// The hash chain's head (one read: cheap enough for every status
@@ -330,19 +335,7 @@ impl ArchiveStateMachine {
 
     /// Up to `limit` chain links from link number `from` on.
     pub fn chain_links(&self, from: u64, limit: usize) -> Result<Vec<(u64, crate::chain::Link)>> {
-        let mut out = Vec::new();
-        let start = from.to_be_bytes();
-        for item in self.db.iterator_cf(
-            self.cf(crate::db::CF_CHAIN),
-            IteratorMode::From(&start, Direction::Forward),
-        ) {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = item.map_err(read_err)?;
-            out.push((be_u64(&k)?, crate::codec::decode(&v).map_err(read_err)?));
-        }
-        Ok(out)
+        self.numbered(crate::db::CF_CHAIN, from, limit)
     }
 
     /// The retention policy in force.
@@ -352,19 +345,7 @@ impl ArchiveStateMachine {
 
     /// Audit entries with sequence numbers, oldest first, from `from` on.
     pub fn audit(&self, from: u64, limit: usize) -> Result<Vec<(u64, AuditEntry)>> {
-        let mut out = Vec::new();
-        let start = from.to_be_bytes();
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_AUDIT), IteratorMode::From(&start, Direction::Forward))
-        {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = item.map_err(read_err)?;
-            out.push((be_u64(&k)?, crate::codec::decode(&v).map_err(read_err)?));
-        }
-        Ok(out)
+        self.numbered(CF_AUDIT, from, limit)
     }
 
     pub(crate) fn put_json<T: Serialize>(&self, batch: &mut WriteBatch, key: &[u8], v: &T) -> Result<()> {
