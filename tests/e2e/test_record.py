@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 from test_compliance import (CLOCKED, OFFICER, ROOT, ROOT2, SLOW, TOKENS, api, api_error,
-                             archive_status, archived, deliver, digests_converge, search,
+                             archive_status, archived, call, deliver, digests_converge, search,
                              set_policy, users)
 from test_muc import groupchat, instant_room, join, muc_client, room_jid
 
@@ -150,7 +150,7 @@ async def test_corrections_and_retractions_keep_the_original(node, tmp_path):
     cp = await asyncio.to_thread(node.cli, "archive", "--token", OFFICER, "export",
                                  "--out", str(out))
     assert cp.returncode == 0, cp.stderr
-    from test_compliance import export_records
+    from test_compliance_tools import export_records
     lines = export_records(out.read_bytes())
     assert [(r["body"], (r["edit"] or {}).get("record")) for r in lines] == [
         ("the price is 100", None), ("the price is 110", original["id"]),
@@ -285,3 +285,46 @@ async def test_verify_names_a_changed_byte_on_that_site_only(cluster3):
 async def connect_at(cl, user: str, site: str):
     from xmpp import connect
     return await connect(cl[site], user, resource=site, presence=True)
+
+
+# --------------------------------------------------------------------------
+# the audit trail covers every action
+# --------------------------------------------------------------------------
+
+
+@API_NODE
+async def test_every_api_action_is_in_the_audit_trail(node, tmp_path):
+    c = await users(node, "alice", "bob")
+    await deliver(c["alice"], c["bob"], "audit everything")
+    await archived(node, 1)
+    a, b = node.jid("alice"), node.jid("bob")
+    calls = [
+        (OFFICER, "GET", "/api/v1/archive/search", {"q": "audit"}, None, 200, "search"),
+        (OFFICER, "GET", "/api/v1/archive/conversation", {"user": a, "with": b}, None, 200,
+         "conversation"),
+        (OFFICER, "GET", "/api/v1/archive/export", {"q": "audit"}, None, 200, "export"),
+        (OFFICER, "GET", "/api/v1/archive/holds", None, None, 200, "hold.list"),
+        (OFFICER, "POST", "/api/v1/archive/holds", None,
+         {"id": "h1", "reason": "r", "users": [a]}, 201, "hold.create"),
+        (OFFICER, "POST", "/api/v1/archive/holds/h1/release", None, None, 200, "hold.release"),
+        (ROOT, "GET", "/api/v1/archive/retention", None, None, 200, "retention.view"),
+        (ROOT, "PUT", "/api/v1/archive/retention", None, {"default_days": 400}, 202,
+         "retention.propose"),
+        (ROOT, "POST", "/api/v1/archive/retention/run", None, None, 200, "retention.run"),
+        (OFFICER, "GET", "/api/v1/archive/verify", None, None, 200, "archive.verify"),
+        (ROOT, "GET", "/api/v1/archive/members", None, None, 200, "members.view"),
+        (OFFICER, "GET", "/api/v1/archive/audit", None, None, 200, "audit.read"),
+    ]
+    for token, method, path, params, body, status, _ in calls:
+        st, _, raw = await call(node, method, path, token, params, body)
+        assert st == status, (method, path, st, raw[:300])
+    pending = (await api(node, "GET", "/api/v1/archive/retention", ROOT))["pending"][0]["id"]
+    await api(node, "POST", f"/api/v1/archive/retention/changes/{pending}/cancel", ROOT)
+    trail = (await api(node, "GET", "/api/v1/archive/audit"))["entries"]
+    want = [action for *_, action in calls] + ["retention.view", "retention.cancel"]
+    assert [e["action"] for e in trail] == want, [e["action"] for e in trail]
+    for e in trail:
+        assert e["actor"] in ("officer", "root") and e["addr"].startswith("127.0.0.1:"), e
+    reads = [e for e in trail if e["action"] in ("search", "conversation", "export", "hold.list",
+                                                   "audit.read")]
+    assert all(isinstance(e["detail"]["results"], int) for e in reads), reads

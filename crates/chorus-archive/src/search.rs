@@ -266,6 +266,19 @@ impl SearchIndex {
         d
     }
 
+    /// Documents the index holds and, of them, deleted ones whose text is
+    /// still in its files (zero once their segments are merged).
+    pub fn documents(&self) -> (u64, u64) {
+        let searcher = self.reader.searcher();
+        let live = searcher.num_docs();
+        let deleted = searcher
+            .segment_readers()
+            .iter()
+            .map(|r| u64::from(r.num_deleted_docs()))
+            .sum();
+        (live, deleted)
+    }
+
     /// Runs a compliance search; records come from the state machine. The
     /// offset is bounded ([`SEARCH_OFFSET_MAX`]): the index collects
     /// offset + limit hits, so a caller's number must not size that.
