@@ -19,8 +19,8 @@
 //! the export's audit entry, which is part of the chain, so the archive
 //! later vouches for exactly this export.
 //!
-//! Built on disk in bounded memory: records are read by position in
-//! batches and streamed into temporary files, then into the tar; only the
+//! Built on disk in bounded memory: records are read one at a time by
+//! position and streamed into temporary files, then into the tar; only the
 //! positions (and, for the renderings, their grouping) are held.
 
 mod actiance;
@@ -137,8 +137,14 @@ pub struct ChainLine {
 /// positions, oldest first.
 pub(crate) type Groups = BTreeMap<(String, String), (Vec<String>, Vec<u64>)>;
 
-/// Records read per batch.
-const BATCH: usize = 1024;
+/// The JSON files of an export while it is built.
+struct JsonFiles {
+    records: Hashing<BufWriter<tempfile::NamedTempFile>>,
+    chain: Hashing<BufWriter<tempfile::NamedTempFile>>,
+    groups: Groups,
+    count: u64,
+    links: Option<(u64, u64)>,
+}
 
 /// A writer that hashes and counts what passes through.
 struct Hashing<W: Write> {
@@ -187,56 +193,11 @@ impl ArchiveStateMachine {
     /// export) into a temporary file in `dir`.
     pub fn export_package(&self, positions: &[u64], req: Request, dir: &Path) -> io::Result<Package> {
         let head = self.chain_head().map_err(io_err)?;
-        let mut records_f = Hashing {
-            out: BufWriter::new(temp(dir)?),
-            h: Default::default(),
-            bytes: 0,
-        };
-        let mut chain_f = Hashing {
-            out: BufWriter::new(temp(dir)?),
-            h: Default::default(),
-            bytes: 0,
-        };
-        // (day, conversation) -> positions, for the renderings.
-        let mut groups: Groups = BTreeMap::new();
-        let (mut count, mut links) = (0u64, None::<(u64, u64)>);
-        for batch in positions.chunks(BATCH) {
-            for &pos in batch {
-                let Some(r) = self.record_at(pos).map_err(io_err)? else {
-                    continue;
-                };
-                let Some((n, link, prev)) = self.link_of(pos)? else {
-                    return Err(io_err(format!("record {} has no chain link", r.id)));
-                };
-                let edited = self.edited_record(&r).map_err(io_err)?;
-                writeln!(records_f, "{}", crate::export::jsonl_value(&r, edited))?;
-                let line = ChainLine {
-                    id: r.id.clone(),
-                    position: pos,
-                    link: n,
-                    prev,
-                    content: link.content,
-                    hash: link.hash,
-                    canonical: String::from_utf8(canonical(&r)).map_err(io_err)?,
-                };
-                writeln!(chain_f, "{}", serde_json::to_string(&line)?)?;
-                links = Some(links.map_or((n, n), |(lo, hi)| (lo.min(n), hi.max(n))));
-                count += 1;
-                if req.format != Format::Jsonl {
-                    let (key, parties) = crate::export::conversation(&r);
-                    let day = xep0082(r.stamp_ms)[..10].to_owned();
-                    groups
-                        .entry((day, key))
-                        .or_insert_with(|| (parties, Vec::new()))
-                        .1
-                        .push(pos);
-                }
-            }
-        }
+        let json = self.write_json_files(positions, req.format != Format::Jsonl, dir)?;
         let mut files = Vec::new();
         let out = temp(dir)?;
         let mut tar = tar::TarWriter::new(BufWriter::new(out.reopen()?), req.created_ms / 1000);
-        for (name, f) in [("records.jsonl", records_f), ("chain.jsonl", chain_f)] {
+        for (name, f) in [("records.jsonl", json.records), ("chain.jsonl", json.chain)] {
             let (bytes, sha256) = (f.bytes, crate::chain::hex(&sha2::Digest::finalize(f.h)));
             let mut file = f.out.into_inner().map_err(|e| e.into_error())?;
             file.as_file_mut().seek(io::SeekFrom::Start(0))?;
@@ -251,16 +212,16 @@ impl ArchiveStateMachine {
         let mut conversations = BTreeMap::new();
         match req.format {
             Format::Jsonl => {}
-            Format::Eml => self.add_eml(&mut tar, &groups, &req, &mut files, &mut conversations)?,
-            Format::Actiance => self.add_actiance(&mut tar, &groups, dir, &mut files)?,
+            Format::Eml => self.add_eml(&mut tar, &json.groups, &req, &mut files, &mut conversations)?,
+            Format::Actiance => self.add_actiance(&mut tar, &json.groups, dir, &mut files)?,
         }
         let manifest = Manifest {
             version: 1,
             created: xep0082(req.created_ms),
             request: req,
-            records: count,
+            records: json.count,
             chain_head: head,
-            links,
+            links: json.links,
             files,
             conversations,
         };
@@ -270,13 +231,62 @@ impl ArchiveStateMachine {
         w.flush()?;
         let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
-        let size = f.metadata()?.len();
         Ok(Package {
             file: out,
-            bytes: size,
-            records: count,
+            bytes: f.metadata()?.len(),
+            records: json.count,
             manifest_sha256,
         })
+    }
+
+    /// Streams `records.jsonl` and `chain.jsonl` into temporary files, in
+    /// batches; with `group`, also sorts the positions by conversation and
+    /// day for a rendering.
+    fn write_json_files(&self, positions: &[u64], group: bool, dir: &Path) -> io::Result<JsonFiles> {
+        let hashing = |f| Hashing {
+            out: BufWriter::new(f),
+            h: Default::default(),
+            bytes: 0,
+        };
+        let mut out = JsonFiles {
+            records: hashing(temp(dir)?),
+            chain: hashing(temp(dir)?),
+            groups: BTreeMap::new(),
+            count: 0,
+            links: None,
+        };
+        for &pos in positions {
+            let Some(r) = self.record_at(pos).map_err(io_err)? else {
+                continue;
+            };
+            let Some((n, link, prev)) = self.link_of(pos)? else {
+                return Err(io_err(format!("record {} has no chain link", r.id)));
+            };
+            let edited = self.edited_record(&r).map_err(io_err)?;
+            writeln!(out.records, "{}", crate::export::jsonl_value(&r, edited))?;
+            let line = ChainLine {
+                id: r.id.clone(),
+                position: pos,
+                link: n,
+                prev,
+                content: link.content,
+                hash: link.hash,
+                canonical: String::from_utf8(canonical(&r)).map_err(io_err)?,
+            };
+            writeln!(out.chain, "{}", serde_json::to_string(&line)?)?;
+            out.links = Some(out.links.map_or((n, n), |(lo, hi)| (lo.min(n), hi.max(n))));
+            out.count += 1;
+            if group {
+                let (key, parties) = crate::export::conversation(&r);
+                let day = xep0082(r.stamp_ms)[..10].to_owned();
+                out.groups
+                    .entry((day, key))
+                    .or_insert_with(|| (parties, Vec::new()))
+                    .1
+                    .push(pos);
+            }
+        }
+        Ok(out)
     }
 
     /// Reads the records at `positions`.

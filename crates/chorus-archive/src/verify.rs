@@ -26,80 +26,12 @@ impl ArchiveStateMachine {
             },
             ..Verification::default()
         };
-        let mut head = Head::default();
-        // Record links come in position order, one per position, so the
-        // positions linked are 0..next_record; tombstones are collected.
-        let mut next_record = 0u64;
-        let mut tombstoned: HashSet<u64> = HashSet::new();
+        let mut walk = Walk::default();
         for item in snap.iterator_cf(self.cf(CF_CHAIN), IteratorMode::Start) {
             let (k, val) = item.map_err(read_err)?;
-            let n = be_u64(&k)?;
-            let problem = |kind: &str, at: Option<u64>, id: &str, what: String| Problem {
-                link: Some(n),
-                kind: kind.to_owned(),
-                at,
-                id: id.to_owned(),
-                problem: what,
-            };
-            if n != head.length {
-                v.problem(problem(
-                    "link",
-                    None,
-                    "",
-                    format!("link {} is missing", head.length),
-                ));
-                head.length = n;
-            }
-            let link: crate::chain::Link = match crate::codec::decode(&val) {
-                Ok(l) => l,
-                Err(e) => {
-                    v.problem(problem("link", None, "", format!("unreadable link: {e}")));
-                    head.length += 1;
-                    continue;
-                }
-            };
-            let expect = link_hash(
-                head.prev(),
-                link.kind,
-                link.at,
-                &link.id,
-                &link.content,
-                &link.reason,
-            );
-            if expect != link.hash {
-                v.problem(problem(
-                    kind_name(link.kind),
-                    Some(link.at),
-                    &link.id,
-                    "the link's hash does not match its content and the link before".into(),
-                ));
-            }
-            head.length += 1;
-            head.hash = link.hash.clone();
-            let found = match link.kind {
-                LinkKind::Record if link.at != next_record => {
-                    let what = format!(
-                        "record link for position {} where {next_record} was next",
-                        link.at
-                    );
-                    next_record = next_record.max(link.at + 1);
-                    Some(what)
-                }
-                LinkKind::Record => {
-                    next_record += 1;
-                    self.check_record(&snap, &link, &mut v)?
-                }
-                LinkKind::Tombstone => {
-                    tombstoned.insert(link.at);
-                    v.tombstones += 1;
-                    None
-                }
-                LinkKind::Audit => self.check_audit(&snap, &link, &mut v)?,
-            };
-            if let Some(what) = found {
-                v.problem(problem(kind_name(link.kind), Some(link.at), &link.id, what));
-            }
+            self.check_link(&snap, be_u64(&k)?, &val, &mut walk, &mut v)?;
         }
+        let (head, next_record, tombstoned) = (walk.head, walk.next_record, walk.tombstoned);
         v.computed = head;
         if v.computed != v.stored {
             v.problem(Problem {
@@ -115,6 +47,85 @@ impl ArchiveStateMachine {
         }
         self.check_unlinked(&snap, next_record, &tombstoned, &mut v)?;
         Ok(v)
+    }
+
+    /// Checks link `n` (its stored bytes `val`) against the one before and
+    /// the row it commits to.
+    fn check_link(
+        &self,
+        snap: &rocksdb::SnapshotWithThreadMode<'_, rocksdb::DB>,
+        n: u64,
+        val: &[u8],
+        w: &mut Walk,
+        v: &mut Verification,
+    ) -> Result<()> {
+        let problem = |kind: &str, at: Option<u64>, id: &str, what: String| Problem {
+            link: Some(n),
+            kind: kind.to_owned(),
+            at,
+            id: id.to_owned(),
+            problem: what,
+        };
+        if n != w.head.length {
+            v.problem(problem(
+                "link",
+                None,
+                "",
+                format!("link {} is missing", w.head.length),
+            ));
+            w.head.length = n;
+        }
+        let link: crate::chain::Link = match crate::codec::decode(val) {
+            Ok(l) => l,
+            Err(e) => {
+                v.problem(problem("link", None, "", format!("unreadable link: {e}")));
+                w.head.length += 1;
+                return Ok(());
+            }
+        };
+        let expect = link_hash(
+            w.head.prev(),
+            link.kind,
+            link.at,
+            &link.id,
+            &link.content,
+            &link.reason,
+        );
+        if expect != link.hash {
+            let what = "the link's hash does not match its content and the link before";
+            v.problem(problem(
+                kind_name(link.kind),
+                Some(link.at),
+                &link.id,
+                what.into(),
+            ));
+        }
+        w.head.length += 1;
+        w.head.hash = link.hash.clone();
+        let found = match link.kind {
+            LinkKind::Record if link.at != w.next_record => {
+                let what = format!(
+                    "record link for position {} where {} was next",
+                    link.at, w.next_record
+                );
+                w.next_record = w.next_record.max(link.at + 1);
+                Some(what)
+            }
+            LinkKind::Record => {
+                w.next_record += 1;
+                self.check_record(snap, &link, v)?
+            }
+            LinkKind::Tombstone => {
+                w.tombstoned.insert(link.at);
+                v.tombstones += 1;
+                None
+            }
+            LinkKind::Audit => self.check_audit(snap, &link, v)?,
+        };
+        if let Some(what) = found {
+            v.problem(problem(kind_name(link.kind), Some(link.at), &link.id, what));
+        }
+        Ok(())
     }
 
     /// A record link's row: present with the hashed content, unless a
@@ -215,6 +226,17 @@ impl ArchiveStateMachine {
         gone(expect, linked, v);
         Ok(())
     }
+}
+
+/// Where a walk along the chain is: the head so far, the next record
+/// position expected (record links come in position order, one per
+/// position, so the positions linked are 0..next_record), and the
+/// positions tombstones closed.
+#[derive(Default)]
+struct Walk {
+    head: Head,
+    next_record: u64,
+    tombstoned: HashSet<u64>,
 }
 
 fn kind_name(k: LinkKind) -> &'static str {
