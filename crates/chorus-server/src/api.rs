@@ -469,7 +469,7 @@ async fn chain(State(s): State<ApiState>, cx: Ctx, p: Params<AuditParams>) -> Ap
         .into_iter()
         .map(|(n, l)| json!({ "link": n, "entry": l }))
         .collect();
-    ok(json!({ "head": c.digest()?["chain"], "links": links }))
+    ok(json!({ "head": c.chain_head()?, "links": links }))
 }
 
 async fn members(State(s): State<ApiState>, cx: Ctx) -> ApiResult {

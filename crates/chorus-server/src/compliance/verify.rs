@@ -86,6 +86,11 @@ impl Compliance {
         answer(Some(same), Some(&theirs.head), note)
     }
 
+    /// The chain head (one read).
+    pub fn chain_head(&self) -> Result<Head> {
+        self.sm.chain_head().map_err(unavailable)
+    }
+
     /// Chain links from `from` on (to compare sites link by link).
     pub fn chain_links(&self, from: u64, limit: usize) -> Result<Vec<(u64, chorus_archive::chain::Link)>> {
         self.sm

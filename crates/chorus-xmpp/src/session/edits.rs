@@ -8,9 +8,17 @@ use crate::ns;
 use chorus_core::archive::{Edit, EditKind};
 use minidom::Element;
 
+/// Message ids longer than this are not indexed (they are the client's
+/// choice; the stanza itself is archived whole either way).
+const ID_MAX: usize = 256;
+
+fn bounded(id: &str) -> Option<String> {
+    (id.len() <= ID_MAX).then(|| id.to_owned())
+}
+
 /// What `el` corrects or retracts, if anything.
 pub(crate) fn edit_of(el: &Element) -> Option<Edit> {
-    let target = |child: Option<&Element>| child.and_then(|c| c.attr("id")).map(str::to_owned);
+    let target = |child: Option<&Element>| child.and_then(|c| c.attr("id")).and_then(bounded);
     if let Some(of) = target(el.get_child("replace", ns::MESSAGE_CORRECT)) {
         return Some(Edit {
             kind: EditKind::Correction,
@@ -27,9 +35,10 @@ pub(crate) fn edit_of(el: &Element) -> Option<Edit> {
     el.get_child("apply-to", ns::FASTEN)
         .filter(|a| a.has_child("retract", ns::MESSAGE_RETRACT_0))
         .and_then(|a| a.attr("id"))
+        .and_then(bounded)
         .map(|of| Edit {
             kind: EditKind::Retraction,
-            of: of.to_owned(),
+            of,
         })
 }
 
@@ -39,7 +48,7 @@ pub(crate) fn msg_id_of(el: &Element) -> Option<String> {
     el.get_child("origin-id", ns::SID)
         .and_then(|o| o.attr("id"))
         .or_else(|| el.attr("id"))
-        .map(str::to_owned)
+        .and_then(bounded)
 }
 
 #[cfg(test)]
