@@ -284,64 +284,9 @@ impl ArchiveRuntime {
         let _ = self.stop.send(true);
         if let Some(r) = self.raft {
             if let Some(net) = &self.net {
-                hand_over(&r, net).await;
+                crate::handover::hand_over(&r, net).await;
             }
             let _ = tokio::time::timeout(std::time::Duration::from_secs(3), r.shutdown()).await;
-        }
-    }
-}
-
-/// Time a leader waits for its successor when shutting down.
-const HANDOVER: Duration = Duration::from_secs(5);
-/// Pause between the leader's requests to its successor, in milliseconds.
-const HANDOVER_RETRY_MS: u64 = 300;
-
-/// If this node leads, stops heartbeating and campaigning, and asks the
-/// most up-to-date other voter to take over until it has: followers accept
-/// a new leader once the old one's lease (the election timeout) has run
-/// out, so the archive is writable again within about that time instead
-/// of waiting for this node to vanish and a random timeout after.
-async fn hand_over(raft: &ArchiveRaft, net: &NetworkFactory) {
-    let m = raft.metrics().borrow().clone();
-    if m.current_leader != Some(m.id) {
-        return;
-    }
-    let voters: Vec<u64> = m
-        .membership_config
-        .membership()
-        .voter_ids()
-        .filter(|v| *v != m.id)
-        .collect();
-    let matched = |v: &u64| {
-        m.replication
-            .as_ref()
-            .and_then(|r| r.get(v).cloned().flatten())
-            .map_or(0, |l| l.index)
-    };
-    let Some(successor) = voters.iter().max_by_key(|v| matched(v)).copied() else {
-        return;
-    };
-    tracing::info!(successor, "handing archive leadership over before shutdown");
-    raft.runtime_config().heartbeat(false);
-    raft.runtime_config().elect(false);
-    let deadline = tokio::time::Instant::now() + HANDOVER;
-    let mut rx = raft.metrics();
-    loop {
-        if let Err(e) = net.ask_to_elect(successor).await {
-            tracing::debug!(error = %e, "successor did not start an election yet");
-        }
-        let changed = tokio::time::timeout(
-            Duration::from_millis(HANDOVER_RETRY_MS),
-            rx.wait_for(|m| m.current_leader.is_some_and(|l| l != m.id)),
-        )
-        .await;
-        if matches!(changed, Ok(Ok(_))) {
-            tracing::info!(leader = ?raft.metrics().borrow().current_leader, "archive leadership handed over");
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            tracing::warn!("archive leadership not handed over in time; the others will elect on their own");
-            return;
         }
     }
 }

@@ -11,6 +11,7 @@ mod control;
 mod demo;
 mod dev;
 mod gauges;
+mod handover;
 mod private_fs;
 mod serve;
 mod shutdown_watch;
