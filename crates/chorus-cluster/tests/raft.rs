@@ -354,3 +354,86 @@ async fn operators_remove_and_re_add_archive_members_from_any_node() {
     .await;
     shutdown(rafts).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_judged_ahead_of_the_followers_clocks_never_commits_and_the_group_goes_on() {
+    use chorus_archive::types::{AuditEntry, Retention};
+    const DAY_MS: u64 = 86_400_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (nodes, _net) = start(dir.path()).await;
+    ready(&nodes).await;
+    let (rafts, machines, _spools, _nets) = start_raft(&nodes, dir.path(), &[0, 1, 2]).await;
+    let l = leader(&rafts).await;
+    let now = chorus_core::time::now_millis();
+    let by = |actor: &str, action: Command| Command::Audited {
+        entry: AuditEntry {
+            actor: actor.into(),
+            at_ms: now,
+            ..AuditEntry::default()
+        },
+        action: Box::new(action),
+    };
+    let raft = rafts[l].as_ref().expect("leader");
+    let records: Vec<Record> = (0..5)
+        .map(|i| Record {
+            id: format!("n-{i}"),
+            from: "alice@chorus.test/pc".into(),
+            to: "bob@chorus.test".into(),
+            stamp_ms: now,
+            ..Record::default()
+        })
+        .collect();
+    raft.client_write(Command::Append(records))
+        .await
+        .expect("records");
+    let policy = Retention {
+        default_days: Some(1),
+        ..Retention::default()
+    };
+    let propose = Command::ProposeRetention {
+        id: "c".into(),
+        policy,
+    };
+    raft.client_write(by("admin-1", propose)).await.expect("propose");
+    let approve = Command::ApproveRetention { id: "c".into() };
+    raft.client_write(by("admin-2", approve)).await.expect("approve");
+    hold(&machines, &[0, 1, 2], 5, "every site holds the records").await;
+    // The leader's clock says it is two days later: its purge would take
+    // everything. The followers refuse the append carrying it.
+    let early = by(
+        "schedule",
+        Command::Purge {
+            now_ms: now + 2 * DAY_MS,
+        },
+    );
+    let written = tokio::time::timeout(Duration::from_secs(8), raft.client_write(early)).await;
+    assert!(
+        !matches!(written, Ok(Ok(_))),
+        "an early purge committed: {written:?}"
+    );
+    hold(&machines, &[0, 1, 2], 5, "no site purged anything").await;
+    // And the group is not stuck behind it: a leader commits new records.
+    let mut done = false;
+    for _ in 0..40 {
+        let l = leader(&rafts).await;
+        let w = tokio::time::timeout(
+            Duration::from_secs(3),
+            rafts[l].as_ref().expect("leader").client_write(batch("after", 3)),
+        )
+        .await;
+        if matches!(w, Ok(Ok(_))) {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(done, "the archive never committed again after the refused purge");
+    hold(
+        &machines,
+        &[0, 1, 2],
+        8,
+        "every site holds the records and the new batch",
+    )
+    .await;
+    shutdown(rafts).await;
+}
