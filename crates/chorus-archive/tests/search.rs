@@ -7,6 +7,20 @@ use chorus_archive::search::{SearchIndex, SearchQuery};
 use chorus_archive::types::{Command, DAY_MS, Hold, Record, Retention};
 use common::*;
 
+/// A one-day default (two admins), then a purge two days after T0.
+fn one_day_then_purge_two_days_on() -> Vec<Command> {
+    vec![
+        propose_retention(Retention {
+            default_days: Some(1),
+            ..Retention::default()
+        }),
+        approve_retention(),
+        Command::Purge {
+            now_ms: T0 + 2 * DAY_MS,
+        },
+    ]
+}
+
 #[tokio::test]
 async fn full_text_search_finds_by_words_participants_and_dates() {
     let mut m = Machine::new();
@@ -53,17 +67,7 @@ async fn full_text_search_finds_by_words_participants_and_dates() {
         .expect("search");
     assert_eq!((page.total, ids(&page.records)), (10, vec!["a-8", "a-9"]));
     // A purge reaches the index too.
-    m.apply(vec![
-        propose_retention(Retention {
-            default_days: Some(1),
-            ..Retention::default()
-        }),
-        approve_retention(),
-        Command::Purge {
-            now_ms: T0 + 2 * DAY_MS,
-        },
-    ])
-    .await;
+    m.apply(one_day_then_purge_two_days_on()).await;
     index.catch_up(&m.sm).expect("catch up");
     assert_eq!(
         search(SearchQuery {
@@ -98,17 +102,7 @@ async fn purged_text_leaves_the_index_even_across_a_crash() {
     // The node dies with the index closed; the purge commits meanwhile
     // (nothing in memory tells the index about it).
     drop(index);
-    m.apply(vec![
-        propose_retention(Retention {
-            default_days: Some(1),
-            ..Retention::default()
-        }),
-        approve_retention(),
-        Command::Purge {
-            now_ms: T0 + 2 * DAY_MS,
-        },
-    ])
-    .await;
+    m.apply(one_day_then_purge_two_days_on()).await;
     let live = m.sm.records().expect("records").len() as u64;
     assert!(live < 13, "the purge took something");
     let index = SearchIndex::open(dir.path()).expect("reopen");
