@@ -16,8 +16,8 @@ import subprocess
 import pytest
 
 from test_compliance import (CLOCKED, OFFICER, ROOT, ROOT2, SLOW, TOKENS, api, api_error,
-                             archive_status, archived, call, deliver, digests_converge, search,
-                             set_policy, users)
+                             archive_status, archived, call, deliver, search, set_policy, users)
+from test_compliance_cluster import digests_converge
 from test_muc import groupchat, instant_room, join, muc_client, room_jid
 
 API_NODE = pytest.mark.chorus(config=TOKENS)
