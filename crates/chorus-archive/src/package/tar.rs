@@ -6,6 +6,12 @@
 use sha2::{Digest, Sha256};
 use std::io::{self, Read, Write};
 
+/// The largest PAX extended header read (a long name needs a few hundred bytes).
+const PAX_MAX: u64 = 64 * 1024;
+
+/// Sizes from here on do not fit the ustar size field (11 octal digits).
+const SIZE_FIELD_MAX: u64 = 1 << 33;
+
 /// The longest name a plain ustar header holds.
 const NAME_MAX: usize = 99;
 
@@ -52,9 +58,17 @@ impl<W: Write> TarWriter<W> {
     /// Appends a member of `size` bytes read from `data`; returns its
     /// SHA-256 (hex).
     pub fn append(&mut self, name: &str, size: u64, data: &mut impl Read) -> io::Result<String> {
-        if name.len() > NAME_MAX {
-            // A PAX extended header carries the whole name.
-            let record = pax_record("path", name);
+        let big = size >= SIZE_FIELD_MAX;
+        if name.len() > NAME_MAX || big {
+            // A PAX extended header carries the whole name, and a size the
+            // 11 octal digits of the ustar field cannot (8 GiB and more).
+            let mut record = Vec::new();
+            if name.len() > NAME_MAX {
+                record.extend(pax_record("path", name));
+            }
+            if big {
+                record.extend(pax_record("size", &size.to_string()));
+            }
             self.out.write_all(&header(
                 b"././@PaxHeader",
                 record.len() as u64,
@@ -64,8 +78,9 @@ impl<W: Write> TarWriter<W> {
             self.out.write_all(&record)?;
             pad(&mut self.out, record.len() as u64)?;
         }
+        let field = if big { 0 } else { size };
         self.out
-            .write_all(&header(name.as_bytes(), size, self.mtime_secs, b'0'))?;
+            .write_all(&header(name.as_bytes(), field, self.mtime_secs, b'0'))?;
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 64 * 1024];
         let mut left = size;
@@ -158,6 +173,7 @@ impl<R: Read> TarReader<R> {
         self.left = 0;
         self.padding = 0;
         let mut long_name: Option<String> = None;
+        let mut long_size: Option<u64> = None;
         loop {
             let mut h = [0u8; 512];
             self.input.read_exact(&mut h)?;
@@ -174,13 +190,15 @@ impl<R: Read> TarReader<R> {
             let padding = (512 - size % 512) % 512;
             match h[156] {
                 b'x' => {
-                    let mut rec = vec![0u8; usize::try_from(size).map_err(|_| bad("huge PAX header"))?];
-                    if size > 64 * 1024 {
+                    // The size comes from the file: check it before allocating.
+                    if size > PAX_MAX {
                         return Err(bad("a PAX header over 64 KiB"));
                     }
+                    let mut rec = vec![0u8; size as usize];
                     self.input.read_exact(&mut rec)?;
                     io::copy(&mut (&mut self.input).take(padding), &mut io::sink())?;
-                    long_name = pax_path(&rec);
+                    long_name = pax_value(&rec, "path");
+                    long_size = pax_value(&rec, "size").and_then(|v| v.parse().ok());
                 }
                 b'0' | 0 => {
                     let mut name = String::from_utf8_lossy(&h[..100])
@@ -192,8 +210,9 @@ impl<R: Read> TarReader<R> {
                     if !prefix.is_empty() {
                         name = format!("{prefix}/{name}");
                     }
+                    let size = long_size.take().unwrap_or(size);
                     self.left = size;
-                    self.padding = padding;
+                    self.padding = (512 - size % 512) % 512;
                     return Ok(Some(Member {
                         name: long_name.take().unwrap_or(name),
                         size,
@@ -234,10 +253,11 @@ impl<R: Read> Read for MemberRead<'_, R> {
     }
 }
 
-fn pax_path(rec: &[u8]) -> Option<String> {
+fn pax_value(rec: &[u8], key: &str) -> Option<String> {
+    let prefix = format!("{key}=");
     String::from_utf8_lossy(rec).lines().find_map(|l| {
         let (_, kv) = l.split_once(' ')?;
-        kv.strip_prefix("path=").map(str::to_owned)
+        kv.strip_prefix(prefix.as_str()).map(str::to_owned)
     })
 }
 
@@ -261,6 +281,29 @@ mod tests {
         assert_eq!(s, "abc");
         let m = r.next_member().expect("read").expect("a member");
         assert_eq!((m.name, m.size), (long, 1000), "the long name is whole");
+        assert!(r.next_member().expect("read").is_none());
+        // A PAX header claiming a terabyte is refused, not allocated.
+        let mut huge = Vec::new();
+        huge.extend_from_slice(&header(b"././@PaxHeader", 1 << 32, 0, b'x'));
+        huge.extend_from_slice(&[0u8; 1024]);
+        let e = TarReader::new(&huge[..]).next_member().err().expect("refused");
+        assert!(e.to_string().contains("PAX header over"), "{e}");
+        // A size from a PAX record (how members of 8 GiB and more are
+        // written) wins over the ustar field.
+        let rec = pax_record("size", "5");
+        let mut big = Vec::new();
+        big.extend_from_slice(&header(b"././@PaxHeader", rec.len() as u64, 0, b'x'));
+        big.extend_from_slice(&rec);
+        big.resize(big.len().div_ceil(512) * 512, 0);
+        big.extend_from_slice(&header(b"big.bin", 0, 0, b'0'));
+        big.extend_from_slice(b"12345");
+        big.resize(big.len().div_ceil(512) * 512 + 1024, 0);
+        let mut r = TarReader::new(&big[..]);
+        let m = r.next_member().expect("read").expect("a member");
+        assert_eq!((m.name.as_str(), m.size), ("big.bin", 5));
+        let mut s = String::new();
+        r.member().read_to_string(&mut s).expect("content");
+        assert_eq!(s, "12345");
         assert!(r.next_member().expect("read").is_none());
         // A flipped header byte is caught by the checksum.
         let mut broken = bytes.clone();
