@@ -12,8 +12,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use chorus_archive::raft::RaftArchive;
 use chorus_archive::search::{SearchIndex, SearchQuery};
-use chorus_cluster::archive::RaftArchive;
 use chorus_core::archive::{Archive, ArchiveRecord, MamQuery};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

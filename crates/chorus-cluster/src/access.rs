@@ -53,7 +53,7 @@ impl Access {
             .map(|p| {
                 let m = Member {
                     site: p.site.clone(),
-                    raft_id: crate::raft_net::raft_id(&p.id),
+                    raft_id: chorus_archive::raft::raft_id(&p.id),
                     addr: p.addr.clone(),
                 };
                 (p.id.clone(), m)
@@ -182,7 +182,7 @@ mod tests {
         let a = Access::new("a", "127.0.0.1:7000", &peers());
         assert!(a.member("b").is_some());
         assert!(a.member("c").is_none());
-        a.set_removed([crate::raft_net::raft_id("b")]);
+        a.set_removed([chorus_archive::raft::raft_id("b")]);
         assert!(a.member("b").is_none());
         assert!(a.still_member("b", "link").is_err());
         a.set_removed([]);

@@ -8,13 +8,11 @@
 
 pub mod access;
 pub mod antientropy;
-pub mod archive;
 pub mod certs;
 pub mod directory;
 pub mod link;
 pub mod node;
 pub mod raft_net;
-pub mod raft_server;
 pub mod service;
 pub mod tls;
 pub mod trace_ctx;
@@ -106,15 +104,6 @@ pub async fn start(
     Ok(tasks)
 }
 
-/// Waits for the next tick of a periodic task; false once `stop` flips
-/// (the task should then return).
-pub async fn tick_or_stop(tick: &mut tokio::time::Interval, stop: &mut watch::Receiver<bool>) -> bool {
-    tokio::select! {
-        _ = tick.tick() => true,
-        _ = stop.changed() => false,
-    }
-}
-
 async fn expire_leases(
     cluster: Arc<Cluster>,
     lease: Duration,
@@ -122,7 +111,7 @@ async fn expire_leases(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(every);
-    while crate::tick_or_stop(&mut tick, &mut stop).await {
+    while chorus_archive::raft::tick_or_stop(&mut tick, &mut stop).await {
         for (node, changes) in cluster.directory.expire(std::time::Instant::now(), lease) {
             tracing::warn!(peer = %node, sessions = changes.len(), "peer lease expired; its sessions count as gone");
             metrics::counter!("chorus_cluster_lease_expiries_total").increment(1);

@@ -60,7 +60,7 @@ pub struct Cluster {
     /// The durable store (replicated tables and the stanza outbox).
     pub store: Arc<RocksStore>,
     /// The archive's Raft node, once started.
-    pub raft: OnceLock<crate::raft_net::ArchiveRaft>,
+    pub raft: OnceLock<chorus_archive::raft::ArchiveRaft>,
     /// The archive's local replica, once started (peers compare chains).
     pub archive_sm: OnceLock<chorus_archive::state_machine::ArchiveStateMachine>,
     ctx: OnceLock<Arc<Context>>,

@@ -164,23 +164,31 @@ impl ClusterApi for Service {
             return Err(Status::permission_denied("not a member"));
         };
         let removed = access.member(&caller).is_none();
-        if removed && !crate::raft_net::in_raft_membership(raft, member.raft_id) {
+        if removed && !chorus_archive::raft::in_raft_membership(raft, member.raft_id) {
             access.refuse(&caller, "raft", "removed");
             return Err(Status::permission_denied(format!(
                 "{caller} was removed from the archive"
             )));
         }
         let addr_of = |id: &str| access.addr_of(id);
-        let from = crate::raft_server::Forwarder {
+        let from = chorus_archive::raft::serve::Forwarder {
             node_id: &caller,
-            member,
+            site: &member.site,
+            raft_id: member.raft_id,
+            addr: &member.addr,
             removed,
             max_clock_skew_ms: self.cluster.max_clock_skew_ms,
             addr_of: &addr_of,
         };
-        crate::raft_server::handle(raft, self.cluster.archive_sm.get(), req.into_inner(), &from)
+        let msg = req.into_inner();
+        chorus_archive::raft::serve::handle(raft, self.cluster.archive_sm.get(), &msg.kind, &msg.json, &from)
             .await
-            .map(Response::new)
+            .map(|json| {
+                Response::new(RaftMessage {
+                    kind: msg.kind.clone(),
+                    json,
+                })
+            })
             .map_err(|e| {
                 if e.refused {
                     self.cluster

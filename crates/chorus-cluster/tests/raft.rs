@@ -4,9 +4,9 @@
 
 mod common;
 
+use chorus_archive::raft::raft_id;
 use chorus_archive::state_machine::ArchiveStateMachine;
 use chorus_archive::types::{Command, Record};
-use chorus_cluster::raft_net::raft_id;
 use common::{NODES, all_members, eventually, leader, ready, shutdown, spawn_shipper, start, start_raft};
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,7 +92,7 @@ async fn archive_raft_replicates_and_survives_leader_loss() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spooled_records_reach_every_site_and_a_cut_site_drains_after_the_heal() {
-    use chorus_cluster::archive::RaftArchive;
+    use chorus_archive::raft::RaftArchive;
     use chorus_core::archive::{Archive, ArchiveRecord};
     let dir = tempfile::tempdir().expect("tempdir");
     let (nodes, net) = start(dir.path()).await;
@@ -153,7 +153,7 @@ async fn spooled_records_reach_every_site_and_a_cut_site_drains_after_the_heal()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_is_not_a_voter_joins_as_learner_and_ships_its_spool() {
-    use chorus_cluster::archive::{RaftArchive, reconcile_members};
+    use chorus_archive::raft::{RaftArchive, reconcile_members};
     use chorus_core::archive::{Archive, ArchiveRecord};
     let dir = tempfile::tempdir().expect("tempdir");
     let (nodes, _net) = start(dir.path()).await;
@@ -199,7 +199,7 @@ async fn a_node_that_is_not_a_voter_joins_as_learner_and_ships_its_spool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_mode_refuses_without_a_quorum_and_accepts_once_it_is_back() {
-    use chorus_cluster::archive::RaftArchive;
+    use chorus_archive::raft::RaftArchive;
     use chorus_core::archive::{Archive, ArchiveError, ArchiveRecord};
     let dir = tempfile::tempdir().expect("tempdir");
     let (nodes, net) = start(dir.path()).await;
@@ -277,7 +277,7 @@ async fn strict_mode_refuses_without_a_quorum_and_accepts_once_it_is_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_remove_and_re_add_archive_members_from_any_node() {
-    use chorus_cluster::archive::{MemberChange, change_members, reconcile_members};
+    use chorus_archive::raft::{MemberChange, change_members, reconcile_members};
     let dir = tempfile::tempdir().expect("tempdir");
     let (nodes, _net) = start(dir.path()).await;
     ready(&nodes).await;

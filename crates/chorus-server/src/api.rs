@@ -7,12 +7,14 @@
 //! retention policy and verify the chain. Every call that shows content or
 //! changes anything is audited with the caller's address.
 
-use crate::compliance::{Caller, Compliance, ComplianceError, ExportSource, HoldRequest, RetentionChange};
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use chorus_archive::compliance::{
+    Caller, Compliance, ComplianceError, ExportSource, HoldRequest, RetentionChange,
+};
 use chorus_archive::search::SearchQuery;
 use chorus_archive::types::Retention;
 use chorus_core::archive::MamQuery;

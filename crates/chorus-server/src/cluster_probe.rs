@@ -165,7 +165,7 @@ async fn raft_call(
 /// A forwarded membership change adding a node no one configured, at an
 /// address of the caller's choosing.
 fn stranger_member_change() -> anyhow::Result<Vec<u8>> {
-    let change = chorus_cluster::archive::MemberChange::Add {
+    let change = chorus_archive::raft::MemberChange::Add {
         id: "probe-stranger".into(),
         addr: "192.0.2.1:7070".into(),
         voter: true,

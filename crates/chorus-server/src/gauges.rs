@@ -5,9 +5,9 @@
 //! (a stopped Raft core is reported as one here). Refreshed every second
 //! by one task.
 
+use chorus_archive::raft::ArchiveRaft;
 use chorus_archive::state_machine::ArchiveStateMachine;
 use chorus_cluster::node::Cluster;
-use chorus_cluster::raft_net::ArchiveRaft;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -22,7 +22,7 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(EVERY);
-    while chorus_cluster::tick_or_stop(&mut tick, &mut stop).await {
+    while chorus_archive::raft::tick_or_stop(&mut tick, &mut stop).await {
         if let Some(c) = &cluster {
             let s = chorus_cluster::service::status(c);
             for p in &s.peers {

@@ -2,16 +2,13 @@
 //! over to `serve`, `users` or `demo`.
 
 mod api;
-mod archive;
 mod archive_cli;
 mod cluster_cli;
 mod cluster_probe;
-mod compliance;
 mod control;
 mod demo;
 mod dev;
 mod gauges;
-mod handover;
 mod private_fs;
 mod serve;
 mod shutdown_watch;

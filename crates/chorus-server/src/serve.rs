@@ -65,7 +65,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let archive = crate::archive::start(&config, ctls.as_ref()).await?;
+    let net = match &ctls {
+        Some(t) => chorus_cluster::raft_net::archive_net(&config.cluster.peers, t.clone()),
+        None => chorus_archive::raft::ArchiveNet::alone(),
+    };
+    let archive = chorus_archive::runtime::start(&config, net).await?;
     let ctx = Arc::new(Context::new(
         config.clone(),
         store.clone(),

@@ -4,10 +4,10 @@
 
 #![allow(dead_code)]
 
+use chorus_archive::raft::{ArchiveNet, ArchiveRaft, raft_id};
 use chorus_archive::spool::Spool;
 use chorus_archive::state_machine::ArchiveStateMachine;
 use chorus_cluster::node::{Cluster, ClusterRouter};
-use chorus_cluster::raft_net::{ArchiveRaft, NetworkFactory, raft_id};
 use chorus_core::archive::NoArchive;
 use chorus_core::config::{Config, PeerConfig};
 use chorus_core::credentials::Credentials;
@@ -229,9 +229,9 @@ pub fn all_members(nodes: &[Node]) -> BTreeMap<u64, BasicNode> {
 
 /// Runs a node's spool shipper until the node stops.
 pub fn spawn_shipper(
-    archive: &Arc<chorus_cluster::archive::RaftArchive>,
+    archive: &Arc<chorus_archive::raft::RaftArchive>,
     raft: &Option<ArchiveRaft>,
-    net: &NetworkFactory,
+    net: &ArchiveNet,
     node: &Node,
 ) {
     let (a, r, n, stop) = (
@@ -273,14 +273,14 @@ pub async fn start_raft(
     Vec<Option<ArchiveRaft>>,
     Vec<ArchiveStateMachine>,
     Vec<Spool>,
-    Vec<NetworkFactory>,
+    Vec<ArchiveNet>,
 ) {
     let config = Arc::new(
         openraft::Config {
             heartbeat_interval: 100,
             election_timeout_min: 400,
             election_timeout_max: 800,
-            max_payload_entries: chorus_cluster::archive::RAFT_ENTRIES_PER_MESSAGE,
+            max_payload_entries: chorus_archive::raft::shipper::RAFT_ENTRIES_PER_MESSAGE,
             ..Default::default()
         }
         .validate()
@@ -295,7 +295,7 @@ pub async fn start_raft(
                 .expect("archive db");
         spools.push(spool);
         let tls = chorus_cluster::tls::ClusterTls::load(&n.config.cluster).expect("tls");
-        let net = NetworkFactory::new(&n.config.cluster.peers, tls);
+        let net = chorus_cluster::raft_net::archive_net(&n.config.cluster.peers, tls);
         nets.push(net.clone());
         let raft = ArchiveRaft::new(raft_id(NODES[i].0), config.clone(), net, log, sm.clone())
             .await

@@ -5,10 +5,10 @@
 //! records, its own audit entries, and compliance actions wrapped with
 //! their audit entry, which this node stamps with the verified caller.
 
-use crate::access::Member;
-use crate::raft_net::ArchiveRaft;
-use chorus_archive::types::{Command, TypeConfig};
-use chorus_proto::v1::RaftMessage;
+use crate::raft::ArchiveRaft;
+use crate::raft::members::{MemberChange, MemberChangeError, change_members_here};
+use crate::state_machine::ArchiveStateMachine;
+use crate::types::{AuditEntry, Command, TypeConfig};
 use openraft::RaftTypeConfig;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::de::DeserializeOwned;
@@ -17,8 +17,12 @@ use serde::de::DeserializeOwned;
 pub struct Forwarder<'a> {
     /// Its node id (from its certificate).
     pub node_id: &'a str,
-    /// What the configuration says about it.
-    pub member: &'a Member,
+    /// Its configured site.
+    pub site: &'a str,
+    /// Its Raft id.
+    pub raft_id: u64,
+    /// Its configured cluster address.
+    pub addr: &'a str,
     /// An operator removed it (it may still finish its own removal).
     pub removed: bool,
     /// Bound on how far ahead of our clock its timestamps may be (ms).
@@ -53,11 +57,11 @@ fn malformed(reason: impl Into<String>) -> HandleError {
 }
 
 fn parse<T: DeserializeOwned>(b: &[u8]) -> Result<T, HandleError> {
-    chorus_archive::codec::decode(b).map_err(|e| malformed(format!("bad raft request: {e}")))
+    crate::codec::decode(b).map_err(|e| malformed(format!("bad raft request: {e}")))
 }
 
 fn speaks_for(from: &Forwarder, named: Option<u64>, what: &str) -> Result<(), HandleError> {
-    if named == Some(from.member.raft_id) {
+    if named == Some(from.raft_id) {
         Ok(())
     } else {
         Err(refused(format!(
@@ -67,64 +71,64 @@ fn speaks_for(from: &Forwarder, named: Option<u64>, what: &str) -> Result<(), Ha
     }
 }
 
-/// Runs one Raft request from `from` on the local node and serializes the
-/// result.
+/// Runs one Raft request of `kind` from `from` on the local node and
+/// serializes the result.
 pub async fn handle(
     raft: &ArchiveRaft,
-    sm: Option<&chorus_archive::state_machine::ArchiveStateMachine>,
-    msg: RaftMessage,
+    sm: Option<&ArchiveStateMachine>,
+    kind: &str,
+    body: &[u8],
     from: &Forwarder<'_>,
-) -> Result<RaftMessage, HandleError> {
-    let out = match msg.kind.as_str() {
+) -> Result<Vec<u8>, HandleError> {
+    let out = match kind {
         "append" => {
-            let req: AppendEntriesRequest<TypeConfig> = parse(&msg.json)?;
+            let req: AppendEntriesRequest<TypeConfig> = parse(body)?;
             speaks_for(from, req.vote.leader_id().voted_for(), "log append")?;
             purges_within_skew(&req.entries, from, chorus_core::time::now_millis())?;
-            chorus_archive::codec::encode(&raft.append_entries(req).await)
+            crate::codec::encode(&raft.append_entries(req).await)
         }
         "vote" => {
-            let req: VoteRequest<<TypeConfig as RaftTypeConfig>::NodeId> = parse(&msg.json)?;
+            let req: VoteRequest<<TypeConfig as RaftTypeConfig>::NodeId> = parse(body)?;
             speaks_for(from, req.vote.leader_id().voted_for(), "vote request")?;
-            chorus_archive::codec::encode(&raft.vote(req).await)
+            crate::codec::encode(&raft.vote(req).await)
         }
         "snapshot" => {
-            let req: InstallSnapshotRequest<TypeConfig> = parse(&msg.json)?;
+            let req: InstallSnapshotRequest<TypeConfig> = parse(body)?;
             speaks_for(from, req.vote.leader_id().voted_for(), "snapshot")?;
-            chorus_archive::codec::encode(&raft.install_snapshot(req).await)
+            crate::codec::encode(&raft.install_snapshot(req).await)
         }
         _ if from.removed => return Err(refused(format!("{} was removed from the archive", from.node_id))),
         "write" => {
             // A follower forwards a spool batch or an audited action to us.
-            let cmd = admit_forwarded(parse(&msg.json)?, from, chorus_core::time::now_millis())?;
+            let cmd = admit_forwarded(parse(body)?, from, chorus_core::time::now_millis())?;
             let r = raft
                 .client_write(cmd)
                 .await
                 .map(|resp| resp.data)
                 .map_err(|e| e.to_string());
-            chorus_archive::codec::encode(&r)
+            crate::codec::encode(&r)
         }
         "chain" => {
             // A member verifying its archive compares chains with ours.
-            let link: u64 = parse(&msg.json)?;
+            let link: u64 = parse(body)?;
             let sm = sm.ok_or_else(|| malformed("this node has no archive replica"))?;
             let point = chain_point(sm, link).map_err(malformed)?;
-            chorus_archive::codec::encode(&point)
+            crate::codec::encode(&point)
         }
         "elect" => {
             // The leader is shutting down and hands over to us: only the
             // leader may ask (anyone else would only force elections).
             let leader = raft.metrics().borrow().current_leader;
-            if leader != Some(from.member.raft_id) {
+            if leader != Some(from.raft_id) {
                 return Err(refused(format!(
                     "{} asked for an election but does not lead",
                     from.node_id
                 )));
             }
-            chorus_archive::codec::encode(&raft.trigger().elect().await.map_err(|e| e.to_string()))
+            crate::codec::encode(&raft.trigger().elect().await.map_err(|e| e.to_string()))
         }
         "members" => {
-            let (change, entry) =
-                admit_member_change(parse(&msg.json)?, from, chorus_core::time::now_millis())?;
+            let (change, entry) = admit_member_change(parse(body)?, from, chorus_core::time::now_millis())?;
             tracing::info!(by = from.node_id, ?change, "archive membership change forwarded");
             // Recorded here, whatever the forwarding node did or did not audit.
             let audited = raft
@@ -133,30 +137,24 @@ pub async fn handle(
                 .map_err(|e| match e {
                     openraft::error::RaftError::APIError(
                         openraft::error::ClientWriteError::ForwardToLeader(_),
-                    ) => crate::archive::MemberChangeError::NotLeader(e.to_string()),
-                    e => crate::archive::MemberChangeError::Failed(e.to_string()),
+                    ) => MemberChangeError::NotLeader(e.to_string()),
+                    e => MemberChangeError::Failed(e.to_string()),
                 });
             let r = match audited {
-                Ok(_) => crate::archive::change_members_here(raft, &change).await,
+                Ok(_) => change_members_here(raft, &change).await,
                 Err(e) => Err(e),
             };
-            chorus_archive::codec::encode(&r)
+            crate::codec::encode(&r)
         }
         other => return Err(malformed(format!("unknown raft message kind {other:?}"))),
     }
     .map_err(|e| malformed(e.to_string()))?;
-    Ok(RaftMessage {
-        kind: msg.kind,
-        json: out,
-    })
+    Ok(out)
 }
 
 /// Our chain head and the hash of link `link`, if we have it.
-fn chain_point(
-    sm: &chorus_archive::state_machine::ArchiveStateMachine,
-    link: u64,
-) -> Result<chorus_archive::chain::ChainPoint, String> {
-    Ok(chorus_archive::chain::ChainPoint {
+fn chain_point(sm: &ArchiveStateMachine, link: u64) -> Result<crate::chain::ChainPoint, String> {
+    Ok(crate::chain::ChainPoint {
         head: sm.chain_head().map_err(|e| e.to_string())?,
         hash_at: sm
             .chain_links(link, 1)
@@ -186,7 +184,7 @@ pub fn admit_forwarded(cmd: Command, from: &Forwarder, now_ms: u64) -> Result<Co
     match cmd {
         Command::Append(records) => {
             for r in &records {
-                if !is_own_archive_id(&r.id, from.node_id) || r.site != from.member.site {
+                if !is_own_archive_id(&r.id, from.node_id) || r.site != from.site {
                     return Err(refused(format!(
                         "{} may not append record {}",
                         from.node_id, r.id
@@ -263,11 +261,10 @@ pub fn purges_within_skew(
 /// gives it (a peer cannot point the group at an address of its choosing).
 /// Returns the change to apply and the audit entry recording who asked.
 pub fn admit_member_change(
-    change: crate::archive::MemberChange,
+    change: MemberChange,
     from: &Forwarder,
     now_ms: u64,
-) -> Result<(crate::archive::MemberChange, chorus_archive::types::AuditEntry), HandleError> {
-    use crate::archive::MemberChange;
+) -> Result<(MemberChange, AuditEntry), HandleError> {
     let change = match change {
         MemberChange::Add { id, voter, .. } => {
             let addr = (from.addr_of)(&id).ok_or_else(|| {
@@ -288,14 +285,14 @@ pub fn admit_member_change(
             MemberChange::Remove { id }
         }
     };
-    let entry = chorus_archive::types::AuditEntry {
+    let entry = AuditEntry {
         at_ms: now_ms,
         actor: format!("node {}", from.node_id),
         role: "cluster".into(),
         action: "members.change".into(),
         detail: serde_json::to_string(&change).unwrap_or_default(),
         node: from.node_id.to_owned(),
-        addr: from.member.addr.clone(),
+        addr: from.addr.to_owned(),
     };
     Ok((change, entry))
 }

@@ -1,17 +1,17 @@
-//! Starts the compliance archive of a node: the archive database with its
+//! Runs the compliance archive of a node: the archive database with its
 //! spool, the openraft node (one voter per site by default; a single node
-//! is a one-voter group), bootstrap of the group, the spool shipper, the
-//! search indexer and, on the leader, the retention runs.
+//! is a one-voter group), bootstrap of the group, membership
+//! reconciliation, the spool shipper, the search indexer, on the leader the
+//! scheduled retention runs, the status report and, at shutdown, the
+//! leadership handover. The server only wires it: it hands in the network
+//! (the cluster's transport, or none for a single node).
 
 use crate::compliance::Compliance;
+use crate::raft::{ArchiveNet, ArchiveRaft, RaftArchive, leads, raft_id, tick_or_stop};
+use crate::search::SearchIndex;
+use crate::state_machine::ArchiveStateMachine;
+use crate::types::Command;
 use anyhow::Context as _;
-use chorus_admin::StatusFn;
-use chorus_archive::search::SearchIndex;
-use chorus_archive::state_machine::ArchiveStateMachine;
-use chorus_archive::types::Command;
-use chorus_cluster::archive::RaftArchive;
-use chorus_cluster::raft_net::{ArchiveRaft, NetworkFactory, raft_id};
-use chorus_cluster::tls::ClusterTls;
 use chorus_core::archive::{Archive, NoArchive};
 use chorus_core::config::{ArchiveMode, Config};
 use openraft::BasicNode;
@@ -27,6 +27,9 @@ const RAFT_SNAPSHOT_EVERY: u64 = 100_000;
 /// Raft election timeout range, in milliseconds.
 const RAFT_ELECTION_MS: (u64, u64) = (1000, 2000);
 
+/// A status report (`/archive/status`), cheap to call.
+pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 /// The running archive.
 pub struct ArchiveRuntime {
     /// The seam handed to the XMPP layer.
@@ -39,15 +42,16 @@ pub struct ArchiveRuntime {
     pub compliance: Option<Arc<Compliance>>,
     /// The local replica (for gauges).
     pub sm: Option<ArchiveStateMachine>,
-    net: Option<NetworkFactory>,
+    net: Option<ArchiveNet>,
     stop: watch::Sender<bool>,
 }
 
 /// How often the search index picks up newly committed records.
 const INDEX_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Opens the archive and starts its Raft node and shipper.
-pub async fn start(config: &Config, tls: Option<&ClusterTls>) -> anyhow::Result<ArchiveRuntime> {
+/// Opens the archive and starts its Raft node and shipper; `net` reaches
+/// the other configured nodes.
+pub async fn start(config: &Config, net: ArchiveNet) -> anyhow::Result<ArchiveRuntime> {
     let (stop, stop_rx) = watch::channel(false);
     if !config.archive.enabled {
         return Ok(ArchiveRuntime {
@@ -62,7 +66,7 @@ pub async fn start(config: &Config, tls: Option<&ClusterTls>) -> anyhow::Result<
     }
     let me = config.cluster.node_id.clone();
     let dir = config.server.data_dir.join("archive");
-    let (log, sm, spool) = chorus_archive::db::open_with_spool(&dir, &me, config.archive.spool_records_max)?;
+    let (log, sm, spool) = crate::db::open_with_spool(&dir, &me, config.archive.spool_records_max)?;
     let raft_config = openraft::Config {
         cluster_name: "chorus-archive".into(),
         heartbeat_interval: RAFT_HEARTBEAT_MS,
@@ -74,24 +78,20 @@ pub async fn start(config: &Config, tls: Option<&ClusterTls>) -> anyhow::Result<
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(RAFT_SNAPSHOT_EVERY),
         // Entries carry whole spool batches: keep one AppendEntries well
         // under the gRPC message limit when a follower catches up.
-        max_payload_entries: chorus_cluster::archive::RAFT_ENTRIES_PER_MESSAGE,
+        max_payload_entries: crate::raft::shipper::RAFT_ENTRIES_PER_MESSAGE,
         ..Default::default()
     }
     .validate()
     .context("archive raft configuration")?;
-    let net = match tls {
-        Some(t) => NetworkFactory::new(&config.cluster.peers, t.clone()),
-        None => NetworkFactory::alone(),
-    };
     let raft = ArchiveRaft::new(raft_id(&me), Arc::new(raft_config), net.clone(), log, sm.clone())
         .await
         .context("start the archive's raft node")?;
     bootstrap(config, &raft).await?;
-    tokio::spawn(chorus_cluster::archive::reconcile_members(
+    tokio::spawn(crate::raft::reconcile_members(
         raft.clone(),
         Some(sm.clone()),
         all_nodes(config),
-        chorus_cluster::archive::RECONCILE_INTERVAL,
+        crate::raft::members::RECONCILE_INTERVAL,
         stop.subscribe(),
     ));
     let mut archive = RaftArchive::new(spool, &config.cluster.site).with_state_machine(sm.clone());
@@ -139,7 +139,7 @@ pub async fn start(config: &Config, tls: Option<&ClusterTls>) -> anyhow::Result<
 /// Keeps the search index up with the committed archive.
 async fn run_indexer(index: Arc<SearchIndex>, sm: ArchiveStateMachine, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(INDEX_INTERVAL);
-    while chorus_cluster::tick_or_stop(&mut tick, &mut stop).await {
+    while tick_or_stop(&mut tick, &mut stop).await {
         let (i, s) = (index.clone(), sm.clone());
         match tokio::task::spawn_blocking(move || i.catch_up(&s)).await {
             Ok(Ok(n)) if n > 0 => tracing::debug!(records = n, "search index caught up"),
@@ -160,13 +160,13 @@ async fn run_retention(
 ) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
-    while chorus_cluster::tick_or_stop(&mut tick, &mut stop).await {
-        if !chorus_cluster::raft_net::leads(&raft) {
+    while tick_or_stop(&mut tick, &mut stop).await {
+        if !leads(&raft) {
             continue;
         }
         let now_ms = chorus_core::time::now_millis();
         // Scheduled purges are audited like manual ones.
-        let entry = chorus_archive::types::AuditEntry {
+        let entry = crate::types::AuditEntry {
             at_ms: now_ms,
             actor: "retention-schedule".into(),
             role: "system".into(),
@@ -191,7 +191,16 @@ async fn run_retention(
 /// crash left behind are removed (they are temporary by design).
 fn export_dir(config: &Config) -> anyhow::Result<std::path::PathBuf> {
     let dir = config.server.data_dir.join("archive-exports");
-    crate::private_fs::private_dir(&dir)?;
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("create {}", dir.display()))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("make {} private (0700)", dir.display()))?;
+    }
     for e in std::fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))? {
         let e = e?;
         if e.file_name().to_string_lossy().starts_with(".export-") {
@@ -284,7 +293,7 @@ impl ArchiveRuntime {
         let _ = self.stop.send(true);
         if let Some(r) = self.raft {
             if let Some(net) = &self.net {
-                crate::handover::hand_over(&r, net).await;
+                crate::raft::handover::hand_over(&r, net).await;
             }
             let _ = tokio::time::timeout(std::time::Duration::from_secs(3), r.shutdown()).await;
         }

@@ -7,8 +7,8 @@
 //! CLI's `--site` does it for several at once).
 
 use super::{Caller, Compliance, Result, unavailable};
-use chorus_archive::chain::Head;
-use chorus_cluster::raft_net::raft_id;
+use crate::chain::Head;
+use crate::raft::raft_id;
 
 impl Compliance {
     /// Recomputes this node's chain and compares heads with every site
@@ -92,9 +92,9 @@ impl Compliance {
     }
 
     /// Chain links from `from` on (to compare sites link by link).
-    pub fn chain_links(&self, from: u64, limit: usize) -> Result<Vec<(u64, chorus_archive::chain::Link)>> {
+    pub fn chain_links(&self, from: u64, limit: usize) -> Result<Vec<(u64, crate::chain::Link)>> {
         self.sm
-            .chain_links(from, limit.clamp(1, chorus_archive::search::SEARCH_LIMIT_MAX))
+            .chain_links(from, limit.clamp(1, crate::search::SEARCH_LIMIT_MAX))
             .map_err(unavailable)
     }
 }

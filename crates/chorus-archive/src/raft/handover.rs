@@ -9,7 +9,7 @@
 //! shutdown always goes on. (A request once waited for the 10 s forwarding
 //! timeout, and a chaos run killed the node for not exiting.)
 
-use chorus_cluster::raft_net::{ArchiveRaft, NetworkFactory};
+use crate::raft::{ArchiveNet, ArchiveRaft};
 use std::future::Future;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -23,7 +23,7 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// If this node leads the archive, hands leadership over (see the module
 /// documentation); returns once another node leads or `HANDOVER` passed.
-pub async fn hand_over(raft: &ArchiveRaft, net: &NetworkFactory) {
+pub async fn hand_over(raft: &ArchiveRaft, net: &ArchiveNet) {
     let m = raft.metrics().borrow().clone();
     if m.current_leader != Some(m.id) {
         return;
@@ -52,7 +52,7 @@ pub async fn hand_over(raft: &ArchiveRaft, net: &NetworkFactory) {
     let handed = ask_in_turn(
         &successors,
         Instant::now() + HANDOVER,
-        |target| net.ask_to_elect(target),
+        |target| net.ask_to_elect(target, ASK_TIMEOUT),
         |wait| {
             let mut rx = rx.clone();
             async move {

@@ -17,11 +17,10 @@ mod verify;
 pub use exports::ExportSource;
 pub use retention::RetentionChange;
 
-use chorus_archive::search::{SEARCH_LIMIT_MAX, SearchIndex, SearchPage, SearchQuery};
-use chorus_archive::state_machine::ArchiveStateMachine;
-use chorus_archive::types::{AuditEntry, Command, Hold, Record};
-use chorus_cluster::archive::{MemberChange, change_members, propose};
-use chorus_cluster::raft_net::{ArchiveRaft, NetworkFactory, raft_id};
+use crate::raft::{ArchiveNet, ArchiveRaft, MemberChange, change_members, propose, raft_id};
+use crate::search::{SEARCH_LIMIT_MAX, SearchIndex, SearchPage, SearchQuery};
+use crate::state_machine::ArchiveStateMachine;
+use crate::types::{AuditEntry, Command, Hold, Record};
 use chorus_core::archive::{ArchiveError, MamQuery};
 use chorus_core::config::ApiRole;
 use chorus_core::jids;
@@ -92,7 +91,7 @@ pub struct Compliance {
     /// The Raft node.
     pub raft: ArchiveRaft,
     /// Its network (to forward to the leader).
-    pub net: NetworkFactory,
+    pub net: ArchiveNet,
     /// The local replica.
     pub sm: ArchiveStateMachine,
     /// The local search index.
@@ -110,7 +109,7 @@ pub struct Compliance {
 }
 
 impl Compliance {
-    async fn commit(&self, cmd: Command) -> Result<chorus_archive::types::Response> {
+    async fn commit(&self, cmd: Command) -> Result<crate::types::Response> {
         propose(&self.raft, &self.net, cmd).await.map_err(unavailable)
     }
 
@@ -132,7 +131,7 @@ impl Compliance {
         action: &str,
         detail: serde_json::Value,
         cmd: Command,
-    ) -> Result<chorus_archive::types::Response> {
+    ) -> Result<crate::types::Response> {
         let entry = self.audit_entry(who, action, detail);
         let r = self
             .commit(Command::Audited {
@@ -243,7 +242,7 @@ impl Compliance {
                 ));
             }
             Some(id) => id.to_owned(),
-            None => format!("hold-{}", chorus_xmpp::session::random_id()),
+            None => format!("hold-{}", random_id()),
         };
         let hold = Hold {
             id,
@@ -368,13 +367,20 @@ impl Compliance {
 }
 
 /// A normalized bare JID, or a bad request saying why not.
-pub(crate) fn normalized_bare(s: &str) -> Result<String> {
+fn normalized_bare(s: &str) -> Result<String> {
     jids::bare(s).map_err(ComplianceError::BadRequest)
 }
 
-fn search_error(e: chorus_archive::search::SearchError) -> ComplianceError {
+fn search_error(e: crate::search::SearchError) -> ComplianceError {
     match e {
-        chorus_archive::search::SearchError::BadQuery(m) => ComplianceError::BadRequest(m),
+        crate::search::SearchError::BadQuery(m) => ComplianceError::BadRequest(m),
         e => unavailable(e),
     }
+}
+
+/// A random id for a hold or a pending change (96 bits, URL-safe).
+fn random_id() -> String {
+    use base64::Engine;
+    let bytes: [u8; 12] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }

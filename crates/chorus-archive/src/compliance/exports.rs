@@ -1,11 +1,11 @@
 //! Exports of a search or a hold: the matching archive positions come from
 //! the search index in one pass (no offset paging); the verifiable export
-//! package (`chorus_archive::package`) is built on disk from them; it is
+//! package (`crate::package`) is built on disk from them; it is
 //! audited with its record count and manifest hash before it is handed out.
 
 use super::{Caller, Compliance, ComplianceError, Result, normalized_bare, unavailable};
-use chorus_archive::package::{Format, Package, Request};
-use chorus_archive::search::SearchQuery;
+use crate::package::{Format, Package, Request};
+use crate::search::SearchQuery;
 use chorus_core::jids;
 
 /// Records an export may carry.

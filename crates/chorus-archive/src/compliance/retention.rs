@@ -7,7 +7,7 @@
 //! clock, which followers bound by their own (no caller-chosen time).
 
 use super::{Caller, Compliance, ComplianceError, Result, normalized_bare, unavailable};
-use chorus_archive::types::{Command, PendingRetention, Retention};
+use crate::types::{Command, PendingRetention, Retention};
 use std::collections::BTreeMap;
 
 /// What setting a policy did.
@@ -49,7 +49,7 @@ impl Compliance {
                 .await?;
             return Ok(RetentionChange::Applied(resp.retention.unwrap_or(r)));
         }
-        let id = format!("change-{}", chorus_xmpp::session::random_id());
+        let id = format!("change-{}", super::random_id());
         let propose = Command::ProposeRetention {
             id: id.clone(),
             policy: r.clone(),

@@ -1,18 +1,9 @@
 //! What a forwarded archive write may carry.
 
 use super::*;
-use crate::archive::MemberChange;
-use chorus_archive::types::{AuditEntry, Hold, Record};
+use crate::types::{Hold, Record};
 
 const NOW: u64 = 1_800_000_000_000;
-
-fn member() -> Member {
-    Member {
-        site: "london".into(),
-        raft_id: crate::raft_net::raft_id("lon-1"),
-        addr: "127.0.0.1:7001".into(),
-    }
-}
 
 fn configured(id: &str) -> Option<String> {
     match id {
@@ -24,10 +15,11 @@ fn configured(id: &str) -> Option<String> {
 
 /// Runs `f` with lon-1 as the verified sender.
 fn from_lon_1<T>(f: impl FnOnce(&Forwarder) -> T) -> T {
-    let m = member();
     f(&Forwarder {
         node_id: "lon-1",
-        member: &m,
+        site: "london",
+        raft_id: crate::raft::raft_id("lon-1"),
+        addr: "127.0.0.1:7001",
         removed: false,
         max_clock_skew_ms: 60_000,
         addr_of: &configured,
