@@ -106,6 +106,21 @@ fn crates_depend_downwards_only() {
             "chorus-admin must not depend on {banned}"
         );
     }
+    // The archive has one home: only chorus-archive drives openraft, and it
+    // knows nothing of the transport that carries its bytes.
+    for krate in ["chorus-cluster", "chorus-server", "chorus-xmpp", "chorus-admin"] {
+        assert!(
+            !dependencies(krate).contains("openraft"),
+            "{krate} must not depend on openraft (the archive's Raft node lives in chorus-archive)"
+        );
+    }
+    let archive = dependencies("chorus-archive");
+    for banned in ["chorus-cluster", "chorus-proto", "tonic", "chorus-server"] {
+        assert!(
+            !archive.contains(banned),
+            "chorus-archive must not depend on {banned}"
+        );
+    }
     let store = dependencies("chorus-store");
     assert!(
         !store.contains("chorus-xmpp"),
