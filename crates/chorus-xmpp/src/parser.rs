@@ -44,7 +44,23 @@ pub enum ParseError {
     /// The root element is not a stream header (`<invalid-namespace/>`).
     #[error("the root element is not <stream:stream>")]
     BadRoot,
+    /// The stream header (with anything before it) exceeded
+    /// [`HEADER_BYTES_MAX`], [`HEADER_ATTRIBUTES_MAX`] or
+    /// [`HEADER_NAMESPACES_MAX`] (`<policy-violation/>`).
+    #[error("stream header too large: {0}")]
+    HeaderTooLarge(&'static str),
 }
+
+/// Bytes of the stream header, with the XML declaration and whitespace
+/// before it. A real header is a few hundred bytes; an endless one is cut
+/// here instead of growing a buffer.
+pub const HEADER_BYTES_MAX: usize = 4096;
+/// Attributes of the stream header, namespace declarations included (a
+/// client sends five to seven).
+pub const HEADER_ATTRIBUTES_MAX: usize = 16;
+/// Namespace declarations on the stream header (`xmlns`, `xmlns:stream`,
+/// perhaps one more).
+pub const HEADER_NAMESPACES_MAX: usize = 4;
 
 /// Longest element name or attribute value accepted, in bytes (JIDs are at
 /// most 3,071). rxml reserves this much scratch space twice per stream up
@@ -58,9 +74,10 @@ impl ParseError {
     pub fn condition(&self) -> &'static str {
         match self {
             ParseError::NotWellFormed(_) => "not-well-formed",
-            ParseError::TooLarge(_) | ParseError::TooDeep(_) | ParseError::TokenTooLong(_) => {
-                "policy-violation"
-            }
+            ParseError::TooLarge(_)
+            | ParseError::TooDeep(_)
+            | ParseError::TokenTooLong(_)
+            | ParseError::HeaderTooLarge(_) => "policy-violation",
             ParseError::BadRoot => "invalid-namespace",
         }
     }
@@ -77,6 +94,10 @@ pub struct StreamParser {
     current_bytes: usize,
     /// Unparsed tail of the previous `feed`.
     pending: Vec<u8>,
+    /// Bytes, attributes and namespace declarations of the header so far.
+    header_bytes: usize,
+    header_attributes: usize,
+    header_namespaces: usize,
     header_seen: bool,
     failed: bool,
 }
@@ -91,6 +112,9 @@ impl StreamParser {
             depth_max,
             current_bytes: 0,
             pending: Vec::new(),
+            header_bytes: 0,
+            header_attributes: 0,
+            header_namespaces: 0,
             header_seen: false,
             failed: false,
         }
@@ -125,6 +149,12 @@ impl StreamParser {
     }
 
     fn feed_inner(&mut self, data: &[u8], events: &mut Vec<StreamEvent>) -> Result<(), ParseError> {
+        let at_start = !self.header_seen && self.header_bytes == 0 && self.pending.is_empty();
+        if at_start && data.first().is_some_and(|b| *b != b'<') {
+            // HTTP, TLS or SSH spoken to the XMPP port, or any other bytes
+            // that cannot open an XML stream: rxml would wait for a '<'.
+            return Err(ParseError::NotWellFormed("a stream must begin with '<'".into()));
+        }
         let mut owned;
         let mut buf: &[u8] = if self.pending.is_empty() {
             data
@@ -137,7 +167,12 @@ impl StreamParser {
             let before = buf.len();
             let ev = self.raw.parse(&mut buf, false);
             let consumed = before - buf.len();
-            if self.tree.depth() >= 1 {
+            if !self.header_seen {
+                self.header_bytes += consumed;
+                if self.header_bytes > HEADER_BYTES_MAX {
+                    return Err(ParseError::HeaderTooLarge("bytes"));
+                }
+            } else if self.tree.depth() >= 1 {
                 self.current_bytes += consumed;
                 if self.current_bytes > self.stanza_bytes_max {
                     return Err(ParseError::TooLarge(self.stanza_bytes_max));
@@ -163,6 +198,9 @@ impl StreamParser {
         let is_head_close = matches!(ev, RawEvent::ElementHeadClose(_));
         let is_foot = matches!(ev, RawEvent::ElementFoot(_));
         let depth_before = self.tree.depth();
+        if !self.header_seen {
+            self.check_header_event(&ev)?;
+        }
         if is_foot && depth_before == 1 {
             events.push(StreamEvent::Close);
             return Ok(());
@@ -200,6 +238,35 @@ impl StreamParser {
             }
         }
         Ok(())
+    }
+}
+
+impl StreamParser {
+    /// Bounds the stream header event by event, and refuses a root element
+    /// that is not `stream` the moment its name is read (a client speaking
+    /// HTTP or sending `<html` waits for no timeout).
+    fn check_header_event(&mut self, ev: &RawEvent) -> Result<(), ParseError> {
+        match ev {
+            RawEvent::ElementHeadOpen(_, (_, local)) if local.as_str() != "stream" => {
+                Err(ParseError::BadRoot)
+            }
+            RawEvent::Attribute(_, (prefix, local), _) => {
+                self.header_attributes += 1;
+                let is_ns = prefix.as_ref().map(|p| p.as_str()) == Some("xmlns")
+                    || (prefix.is_none() && local.as_str() == "xmlns");
+                if is_ns {
+                    self.header_namespaces += 1;
+                }
+                if self.header_attributes > HEADER_ATTRIBUTES_MAX {
+                    Err(ParseError::HeaderTooLarge("attributes"))
+                } else if self.header_namespaces > HEADER_NAMESPACES_MAX {
+                    Err(ParseError::HeaderTooLarge("namespace declarations"))
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -245,214 +312,4 @@ pub fn parse_frame(data: &[u8], stanza_bytes_max: usize, depth_max: usize) -> Re
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='chorus.test' version='1.0'>";
-
-    fn parser() -> StreamParser {
-        StreamParser::new(4096, 8)
-    }
-
-    #[test]
-    fn header_stanza_and_close_in_one_chunk() {
-        let mut p = parser();
-        let input = format!("{HEADER}<message to='a@b'><body>hi</body></message></stream:stream>");
-        let ev = p.feed(input.as_bytes()).expect("valid");
-        assert_eq!(ev.len(), 3);
-        match &ev[0] {
-            StreamEvent::Header(a) => assert_eq!(a.get("to").map(String::as_str), Some("chorus.test")),
-            other => panic!("expected header, got {other:?}"),
-        }
-        match &ev[1] {
-            StreamEvent::Element(e) => {
-                assert!(e.is("message", "jabber:client"));
-                assert_eq!(
-                    e.get_child("body", "jabber:client").map(|b| b.text()),
-                    Some("hi".into())
-                );
-            }
-            other => panic!("expected element, got {other:?}"),
-        }
-        assert_eq!(ev[2], StreamEvent::Close);
-    }
-
-    #[test]
-    fn byte_by_byte_gives_same_events() {
-        let input = format!("{HEADER}<iq type='get' id='1'><ping xmlns='urn:xmpp:ping'/></iq><presence/>");
-        let mut whole = parser();
-        let expected = whole.feed(input.as_bytes()).expect("valid");
-        let mut p = parser();
-        let mut got = Vec::new();
-        for b in input.as_bytes() {
-            got.extend(p.feed(std::slice::from_ref(b)).expect("valid"));
-        }
-        assert_eq!(got, expected);
-        assert_eq!(got.len(), 3);
-    }
-
-    #[test]
-    fn utf8_split_across_chunks() {
-        let input = format!("{HEADER}<message><body>h\u{e9}\u{1F600}</body></message>");
-        let bytes = input.as_bytes();
-        let mut p = parser();
-        let mut got = Vec::new();
-        for chunk in bytes.chunks(3) {
-            got.extend(p.feed(chunk).expect("valid"));
-        }
-        let StreamEvent::Element(m) = &got[1] else {
-            panic!("no element")
-        };
-        assert_eq!(
-            m.get_child("body", "jabber:client").map(|b| b.text()),
-            Some("h\u{e9}\u{1F600}".into())
-        );
-    }
-
-    #[test]
-    fn rejects_mismatched_tags() {
-        let mut p = parser();
-        p.feed(HEADER.as_bytes()).expect("header");
-        let e = p.feed(b"<message><unclosed></message>").expect_err("mismatch");
-        assert_eq!(e.condition(), "not-well-formed");
-        assert!(p.feed(b"<presence/>").is_err(), "a failed parser stays failed");
-    }
-
-    #[test]
-    fn rejects_doctype_and_entities() {
-        let mut p = parser();
-        let e = p
-            .feed(b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'aaaa'>]><stream:stream/>")
-            .expect_err("doctype");
-        assert_eq!(e.condition(), "not-well-formed");
-        let mut p = parser();
-        p.feed(HEADER.as_bytes()).expect("header");
-        assert!(p.feed(b"<message><body>&xxe;</body></message>").is_err());
-    }
-
-    #[test]
-    fn enforces_stanza_size_even_without_closing_tag() {
-        let mut p = parser();
-        p.feed(HEADER.as_bytes()).expect("header");
-        p.feed(b"<message><body>").expect("start");
-        let chunk = vec![b'a'; 1024];
-        let mut err = None;
-        for _ in 0..10 {
-            if let Err(e) = p.feed(&chunk) {
-                err = Some(e);
-                break;
-            }
-        }
-        assert_eq!(err, Some(ParseError::TooLarge(4096)));
-    }
-
-    #[test]
-    fn long_text_is_fine_but_a_long_attribute_is_a_policy_violation() {
-        let mut p = StreamParser::new(262_144, 8);
-        p.feed(HEADER.as_bytes()).expect("header");
-        let body = "x".repeat(100_000);
-        let ev = p
-            .feed(format!("<message><body>{body}</body></message>").as_bytes())
-            .expect("long text within the stanza limit");
-        let [StreamEvent::Element(m)] = &ev[..] else {
-            panic!("expected one element, got {ev:?}")
-        };
-        assert_eq!(
-            m.get_child("body", "jabber:client").map(|b| b.text().len()),
-            Some(100_000)
-        );
-        let id = "y".repeat(TOKEN_BYTES_MAX + 1);
-        let e = p
-            .feed(format!("<message id='{id}'/>").as_bytes())
-            .expect_err("attribute over the token limit");
-        assert_eq!(e, ParseError::TokenTooLong(TOKEN_BYTES_MAX));
-        assert_eq!(e.condition(), "policy-violation");
-    }
-
-    #[test]
-    fn a_websocket_frame_with_a_long_attribute_is_a_policy_violation() {
-        let id = "y".repeat(TOKEN_BYTES_MAX + 1);
-        let frame = format!("<message xmlns='jabber:client' id='{id}'/>");
-        let e = parse_frame(frame.as_bytes(), 262_144, 8).expect_err("too long");
-        assert_eq!(e, ParseError::TokenTooLong(TOKEN_BYTES_MAX));
-    }
-
-    #[test]
-    fn size_counter_resets_between_stanzas() {
-        let mut p = parser();
-        p.feed(HEADER.as_bytes()).expect("header");
-        let body = "x".repeat(3000);
-        for _ in 0..5 {
-            let ev = p
-                .feed(format!("<message><body>{body}</body></message>").as_bytes())
-                .expect("fits");
-            assert_eq!(ev.len(), 1);
-        }
-    }
-
-    #[test]
-    fn enforces_depth() {
-        let mut p = parser();
-        p.feed(HEADER.as_bytes()).expect("header");
-        let deep = "<a>".repeat(12);
-        assert_eq!(p.feed(deep.as_bytes()).expect_err("deep"), ParseError::TooDeep(8));
-    }
-
-    #[test]
-    fn rejects_wrong_root() {
-        let mut p = parser();
-        assert_eq!(
-            p.feed(b"<html xmlns='x'>").expect_err("root"),
-            ParseError::BadRoot
-        );
-    }
-
-    #[test]
-    fn reset_accepts_a_new_header() {
-        let mut p = parser();
-        p.feed(HEADER.as_bytes()).expect("header");
-        p.reset();
-        let ev = p.feed(HEADER.as_bytes()).expect("second header");
-        assert!(matches!(ev[0], StreamEvent::Header(_)));
-    }
-
-    #[test]
-    fn frame_parsing() {
-        let el = parse_frame(
-            b"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='x' version='1.0'/>",
-            4096,
-            8,
-        )
-        .expect("open frame");
-        assert!(el.is("open", crate::ns::FRAMING));
-        assert!(parse_frame(b"<message><a></message>", 4096, 8).is_err());
-        assert!(parse_frame(&vec![b'a'; 5000], 4096, 8).is_err());
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn any_chunking_gives_the_same_events(cuts in proptest::collection::vec(0usize..200, 0..8)) {
-            let input = format!("{HEADER}<message to='a@b'><body>caf\u{e9} &amp; more</body></message><iq id='1' type='get'><query xmlns='jabber:iq:roster'/></iq></stream:stream>");
-            let bytes = input.as_bytes();
-            let expected = parser().feed(bytes).expect("valid");
-            let mut points: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
-            points.sort_unstable();
-            let mut p = parser();
-            let mut got = Vec::new();
-            let mut last = 0;
-            for c in points.into_iter().chain(std::iter::once(bytes.len())) {
-                got.extend(p.feed(&bytes[last..c]).expect("valid"));
-                last = c;
-            }
-            proptest::prop_assert_eq!(got, expected);
-        }
-
-        #[test]
-        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
-            let mut p = parser();
-            let _ = p.feed(HEADER.as_bytes());
-            let _ = p.feed(&data);
-            let _ = parse_frame(&data, 4096, 8);
-        }
-    }
-}
+mod tests;
