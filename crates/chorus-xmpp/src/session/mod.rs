@@ -612,6 +612,27 @@ impl Session {
     }
 }
 
+impl Drop for Session {
+    /// A session dropped while still bound was never ended: its task
+    /// panicked (tokio drops the task's state while unwinding) or a driver
+    /// lost it. It is ended here, as at a disconnect, so no ghost resource
+    /// stays routable and no ghost occupant stays in a room.
+    fn drop(&mut self) {
+        if self.state != State::Bound {
+            return;
+        }
+        tracing::error!(jid = %self.full(), "a session ended without a disconnect (did its task panic?); cleaning up");
+        metrics::counter!("chorus_sessions_aborted_total").increment(1);
+        let rx = self.rx.take();
+        // A second panic while unwinding would abort the process.
+        let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.finish(rx)));
+        if ended.is_err() {
+            let (user, resource) = (self.user().to_owned(), self.resource.clone().unwrap_or_default());
+            self.ctx.router.unbind(&user, &resource, self.id);
+        }
+    }
+}
+
 /// Ends a parked session that will not be resumed.
 pub fn finish_parked(p: ParkedSession) {
     let ParkedSession { mut session, rx } = p;

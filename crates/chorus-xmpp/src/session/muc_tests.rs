@@ -340,3 +340,37 @@ fn a_nick_change_is_announced_with_303_and_the_new_nick() {
     let got = drain(&mut a, &mut arx);
     assert_eq!(got[0].attr("from"), Some(&*format!("{ROOM}/Robert")));
 }
+
+#[test]
+fn a_session_whose_task_panics_leaves_no_ghost_resource_or_occupant() {
+    let (ctx, _) = context(|_| {});
+    let (mut a, mut arx) = create_room(&ctx);
+    let (mut b, mut brx) = login(&ctx, "bob", "bpw", "phone");
+    presence_to(&mut b, &format!("{ROOM}/Bob"), "");
+    drain(&mut b, &mut brx);
+    drain(&mut a, &mut arx);
+    assert_eq!(crate::muc::occupants(&ctx, "team").len(), 2);
+    assert!(!ctx.router.resources("bob").is_empty());
+    // Bob's task panics mid-stanza: the runtime drops his session unwinding.
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _held = b;
+        panic!("a bug in one session task");
+    }));
+    assert!(panicked.is_err());
+    assert!(
+        ctx.router.resources("bob").is_empty(),
+        "bob's resource is still routable"
+    );
+    let left: Vec<String> = crate::muc::occupants(&ctx, "team")
+        .into_iter()
+        .map(|o| o.nick)
+        .collect();
+    assert_eq!(left, ["Alice"]);
+    let seen = drain(&mut a, &mut arx);
+    assert!(
+        seen.iter().any(|p| p.is("presence", ns::CLIENT)
+            && p.attr("type") == Some("unavailable")
+            && p.attr("from") == Some(&format!("{ROOM}/Bob"))),
+        "alice was not told bob left: {seen:?}"
+    );
+}
