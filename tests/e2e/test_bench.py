@@ -18,6 +18,7 @@ BENCH_CONFIG = {
     "registration": {"enabled": True},
     "limits": {
         "connections_per_ip_max": 2000,
+        "unauthenticated_per_ip_max": 2000,
         "user_stanzas_per_sec": 100000,
         "user_stanzas_burst": 100000,
         "auth_failures_per_address_max": 100000,

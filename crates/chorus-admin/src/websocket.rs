@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use chorus_xmpp::ns;
 use chorus_xmpp::parser::parse_frame;
 use chorus_xmpp::router::Routed;
+use chorus_xmpp::runtime::ConnectionGuard;
 use chorus_xmpp::session::{Output, Session, Transport};
 use chorus_xmpp::xml::{self, ElementExt};
 use futures_util::{SinkExt, StreamExt};
@@ -21,7 +22,7 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     let ip = peer.0.ip();
-    let Some(guard) = s.limiter.admit(s.limiter.slot().await, ip) else {
+    let Ok(guard) = s.limiter.admit(ip) else {
         return (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             "too many connections",
@@ -32,13 +33,10 @@ pub async fn upgrade(
     ws.protocols(["xmpp"])
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| async move {
-            run(s, socket, ip).await;
-            drop(guard);
-        })
+        .on_upgrade(move |socket| run(s, socket, ip, guard))
 }
 
-async fn run(s: HttpState, socket: WebSocket, ip: IpAddr) {
+async fn run(s: HttpState, socket: WebSocket, ip: IpAddr, mut slot: ConnectionGuard) {
     let ctx = s.ctx.clone();
     let mut shutdown = s.shutdown.clone();
     let mut session = Box::new(Session::new(ctx.clone(), Transport::WebSocket, ip));
@@ -68,6 +66,7 @@ async fn run(s: HttpState, socket: WebSocket, ip: IpAddr) {
                 }
             },
             _ = tokio::time::sleep_until(handshake_deadline), if !session.is_bound() => session.on_handshake_timeout(),
+            _ = slot.evicted() => session.on_evicted(),
         }
         if let Some(parked) = session.take_resumed() {
             session = parked.session;
@@ -75,6 +74,9 @@ async fn run(s: HttpState, socket: WebSocket, ip: IpAddr) {
         }
         if rx.is_none() {
             rx = session.take_rx();
+        }
+        if session.is_authenticated() && !slot.is_authenticated() && slot.promote().is_err() {
+            session.on_server_full();
         }
         let _ = session.take_restart();
         let mut close = false;

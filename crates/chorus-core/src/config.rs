@@ -367,10 +367,17 @@ pub struct LimitsConfig {
     pub stanza_bytes_max: usize,
     /// Deepest element nesting accepted inside a stanza.
     pub xml_depth_max: usize,
-    /// Open client connections, all listeners together.
+    /// Open client connections that have authenticated, all listeners
+    /// together.
     pub connections_max: usize,
-    /// Open client connections from one IP address.
+    /// Open client connections from one IP address (IPv6: one /64).
     pub connections_per_ip_max: usize,
+    /// Connections not yet authenticated, all listeners together: a pool
+    /// of their own, so a flood of them cannot take logged-in users' slots.
+    /// A connection over the bound is closed at once.
+    pub unauthenticated_connections_max: usize,
+    /// Connections not yet authenticated from one IP address (IPv6: one /64).
+    pub unauthenticated_per_ip_max: usize,
     /// Bytes per second one connection may send (excess is slowed down).
     pub connection_bytes_per_sec: u64,
     /// Stanzas per second one user may send across all resources.
@@ -406,6 +413,8 @@ impl Default for LimitsConfig {
             xml_depth_max: 32,
             connections_max: 10_000,
             connections_per_ip_max: 200,
+            unauthenticated_connections_max: 2_000,
+            unauthenticated_per_ip_max: 64,
             connection_bytes_per_sec: 1024 * 1024,
             user_stanzas_per_sec: 200,
             user_stanzas_burst: 400,
@@ -413,7 +422,7 @@ impl Default for LimitsConfig {
             auth_failures_per_account_max: 5,
             auth_failures_per_address_max: 20,
             auth_failure_window_secs: 60,
-            handshake_timeout_secs: 30,
+            handshake_timeout_secs: 10,
             session_queue_stanzas_max: 1024,
             roster_items_max: 2000,
             offline_messages_max: 1000,
@@ -537,11 +546,19 @@ impl Config {
         }
         self.validate_cluster()?;
         let l = &self.limits;
-        let positive: [(&'static str, u64); 12] = [
+        let positive: [(&'static str, u64); 14] = [
             ("limits.stanza_bytes_max", l.stanza_bytes_max as u64),
             ("limits.xml_depth_max", l.xml_depth_max as u64),
             ("limits.connections_max", l.connections_max as u64),
             ("limits.connections_per_ip_max", l.connections_per_ip_max as u64),
+            (
+                "limits.unauthenticated_connections_max",
+                l.unauthenticated_connections_max as u64,
+            ),
+            (
+                "limits.unauthenticated_per_ip_max",
+                l.unauthenticated_per_ip_max as u64,
+            ),
             ("limits.connection_bytes_per_sec", l.connection_bytes_per_sec),
             ("limits.user_stanzas_per_sec", l.user_stanzas_per_sec as u64),
             ("limits.sessions_per_user_max", l.sessions_per_user_max as u64),

@@ -114,10 +114,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         gauges_raft,
         cluster_stop_tx.subscribe(),
     ));
-    let limiter = Arc::new(ConnectionLimiter::new(
-        config.limits.connections_max,
-        config.limits.connections_per_ip_max,
-    ));
+    let limiter = Arc::new(ConnectionLimiter::new(&config.limits));
     let (stop_tx, stop_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
     let mut tasks = JoinSet::new();
@@ -242,10 +239,6 @@ async fn accept_loop(
 ) {
     let mut sessions = JoinSet::new();
     loop {
-        let permit = tokio::select! {
-            p = limiter.slot() => p,
-            _ = stop.changed() => break,
-        };
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -257,15 +250,19 @@ async fn accept_loop(
             },
             _ = stop.changed() => break,
         };
-        let Some(guard) = limiter.admit(permit, peer.ip()) else {
-            tracing::warn!(%peer, "too many connections from this address");
-            continue;
+        // Never waits for a slot: a connection over a bound is closed at
+        // once (counted in chorus_connections_refused_total{reason}), so a
+        // flood cannot stall the accept loop for those who may connect.
+        let guard = match limiter.admit(peer.ip()) {
+            Ok(g) => g,
+            Err(why) => {
+                tracing::debug!(%peer, reason = why.label(), "connection refused");
+                drop(tcp);
+                continue;
+            }
         };
         let (ctx, tls, stop) = (ctx.clone(), tls.clone(), stop.clone());
-        sessions.spawn(async move {
-            serve_connection(ctx, tls, tcp, peer, direct_tls, stop).await;
-            drop(guard);
-        });
+        sessions.spawn(serve_connection(ctx, tls, tcp, peer, direct_tls, stop, guard));
         while sessions.try_join_next().is_some() {}
     }
     drop(listener);

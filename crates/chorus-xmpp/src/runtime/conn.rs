@@ -3,6 +3,7 @@
 use crate::context::Context;
 use crate::parser::{StreamEvent, StreamParser};
 use crate::router::Routed;
+use crate::runtime::ConnectionGuard;
 use crate::session::{Output, Session, Transport};
 use crate::throttle::TokenBucket;
 use crate::xml::{self, ElementExt};
@@ -42,6 +43,7 @@ pub async fn serve_connection(
     peer: SocketAddr,
     direct_tls: bool,
     shutdown: watch::Receiver<bool>,
+    mut slot: ConnectionGuard,
 ) {
     let _ = tcp.set_nodelay(true);
     let limits = &ctx.config.limits;
@@ -51,15 +53,22 @@ pub async fn serve_connection(
         let session = Session::new(ctx.clone(), Transport::DirectTls, peer.ip());
         match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
             Ok(Ok(mut tls)) => {
-                drive(&ctx, &mut tls, Box::new(session), parser, shutdown).await;
+                drive(&ctx, &mut tls, Box::new(session), parser, shutdown, &mut slot).await;
             }
             _ => tracing::debug!(%peer, "direct TLS handshake failed"),
         }
         return;
     }
     let session = Session::new(ctx.clone(), Transport::Tcp, peer.ip());
-    let End::StartTls(mut session, mut parser) =
-        drive(&ctx, &mut tcp, Box::new(session), parser, shutdown.clone()).await
+    let End::StartTls(mut session, mut parser) = drive(
+        &ctx,
+        &mut tcp,
+        Box::new(session),
+        parser,
+        shutdown.clone(),
+        &mut slot,
+    )
+    .await
     else {
         return;
     };
@@ -67,7 +76,7 @@ pub async fn serve_connection(
         Ok(Ok(mut tls)) => {
             session.on_tls_established();
             parser.reset();
-            drive(&ctx, &mut tls, session, *parser, shutdown).await;
+            drive(&ctx, &mut tls, session, *parser, shutdown, &mut slot).await;
         }
         _ => tracing::debug!(%peer, "STARTTLS handshake failed"),
     }
@@ -105,6 +114,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     mut session: Box<Session>,
     mut parser: StreamParser,
     mut shutdown: watch::Receiver<bool>,
+    slot: &mut ConnectionGuard,
 ) -> End {
     let limits = &ctx.config.limits;
     let rate = limits.connection_bytes_per_sec as f64;
@@ -166,6 +176,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
             },
             _ = tokio::time::sleep_until(handshake_deadline), if !session.is_bound() => session.on_handshake_timeout(),
             _ = ack_timer.tick() => session.on_ack_timer(),
+            _ = slot.evicted() => session.on_evicted(),
         }
         if let Some(parked) = session.take_resumed() {
             session = parked.session;
@@ -173,6 +184,9 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         }
         if rx.is_none() {
             rx = session.take_rx();
+        }
+        if session.is_authenticated() && !slot.is_authenticated() && slot.promote().is_err() {
+            session.on_server_full();
         }
         if draining.is_some() && session.unacked() == 0 && !session.is_closed() {
             session.on_shutdown();
@@ -197,12 +211,35 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
             return End::StartTls(session, Box::new(parser));
         }
         if close {
-            let _ = tokio::time::timeout(Duration::from_secs(2), stream.shutdown()).await;
+            linger_close(stream).await;
             break;
         }
     }
     session.on_disconnect(rx, !dropped);
     End::Done
+}
+
+/// Bytes read and dropped after a stream error before the socket closes.
+const LINGER_BYTES_MAX: usize = 64 * 1024;
+
+/// Closes our side, then reads and drops what the client still sends (at
+/// most [`LINGER_BYTES_MAX`], for at most 2 s) before the socket is
+/// dropped: closing a socket with unread input sends a TCP reset, which
+/// can destroy the stream error in flight before the client reads it.
+async fn linger_close<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut drained = 0;
+        while drained < LINGER_BYTES_MAX {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
 }
 
 /// Receives from a session's queue once it has one; pends forever before

@@ -6,4 +6,4 @@ mod conn;
 mod limiter;
 
 pub use conn::{ACK_REQUEST_INTERVAL_SECS, recv_routed, serve_connection};
-pub use limiter::{ConnectionGuard, ConnectionLimiter};
+pub use limiter::{ConnectionGuard, ConnectionLimiter, Refusal, address_key};

@@ -173,6 +173,31 @@ impl Session {
         self.closed
     }
 
+    /// Whether the client has authenticated (the connection then needs a
+    /// logged-in slot).
+    pub fn is_authenticated(&self) -> bool {
+        self.state != State::Start
+    }
+
+    /// No logged-in slot is free for this authenticated connection.
+    pub fn on_server_full(&mut self) {
+        self.stream_error(
+            "resource-constraint",
+            Some("the server has no room for another connection"),
+        );
+    }
+
+    /// A newer connection took this unauthenticated connection's place in
+    /// a full pool.
+    pub fn on_evicted(&mut self) {
+        if self.state == State::Start {
+            self.stream_error(
+                "resource-constraint",
+                Some("too many unauthenticated connections"),
+            );
+        }
+    }
+
     /// Whether the session has bound a resource.
     pub fn is_bound(&self) -> bool {
         self.state == State::Bound
