@@ -1,19 +1,20 @@
 //! XMPP over WebSocket (RFC 7395): one element per text frame, `<open/>`
-//! and `<close/>` in place of the stream tags.
+//! and `<close/>` in place of the stream tags. The framing only; the
+//! session runs on the same driver as TCP (`chorus_xmpp::runtime::driver`:
+//! routed queue, stream-management acks, write timeout, shaping, shutdown
+//! grace, handshake timeout, pool eviction).
 
 use crate::HttpState;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use chorus_xmpp::ns;
-use chorus_xmpp::parser::parse_frame;
-use chorus_xmpp::router::Routed;
+use chorus_xmpp::parser::{ParseError, parse_frame};
 use chorus_xmpp::runtime::ConnectionGuard;
+use chorus_xmpp::runtime::driver::{Framing, Read, Written, drive};
 use chorus_xmpp::session::{Output, Session, Transport};
 use chorus_xmpp::xml::{self, ElementExt};
-use futures_util::{SinkExt, StreamExt};
 use std::net::IpAddr;
-use tokio::sync::mpsc;
 
 /// Handles the upgrade request.
 pub async fn upgrade(
@@ -38,76 +39,90 @@ pub async fn upgrade(
 
 async fn run(s: HttpState, socket: WebSocket, ip: IpAddr, mut slot: ConnectionGuard) {
     let ctx = s.ctx.clone();
-    let mut shutdown = s.shutdown.clone();
-    let mut session = Box::new(Session::new(ctx.clone(), Transport::WebSocket, ip));
-    let (mut sink, mut stream) = socket.split();
-    let mut rx: Option<mpsc::Receiver<Routed>> = None;
+    let session = Box::new(Session::new(ctx.clone(), Transport::WebSocket, ip));
     let limits = &ctx.config.limits;
-    let handshake_deadline =
-        tokio::time::Instant::now() + std::time::Duration::from_secs(limits.handshake_timeout_secs);
-    let mut dropped = false;
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.changed() => session.on_shutdown(),
-            routed = chorus_xmpp::runtime::recv_routed(&mut rx) => match routed {
-                Some(item) => session.on_routed(item),
-                None => rx = None,
-            },
-            msg = stream.next() => match msg {
-                Some(Ok(Message::Text(t))) => on_frame(&mut session, t.as_bytes(), limits.stanza_bytes_max, limits.xml_depth_max),
-                Some(Ok(Message::Binary(_))) => {
-                    session.on_parse_error(&chorus_xmpp::parser::ParseError::NotWellFormed("binary frame".into()))
-                }
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => {
-                    dropped = !session.is_closed();
-                    break;
-                }
-            },
-            _ = tokio::time::sleep_until(handshake_deadline), if !session.is_bound() => session.on_handshake_timeout(),
-            _ = slot.evicted() => session.on_evicted(),
+    let mut framing = WsFraming {
+        socket,
+        domain: ctx.domain.clone(),
+        bytes_max: limits.stanza_bytes_max,
+        depth_max: limits.xml_depth_max,
+    };
+    // WebSocket has no STARTTLS: the driver only ever ends with Done.
+    let _ = drive(&ctx, &mut framing, session, s.shutdown.clone(), &mut slot).await;
+}
+
+/// RFC 7395 framing: one element per text frame, `<open/>` and `<close/>`
+/// in place of the stream tags.
+struct WsFraming {
+    socket: WebSocket,
+    domain: String,
+    bytes_max: usize,
+    depth_max: usize,
+}
+
+impl Framing for WsFraming {
+    type Chunk = Message;
+
+    async fn read(&mut self) -> Read<Message> {
+        match self.socket.recv().await {
+            Some(Ok(m)) => Read::Chunk(m),
+            Some(Err(_)) | None => Read::Eof,
         }
-        if let Some(parked) = session.take_resumed() {
-            session = parked.session;
-            rx = Some(parked.rx);
+    }
+
+    fn deliver(&mut self, msg: Message, session: &mut Session) -> usize {
+        match msg {
+            Message::Text(t) => {
+                on_frame(session, t.as_bytes(), self.bytes_max, self.depth_max);
+                let _ = session.take_restart();
+                t.len()
+            }
+            Message::Binary(b) => {
+                session.on_parse_error(&ParseError::NotWellFormed("binary frame".into()));
+                b.len()
+            }
+            // Pings are answered by the WebSocket layer; they still cost
+            // shaping, so a ping flood is slowed like any other.
+            Message::Ping(p) | Message::Pong(p) => p.len(),
+            Message::Close(_) => {
+                session.on_close();
+                0
+            }
         }
-        if rx.is_none() {
-            rx = session.take_rx();
-        }
-        if session.is_authenticated() && !slot.is_authenticated() && slot.promote().is_err() {
-            session.on_server_full();
-        }
-        let _ = session.take_restart();
-        let mut close = false;
-        for o in session.take_outputs() {
+    }
+
+    async fn write(&mut self, outputs: Vec<Output>, session: &Session) -> std::io::Result<Written> {
+        let mut written = Written::default();
+        for o in outputs {
             let text = match o {
-                Output::Header => xml::ws_open(&ctx.domain, session.stream_id()),
+                Output::Header => xml::ws_open(&self.domain, session.stream_id()),
                 Output::Element(e) => e.to_xml(),
                 Output::StreamError { condition, text } => {
-                    close = true;
+                    written.close = true;
                     xml::ws_stream_error(condition, text.as_deref())
                 }
                 Output::Close => {
-                    close = true;
+                    written.close = true;
                     format!("<close xmlns='{}'/>", ns::FRAMING)
                 }
                 Output::StartTls => continue,
             };
-            if sink.send(Message::Text(text.into())).await.is_err() {
-                dropped = true;
-                break;
-            }
+            self.socket
+                .send(Message::Text(text.into()))
+                .await
+                .map_err(std::io::Error::other)?;
         }
-        if close {
-            let _ = sink
-                .send(Message::Text(format!("<close xmlns='{}'/>", ns::FRAMING).into()))
-                .await;
-            let _ = sink.close().await;
-            break;
-        }
+        Ok(written)
     }
-    session.on_disconnect(rx, !dropped);
+
+    async fn close(&mut self) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            let close = format!("<close xmlns='{}'/>", ns::FRAMING);
+            let _ = self.socket.send(Message::Text(close.into())).await;
+            let _ = self.socket.send(Message::Close(None)).await;
+        })
+        .await;
+    }
 }
 
 fn on_frame(session: &mut Session, data: &[u8], bytes_max: usize, depth_max: usize) {

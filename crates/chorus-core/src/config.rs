@@ -394,6 +394,10 @@ pub struct LimitsConfig {
     pub auth_failure_window_secs: u64,
     /// Time a new connection has to authenticate and bind, in seconds.
     pub handshake_timeout_secs: u64,
+    /// Time one batch of output may take to write before the client
+    /// counts as stalled and the connection is dropped, in seconds (a
+    /// client that never reads).
+    pub write_timeout_secs: u64,
     /// Stanzas queued for one session before it counts as stalled.
     pub session_queue_stanzas_max: usize,
     /// Items in one roster.
@@ -423,6 +427,7 @@ impl Default for LimitsConfig {
             auth_failures_per_address_max: 20,
             auth_failure_window_secs: 60,
             handshake_timeout_secs: 10,
+            write_timeout_secs: 30,
             session_queue_stanzas_max: 1024,
             roster_items_max: 2000,
             offline_messages_max: 1000,
@@ -546,7 +551,7 @@ impl Config {
         }
         self.validate_cluster()?;
         let l = &self.limits;
-        let positive: [(&'static str, u64); 14] = [
+        let positive: [(&'static str, u64); 15] = [
             ("limits.stanza_bytes_max", l.stanza_bytes_max as u64),
             ("limits.xml_depth_max", l.xml_depth_max as u64),
             ("limits.connections_max", l.connections_max as u64),
@@ -564,6 +569,7 @@ impl Config {
             ("limits.sessions_per_user_max", l.sessions_per_user_max as u64),
             ("limits.auth_failure_window_secs", l.auth_failure_window_secs),
             ("limits.handshake_timeout_secs", l.handshake_timeout_secs),
+            ("limits.write_timeout_secs", l.write_timeout_secs),
             (
                 "limits.session_queue_stanzas_max",
                 l.session_queue_stanzas_max as u64,

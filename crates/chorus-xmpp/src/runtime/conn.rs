@@ -2,38 +2,22 @@
 
 use crate::context::Context;
 use crate::parser::{StreamEvent, StreamParser};
-use crate::router::Routed;
 use crate::runtime::ConnectionGuard;
+use crate::runtime::driver::{End, Framing, Read, Written, drive};
 use crate::session::{Output, Session, Transport};
-use crate::throttle::TokenBucket;
 use crate::xml::{self, ElementExt};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-/// How often a session with unacknowledged stanzas is asked for an ack.
-pub const ACK_REQUEST_INTERVAL_SECS: u64 = 30;
-
-/// On a graceful shutdown, how long a stream-management session gets to
-/// acknowledge what it received before the stream ends. Stanzas still
-/// unacknowledged then are kept offline and delivered again (XEP-0198), so
-/// without this grace a restart would hand clients duplicates.
-pub const SHUTDOWN_ACK_WAIT: Duration = Duration::from_secs(1);
 /// Read buffer size, in bytes.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
-/// Time allowed for writing one batch of output before the peer counts as stalled.
-const WRITE_TIMEOUT_SECS: u64 = 30;
 /// Time allowed for the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 15;
-
-enum End {
-    StartTls(Box<Session>, Box<StreamParser>),
-    Done,
-}
 
 /// Serves one accepted TCP connection until it ends.
 pub async fn serve_connection(
@@ -53,30 +37,29 @@ pub async fn serve_connection(
         let session = Session::new(ctx.clone(), Transport::DirectTls, peer.ip());
         match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
             Ok(Ok(mut tls)) => {
-                drive(&ctx, &mut tls, Box::new(session), parser, shutdown, &mut slot).await;
+                let mut framing = TcpFraming::new(&mut tls, parser, &ctx.domain);
+                drive(&ctx, &mut framing, Box::new(session), shutdown, &mut slot).await;
             }
             _ => tracing::debug!(%peer, "direct TLS handshake failed"),
         }
         return;
     }
     let session = Session::new(ctx.clone(), Transport::Tcp, peer.ip());
-    let End::StartTls(mut session, mut parser) = drive(
-        &ctx,
-        &mut tcp,
-        Box::new(session),
-        parser,
-        shutdown.clone(),
-        &mut slot,
-    )
-    .await
-    else {
-        return;
+    let (mut session, mut parser) = {
+        let mut plain = TcpFraming::new(&mut tcp, parser, &ctx.domain);
+        let End::StartTls(session) =
+            drive(&ctx, &mut plain, Box::new(session), shutdown.clone(), &mut slot).await
+        else {
+            return;
+        };
+        (session, plain.parser)
     };
     match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
         Ok(Ok(mut tls)) => {
             session.on_tls_established();
             parser.reset();
-            drive(&ctx, &mut tls, session, *parser, shutdown, &mut slot).await;
+            let mut framing = TcpFraming::new(&mut tls, parser, &ctx.domain);
+            drive(&ctx, &mut framing, session, shutdown, &mut slot).await;
         }
         _ => tracing::debug!(%peer, "STARTTLS handshake failed"),
     }
@@ -108,115 +91,64 @@ fn render(outputs: Vec<Output>, domain: &str, stream_id: &str) -> (String, bool,
     (buf, close, starttls)
 }
 
-async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
-    ctx: &Arc<Context>,
-    stream: &mut S,
-    mut session: Box<Session>,
-    mut parser: StreamParser,
-    mut shutdown: watch::Receiver<bool>,
-    slot: &mut ConnectionGuard,
-) -> End {
-    let limits = &ctx.config.limits;
-    let rate = limits.connection_bytes_per_sec as f64;
-    let mut shaper = TokenBucket::new(rate, rate.max(limits.stanza_bytes_max as f64), Instant::now());
-    let mut rx: Option<mpsc::Receiver<Routed>> = None;
-    let mut buf = vec![0u8; READ_BUFFER_BYTES];
-    let handshake_deadline = tokio::time::Instant::now() + Duration::from_secs(limits.handshake_timeout_secs);
-    let mut ack_timer = tokio::time::interval(Duration::from_secs(ACK_REQUEST_INTERVAL_SECS));
-    ack_timer.tick().await;
-    // A connection that drops without a clean close may be resumed
-    // (XEP-0198); one we ended with a stream error may not.
-    let mut dropped = false;
-    // Set once a shutdown waits for the client's acknowledgement.
-    let mut draining: Option<tokio::time::Instant> = None;
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.changed(), if draining.is_none() => {
-                if session.unacked() > 0 {
-                    session.on_ack_timer();
-                    draining = Some(tokio::time::Instant::now() + SHUTDOWN_ACK_WAIT);
-                } else {
-                    session.on_shutdown();
-                }
-            }
-            _ = tokio::time::sleep_until(draining.unwrap_or_else(tokio::time::Instant::now)), if draining.is_some() => {
-                session.on_shutdown();
-            }
-            routed = recv_routed(&mut rx), if draining.is_none() => match routed {
-                Some(item) => session.on_routed(item),
-                None => rx = None,
-            },
-            n = stream.read(&mut buf) => match n {
-                Ok(0) | Err(_) => {
-                    dropped = !session.is_closed();
-                    break;
-                }
-                Ok(n) => {
-                    match parser.feed(&buf[..n]) {
-                        Ok(events) => {
-                            for ev in events {
-                                match ev {
-                                    StreamEvent::Header(a) => session.on_header(&a),
-                                    StreamEvent::Element(e) => session.on_element(e),
-                                    StreamEvent::Close => session.on_close(),
-                                }
-                                if session.take_restart() {
-                                    parser.reset();
-                                }
-                            }
-                        }
-                        Err(e) => session.on_parse_error(&e),
-                    }
-                    let wait = shaper.take_debt(n as f64, Instant::now());
-                    if !wait.is_zero() {
-                        tokio::time::sleep(wait).await;
-                    }
-                }
-            },
-            _ = tokio::time::sleep_until(handshake_deadline), if !session.is_bound() => session.on_handshake_timeout(),
-            _ = ack_timer.tick() => session.on_ack_timer(),
-            _ = slot.evicted() => session.on_evicted(),
-        }
-        if let Some(parked) = session.take_resumed() {
-            session = parked.session;
-            rx = Some(parked.rx);
-        }
-        if rx.is_none() {
-            rx = session.take_rx();
-        }
-        if session.is_authenticated() && !slot.is_authenticated() && slot.promote().is_err() {
-            session.on_server_full();
-        }
-        if draining.is_some() && session.unacked() == 0 && !session.is_closed() {
-            session.on_shutdown();
-        } else if session.wants_ack_request() {
-            session.on_ack_timer();
-        }
-        let (out, close, starttls) = render(session.take_outputs(), &ctx.domain, session.stream_id());
-        if !out.is_empty() {
-            let w = async {
-                stream.write_all(out.as_bytes()).await?;
-                stream.flush().await
-            };
-            if !matches!(
-                tokio::time::timeout(Duration::from_secs(WRITE_TIMEOUT_SECS), w).await,
-                Ok(Ok(()))
-            ) {
-                dropped = true;
-                break;
-            }
-        }
-        if starttls {
-            return End::StartTls(session, Box::new(parser));
-        }
-        if close {
-            linger_close(stream).await;
-            break;
+/// An XML stream over TCP or TLS.
+struct TcpFraming<'a, S> {
+    stream: &'a mut S,
+    parser: StreamParser,
+    buf: Vec<u8>,
+    domain: &'a str,
+}
+
+impl<'a, S> TcpFraming<'a, S> {
+    fn new(stream: &'a mut S, parser: StreamParser, domain: &'a str) -> Self {
+        TcpFraming {
+            stream,
+            parser,
+            buf: vec![0u8; READ_BUFFER_BYTES],
+            domain,
         }
     }
-    session.on_disconnect(rx, !dropped);
-    End::Done
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Framing for TcpFraming<'_, S> {
+    type Chunk = usize;
+
+    async fn read(&mut self) -> Read<usize> {
+        match self.stream.read(&mut self.buf).await {
+            Ok(0) | Err(_) => Read::Eof,
+            Ok(n) => Read::Chunk(n),
+        }
+    }
+
+    fn deliver(&mut self, n: usize, session: &mut Session) -> usize {
+        match self.parser.feed(&self.buf[..n]) {
+            Ok(events) => {
+                for ev in events {
+                    match ev {
+                        StreamEvent::Header(a) => session.on_header(&a),
+                        StreamEvent::Element(e) => session.on_element(e),
+                        StreamEvent::Close => session.on_close(),
+                    }
+                    if session.take_restart() {
+                        self.parser.reset();
+                    }
+                }
+            }
+            Err(e) => session.on_parse_error(&e),
+        }
+        n
+    }
+
+    async fn write(&mut self, outputs: Vec<Output>, session: &Session) -> std::io::Result<Written> {
+        let (out, close, starttls) = render(outputs, self.domain, session.stream_id());
+        self.stream.write_all(out.as_bytes()).await?;
+        self.stream.flush().await?;
+        Ok(Written { close, starttls })
+    }
+
+    async fn close(&mut self) {
+        linger_close(self.stream).await;
+    }
 }
 
 /// Bytes read and dropped after a stream error before the socket closes.
@@ -240,13 +172,4 @@ async fn linger_close<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
         Ok::<(), std::io::Error>(())
     })
     .await;
-}
-
-/// Receives from a session's queue once it has one; pends forever before
-/// binding, so it can sit in a `select!` from the start.
-pub async fn recv_routed(rx: &mut Option<mpsc::Receiver<Routed>>) -> Option<Routed> {
-    match rx {
-        Some(r) => r.recv().await,
-        None => std::future::pending().await,
-    }
 }

@@ -1,9 +1,12 @@
-//! The thin I/O runtime that drives [`crate::session::Session`]s over TCP
-//! (with STARTTLS) and direct TLS. WebSocket sessions are driven by the HTTP
-//! crate with the same session API.
+//! The thin I/O runtime that drives [`crate::session::Session`]s: one
+//! driver for every transport (`driver`), the TCP framing with STARTTLS
+//! and direct TLS (`conn`), and the connection limiter. The HTTP crate
+//! supplies the WebSocket framing to the same driver.
 
 mod conn;
+pub mod driver;
 mod limiter;
 
-pub use conn::{ACK_REQUEST_INTERVAL_SECS, recv_routed, serve_connection};
+pub use conn::serve_connection;
+pub use driver::{ACK_REQUEST_INTERVAL_SECS, recv_routed};
 pub use limiter::{ConnectionGuard, ConnectionLimiter, Refusal, address_key};
