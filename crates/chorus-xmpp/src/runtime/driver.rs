@@ -94,6 +94,7 @@ pub async fn drive<F: Framing>(
     // A client that never reads is dropped once one write takes this long.
     let write_timeout = Duration::from_secs(limits.write_timeout_secs);
     loop {
+        session.set_now(Instant::now());
         tokio::select! {
             biased;
             _ = shutdown.changed(), if draining.is_none() => {
@@ -128,6 +129,7 @@ pub async fn drive<F: Framing>(
             _ = slot.evicted() => session.on_evicted(),
             _ = ack_timer.tick() => session.on_ack_timer(),
         }
+        session.set_now(Instant::now());
         if let Some(parked) = session.take_resumed() {
             session = parked.session;
             rx = Some(parked.rx);
@@ -162,7 +164,13 @@ pub async fn drive<F: Framing>(
             break;
         }
     }
-    session.on_disconnect(rx, !dropped);
+    if let Some(timer) = session.on_disconnect(rx, !dropped) {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(timer.after).await;
+            crate::session::expire_parked(&ctx, timer.session_id);
+        });
+    }
     End::Done
 }
 

@@ -9,7 +9,6 @@ use base64::engine::general_purpose::STANDARD as B64;
 use chorus_core::credentials::Credentials;
 use chorus_core::store::{Store, StoreError};
 use minidom::Element;
-use std::time::Instant;
 
 /// SASL failures tolerated on one stream before it is closed.
 const SASL_FAILURES_PER_STREAM_MAX: u32 = 5;
@@ -52,7 +51,7 @@ impl Session {
                 let Some(m) = m else {
                     return self.sasl_failure("invalid-mechanism", None);
                 };
-                if self.ctx.auth_throttle.address_blocked(self.peer, Instant::now()) {
+                if self.ctx.auth_throttle.address_blocked(self.peer, self.now) {
                     return self.sasl_failure("temporary-auth-failure", None);
                 }
                 self.sasl = Some(m);
@@ -96,7 +95,7 @@ impl Session {
         match step {
             Step::Challenge(c) => {
                 if let Some(user) = scram_user(&data)
-                    && self.ctx.auth_throttle.account_blocked(&user, Instant::now())
+                    && self.ctx.auth_throttle.account_blocked(&user, self.now)
                 {
                     return self.sasl_failure("temporary-auth-failure", None);
                 }
@@ -114,7 +113,7 @@ impl Session {
         let Some(user) = normalize_user(username, &self.ctx.domain) else {
             return self.sasl_failure("not-authorized", None);
         };
-        if self.ctx.auth_throttle.account_blocked(&user, Instant::now()) {
+        if self.ctx.auth_throttle.account_blocked(&user, self.now) {
             return self.sasl_failure("temporary-auth-failure", None);
         }
         let mech = if mech_name.is_empty() { "SCRAM" } else { mech_name };
@@ -137,7 +136,7 @@ impl Session {
             let account = username.and_then(|u| normalize_user(&u, &self.ctx.domain));
             self.ctx
                 .auth_throttle
-                .failed(account.as_deref(), self.peer, Instant::now());
+                .failed(account.as_deref(), self.peer, self.now);
         }
         metrics::counter!("chorus_login_failures_total", "reason" => condition).increment(1);
         let f = xml::new("failure", ns::SASL).with_child(xml::new(condition, ns::SASL));
@@ -180,7 +179,7 @@ impl Session {
             .get_child("password", ns::REGISTER)
             .map(|e| e.text())
             .unwrap_or_default();
-        if self.ctx.auth_throttle.address_blocked(self.peer, Instant::now()) {
+        if self.ctx.auth_throttle.address_blocked(self.peer, self.now) {
             return xml::error_reply(iq, "wait", "resource-constraint");
         }
         let Some(user) = normalize_user(&name, &self.ctx.domain) else {
@@ -191,7 +190,7 @@ impl Session {
         };
         // Registrations count against the address like failures do, so one
         // address cannot mass-create accounts.
-        self.ctx.auth_throttle.failed(None, self.peer, Instant::now());
+        self.ctx.auth_throttle.failed(None, self.peer, self.now);
         match self.ctx.store.create_account(&user, &creds) {
             Ok(()) => {
                 tracing::info!(user = %user, peer = %self.peer, "account registered in-band");

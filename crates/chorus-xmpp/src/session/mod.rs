@@ -25,6 +25,7 @@ use minidom::Element;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::mpsc;
 
 pub use sm::SmState;
@@ -103,6 +104,20 @@ pub struct Session {
     sm: Option<SmState>,
     resumed: Option<ParkedSession>,
     closed: bool,
+    /// The time now, as the driver last said ([`Session::set_now`]): the
+    /// session reads no clock of its own.
+    now: Instant,
+}
+
+/// A parked session's resumption window: the driver ends the session with
+/// [`expire_parked`] once `after` has passed, unless it was resumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "the driver must arm the resumption timer"]
+pub struct ParkTimer {
+    /// The parked session.
+    pub session_id: u64,
+    /// How long it waits for resumption.
+    pub after: std::time::Duration,
 }
 
 /// CSI-buffered presence updates kept at most.
@@ -141,7 +156,13 @@ impl Session {
             sm: None,
             resumed: None,
             closed: false,
+            now: Instant::now(),
         }
+    }
+
+    /// Tells the session the time; the driver calls it before every event.
+    pub fn set_now(&mut self, now: Instant) {
+        self.now = now;
     }
 
     /// Takes the outputs produced so far.
@@ -445,7 +466,7 @@ impl Session {
         }
         let kind = el.name().to_owned();
         metrics::counter!("chorus_stanzas_in_total", "kind" => kind.clone()).increment(1);
-        if !self.ctx.user_limits.allow(self.user(), std::time::Instant::now()) {
+        if !self.ctx.user_limits.allow(self.user(), self.now) {
             metrics::counter!("chorus_rate_limited_total").increment(1);
             if kind != "presence" && el.attr("type") != Some("error") {
                 let mut el = el;
@@ -555,9 +576,14 @@ impl Session {
         }
     }
 
-    /// The connection is gone. A resumable session is parked; any other is
-    /// ended (presence unavailable, unacknowledged messages kept offline).
-    pub fn on_disconnect(mut self, rx: Option<mpsc::Receiver<Routed>>, ended_by_error: bool) {
+    /// The connection is gone. A resumable session is parked, and the
+    /// driver must arm the returned timer; any other is ended (presence
+    /// unavailable, unacknowledged messages kept offline).
+    pub fn on_disconnect(
+        mut self,
+        rx: Option<mpsc::Receiver<Routed>>,
+        ended_by_error: bool,
+    ) -> Option<ParkTimer> {
         let rx = rx.or_else(|| self.rx.take());
         let resumable = !ended_by_error
             && self.state == State::Bound
@@ -579,15 +605,15 @@ impl Session {
                         rx,
                     },
                 );
-                tokio::spawn(async move {
-                    tokio::time::sleep(timeout).await;
-                    if let Some(p) = ctx.parked.take_session(session_id) {
-                        tracing::debug!("resumption window passed; ending session");
-                        finish_parked(p);
-                    }
-                });
+                Some(ParkTimer {
+                    session_id,
+                    after: timeout,
+                })
             }
-            (_, rx, _) => self.finish(rx),
+            (_, rx, _) => {
+                self.finish(rx);
+                None
+            }
         }
     }
 
@@ -655,6 +681,15 @@ impl Drop for Session {
             let (user, resource) = (self.user().to_owned(), self.resource.clone().unwrap_or_default());
             self.ctx.router.unbind(&user, &resource, self.id);
         }
+    }
+}
+
+/// The resumption window of a parked session has passed: ends it, unless
+/// it was resumed (or ended) meanwhile.
+pub fn expire_parked(ctx: &Context, session_id: u64) {
+    if let Some(p) = ctx.parked.take_session(session_id) {
+        tracing::debug!("resumption window passed; ending session");
+        finish_parked(p);
     }
 }
 

@@ -77,6 +77,50 @@ fn wrong_password_can_retry_then_throttles() {
 }
 
 #[test]
+fn the_lockout_ends_when_the_clock_the_driver_passes_in_leaves_the_window() {
+    let (ctx, _) = context(|_| {});
+    let t0 = std::time::Instant::now();
+    let mut s = Session::new(
+        ctx.clone(),
+        Transport::DirectTls,
+        "127.0.0.3".parse().expect("ip"),
+    );
+    s.set_now(t0);
+    s.on_header(&header());
+    for _ in 0..3 {
+        s.on_element(plain_auth("bob", "wrong"));
+    }
+    s.take_outputs();
+    s.on_element(plain_auth("bob", "bpw"));
+    let out = elements(s.take_outputs());
+    assert!(out[0].has_child("temporary-auth-failure", ns::SASL), "{out:?}");
+    // No sleeping: the session reads no clock of its own.
+    let window = std::time::Duration::from_secs(ctx.config.limits.auth_failure_window_secs);
+    s.set_now(t0 + window + std::time::Duration::from_secs(1));
+    s.on_element(plain_auth("bob", "bpw"));
+    let out = elements(s.take_outputs());
+    assert!(out[0].is("success", ns::SASL), "{out:?}");
+}
+
+#[test]
+fn a_parked_session_whose_window_passes_is_ended() {
+    let (ctx, _) = context(|_| {});
+    let (mut b, mut brx) = login(&ctx, "bob", "bpw", "pc");
+    b.on_element(parse(&format!("<enable xmlns='{}' resume='true'/>", ns::SM)));
+    b.on_element(parse("<presence xmlns='jabber:client'/>"));
+    drain(&mut b, &mut brx);
+    let timer = b.on_disconnect(Some(brx), false).expect("parked");
+    assert_eq!(ctx.parked.len(), 1);
+    assert!(!ctx.router.resources("bob").is_empty(), "routable while parked");
+    // The driver's timer fires (here: at once).
+    expire_parked(&ctx, timer.session_id);
+    assert_eq!(ctx.parked.len(), 0);
+    assert!(ctx.router.resources("bob").is_empty());
+    // A second expiry (the session was resumed or ended meanwhile) is a no-op.
+    expire_parked(&ctx, timer.session_id);
+}
+
+#[test]
 fn stanzas_before_bind_are_refused() {
     let (ctx, _) = context(|_| {});
     let mut s = Session::new(ctx, Transport::DirectTls, "127.0.0.1".parse().expect("ip"));
@@ -260,8 +304,8 @@ fn blocked_sender_is_not_delivered() {
     );
 }
 
-#[tokio::test]
-async fn resumption_replays_unacked_stanzas() {
+#[test]
+fn resumption_replays_unacked_stanzas() {
     let (ctx, _) = context(|_| {});
     let (mut b, mut brx) = login(&ctx, "bob", "bpw", "pc");
     b.on_element(parse(&format!("<enable xmlns='{}' resume='true'/>", ns::SM)));
@@ -269,8 +313,11 @@ async fn resumption_replays_unacked_stanzas() {
     let id = out[0].attr("id").expect("resumption id").to_owned();
     b.on_element(parse("<presence xmlns='jabber:client'/>"));
     drain(&mut b, &mut brx);
-    b.on_disconnect(Some(brx), false);
+    let timer = b
+        .on_disconnect(Some(brx), false)
+        .expect("parked, with a resumption timer");
     assert_eq!(ctx.parked.len(), 1);
+    assert_eq!(timer.after, std::time::Duration::from_secs(300));
 
     let (mut a, _arx) = login(&ctx, "alice", "apw", "pc");
     a.on_element(parse("<message xmlns='jabber:client' to='bob@chorus.test/pc' type='chat'><body>while away</body></message>"));
