@@ -130,7 +130,7 @@ fn plain(data: &[u8], creds: &dyn CredentialLookup) -> Step {
 }
 
 /// Decodes a SCRAM `saslname` (`=2C` is `,`, `=3D` is `=`).
-fn decode_saslname(s: &str) -> Option<String> {
+pub(crate) fn decode_saslname(s: &str) -> Option<String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find('=') {

@@ -5,6 +5,8 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::runtime::address_key;
+
 /// Keys tracked at most by one [`AuthThrottle`] map; the oldest are dropped.
 pub const THROTTLE_KEYS_MAX: usize = 100_000;
 
@@ -47,17 +49,34 @@ fn record<K: std::hash::Hash + Eq + Clone>(
 ) {
     let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
     if m.len() >= THROTTLE_KEYS_MAX && !m.contains_key(k) {
-        m.retain(|_, q| {
-            prune(q, now, w);
-            !q.is_empty()
-        });
-        if m.len() >= THROTTLE_KEYS_MAX {
-            return;
-        }
+        make_room(&mut m, now, w);
     }
     let q = m.entry(k.clone()).or_default();
     prune(q, now, w);
     q.push_back(now);
+}
+
+/// A full map drops expired keys, then, if still full, the half whose
+/// latest failure is oldest: throttling is never switched off by filling
+/// the map, and the cost is amortized over the half-map of inserts that
+/// the next eviction is away.
+fn make_room<K: std::hash::Hash + Eq + Clone>(
+    m: &mut HashMap<K, VecDeque<Instant>>,
+    now: Instant,
+    w: Duration,
+) {
+    m.retain(|_, q| {
+        prune(q, now, w);
+        !q.is_empty()
+    });
+    if m.len() < THROTTLE_KEYS_MAX {
+        return;
+    }
+    let mut latest: Vec<Instant> = m.values().filter_map(|q| q.back().copied()).collect();
+    latest.sort_unstable();
+    let cutoff = latest[latest.len() / 2];
+    m.retain(|_, q| q.back().is_some_and(|t| *t > cutoff));
+    metrics::counter!("chorus_auth_throttle_evictions_total").increment(1);
 }
 
 impl AuthThrottle {
@@ -73,8 +92,9 @@ impl AuthThrottle {
     }
 
     /// Whether an attempt from this address is refused right now.
+    /// Addresses count per IPv4 address and per IPv6 /64.
     pub fn address_blocked(&self, ip: IpAddr, now: Instant) -> bool {
-        count(&self.addresses, &ip, now, self.window) >= self.per_address_max
+        count(&self.addresses, &address_key(ip), now, self.window) >= self.per_address_max
     }
 
     /// Whether an attempt for this account is refused right now.
@@ -84,7 +104,7 @@ impl AuthThrottle {
 
     /// Records a failed attempt.
     pub fn failed(&self, account: Option<&str>, ip: IpAddr, now: Instant) {
-        record(&self.addresses, &ip, now, self.window);
+        record(&self.addresses, &address_key(ip), now, self.window);
         if let Some(a) = account {
             record(&self.accounts, &a.to_owned(), now, self.window);
         }
@@ -198,6 +218,39 @@ mod tests {
         assert!(!t.account_blocked("b", t0));
         assert!(!t.address_blocked(ip, t0));
         assert!(!t.account_blocked("a", t0 + Duration::from_secs(61)));
+    }
+
+    #[test]
+    fn an_ipv6_host_is_throttled_as_its_64() {
+        let t = AuthThrottle::new(Duration::from_secs(60), 100, 3);
+        let t0 = Instant::now();
+        for i in 1..=3 {
+            let ip: IpAddr = format!("2001:db8:7:7::{i:x}").parse().expect("ip");
+            t.failed(None, ip, t0);
+        }
+        assert!(t.address_blocked("2001:db8:7:7:dead:beef::1".parse().expect("ip"), t0));
+        assert!(!t.address_blocked("2001:db8:7:8::1".parse().expect("ip"), t0));
+    }
+
+    #[test]
+    fn a_full_throttle_still_throttles_the_newest_attacker() {
+        let t = AuthThrottle::new(Duration::from_secs(600), 2, 1_000);
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        let t0 = Instant::now();
+        // Fill the account map with failures for other accounts first.
+        for i in 0..THROTTLE_KEYS_MAX {
+            t.failed(Some(&format!("filler{i}")), ip, t0);
+        }
+        let later = t0 + Duration::from_secs(1);
+        for _ in 0..2 {
+            t.failed(Some("victim"), ip, later);
+        }
+        assert!(
+            t.account_blocked("victim", later),
+            "a full map switched the throttle off"
+        );
+        let len = t.accounts.lock().expect("lock").len();
+        assert!(len <= THROTTLE_KEYS_MAX, "{len} keys");
     }
 
     #[test]

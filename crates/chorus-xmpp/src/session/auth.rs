@@ -85,6 +85,20 @@ impl Session {
             }
         };
         let Some(mut mech) = self.sasl.take() else { return };
+        // The lockout is checked on the normalized account before any
+        // password work, and a locked account gets the same answer whether
+        // the guess was right or wrong (a PLAIN guess was once verified
+        // first, so "temporary-auth-failure" meant "right password").
+        let account = if mech_name == "PLAIN" {
+            plain_user(&data)
+        } else {
+            scram_user(&data)
+        };
+        if let Some(user) = account.and_then(|u| normalize_user(&u, &self.ctx.domain))
+            && self.ctx.auth_throttle.account_blocked(&user, self.now)
+        {
+            return self.sasl_failure("temporary-auth-failure", None);
+        }
         let step = {
             let lookup = StoreLookup {
                 store: self.ctx.store.as_ref(),
@@ -94,11 +108,6 @@ impl Session {
         };
         match step {
             Step::Challenge(c) => {
-                if let Some(user) = scram_user(&data)
-                    && self.ctx.auth_throttle.account_blocked(&user, self.now)
-                {
-                    return self.sasl_failure("temporary-auth-failure", None);
-                }
                 self.sasl = Some(mech);
                 self.out.push(super::Output::Element(
                     xml::new("challenge", ns::SASL).with_text(B64.encode(c)),
@@ -205,9 +214,16 @@ impl Session {
     }
 }
 
+/// The username from a PLAIN message (`authzid NUL authcid NUL passwd`),
+/// for throttling.
+fn plain_user(data: &[u8]) -> Option<String> {
+    let user = data.split(|b| *b == 0).nth(1)?;
+    std::str::from_utf8(user).ok().map(str::to_owned)
+}
+
 /// The username from a SCRAM client-first message, for throttling.
 fn scram_user(data: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(data).ok()?;
     let bare = text.splitn(3, ',').nth(2)?;
-    bare.split(',').next()?.strip_prefix("n=").map(str::to_owned)
+    crate::sasl::decode_saslname(bare.split(',').next()?.strip_prefix("n=")?)
 }

@@ -121,6 +121,43 @@ fn a_parked_session_whose_window_passes_is_ended() {
 }
 
 #[test]
+fn a_locked_account_gets_the_same_answer_for_right_and_wrong_passwords_in_any_spelling() {
+    let (ctx, _) = context(|_| {});
+    let answer = |ip: &str, user: &str, pass: &str| {
+        let mut s = Session::new(ctx.clone(), Transport::DirectTls, ip.parse().expect("ip"));
+        s.on_header(&header());
+        s.take_outputs();
+        s.on_element(plain_auth(user, pass));
+        let out = elements(s.take_outputs());
+        out[0].children().next().map(|c| c.name().to_owned())
+    };
+    // Three wrong guesses from different addresses lock bob (limit 3).
+    for ip in ["10.1.0.1", "10.1.0.2", "10.1.0.3"] {
+        assert_eq!(answer(ip, "bob", "wrong").as_deref(), Some("not-authorized"));
+    }
+    for (user, pass) in [("bob", "bpw"), ("bob", "wrong"), ("BOB", "bpw"), ("Bob", "nope")] {
+        assert_eq!(
+            answer("10.1.0.9", user, pass).as_deref(),
+            Some("temporary-auth-failure"),
+            "{user}/{pass} while locked"
+        );
+    }
+    // SCRAM's first message is refused before any challenge, for any case.
+    let mut s = Session::new(ctx.clone(), Transport::DirectTls, "10.1.0.9".parse().expect("ip"));
+    s.on_header(&header());
+    s.take_outputs();
+    let first = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "n,,n=Bob,r=abcdefgh");
+    s.on_element(parse(&format!(
+        "<auth xmlns='{}' mechanism='SCRAM-SHA-256'>{first}</auth>",
+        ns::SASL
+    )));
+    let out = elements(s.take_outputs());
+    assert!(out[0].has_child("temporary-auth-failure", ns::SASL), "{out:?}");
+    // Alice is not affected.
+    assert_eq!(answer("10.1.0.9", "alice", "apw").as_deref(), None);
+}
+
+#[test]
 fn stanzas_before_bind_are_refused() {
     let (ctx, _) = context(|_| {});
     let mut s = Session::new(ctx, Transport::DirectTls, "127.0.0.1".parse().expect("ip"));
