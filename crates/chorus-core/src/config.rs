@@ -324,6 +324,11 @@ pub struct C2sConfig {
     pub direct_tls_listen: Option<SocketAddr>,
     /// Offer SASL PLAIN (always only inside TLS).
     pub allow_plain: bool,
+    /// PBKDF2 iterations for new SCRAM credentials (registration, password
+    /// changes, `chorus user add`); credentials with fewer are upgraded at
+    /// the account's next PLAIN login, the only time the server sees the
+    /// password. At least 4,096 (RFC 7677).
+    pub scram_iterations: u32,
 }
 
 impl Default for C2sConfig {
@@ -332,6 +337,7 @@ impl Default for C2sConfig {
             starttls_listen: Some(SocketAddr::from(([0, 0, 0, 0], 5222))),
             direct_tls_listen: Some(SocketAddr::from(([0, 0, 0, 0], 5223))),
             allow_plain: true,
+            scram_iterations: crate::credentials::ITERATIONS_DEFAULT,
         }
     }
 }
@@ -587,6 +593,15 @@ impl Config {
         }
         if l.stanza_bytes_max < 4096 {
             return Err(("limits.stanza_bytes_max", "must be at least 4096 bytes".into()));
+        }
+        if self.c2s.scram_iterations < crate::credentials::ITERATIONS_MIN {
+            return Err((
+                "c2s.scram_iterations",
+                format!(
+                    "must be at least {} (RFC 7677)",
+                    crate::credentials::ITERATIONS_MIN
+                ),
+            ));
         }
         if l.connection_bytes_per_sec < l.stanza_bytes_max as u64 / 4 {
             return Err((

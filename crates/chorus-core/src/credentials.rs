@@ -12,8 +12,10 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// Default PBKDF2 iteration count for new credentials.
-pub const ITERATIONS_DEFAULT: u32 = 4096;
+/// Default PBKDF2 iteration count for new credentials (`c2s.scram_iterations`).
+pub const ITERATIONS_DEFAULT: u32 = 10_000;
+/// Fewest iterations accepted (RFC 7677's minimum).
+pub const ITERATIONS_MIN: u32 = 4096;
 /// Length of a freshly generated salt, in bytes.
 pub const SALT_BYTES: usize = 16;
 /// Longest password accepted when setting credentials, in bytes.

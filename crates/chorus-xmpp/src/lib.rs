@@ -10,6 +10,7 @@
 pub mod context;
 pub mod muc;
 pub mod ns;
+pub mod offload;
 pub mod parser;
 pub mod remote;
 pub mod router;

@@ -23,6 +23,9 @@ pub enum Step {
         username: String,
         /// Additional data for `<success/>` (the SCRAM server signature).
         additional: Vec<u8>,
+        /// The password, for PLAIN only: lets the server upgrade stored
+        /// credentials to the configured iteration count.
+        password: Option<String>,
     },
     /// Authentication failed with a SASL condition; the username if known.
     Failure {
@@ -37,6 +40,11 @@ pub enum Step {
 pub trait CredentialLookup {
     /// The stored credentials, or `None` if the account does not exist.
     fn lookup(&self, username: &str) -> Option<Credentials>;
+    /// The salt and iteration count shown for an account that does not
+    /// exist: stable per name and indistinguishable from a real one's
+    /// (derived with a server secret), so replies do not reveal which
+    /// accounts exist.
+    fn fake(&self, username: &str, hash: ScramHash) -> (Vec<u8>, u32);
 }
 
 /// One SASL exchange in progress.
@@ -120,12 +128,23 @@ fn plain(data: &[u8], creds: &dyn CredentialLookup) -> Step {
     if !authzid.is_empty() && !authzid.starts_with(&format!("{user}@")) && authzid != user {
         return fail("invalid-authzid", Some(user));
     }
-    match creds.lookup(&user) {
-        Some(c) if c.sha256.verify_password(ScramHash::Sha256, pass) => Step::Success {
+    let verified = match creds.lookup(&user) {
+        Some(c) => c.sha256.verify_password(ScramHash::Sha256, pass),
+        None => {
+            // The same work as for a real account, so timing does not tell.
+            let (salt, iterations) = creds.fake(&user, ScramHash::Sha256);
+            let _ = ScramKeys::derive(ScramHash::Sha256, pass, &salt, iterations);
+            false
+        }
+    };
+    if verified {
+        Step::Success {
             username: user,
             additional: Vec::new(),
-        },
-        _ => fail("not-authorized", Some(user)),
+            password: Some(pass.to_owned()),
+        }
+    } else {
+        fail("not-authorized", Some(user))
     }
 }
 
@@ -218,10 +237,7 @@ impl ScramState {
         // reveal which accounts exist; the final step then fails.
         let (salt, iterations) = match &keys {
             Some(k) => (k.salt.clone(), k.iterations),
-            None => (
-                self.hash.hash(user.as_bytes())[..16].to_vec(),
-                chorus_core::credentials::ITERATIONS_DEFAULT,
-            ),
+            None => creds.fake(&user, self.hash),
         };
         let snonce: [u8; 18] = rand::random();
         let nonce = format!("{cnonce}{}", B64.encode(snonce));
@@ -279,6 +295,7 @@ impl ScramState {
         Step::Success {
             username,
             additional: format!("v={}", B64.encode(server_sig)).into_bytes(),
+            password: None,
         }
     }
 }
@@ -301,6 +318,12 @@ mod tests {
     impl CredentialLookup for One {
         fn lookup(&self, username: &str) -> Option<Credentials> {
             (username == "user").then(|| self.0.clone())
+        }
+        fn fake(&self, username: &str, hash: ScramHash) -> (Vec<u8>, u32) {
+            (
+                hash.hash(format!("secret{username}").as_bytes())[..16].to_vec(),
+                4096,
+            )
         }
     }
 

@@ -7,6 +7,7 @@ use crate::xml::{self, ElementExt};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use chorus_core::credentials::Credentials;
+use chorus_core::credentials::ScramHash;
 use chorus_core::store::{Store, StoreError};
 use minidom::Element;
 
@@ -16,6 +17,8 @@ const SASL_FAILURES_PER_STREAM_MAX: u32 = 5;
 struct StoreLookup<'a> {
     store: &'a dyn Store,
     domain: &'a str,
+    /// Iterations new credentials get (and unknown accounts show).
+    iterations: u32,
 }
 
 /// Normalizes a username to its nodeprep'd localpart, if valid.
@@ -25,7 +28,44 @@ pub(crate) fn normalize_user(name: &str, domain: &str) -> Option<String> {
     (j.domain().as_str() == domain).then_some(node)
 }
 
+/// The per-deployment secret behind unknown accounts' SCRAM salts: a
+/// replicated setting of the server itself (the empty user), so every node
+/// of a cluster shows an unknown name the same salt once it has converged.
+const FAKE_SALT_SECRET: &str = "sasl-fake-salt-secret";
+
+fn fake_salt_secret(store: &dyn Store) -> String {
+    if let Ok(Some(s)) = store.setting("", FAKE_SALT_SECRET) {
+        return s;
+    }
+    let fresh = hex(&rand::random::<[u8; 32]>());
+    if let Err(e) = store.set_setting("", FAKE_SALT_SECRET, &fresh) {
+        tracing::error!(error = %e, "cannot store the SASL salt secret");
+    }
+    // Whichever write won replication is the secret from now on.
+    store
+        .setting("", FAKE_SALT_SECRET)
+        .ok()
+        .flatten()
+        .unwrap_or(fresh)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl CredentialLookup for StoreLookup<'_> {
+    fn fake(&self, username: &str, hash: ScramHash) -> (Vec<u8>, u32) {
+        use hmac::{Hmac, Mac};
+        let secret = fake_salt_secret(self.store);
+        let key = normalize_user(username, self.domain).unwrap_or_else(|| username.to_owned());
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("any key length");
+        mac.update(hash.mechanism().as_bytes());
+        mac.update(&[0]);
+        mac.update(key.as_bytes());
+        let salt = mac.finalize().into_bytes()[..chorus_core::credentials::SALT_BYTES].to_vec();
+        (salt, self.iterations)
+    }
+
     fn lookup(&self, username: &str) -> Option<Credentials> {
         let user = normalize_user(username, self.domain)?;
         match self.store.credentials(&user) {
@@ -103,8 +143,9 @@ impl Session {
             let lookup = StoreLookup {
                 store: self.ctx.store.as_ref(),
                 domain: &self.ctx.domain,
+                iterations: self.ctx.config.c2s.scram_iterations,
             };
-            mech.step(&data, &lookup)
+            crate::offload::cpu(|| mech.step(&data, &lookup))
         };
         match step {
             Step::Challenge(c) => {
@@ -113,7 +154,16 @@ impl Session {
                     xml::new("challenge", ns::SASL).with_text(B64.encode(c)),
                 ));
             }
-            Step::Success { username, additional } => self.sasl_success(&username, additional, mech_name),
+            Step::Success {
+                username,
+                additional,
+                password,
+            } => {
+                self.sasl_success(&username, additional, mech_name);
+                if let Some(p) = password {
+                    self.upgrade_credentials(&p);
+                }
+            }
             Step::Failure { condition, username } => self.sasl_failure(condition, username),
         }
     }
@@ -137,6 +187,24 @@ impl Session {
         self.out.push(super::Output::Element(s));
         self.stream_open = false;
         self.restart = true;
+    }
+
+    /// After a PLAIN login, re-derives credentials stored with fewer
+    /// iterations than configured (SCRAM logins never show the password).
+    fn upgrade_credentials(&mut self, password: &str) {
+        let Some(user) = self.user.clone() else { return };
+        let want = self.ctx.config.c2s.scram_iterations;
+        let stored = self.ctx.store.credentials(&user).ok().flatten();
+        if stored.is_none_or(|c| c.sha256.iterations >= want) {
+            return;
+        }
+        match crate::offload::cpu(|| Credentials::from_password_with(password, want)) {
+            Ok(c) => match self.ctx.store.set_credentials(&user, &c) {
+                Ok(()) => tracing::info!(user = %user, iterations = want, "credentials upgraded"),
+                Err(e) => tracing::warn!(user = %user, error = %e, "cannot upgrade credentials"),
+            },
+            Err(e) => tracing::warn!(user = %user, error = %e, "cannot upgrade credentials"),
+        }
     }
 
     fn sasl_failure(&mut self, condition: &'static str, username: Option<String>) {
@@ -194,7 +262,8 @@ impl Session {
         let Some(user) = normalize_user(&name, &self.ctx.domain) else {
             return xml::error_reply(iq, "modify", "jid-malformed");
         };
-        let Ok(creds) = Credentials::from_password(&password) else {
+        let iterations = self.ctx.config.c2s.scram_iterations;
+        let Ok(creds) = crate::offload::cpu(|| Credentials::from_password_with(&password, iterations)) else {
             return xml::error_reply(iq, "modify", "not-acceptable");
         };
         // Registrations count against the address like failures do, so one

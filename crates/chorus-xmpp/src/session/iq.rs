@@ -318,7 +318,8 @@ impl Session {
             .get_child("password", ns::REGISTER)
             .map(|p| p.text())
             .unwrap_or_default();
-        match Credentials::from_password(&password) {
+        let iterations = self.ctx.config.c2s.scram_iterations;
+        match crate::offload::cpu(|| Credentials::from_password_with(&password, iterations)) {
             Ok(c) => match self.ctx.store.set_credentials(&user, &c) {
                 Ok(()) => self.send(xml::iq_result(iq)),
                 Err(_) => self.send(xml::error_reply(iq, "wait", "internal-server-error")),

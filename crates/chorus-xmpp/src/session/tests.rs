@@ -158,6 +158,55 @@ fn a_locked_account_gets_the_same_answer_for_right_and_wrong_passwords_in_any_sp
 }
 
 #[test]
+fn an_unknown_account_shows_a_stable_secret_salt_and_the_configured_iterations() {
+    let (ctx, _) = context(|c| c.c2s.scram_iterations = 12_345);
+    let server_first = |user: &str| {
+        let mut s = Session::new(ctx.clone(), Transport::DirectTls, "10.2.0.1".parse().expect("ip"));
+        s.on_header(&header());
+        s.take_outputs();
+        let first = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("n,,n={user},r=abcdefgh"),
+        );
+        s.on_element(parse(&format!(
+            "<auth xmlns='{}' mechanism='SCRAM-SHA-256'>{first}</auth>",
+            ns::SASL
+        )));
+        let out = elements(s.take_outputs());
+        assert!(out[0].is("challenge", ns::SASL), "{out:?}");
+        let text = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, out[0].text())
+            .expect("base64");
+        let text = String::from_utf8(text).expect("utf8");
+        let salt = text
+            .split(',')
+            .find_map(|p| p.strip_prefix("s="))
+            .expect("salt")
+            .to_owned();
+        let iters = text
+            .split(',')
+            .find_map(|p| p.strip_prefix("i="))
+            .expect("i")
+            .to_owned();
+        (salt, iters)
+    };
+    let (salt, iters) = server_first("nobody");
+    assert_eq!(iters, "12345");
+    assert_eq!(
+        server_first("nobody").0,
+        salt,
+        "the same name shows the same salt"
+    );
+    assert_eq!(server_first("NoBody").0, salt, "any spelling of the name");
+    assert_ne!(server_first("somebody").0, salt);
+    // Not derivable without the server's secret (it once was SHA-256(name)).
+    let guess = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        &chorus_core::credentials::ScramHash::Sha256.hash(b"nobody")[..16],
+    );
+    assert_ne!(salt, guess);
+}
+
+#[test]
 fn stanzas_before_bind_are_refused() {
     let (ctx, _) = context(|_| {});
     let mut s = Session::new(ctx, Transport::DirectTls, "127.0.0.1".parse().expect("ip"));
