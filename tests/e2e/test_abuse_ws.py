@@ -8,7 +8,6 @@ printed (``-s``).
 * A client that never reads is dropped at ``write_timeout_secs``.
 """
 
-import asyncio
 import base64
 import time
 import xml.etree.ElementTree as ET
@@ -20,26 +19,10 @@ from websockets.exceptions import ConnectionClosed
 from xmpp import NS_CLIENT, NS_FRAMING, NS_SASL, NS_SM, NS_STREAM, NS_STREAMS, connect, \
     insecure_ssl_context
 from test_abuse import metric, until
+from test_websocket import _recv, _recv_until
 
 UNACKED_MAX = 50
 WRITE_TIMEOUT_S = 2
-
-
-async def _recv(ws, timeout: float = 5.0) -> ET.Element:
-    while True:
-        frame = await asyncio.wait_for(ws.recv(), timeout)
-        if isinstance(frame, bytes):
-            frame = frame.decode()
-        if frame.strip():
-            return ET.fromstring(frame)
-
-
-async def _recv_until(ws, pred, timeout: float = 5.0) -> ET.Element:
-    deadline = time.monotonic() + timeout
-    while True:
-        el = await _recv(ws, max(0.01, deadline - time.monotonic()))
-        if pred(el):
-            return el
 
 
 async def ws_login(ws, node, user: str, resource: str) -> None:

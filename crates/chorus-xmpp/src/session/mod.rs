@@ -707,6 +707,8 @@ pub fn random_id() -> String {
 }
 
 #[cfg(test)]
+mod auth_tests;
+#[cfg(test)]
 mod muc_tests;
 #[cfg(test)]
 mod tests;
