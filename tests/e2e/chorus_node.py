@@ -210,11 +210,13 @@ class Node:
 
     @property
     def http_base(self) -> str:
-        return f"https://{self.host}:{self.http_port}"
+        scheme = "https" if self.config.get("http", {}).get("tls", True) else "http"
+        return f"{scheme}://{self.host}:{self.http_port}"
 
     @property
     def ws_url(self) -> str:
-        return f"wss://{self.host}:{self.http_port}/xmpp-websocket"
+        scheme = "wss" if self.config.get("http", {}).get("tls", True) else "ws"
+        return f"{scheme}://{self.host}:{self.http_port}/xmpp-websocket"
 
     # -- CLI ---------------------------------------------------------------
     def cli(self, *args: str, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess:

@@ -65,10 +65,12 @@ class RawStream:
     # ------------------------------------------------------------ plumbing
     @classmethod
     async def open(cls, host: str, port: int, domain: str, *, direct_tls: bool = False,
-                   timeout: float = DEFAULT_TIMEOUT) -> "RawStream":
+                   timeout: float = DEFAULT_TIMEOUT, source: str | None = None) -> "RawStream":
         kw = {}
         if direct_tls:
             kw = {"ssl": insecure_ssl_context(), "server_hostname": domain}
+        if source:
+            kw["local_addr"] = (source, 0)
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, port, limit=1 << 24, **kw), timeout)
         s = cls(reader, writer, domain)
@@ -76,10 +78,12 @@ class RawStream:
         return s
 
     @classmethod
-    async def to_node(cls, node, *, direct_tls: bool = False) -> "RawStream":
+    async def to_node(cls, node, *, direct_tls: bool = False,
+                      source: str | None = None) -> "RawStream":
+        """A stream to the node, from the loopback address `source` if given."""
         port = node.tls_port if direct_tls else node.c2s_port
         return await cls.open(getattr(node, "host", "127.0.0.1"), port, node.domain,
-                              direct_tls=direct_tls)
+                              direct_tls=direct_tls, source=source)
 
     def _new_parser(self):
         self.parser = ET.XMLPullParser(("start", "end"))

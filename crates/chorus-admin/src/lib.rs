@@ -1,14 +1,22 @@
 //! The node's HTTP endpoint: XMPP over WebSocket (RFC 7395) at
-//! `/xmpp-websocket`, Prometheus metrics at `/metrics`, and the `/healthz`
-//! and `/readyz` probes. Served over TLS with the node's certificate unless
-//! the configuration turns TLS off for a trusted proxy in front.
+//! `/xmpp-websocket`, Prometheus metrics at `/metrics`, the `/healthz` and
+//! `/readyz` probes, `/cluster/status`, `/archive/status` and the API's
+//! routes. Served over TLS with the node's certificate unless the
+//! configuration turns TLS off for a trusted proxy in front. The listener
+//! bounds connections and times out slow clients ([`server`]); the
+//! unauthenticated endpoints are rate-limited per address and serve cached
+//! status documents ([`status`]).
 
-mod tls_listener;
+mod client;
+mod server;
+mod status;
+mod watched;
 mod websocket;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chorus_xmpp::context::Context;
 use chorus_xmpp::runtime::ConnectionLimiter;
@@ -19,26 +27,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-pub use tls_listener::TlsListener;
+pub use client::Client;
+pub use server::HttpLimits;
+pub use status::StatusFn;
 
-/// The client's address, for connection limits on WebSocket sessions.
+/// The client's address (as [`Client`] names it), for handlers that log it.
 #[derive(Clone, Copy, Debug)]
 pub struct PeerAddr(pub std::net::SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for PeerAddr {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
-        PeerAddr(*stream.remote_addr())
-    }
-}
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>> for PeerAddr {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
-        PeerAddr(*stream.remote_addr())
-    }
-}
-
-/// Produces the cluster status as JSON.
-pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// Shared state of the HTTP endpoint.
 #[derive(Clone)]
@@ -62,84 +57,120 @@ pub struct HttpState {
     pub api: Option<Router>,
 }
 
+/// The routes' state: the caller's [`HttpState`] plus the status caches
+/// and the rate limit of unauthenticated requests.
+#[derive(Clone)]
+pub(crate) struct App {
+    pub(crate) s: HttpState,
+    cluster: Option<Arc<status::Cached>>,
+    archive: Option<Arc<status::Cached>>,
+    rate: Arc<status::RateLimiter>,
+}
+
 /// Builds the HTTP routes.
 pub fn routes(state: HttpState) -> Router {
+    let http = &state.ctx.config.http;
+    let ttl = std::time::Duration::from_millis(http.status_cache_ms);
+    let cache = |f: &Option<StatusFn>| f.clone().map(|f| Arc::new(status::Cached::new(f, ttl)));
+    let app = Arc::new(App {
+        cluster: cache(&state.cluster_status),
+        archive: cache(&state.archive_status),
+        rate: Arc::new(status::RateLimiter::new(http.status_requests_per_sec)),
+        s: state.clone(),
+    });
     let mut r = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/cluster/status", get(cluster_status))
         .route("/archive/status", get(archive_status));
-    if state.ctx.config.http.websocket {
+    if http.websocket {
         r = r.route("/xmpp-websocket", get(websocket::upgrade));
     }
-    let api = state.api.clone();
-    let r = r.with_state(state);
-    match api {
+    let r = r.with_state(app);
+    match state.api {
         Some(api) => r.merge(api),
         None => r,
     }
 }
 
-async fn readyz(State(s): State<HttpState>) -> (StatusCode, String) {
-    if let Some(f) = chorus_core::fatal::current() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("fatal {} error: {}", f.component, f.reason),
-        );
+/// Refuses an unauthenticated request over its address's rate.
+fn limited(app: &App, client: &Client) -> Option<Response> {
+    (!app.rate.allow(client.ip)).then(|| {
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(axum::http::header::RETRY_AFTER, "1")],
+            "too many requests\n",
+        )
+            .into_response()
+    })
+}
+
+async fn healthz(State(app): State<Arc<App>>, Extension(client): Extension<Client>) -> Response {
+    limited(&app, &client).unwrap_or_else(|| "ok".into_response())
+}
+
+async fn readyz(State(app): State<Arc<App>>, Extension(client): Extension<Client>) -> Response {
+    if let Some(r) = limited(&app, &client) {
+        return r;
     }
-    if s.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready".into())
+    if let Some(f) = chorus_core::fatal::current() {
+        let why = format!("fatal {} error: {}", f.component, f.reason);
+        return (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    }
+    if app.s.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready".into())
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
     }
 }
 
-/// A status document, or 404 with `missing` when the node has none.
-fn status_json(f: &Option<StatusFn>, missing: &str) -> (StatusCode, axum::Json<serde_json::Value>) {
-    match f {
-        Some(f) => (StatusCode::OK, axum::Json(f())),
+/// A cached status document, or 404 with `missing` when the node has none.
+async fn status_json(cached: &Option<Arc<status::Cached>>, missing: &str) -> Response {
+    match cached {
+        Some(c) => axum::Json(c.get().await.as_ref().clone()).into_response(),
         None => (
             StatusCode::NOT_FOUND,
             axum::Json(serde_json::json!({ "error": missing })),
-        ),
+        )
+            .into_response(),
     }
 }
 
-async fn cluster_status(State(s): State<HttpState>) -> (StatusCode, axum::Json<serde_json::Value>) {
-    status_json(&s.cluster_status, "this node is not clustered")
+async fn cluster_status(State(app): State<Arc<App>>, Extension(client): Extension<Client>) -> Response {
+    match limited(&app, &client) {
+        Some(r) => r,
+        None => status_json(&app.cluster, "this node is not clustered").await,
+    }
 }
 
-async fn archive_status(State(s): State<HttpState>) -> (StatusCode, axum::Json<serde_json::Value>) {
-    status_json(&s.archive_status, "archiving is off")
+async fn archive_status(State(app): State<Arc<App>>, Extension(client): Extension<Client>) -> Response {
+    match limited(&app, &client) {
+        Some(r) => r,
+        None => status_json(&app.archive, "archiving is off").await,
+    }
 }
 
-async fn metrics(State(s): State<HttpState>) -> String {
-    metrics::gauge!("chorus_sessions").set(s.ctx.router.session_count() as f64);
-    metrics::gauge!("chorus_parked_sessions").set(s.ctx.parked.len() as f64);
-    s.metrics.render()
+async fn metrics(State(app): State<Arc<App>>, Extension(client): Extension<Client>) -> Response {
+    if let Some(r) = limited(&app, &client) {
+        return r;
+    }
+    let ctx = &app.s.ctx;
+    metrics::gauge!("chorus_sessions").set(ctx.router.session_count() as f64);
+    metrics::gauge!("chorus_parked_sessions").set(ctx.parked.len() as f64);
+    app.s.metrics.render().into_response()
 }
 
-/// Serves HTTP (or HTTPS when `tls` is given) until shutdown.
+/// Serves HTTP (or HTTPS when `tls` is given) until shutdown, within the
+/// configured connection bounds and timeouts.
 pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, state: HttpState) -> std::io::Result<()> {
-    let mut shutdown = state.shutdown.clone();
-    let app = routes(state);
-    let stop = async move {
-        let _ = shutdown.wait_for(|s| *s).await;
-    };
-    match tls {
-        Some(acceptor) => {
-            axum::serve(
-                TlsListener::new(listener, acceptor),
-                app.into_make_service_with_connect_info::<PeerAddr>(),
-            )
-            .with_graceful_shutdown(stop)
-            .await
-        }
-        None => {
-            axum::serve(listener, app.into_make_service_with_connect_info::<PeerAddr>())
-                .with_graceful_shutdown(stop)
-                .await
-        }
+    let shutdown = state.shutdown.clone();
+    let ctx = state.ctx.clone();
+    if !ctx.config.http.tls && ctx.config.http.websocket && ctx.config.http.trusted_proxies.is_empty() {
+        tracing::warn!(
+            "http.tls is off and no http.trusted_proxies is set: WebSocket logins will be refused \
+             (a client must reach us over TLS, ours or a trusted proxy's)"
+        );
     }
+    server::serve(listener, tls, routes(state), &ctx.config, shutdown).await
 }

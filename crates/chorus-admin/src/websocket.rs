@@ -4,9 +4,10 @@
 //! routed queue, stream-management acks, write timeout, shaping, shutdown
 //! grace, handshake timeout, pool eviction).
 
-use crate::HttpState;
+use crate::{App, Client, HttpState};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chorus_xmpp::ns;
 use chorus_xmpp::parser::{ParseError, parse_frame};
@@ -15,20 +16,27 @@ use chorus_xmpp::runtime::driver::{Framing, Read, Written, drive};
 use chorus_xmpp::session::{Output, Session, Transport};
 use chorus_xmpp::xml::{self, ElementExt};
 use std::net::IpAddr;
+use std::sync::Arc;
 
-/// Handles the upgrade request.
+/// Handles the upgrade request. XMPP over WebSocket needs TLS (ours, or a
+/// trusted proxy's that says so): the session would carry a password.
 pub async fn upgrade(
-    State(s): State<HttpState>,
-    ConnectInfo(peer): ConnectInfo<crate::PeerAddr>,
+    State(app): State<Arc<App>>,
+    Extension(client): Extension<Client>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let ip = peer.0.ip();
-    let Ok(guard) = s.limiter.admit(ip) else {
+    if !client.secure {
+        metrics::counter!("chorus_connections_refused_total", "reason" => "insecure_websocket").increment(1);
         return (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "too many connections",
+            StatusCode::FORBIDDEN,
+            "XMPP over WebSocket needs TLS: connect with wss://, or through a proxy listed in http.trusted_proxies that sets X-Forwarded-Proto: https\n",
         )
             .into_response();
+    }
+    let ip = client.ip;
+    let s = app.s.clone();
+    let Ok(guard) = s.limiter.admit(ip) else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
     };
     let max = s.ctx.config.limits.stanza_bytes_max;
     ws.protocols(["xmpp"])

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod http;
+pub use http::{Cidr, HttpConfig};
+
 /// Prefix of environment variables that override the file.
 pub const ENV_PREFIX: &str = "CHORUS_";
 
@@ -342,29 +345,6 @@ impl Default for C2sConfig {
     }
 }
 
-/// `[http]`
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HttpConfig {
-    /// Listener for `/xmpp-websocket`, `/metrics`, `/healthz`, `/readyz`;
-    /// empty to disable.
-    pub listen: Option<SocketAddr>,
-    /// Serve HTTPS with the node's certificate (plain HTTP only when false).
-    pub tls: bool,
-    /// Serve XMPP over WebSocket (RFC 7395) at `/xmpp-websocket`.
-    pub websocket: bool,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            listen: Some(SocketAddr::from(([0, 0, 0, 0], 8080))),
-            tls: true,
-            websocket: true,
-        }
-    }
-}
-
 /// `[limits]`: every bound the node enforces.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -408,6 +388,9 @@ pub struct LimitsConfig {
     pub session_queue_stanzas_max: usize,
     /// Items in one roster.
     pub roster_items_max: usize,
+    /// Entities one session may send directed presence to (outside its
+    /// roster) at once; each is told when the session goes offline.
+    pub directed_presence_max: usize,
     /// Messages held in one user's offline queue.
     pub offline_messages_max: usize,
     /// Size of one vCard, in bytes.
@@ -436,6 +419,7 @@ impl Default for LimitsConfig {
             write_timeout_secs: 30,
             session_queue_stanzas_max: 1024,
             roster_items_max: 2000,
+            directed_presence_max: 1000,
             offline_messages_max: 1000,
             vcard_bytes_max: 64 * 1024,
             blocklist_items_max: 1000,
@@ -556,8 +540,9 @@ impl Config {
             ));
         }
         self.validate_cluster()?;
+        self.http.validate()?;
         let l = &self.limits;
-        let positive: [(&'static str, u64); 15] = [
+        let positive: [(&'static str, u64); 16] = [
             ("limits.stanza_bytes_max", l.stanza_bytes_max as u64),
             ("limits.xml_depth_max", l.xml_depth_max as u64),
             ("limits.connections_max", l.connections_max as u64),
@@ -581,6 +566,7 @@ impl Config {
                 l.session_queue_stanzas_max as u64,
             ),
             ("limits.roster_items_max", l.roster_items_max as u64),
+            ("limits.directed_presence_max", l.directed_presence_max as u64),
             (
                 "stream_management.unacked_stanzas_max",
                 self.stream_management.unacked_stanzas_max as u64,

@@ -4,6 +4,7 @@
 //! directory, as with prosodyctl and ejabberdctl) and by the caller's uid
 //! (SO_PEERCRED): only the node's own user and root are served.
 
+use crate::users::Realm;
 use chorus_core::store::Store;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -43,8 +44,8 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 }
 
 /// Carries out a request against the store.
-pub fn execute(store: &dyn Store, domain: &str, req: Request) -> Response {
-    let r = crate::users::apply(store, domain, req);
+pub fn execute(store: &dyn Store, realm: &Realm, req: Request) -> Response {
+    let r = crate::users::apply(store, realm, req);
     match r {
         Ok(users) => Response { error: None, users },
         Err(e) => Response {
@@ -55,21 +56,21 @@ pub fn execute(store: &dyn Store, domain: &str, req: Request) -> Response {
 }
 
 /// Serves the control socket until the task is dropped.
-pub async fn serve(listener: UnixListener, store: Arc<dyn Store>, domain: String) {
+pub async fn serve(listener: UnixListener, store: Arc<dyn Store>, realm: Realm) {
     loop {
         let Ok((conn, _)) = listener.accept().await else {
             continue;
         };
-        let (store, domain) = (store.clone(), domain.clone());
+        let (store, realm) = (store.clone(), realm.clone());
         tokio::spawn(async move {
-            if let Err(e) = handle(conn, store, &domain).await {
+            if let Err(e) = handle(conn, store, realm).await {
                 tracing::warn!(error = %e, "control connection failed");
             }
         });
     }
 }
 
-async fn handle(conn: UnixStream, store: Arc<dyn Store>, domain: &str) -> std::io::Result<()> {
+async fn handle(conn: UnixStream, store: Arc<dyn Store>, realm: Realm) -> std::io::Result<()> {
     let uid = conn.peer_cred()?.uid();
     if !crate::private_fs::peer_allowed(uid) {
         tracing::warn!(uid, "refused a control-socket caller running as another user");
@@ -88,15 +89,12 @@ async fn handle(conn: UnixStream, store: Arc<dyn Store>, domain: &str) -> std::i
     let mut reader = BufReader::new(r).take(REQUEST_BYTES_MAX as u64);
     reader.read_line(&mut line).await?;
     let resp = match serde_json::from_str::<Request>(&line) {
-        Ok(req) => {
-            let domain = domain.to_owned();
-            tokio::task::spawn_blocking(move || execute(store.as_ref(), &domain, req))
-                .await
-                .unwrap_or_else(|e| Response {
-                    error: Some(e.to_string()),
-                    users: Vec::new(),
-                })
-        }
+        Ok(req) => tokio::task::spawn_blocking(move || execute(store.as_ref(), &realm, req))
+            .await
+            .unwrap_or_else(|e| Response {
+                error: Some(e.to_string()),
+                users: Vec::new(),
+            }),
         Err(e) => Response {
             error: Some(format!("bad request: {e}")),
             users: Vec::new(),

@@ -35,7 +35,7 @@ pub fn run(dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(&config.server.data_dir)?;
         let store = chorus_store::RocksStore::open(&db, config.node_tag())?;
         if store.list_accounts()?.iter().all(|u| u != user) {
-            crate::users::apply(&store, &config.server.domain, req)?;
+            crate::users::apply(&store, &crate::users::Realm::of(&config), req)?;
         }
     }
     println!(

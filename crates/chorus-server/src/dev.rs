@@ -74,7 +74,7 @@ pub fn run(dir: &Path, base: u16) -> anyhow::Result<()> {
                     user: user.into(),
                     password: pass.into(),
                 };
-                crate::users::apply(&store, &config.server.domain, req)?;
+                crate::users::apply(&store, &crate::users::Realm::of(&config), req)?;
             }
         }
         configs.push(path);

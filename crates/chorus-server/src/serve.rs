@@ -47,7 +47,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if stale > 0 {
         tracing::info!(entries = stale, "removed room occupants left by the previous run");
     }
-    let tls = crate::tls::acceptor(&config)?;
+    let (tls, end_point) = crate::tls::acceptor(&config)?;
     let clustered = !config.cluster.peers.is_empty();
     let cluster = if clustered {
         let incarnation = store.next_incarnation().context("bump incarnation")?;
@@ -76,6 +76,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         router,
         archive.archive.clone(),
     ));
+    if let Some(h) = end_point {
+        let _ = ctx.tls_server_end_point.set(h);
+    }
     let (cluster_stop_tx, cluster_stop_rx) = watch::channel(false);
     let mut cluster_tasks = JoinSet::new();
     if let (Some(c), Some(ctls)) = (&cluster, ctls) {
@@ -132,7 +135,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let control_task = tokio::spawn(control::serve(
         control_listener,
         store.clone(),
-        config.server.domain.clone(),
+        crate::users::Realm::of(&config),
     ));
 
     for (addr, direct) in [

@@ -121,7 +121,7 @@ fn run_one(config: &Config, req: Request, users: &mut Vec<String>) -> anyhow::Re
     let db = config.server.data_dir.join("db");
     crate::private_fs::private_dir(&config.server.data_dir)?;
     *users = match RocksStore::open(&db, config.node_tag()) {
-        Ok(store) => apply(&store, &config.server.domain, req)?,
+        Ok(store) => apply(&store, &Realm::of(config), req)?,
         Err(OpenError::Locked(_)) => {
             let resp = control::call(&config.server.data_dir, &req)?;
             if let Some(e) = resp.error {
@@ -142,12 +142,34 @@ fn normalize(name: &str, domain: &str) -> anyhow::Result<String> {
         .with_context(|| format!("{name:?} is not a valid username"))
 }
 
+/// What account changes need of the node's config: the domain names are
+/// normalized in, and the PBKDF2 iteration count new credentials get
+/// (`c2s.scram_iterations`, the same as a login upgrades old ones to).
+#[derive(Clone, Debug)]
+pub struct Realm {
+    /// The XMPP domain.
+    pub domain: String,
+    /// PBKDF2 iterations for new credentials.
+    pub iterations: u32,
+}
+
+impl Realm {
+    /// The realm of a node's config.
+    pub fn of(config: &Config) -> Realm {
+        Realm {
+            domain: config.server.domain.clone(),
+            iterations: config.c2s.scram_iterations,
+        }
+    }
+}
+
 /// Applies a request to a store; returns account names for `ListUsers`.
-pub fn apply(store: &dyn Store, domain: &str, req: Request) -> anyhow::Result<Vec<String>> {
+pub fn apply(store: &dyn Store, realm: &Realm, req: Request) -> anyhow::Result<Vec<String>> {
+    let (domain, iterations) = (realm.domain.as_str(), realm.iterations);
     match req {
         Request::AddUser { user, password } => {
             let user = normalize(&user, domain)?;
-            let creds = Credentials::from_password(&password)?;
+            let creds = Credentials::from_password_with(&password, iterations)?;
             store.create_account(&user, &creds)?;
         }
         Request::RemoveUser { user } => {
@@ -156,9 +178,42 @@ pub fn apply(store: &dyn Store, domain: &str, req: Request) -> anyhow::Result<Ve
         }
         Request::SetPassword { user, password } => {
             let user = normalize(&user, domain)?;
-            store.set_credentials(&user, &Credentials::from_password(&password)?)?;
+            store.set_credentials(&user, &Credentials::from_password_with(&password, iterations)?)?;
         }
         Request::ListUsers => return Ok(store.list_accounts()?),
     }
     Ok(Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chorus_core::mem_store::MemStore;
+
+    #[test]
+    fn accounts_made_or_reset_by_the_cli_get_the_configured_iterations() {
+        let store = MemStore::new();
+        let realm = Realm {
+            domain: "example.com".into(),
+            iterations: 12_345,
+        };
+        let add = Request::AddUser {
+            user: "Alice".into(),
+            password: "pw-1".into(),
+        };
+        apply(&store, &realm, add).expect("add");
+        let c = store.credentials("alice").expect("read").expect("created");
+        assert_eq!((c.sha1.iterations, c.sha256.iterations), (12_345, 12_345));
+        let realm = Realm {
+            iterations: 23_456,
+            ..realm
+        };
+        let reset = Request::SetPassword {
+            user: "alice".into(),
+            password: "pw-2".into(),
+        };
+        apply(&store, &realm, reset).expect("reset");
+        let c = store.credentials("alice").expect("read").expect("kept");
+        assert_eq!(c.sha256.iterations, 23_456);
+    }
 }

@@ -33,6 +33,9 @@ pub struct Context {
     pub user_limits: UserRateLimits,
     /// Sessions detached from their connection, waiting to be resumed.
     pub parked: Parked,
+    /// RFC 5929 `tls-server-end-point` channel binding: the hash of the
+    /// certificate the c2s listeners present (set once TLS is loaded).
+    pub tls_server_end_point: std::sync::OnceLock<Vec<u8>>,
     next_session_id: AtomicU64,
 }
 
@@ -58,6 +61,7 @@ impl Context {
             router,
             archive,
             parked: Parked::default(),
+            tls_server_end_point: std::sync::OnceLock::new(),
             next_session_id: AtomicU64::new(1),
         }
     }

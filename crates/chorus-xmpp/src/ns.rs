@@ -10,6 +10,8 @@ pub const STREAMS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
 pub const TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 /// SASL.
 pub const SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+/// XEP-0440 SASL channel-binding type capability.
+pub const SASL_CB: &str = "urn:xmpp:sasl-cb:0";
 /// Resource binding.
 pub const BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 /// Legacy session establishment (RFC 3921), answered for old clients.

@@ -1,5 +1,9 @@
 //! Server side of SASL PLAIN and SCRAM-SHA-1/SCRAM-SHA-256 (RFC 4616,
-//! RFC 5802, RFC 7677), checked against stored SCRAM keys.
+//! RFC 5802, RFC 7677), checked against stored SCRAM keys, with the -PLUS
+//! variants binding the exchange to the TLS channel: `tls-exporter`
+//! (RFC 9266, TLS 1.3) and `tls-server-end-point` (RFC 5929). A client that
+//! says it could bind but thinks we cannot (`y`) while we offer -PLUS is
+//! refused: someone stripped the -PLUS mechanisms on the way.
 //!
 //! Written here rather than taken from a crate because the Rust SASL crates'
 //! server sides need the salted password itself, whereas Chorus stores only
@@ -47,6 +51,42 @@ pub trait CredentialLookup {
     fn fake(&self, username: &str, hash: ScramHash) -> (Vec<u8>, u32);
 }
 
+/// What the TLS channel under a stream offers for channel binding.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChannelBinding {
+    /// RFC 9266 `tls-exporter` data (TLS 1.3 only).
+    pub tls_exporter: Option<Vec<u8>>,
+    /// RFC 5929 `tls-server-end-point` data: the hash of our certificate.
+    pub tls_server_end_point: Option<Vec<u8>>,
+}
+
+impl ChannelBinding {
+    /// Whether any binding type is available (so -PLUS is offered).
+    pub fn any(&self) -> bool {
+        self.tls_exporter.is_some() || self.tls_server_end_point.is_some()
+    }
+
+    /// The binding types available, for XEP-0440's stream feature.
+    pub fn types(&self) -> Vec<&'static str> {
+        let mut t = Vec::new();
+        if self.tls_exporter.is_some() {
+            t.push("tls-exporter");
+        }
+        if self.tls_server_end_point.is_some() {
+            t.push("tls-server-end-point");
+        }
+        t
+    }
+
+    fn data(&self, kind: &str) -> Option<&[u8]> {
+        match kind {
+            "tls-exporter" => self.tls_exporter.as_deref(),
+            "tls-server-end-point" => self.tls_server_end_point.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 /// One SASL exchange in progress.
 pub enum Mechanism {
     /// PLAIN: a single message.
@@ -58,6 +98,10 @@ pub enum Mechanism {
 /// SCRAM progress.
 pub struct ScramState {
     hash: ScramHash,
+    /// A -PLUS mechanism: the client must bind to the channel.
+    plus: bool,
+    /// What the channel offers.
+    cb: ChannelBinding,
     stage: ScramStage,
 }
 
@@ -66,7 +110,8 @@ enum ScramStage {
     Final {
         username: String,
         keys: Option<ScramKeys>,
-        gs2_header: String,
+        /// What `c=` must decode to: the GS2 header and any binding data.
+        cbind_input: Vec<u8>,
         client_first_bare: String,
         server_first: String,
         nonce: String,
@@ -79,20 +124,26 @@ fn fail(condition: &'static str, username: Option<String>) -> Step {
 }
 
 impl Mechanism {
-    /// Starts the named mechanism, or `None` if it is unknown.
-    pub fn start(name: &str) -> Option<Mechanism> {
-        match name {
-            "PLAIN" => Some(Mechanism::Plain),
-            "SCRAM-SHA-1" => Some(Mechanism::Scram(Box::new(ScramState {
-                hash: ScramHash::Sha1,
-                stage: ScramStage::First,
-            }))),
-            "SCRAM-SHA-256" => Some(Mechanism::Scram(Box::new(ScramState {
-                hash: ScramHash::Sha256,
-                stage: ScramStage::First,
-            }))),
-            _ => None,
+    /// Starts the named mechanism over a channel offering `cb`, or `None`
+    /// if it is unknown (or a -PLUS one the channel cannot support).
+    pub fn start(name: &str, cb: &ChannelBinding) -> Option<Mechanism> {
+        let (hash, plus) = match name {
+            "PLAIN" => return Some(Mechanism::Plain),
+            "SCRAM-SHA-1" => (ScramHash::Sha1, false),
+            "SCRAM-SHA-256" => (ScramHash::Sha256, false),
+            "SCRAM-SHA-1-PLUS" => (ScramHash::Sha1, true),
+            "SCRAM-SHA-256-PLUS" => (ScramHash::Sha256, true),
+            _ => return None,
+        };
+        if plus && !cb.any() {
+            return None;
         }
+        Some(Mechanism::Scram(Box::new(ScramState {
+            hash,
+            plus,
+            cb: cb.clone(),
+            stage: ScramStage::First,
+        })))
     }
 
     /// Feeds one client message.
@@ -182,7 +233,7 @@ impl ScramState {
             ScramStage::Final {
                 username,
                 keys,
-                gs2_header,
+                cbind_input,
                 client_first_bare,
                 server_first,
                 nonce,
@@ -190,7 +241,7 @@ impl ScramState {
                 text,
                 username,
                 keys,
-                &gs2_header,
+                &cbind_input,
                 &client_first_bare,
                 &server_first,
                 &nonce,
@@ -205,13 +256,10 @@ impl ScramState {
         let (Some(cb), Some(authz), Some(bare)) = (it.next(), it.next(), it.next()) else {
             return fail("malformed-request", None);
         };
-        if cb.starts_with("p=") {
-            // Channel binding is not offered (no -PLUS mechanisms).
+        let gs2_header = format!("{cb},{authz},");
+        let Some(cbind_input) = self.binding_input(cb, &gs2_header) else {
             return fail("malformed-request", None);
-        }
-        if cb != "n" && cb != "y" {
-            return fail("malformed-request", None);
-        }
+        };
         let mut parts = bare.split(',');
         let first = parts.next();
         if first.is_some_and(|p| p.starts_with("m=")) {
@@ -246,12 +294,27 @@ impl ScramState {
         self.stage = ScramStage::Final {
             username: user,
             keys,
-            gs2_header: format!("{cb},{authz},"),
+            cbind_input,
             client_first_bare: bare.to_owned(),
             server_first,
             nonce,
         };
         Step::Challenge(challenge)
+    }
+
+    /// What the client's `c=` must carry for GS2 flag `cb`, or `None` if
+    /// the flag is not acceptable: a -PLUS mechanism needs `p=` with a
+    /// type the channel offers; a plain one takes `n`, or `y` only when we
+    /// offer no binding (else the -PLUS offer was stripped on the way).
+    fn binding_input(&self, cb: &str, gs2_header: &str) -> Option<Vec<u8>> {
+        let mut input = gs2_header.as_bytes().to_vec();
+        match (cb.strip_prefix("p="), self.plus) {
+            (Some(kind), true) => input.extend_from_slice(self.cb.data(kind)?),
+            (None, false) if cb == "n" => {}
+            (None, false) if cb == "y" && !self.cb.any() => {}
+            _ => return None,
+        }
+        Some(input)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -260,7 +323,7 @@ impl ScramState {
         text: &str,
         username: String,
         keys: Option<ScramKeys>,
-        gs2_header: &str,
+        cbind_input: &[u8],
         client_first_bare: &str,
         server_first: &str,
         nonce: &str,
@@ -272,7 +335,7 @@ impl ScramState {
         let (Some(cbind), Some(r)) = (attr(parts.next(), 'c'), attr(parts.next(), 'r')) else {
             return fail("malformed-request", Some(username));
         };
-        if B64.decode(cbind).ok().as_deref() != Some(gs2_header.as_bytes()) || r != nonce {
+        if B64.decode(cbind).ok().as_deref() != Some(cbind_input) || r != nonce {
             return fail("malformed-request", Some(username));
         }
         let Ok(proof) = B64.decode(proof_part) else {
@@ -311,110 +374,4 @@ mod subtle_eq {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct One(Credentials);
-    impl CredentialLookup for One {
-        fn lookup(&self, username: &str) -> Option<Credentials> {
-            (username == "user").then(|| self.0.clone())
-        }
-        fn fake(&self, username: &str, hash: ScramHash) -> (Vec<u8>, u32) {
-            (
-                hash.hash(format!("secret{username}").as_bytes())[..16].to_vec(),
-                4096,
-            )
-        }
-    }
-
-    /// Runs the client side of SCRAM by hand, as a client library would.
-    fn client_final(hash: ScramHash, password: &str, client_first_bare: &str, server_first: &str) -> String {
-        let mut salt = None;
-        let mut iters = 0;
-        let mut nonce = "";
-        for p in server_first.split(',') {
-            if let Some(v) = p.strip_prefix("s=") {
-                salt = Some(B64.decode(v).expect("salt"));
-            } else if let Some(v) = p.strip_prefix("i=") {
-                iters = v.parse().expect("iterations");
-            } else if let Some(v) = p.strip_prefix("r=") {
-                nonce = v;
-            }
-        }
-        let salted = hash.salted_password(password.as_bytes(), &salt.expect("salt"), iters);
-        let client_key = hash.hmac(&salted, b"Client Key");
-        let stored = hash.hash(&client_key);
-        let without_proof = format!("c=biws,r={nonce}");
-        let auth = format!("{client_first_bare},{server_first},{without_proof}");
-        let sig = hash.hmac(&stored, auth.as_bytes());
-        let proof: Vec<u8> = client_key.iter().zip(&sig).map(|(a, b)| a ^ b).collect();
-        format!("{without_proof},p={}", B64.encode(proof))
-    }
-
-    fn run(mech: &str, hash: ScramHash, password: &str) -> Step {
-        let creds = One(Credentials::from_password_with("pencil", 64).expect("valid"));
-        let mut m = Mechanism::start(mech).expect("known");
-        let bare = "n=user,r=fyko+d2lbbFgONRv9qkxdawL";
-        let Step::Challenge(sf) = m.step(format!("n,,{bare}").as_bytes(), &creds) else {
-            panic!("expected challenge")
-        };
-        let sf = String::from_utf8(sf).expect("utf8");
-        assert!(sf.starts_with("r=fyko+d2lbbFgONRv9qkxdawL"));
-        m.step(client_final(hash, password, bare, &sf).as_bytes(), &creds)
-    }
-
-    #[test]
-    fn scram_sha256_and_sha1_succeed_and_fail() {
-        assert!(matches!(
-            run("SCRAM-SHA-256", ScramHash::Sha256, "pencil"),
-            Step::Success { .. }
-        ));
-        assert!(matches!(
-            run("SCRAM-SHA-1", ScramHash::Sha1, "pencil"),
-            Step::Success { .. }
-        ));
-        assert_eq!(
-            run("SCRAM-SHA-256", ScramHash::Sha256, "wrong"),
-            Step::Failure {
-                condition: "not-authorized",
-                username: Some("user".into())
-            }
-        );
-    }
-
-    #[test]
-    fn plain_checks_password_and_shape() {
-        let creds = One(Credentials::from_password_with("pencil", 64).expect("valid"));
-        let mut m = Mechanism::start("PLAIN").expect("known");
-        assert!(matches!(m.step(b"\0user\0pencil", &creds), Step::Success { .. }));
-        let mut m = Mechanism::start("PLAIN").expect("known");
-        assert!(matches!(
-            m.step(b"\0user\0nope", &creds),
-            Step::Failure {
-                condition: "not-authorized",
-                ..
-            }
-        ));
-        let mut m = Mechanism::start("PLAIN").expect("known");
-        assert!(matches!(
-            m.step(b"garbage", &creds),
-            Step::Failure {
-                condition: "malformed-request",
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn unknown_user_gets_a_challenge_then_fails() {
-        let creds = One(Credentials::from_password_with("pencil", 64).expect("valid"));
-        let mut m = Mechanism::start("SCRAM-SHA-256").expect("known");
-        assert!(matches!(m.step(b"n,,n=nobody,r=abc", &creds), Step::Challenge(_)));
-    }
-
-    #[test]
-    fn saslname_decoding() {
-        assert_eq!(decode_saslname("a=2Cb=3Dc").as_deref(), Some("a,b=c"));
-        assert_eq!(decode_saslname("bad=99"), None);
-    }
-}
+mod tests;

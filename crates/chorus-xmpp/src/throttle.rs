@@ -10,13 +10,28 @@ use crate::runtime::address_key;
 /// Keys tracked at most by one [`AuthThrottle`] map; the oldest are dropped.
 pub const THROTTLE_KEYS_MAX: usize = 100_000;
 
+/// How long a successful login makes its address "usual" for the account.
+pub const USUAL_ADDRESS_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// An account at one address (IPv4 address or IPv6 /64).
+type Pair = (String, IpAddr);
+
 /// Counts failed logins per account and per address in a sliding window.
+///
+/// An account locked by failures from strangers stays open from the
+/// addresses it recently logged in from (its "usual" addresses): a script
+/// guessing a colleague's password locks the script out, not the colleague
+/// at their desk. Failures from a usual address count on their own, so a
+/// guesser who shares that address (an office NAT) is still locked out by
+/// its own failures and by the per-address limit.
 pub struct AuthThrottle {
     window: Duration,
     per_account_max: u32,
     per_address_max: u32,
     accounts: Mutex<HashMap<String, VecDeque<Instant>>>,
     addresses: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    pairs: Mutex<HashMap<Pair, VecDeque<Instant>>>,
+    usual: Mutex<HashMap<Pair, Instant>>,
 }
 
 fn prune(q: &mut VecDeque<Instant>, now: Instant, window: Duration) {
@@ -88,6 +103,8 @@ impl AuthThrottle {
             per_address_max,
             accounts: Mutex::default(),
             addresses: Mutex::default(),
+            pairs: Mutex::default(),
+            usual: Mutex::default(),
         }
     }
 
@@ -97,17 +114,48 @@ impl AuthThrottle {
         count(&self.addresses, &address_key(ip), now, self.window) >= self.per_address_max
     }
 
-    /// Whether an attempt for this account is refused right now.
-    pub fn account_blocked(&self, account: &str, now: Instant) -> bool {
-        count(&self.accounts, &account.to_owned(), now, self.window) >= self.per_account_max
+    /// Whether an attempt for this account from this address is refused
+    /// right now: from a usual address, after as many failures from that
+    /// address; from anywhere else, after as many failures in all.
+    pub fn account_blocked(&self, account: &str, ip: IpAddr, now: Instant) -> bool {
+        let pair = (account.to_owned(), address_key(ip));
+        if self.is_usual(&pair, now) {
+            return count(&self.pairs, &pair, now, self.window) >= self.per_account_max;
+        }
+        count(&self.accounts, &pair.0, now, self.window) >= self.per_account_max
     }
 
     /// Records a failed attempt.
     pub fn failed(&self, account: Option<&str>, ip: IpAddr, now: Instant) {
-        record(&self.addresses, &address_key(ip), now, self.window);
+        let key = address_key(ip);
+        record(&self.addresses, &key, now, self.window);
         if let Some(a) = account {
             record(&self.accounts, &a.to_owned(), now, self.window);
+            record(&self.pairs, &(a.to_owned(), key), now, self.window);
         }
+    }
+
+    /// Records a successful login: the address becomes usual for the
+    /// account for [`USUAL_ADDRESS_TTL`].
+    pub fn succeeded(&self, account: &str, ip: IpAddr, now: Instant) {
+        let mut m = self.usual.lock().unwrap_or_else(|e| e.into_inner());
+        let pair = (account.to_owned(), address_key(ip));
+        if m.len() >= THROTTLE_KEYS_MAX && !m.contains_key(&pair) {
+            m.retain(|_, t| now.saturating_duration_since(*t) < USUAL_ADDRESS_TTL);
+            if m.len() >= THROTTLE_KEYS_MAX {
+                let mut seen: Vec<Instant> = m.values().copied().collect();
+                seen.sort_unstable();
+                let cutoff = seen[seen.len() / 2];
+                m.retain(|_, t| *t > cutoff);
+            }
+        }
+        m.insert(pair, now);
+    }
+
+    fn is_usual(&self, pair: &Pair, now: Instant) -> bool {
+        let m = self.usual.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(pair)
+            .is_some_and(|t| now.saturating_duration_since(*t) < USUAL_ADDRESS_TTL)
     }
 }
 
@@ -211,13 +259,13 @@ mod tests {
         let ip: IpAddr = "127.0.0.1".parse().expect("ip");
         let t0 = Instant::now();
         for _ in 0..3 {
-            assert!(!t.account_blocked("a", t0));
+            assert!(!t.account_blocked("a", ip, t0));
             t.failed(Some("a"), ip, t0);
         }
-        assert!(t.account_blocked("a", t0));
-        assert!(!t.account_blocked("b", t0));
+        assert!(t.account_blocked("a", ip, t0));
+        assert!(!t.account_blocked("b", ip, t0));
         assert!(!t.address_blocked(ip, t0));
-        assert!(!t.account_blocked("a", t0 + Duration::from_secs(61)));
+        assert!(!t.account_blocked("a", ip, t0 + Duration::from_secs(61)));
     }
 
     #[test]
@@ -246,11 +294,65 @@ mod tests {
             t.failed(Some("victim"), ip, later);
         }
         assert!(
-            t.account_blocked("victim", later),
+            t.account_blocked("victim", ip, later),
             "a full map switched the throttle off"
         );
         let len = t.accounts.lock().expect("lock").len();
         assert!(len <= THROTTLE_KEYS_MAX, "{len} keys");
+    }
+
+    #[test]
+    fn a_locked_account_stays_open_from_its_usual_address() {
+        let t = AuthThrottle::new(Duration::from_secs(600), 3, 1_000);
+        let desk: IpAddr = "198.51.100.7".parse().expect("ip");
+        let script: IpAddr = "203.0.113.9".parse().expect("ip");
+        let t0 = Instant::now();
+        t.succeeded("alice", desk, t0);
+        for _ in 0..10 {
+            t.failed(Some("alice"), script, t0);
+        }
+        assert!(t.account_blocked("alice", script, t0));
+        assert!(
+            !t.account_blocked("alice", desk, t0),
+            "the real user was locked out"
+        );
+        // A guesser sharing the desk's address is stopped by its own failures.
+        for _ in 0..3 {
+            t.failed(Some("alice"), desk, t0);
+        }
+        assert!(t.account_blocked("alice", desk, t0));
+    }
+
+    #[test]
+    fn a_usual_address_expires_and_is_per_account() {
+        let t = AuthThrottle::new(Duration::from_secs(3600 * 24 * 60), 1, 1_000);
+        let desk: IpAddr = "2001:db8:1:2::10".parse().expect("ip");
+        let t0 = Instant::now();
+        t.succeeded("alice", desk, t0);
+        t.failed(Some("alice"), "203.0.113.9".parse().expect("ip"), t0);
+        t.failed(Some("bob"), "203.0.113.9".parse().expect("ip"), t0);
+        // Same /64, other host: still the usual network.
+        assert!(!t.account_blocked("alice", "2001:db8:1:2::99".parse().expect("ip"), t0));
+        assert!(t.account_blocked("bob", desk, t0), "alice's address is not bob's");
+        let later = t0 + USUAL_ADDRESS_TTL + Duration::from_secs(1);
+        t.failed(Some("alice"), "203.0.113.9".parse().expect("ip"), later);
+        assert!(t.account_blocked("alice", desk, later), "usual never expired");
+    }
+
+    #[test]
+    fn the_usual_address_table_is_bounded() {
+        let t = AuthThrottle::new(Duration::from_secs(60), 3, 1_000);
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        let t0 = Instant::now();
+        for i in 0..THROTTLE_KEYS_MAX + 10 {
+            t.succeeded(&format!("u{i}"), ip, t0 + Duration::from_millis(i as u64));
+        }
+        let len = t.usual.lock().expect("lock").len();
+        assert!(len <= THROTTLE_KEYS_MAX, "{len} entries");
+        assert!(t.is_usual(
+            &(format!("u{}", THROTTLE_KEYS_MAX + 9), ip),
+            t0 + Duration::from_secs(1000)
+        ));
     }
 
     #[test]

@@ -4,6 +4,7 @@ use crate::context::Context;
 use crate::parser::{StreamEvent, StreamParser};
 use crate::runtime::ConnectionGuard;
 use crate::runtime::driver::{End, Framing, Read, Written, drive};
+use crate::sasl::ChannelBinding;
 use crate::session::{Output, Session, Transport};
 use crate::xml::{self, ElementExt};
 use std::net::SocketAddr;
@@ -34,9 +35,10 @@ pub async fn serve_connection(
     let parser = StreamParser::new(limits.stanza_bytes_max, limits.xml_depth_max);
     let handshake = tokio::time::Duration::from_secs(TLS_HANDSHAKE_TIMEOUT_SECS);
     if direct_tls {
-        let session = Session::new(ctx.clone(), Transport::DirectTls, peer.ip());
+        let mut session = Session::new(ctx.clone(), Transport::DirectTls, peer.ip());
         match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
             Ok(Ok(mut tls)) => {
+                session.set_channel_binding(channel_binding(&ctx, &tls));
                 let mut framing = TcpFraming::new(&mut tls, parser, &ctx.domain);
                 drive(&ctx, &mut framing, Box::new(session), shutdown, &mut slot).await;
             }
@@ -57,11 +59,31 @@ pub async fn serve_connection(
     match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
         Ok(Ok(mut tls)) => {
             session.on_tls_established();
+            session.set_channel_binding(channel_binding(&ctx, &tls));
             parser.reset();
             let mut framing = TcpFraming::new(&mut tls, parser, &ctx.domain);
             drive(&ctx, &mut framing, session, shutdown, &mut slot).await;
         }
         _ => tracing::debug!(%peer, "STARTTLS handshake failed"),
+    }
+}
+
+/// What an established TLS connection offers for SCRAM-*-PLUS: on TLS 1.3,
+/// the RFC 9266 exporter and our certificate's RFC 5929 hash. Nothing on
+/// TLS 1.2, where clients bind with `tls-unique`, which we do not offer:
+/// they log in with plain SCRAM instead of failing.
+fn channel_binding(ctx: &Context, tls: &tokio_rustls::server::TlsStream<TcpStream>) -> ChannelBinding {
+    let conn = tls.get_ref().1;
+    if conn.protocol_version() != Some(tokio_rustls::rustls::ProtocolVersion::TLSv1_3) {
+        return ChannelBinding::default();
+    }
+    let exporter = conn
+        .export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
+        .ok()
+        .map(|k| k.to_vec());
+    ChannelBinding {
+        tls_exporter: exporter,
+        tls_server_end_point: ctx.tls_server_end_point.get().cloned(),
     }
 }
 

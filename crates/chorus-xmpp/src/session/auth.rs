@@ -87,7 +87,11 @@ impl Session {
                     "PLAIN" => self.ctx.config.c2s.allow_plain,
                     _ => true,
                 };
-                let m = if allowed { Mechanism::start(&mech) } else { None };
+                let m = if allowed {
+                    Mechanism::start(&mech, &self.channel_binding)
+                } else {
+                    None
+                };
                 let Some(m) = m else {
                     return self.sasl_failure("invalid-mechanism", None);
                 };
@@ -135,7 +139,7 @@ impl Session {
             scram_user(&data)
         };
         if let Some(user) = account.and_then(|u| normalize_user(&u, &self.ctx.domain))
-            && self.ctx.auth_throttle.account_blocked(&user, self.now)
+            && self.ctx.auth_throttle.account_blocked(&user, self.peer, self.now)
         {
             return self.sasl_failure("temporary-auth-failure", None);
         }
@@ -172,9 +176,10 @@ impl Session {
         let Some(user) = normalize_user(username, &self.ctx.domain) else {
             return self.sasl_failure("not-authorized", None);
         };
-        if self.ctx.auth_throttle.account_blocked(&user, self.now) {
+        if self.ctx.auth_throttle.account_blocked(&user, self.peer, self.now) {
             return self.sasl_failure("temporary-auth-failure", None);
         }
+        self.ctx.auth_throttle.succeeded(&user, self.peer, self.now);
         let mech = if mech_name.is_empty() { "SCRAM" } else { mech_name };
         metrics::counter!("chorus_logins_total", "mechanism" => mech.to_owned()).increment(1);
         tracing::info!(user = %user, peer = %self.peer, "authenticated");

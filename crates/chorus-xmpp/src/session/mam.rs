@@ -18,7 +18,7 @@ const DEFAULT_PAGE: usize = 50;
 const PREFS_SETTING: &str = "mam-prefs";
 
 /// Why a query was refused: (error type, condition).
-type Refusal = (&'static str, &'static str);
+pub(super) type Refusal = (&'static str, &'static str);
 
 impl Session {
     pub(super) fn on_mam_iq(&mut self, iq: &Element, payload: &Element, get: bool) {
@@ -109,8 +109,14 @@ impl Session {
     /// XEP-0313 archive metadata: the first and last message of the user's
     /// archive.
     fn mam_metadata(&mut self, iq: &Element) {
+        let me = self.bare();
+        self.mam_metadata_of(iq, &me);
+    }
+
+    /// XEP-0313 metadata of `owner`'s archive (the user's, or a room's).
+    pub(super) fn mam_metadata_of(&mut self, iq: &Element, owner: &str) {
         let base = MamQuery {
-            owner: self.bare(),
+            owner: owner.to_owned(),
             max: 1,
             ..MamQuery::default()
         };

@@ -13,6 +13,7 @@ mod mam;
 mod message;
 mod muc;
 mod presence;
+mod room_archive;
 mod roster;
 mod sm;
 
@@ -87,6 +88,8 @@ pub struct Session {
     stream_open: bool,
     state: State,
     sasl: Option<crate::sasl::Mechanism>,
+    /// What the TLS channel offers for SCRAM-*-PLUS.
+    channel_binding: crate::sasl::ChannelBinding,
     sasl_failures: u32,
     user: Option<String>,
     resource: Option<String>,
@@ -129,6 +132,7 @@ impl Session {
             stream_open: false,
             state: State::Start,
             sasl: None,
+            channel_binding: crate::sasl::ChannelBinding::default(),
             sasl_failures: 0,
             user: None,
             resource: None,
@@ -213,6 +217,12 @@ impl Session {
     /// Whether the session has bound a resource.
     pub fn is_bound(&self) -> bool {
         self.state == State::Bound
+    }
+
+    /// What the connection's TLS channel offers for channel binding (set
+    /// by the transport once TLS is up; -PLUS mechanisms are offered then).
+    pub fn set_channel_binding(&mut self, cb: crate::sasl::ChannelBinding) {
+        self.channel_binding = cb;
     }
 
     /// The TLS handshake finished (after STARTTLS).
@@ -305,7 +315,11 @@ impl Session {
             }
             State::Start => {
                 let mut mechs = xml::new("mechanisms", ns::SASL);
-                let mut names = vec!["SCRAM-SHA-256", "SCRAM-SHA-1"];
+                let mut names = Vec::new();
+                if self.channel_binding.any() {
+                    names.extend(["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS"]);
+                }
+                names.extend(["SCRAM-SHA-256", "SCRAM-SHA-1"]);
                 if self.ctx.config.c2s.allow_plain {
                     names.push("PLAIN");
                 }
@@ -313,6 +327,14 @@ impl Session {
                     mechs.append_child(xml::new("mechanism", ns::SASL).with_text(m));
                 }
                 f.append_child(mechs);
+                if self.channel_binding.any() {
+                    // XEP-0440: which binding types we support.
+                    let mut cb = xml::new("sasl-channel-binding", ns::SASL_CB);
+                    for t in self.channel_binding.types() {
+                        cb.append_child(xml::new("channel-binding", ns::SASL_CB).with_attr("type", t));
+                    }
+                    f.append_child(cb);
+                }
                 if self.ctx.config.registration.enabled {
                     f.append_child(xml::new("register", ns::REGISTER_FEATURE));
                 }
@@ -578,7 +600,11 @@ pub fn random_id() -> String {
 #[cfg(test)]
 mod auth_tests;
 #[cfg(test)]
+mod limits_tests;
+#[cfg(test)]
 mod muc_tests;
+#[cfg(test)]
+mod room_archive_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -721,18 +721,8 @@ impl Session {
             }
             ("query", ns::MUC_ADMIN) if get => self.muc_admin_get(iq, &room, aff, &payload),
             ("query", ns::MUC_ADMIN) => self.muc_admin_set(iq, &room, &cfg, aff, &payload),
-            ("query", ns::MAM) if self.ctx.archive.enabled() => {
-                let in_room = self.rooms.contains_key(&room);
-                if (cfg.members_only && aff < Affiliation::Member && !in_room) || aff == Affiliation::Outcast
-                {
-                    return self.send(xml::error_reply(iq, "auth", "forbidden"));
-                }
-                let room_jid = self.muc_jid(&room);
-                if get {
-                    self.on_mam_iq(iq, &payload, true);
-                } else {
-                    self.mam_query_for(iq, &payload, &room_jid);
-                }
+            ("query" | "metadata", ns::MAM) if self.ctx.archive.enabled() => {
+                self.room_mam_iq(iq, &payload, &room, &cfg)
             }
             _ => self.send(xml::error_reply(iq, "cancel", "service-unavailable")),
         }

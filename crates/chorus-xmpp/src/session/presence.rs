@@ -147,6 +147,11 @@ impl Session {
         if !subscribed && self.available {
             if unavailable {
                 self.directed.remove(&to);
+            } else if self.directed.len() >= self.ctx.config.limits.directed_presence_max
+                && !self.directed.contains(&to)
+            {
+                // Untracked, it would never be told we left: refuse it.
+                return self.send(xml::error_reply(&el, "wait", "resource-constraint"));
             } else {
                 self.directed.insert(to.clone());
             }
@@ -290,7 +295,9 @@ impl Session {
                 if !item.subscription.has_to() {
                     item.ask = true;
                     item.hidden = false;
-                    let _ = self.save_item(&user, &item);
+                    if self.save_item(&user, &item).is_err() {
+                        return self.send(xml::error_reply(&el, "wait", "resource-constraint"));
+                    }
                 }
                 if exists {
                     self.inbound_subscribe(&contact, &stanza);
@@ -396,7 +403,10 @@ impl Session {
         }
         if !citem.pending_in {
             citem.pending_in = true;
-            let _ = self.save_item(contact, &citem);
+            if self.save_item(contact, &citem).is_err() {
+                // The contact's roster is full: the request cannot be kept.
+                return self.send(xml::error_reply(stanza, "wait", "resource-constraint"));
+            }
         }
         self.deliver_to_available(contact, stanza);
     }

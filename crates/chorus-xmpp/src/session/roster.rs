@@ -176,7 +176,17 @@ impl Session {
     }
 
     /// Saves an item and pushes it to the owner's interested resources.
+    /// A new item (from a roster set, an outgoing subscription request
+    /// or an incoming one) is refused once the roster holds
+    /// `limits.roster_items_max` items.
     pub(super) fn save_item(&mut self, user: &str, item: &RosterItem) -> Result<(), RosterError> {
+        let store = &self.ctx.store;
+        if store.roster_item(user, &item.jid).ok().flatten().is_none() {
+            let count = store.roster(user).map(|r| r.items.len()).unwrap_or(0);
+            if count >= self.ctx.config.limits.roster_items_max {
+                return Err(RosterError::Full);
+            }
+        }
         let ver = self.ctx.store.put_roster_item(user, item).map_err(|e| {
             tracing::error!(error = %e, "cannot write roster");
             RosterError::Internal
@@ -239,6 +249,8 @@ pub(super) enum RosterError {
     NotFound,
     /// Storage failed.
     Internal,
+    /// The roster holds `limits.roster_items_max` items already.
+    Full,
 }
 
 impl RosterError {
@@ -246,6 +258,7 @@ impl RosterError {
         match self {
             RosterError::NotFound => xml::error_reply(iq, "cancel", "item-not-found"),
             RosterError::Internal => xml::error_reply(iq, "wait", "internal-server-error"),
+            RosterError::Full => xml::error_reply(iq, "wait", "resource-constraint"),
         }
     }
 }
