@@ -13,7 +13,9 @@ import hashlib
 import hmac
 import os
 import re
+import select
 import socket
+import time
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -31,16 +33,37 @@ class TlsStream:
         ctx = SSL.Context(SSL.TLS_METHOD)
         ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
         ctx.set_verify(SSL.VERIFY_NONE, lambda *a: True)
-        sock = socket.create_connection(("127.0.0.1", node.tls_port), timeout=10)
-        self.conn = SSL.Connection(ctx, sock)
+        self.sock = socket.create_connection(("127.0.0.1", node.tls_port), timeout=10)
+        # Non-blocking under OpenSSL; every call waits through _io.
+        self.sock.setblocking(False)
+        self.conn = SSL.Connection(ctx, self.sock)
         self.conn.set_tlsext_host_name(node.domain.encode())
         self.conn.set_connect_state()
-        self.conn.do_handshake()
         self.domain = node.domain
         self.buf = b""
+        try:
+            self._io(self.conn.do_handshake)
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def _io(self, call, *args, timeout: float = 10.0):
+        """Runs one OpenSSL call on the non-blocking socket, waiting (at
+        most `timeout` seconds in all) while it wants to read or write."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return call(*args)
+            except SSL.WantReadError:
+                wait = ([self.sock], [])
+            except SSL.WantWriteError:
+                wait = ([], [self.sock])
+            left = deadline - time.monotonic()
+            assert left > 0, f"TLS stalled in {call.__name__}"
+            select.select(*wait, [], left)
 
     def send(self, data: str) -> None:
-        self.conn.sendall(data.encode())
+        self._io(self.conn.sendall, data.encode())
 
     def read_until(self, pattern: bytes) -> re.Match:
         while True:
@@ -49,7 +72,7 @@ class TlsStream:
                 self.buf = self.buf[m.end():]
                 return m
             try:
-                chunk = self.conn.recv(65536)
+                chunk = self._io(self.conn.recv, 65536)
             except SSL.ZeroReturnError:
                 chunk = b""
             assert chunk, f"connection closed waiting for {pattern!r}; got {self.buf!r}"
@@ -58,7 +81,7 @@ class TlsStream:
     def features(self) -> bytes:
         self.send(f"<?xml version='1.0'?><stream:stream to='{self.domain}' version='1.0' "
                   "xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
-        return self.read_until(rb"<stream:features.*?</stream:features>").group(0)
+        return self.read_until(rb"<(?:stream:)?features.*?</(?:stream:)?features>").group(0)
 
     def exporter(self) -> bytes:
         return self.conn.export_keying_material(b"EXPORTER-Channel-Binding", 32)
@@ -74,7 +97,7 @@ class TlsStream:
             self.conn.shutdown()
         except SSL.Error:
             pass
-        self.conn.get_socket().close()
+        self.sock.close()
 
 
 def scram(stream: TlsStream, mech: str, user: str, password: str, gs2: str,

@@ -335,8 +335,14 @@ impl ScramState {
         let (Some(cbind), Some(r)) = (attr(parts.next(), 'c'), attr(parts.next(), 'r')) else {
             return fail("malformed-request", Some(username));
         };
-        if B64.decode(cbind).ok().as_deref() != Some(cbind_input) || r != nonce {
+        if r != nonce {
             return fail("malformed-request", Some(username));
+        }
+        // Other binding data than ours: the client's TLS channel ends
+        // somewhere else (a man in the middle). An authentication failure,
+        // counted like a wrong password.
+        if B64.decode(cbind).ok().as_deref() != Some(cbind_input) {
+            return fail("not-authorized", Some(username));
         }
         let Ok(proof) = B64.decode(proof_part) else {
             return fail("malformed-request", Some(username));

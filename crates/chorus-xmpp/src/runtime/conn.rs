@@ -33,16 +33,15 @@ pub async fn serve_connection(
     let _ = tcp.set_nodelay(true);
     let limits = &ctx.config.limits;
     let parser = StreamParser::new(limits.stanza_bytes_max, limits.xml_depth_max);
-    let handshake = tokio::time::Duration::from_secs(TLS_HANDSHAKE_TIMEOUT_SECS);
     if direct_tls {
         let mut session = Session::new(ctx.clone(), Transport::DirectTls, peer.ip());
-        match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
-            Ok(Ok(mut tls)) => {
+        match tls_handshake(&ctx, &acceptor, tcp, &slot, shutdown.clone()).await {
+            Some(mut tls) => {
                 session.set_channel_binding(channel_binding(&ctx, &tls));
                 let mut framing = TcpFraming::new(&mut tls, parser, &ctx.domain);
                 drive(&ctx, &mut framing, Box::new(session), shutdown, &mut slot).await;
             }
-            _ => tracing::debug!(%peer, "direct TLS handshake failed"),
+            None => tracing::debug!(%peer, "direct TLS handshake failed"),
         }
         return;
     }
@@ -56,15 +55,33 @@ pub async fn serve_connection(
         };
         (session, plain.parser)
     };
-    match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
-        Ok(Ok(mut tls)) => {
+    match tls_handshake(&ctx, &acceptor, tcp, &slot, shutdown.clone()).await {
+        Some(mut tls) => {
             session.on_tls_established();
             session.set_channel_binding(channel_binding(&ctx, &tls));
             parser.reset();
             let mut framing = TcpFraming::new(&mut tls, parser, &ctx.domain);
             drive(&ctx, &mut framing, session, shutdown, &mut slot).await;
         }
-        _ => tracing::debug!(%peer, "STARTTLS handshake failed"),
+        None => tracing::debug!(%peer, "STARTTLS handshake failed"),
+    }
+}
+
+/// The TLS handshake, within [`TLS_HANDSHAKE_TIMEOUT_SECS`] and within
+/// what is left of the connection's handshake timeout, and abandoned when
+/// the node shuts down (a half-open handshake must not hold up draining).
+async fn tls_handshake(
+    ctx: &Context,
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    slot: &ConnectionGuard,
+    mut shutdown: watch::Receiver<bool>,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let login_by = slot.handshake_deadline(Duration::from_secs(ctx.config.limits.handshake_timeout_secs));
+    let tls_by = tokio::time::Instant::now() + Duration::from_secs(TLS_HANDSHAKE_TIMEOUT_SECS);
+    tokio::select! {
+        r = tokio::time::timeout_at(login_by.min(tls_by), acceptor.accept(tcp)) => r.ok()?.ok(),
+        _ = shutdown.wait_for(|s| *s) => None,
     }
 }
 

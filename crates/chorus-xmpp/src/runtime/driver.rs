@@ -83,7 +83,7 @@ pub async fn drive<F: Framing>(
     let rate = limits.connection_bytes_per_sec as f64;
     let mut shaper = TokenBucket::new(rate, rate.max(limits.stanza_bytes_max as f64), Instant::now());
     let mut rx: Option<mpsc::Receiver<Routed>> = None;
-    let handshake_deadline = tokio::time::Instant::now() + Duration::from_secs(limits.handshake_timeout_secs);
+    let handshake_deadline = slot.handshake_deadline(Duration::from_secs(limits.handshake_timeout_secs));
     let mut ack_timer = tokio::time::interval(Duration::from_secs(ACK_REQUEST_INTERVAL_SECS));
     ack_timer.tick().await;
     // A connection that drops without a clean close may be resumed

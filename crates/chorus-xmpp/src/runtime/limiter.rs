@@ -140,11 +140,20 @@ pub struct ConnectionGuard {
     key: IpAddr,
     counts: Arc<Mutex<Counts>>,
     pool: Arc<Semaphore>,
+    /// When the connection was accepted: the handshake timeout runs from
+    /// here, through the TLS handshake and a STARTTLS restart.
+    opened: tokio::time::Instant,
 }
 
 impl ConnectionGuard {
     fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When a connection accepted now must have logged in, given the
+    /// handshake timeout.
+    pub fn handshake_deadline(&self, timeout: std::time::Duration) -> tokio::time::Instant {
+        self.opened + timeout
     }
 
     /// Whether this connection holds a logged-in slot.
@@ -254,6 +263,7 @@ impl ConnectionLimiter {
             key,
             counts: self.counts.clone(),
             pool: self.authenticated.clone(),
+            opened: tokio::time::Instant::now(),
         })
     }
 }

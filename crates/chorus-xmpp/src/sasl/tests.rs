@@ -156,13 +156,14 @@ fn plus_binds_the_exchange_to_the_channel() {
         assert!(matches!(ok, Step::Success { .. }), "{mech}: {ok:?}");
         let ok = bound(mech, &cb, "p=tls-server-end-point", &[0x5e; 32]);
         assert!(matches!(ok, Step::Success { .. }), "{mech}: {ok:?}");
-        // A man in the middle has another channel, so other binding data.
+        // A man in the middle has another channel, so other binding data:
+        // refused as an authentication failure (it counts for the lockout).
         let mitm = bound(mech, &cb, "p=tls-exporter", &[0x00; 32]);
         assert!(
             matches!(
                 mitm,
                 Step::Failure {
-                    condition: "malformed-request",
+                    condition: "not-authorized",
                     ..
                 }
             ),
