@@ -313,3 +313,23 @@ async def test_cli_search_holds_export_and_errors(node, tmp_path):
     assert cp.returncode != 0 and "404" in cp.stderr, (cp.returncode, cp.stdout, cp.stderr)
     cp = await cli(node, OFFICER, "search", "-q", "(walrus")
     assert cp.returncode != 0 and "400" in cp.stderr, (cp.returncode, cp.stdout, cp.stderr)
+
+
+@API
+async def test_waiting_retention_changes_are_bounded(node):
+    """An admin cannot pile up proposals for the second admin: past 16
+    waiting shortenings the next is refused (409) until one is approved or
+    cancelled; the refusal changes nothing."""
+    waiting = []
+    for days in range(100, 116):
+        got = await api(node, "PUT", "/api/v1/archive/retention", ROOT,
+                        body={"default_days": days}, expect=202)
+        waiting.append(got["pending"]["id"])
+    err = await api_error(node, "PUT", "/api/v1/archive/retention", ROOT, 409,
+                          body={"default_days": 99})
+    assert "await a second admin" in err, err
+    shown = await api(node, "GET", "/api/v1/archive/retention", ROOT)
+    assert sorted(p["id"] for p in shown["pending"]) == sorted(waiting)
+    await api(node, "POST", f"/api/v1/archive/retention/changes/{waiting[0]}/cancel", ROOT)
+    await api(node, "PUT", "/api/v1/archive/retention", ROOT,
+              body={"default_days": 99}, expect=202)

@@ -55,6 +55,41 @@ pub enum ComplianceError {
     /// The archive cannot commit (no quorum) or read.
     #[error("{0}")]
     Unavailable(String),
+    /// As many heavy operations (exports, verifications) as this node
+    /// runs at once are running; try again when one has finished.
+    #[error("{0}")]
+    Busy(String),
+}
+
+/// Exports and full verifications one node runs at once: each reads the
+/// whole archive or up to [`exports::EXPORT_RECORDS_MAX`] records and
+/// writes as much to disk, so a few callers (or one in a loop) must not
+/// be able to start hundreds.
+pub const HEAVY_OPERATIONS_MAX: usize = 2;
+
+/// Admits at most [`HEAVY_OPERATIONS_MAX`] heavy operations at once; the
+/// next caller is told `Busy` at once (never a queue of waiting callers).
+#[derive(Clone, Debug)]
+pub struct HeavyGate(Arc<tokio::sync::Semaphore>);
+
+impl Default for HeavyGate {
+    fn default() -> Self {
+        HeavyGate(Arc::new(tokio::sync::Semaphore::new(HEAVY_OPERATIONS_MAX)))
+    }
+}
+
+impl HeavyGate {
+    /// A permit for one heavy operation (`what`, for the error), held
+    /// until it is dropped.
+    pub fn enter(&self, what: &str) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        self.0.clone().try_acquire_owned().map_err(|_| {
+            metrics::counter!("chorus_archive_heavy_refused_total").increment(1);
+            ComplianceError::Busy(format!(
+                "{HEAVY_OPERATIONS_MAX} exports or verifications are running on this node; \
+                 try the {what} again when one has finished"
+            ))
+        })
+    }
 }
 
 type Result<T> = std::result::Result<T, ComplianceError>;
@@ -106,6 +141,8 @@ pub struct Compliance {
     pub retention_min_days: u32,
     /// Where exports are built (`<data_dir>/archive-exports`).
     pub export_dir: std::path::PathBuf,
+    /// Admits heavy operations (exports, verifications).
+    pub heavy: HeavyGate,
 }
 
 impl Compliance {
@@ -383,4 +420,23 @@ fn random_id() -> String {
     use base64::Engine;
     let bytes: [u8; 12] = rand::random();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_heavy_gate_admits_its_maximum_and_refuses_the_next_at_once() {
+        let gate = HeavyGate::default();
+        let held: Vec<_> = (0..HEAVY_OPERATIONS_MAX)
+            .map(|_| gate.enter("export").expect("room"))
+            .collect();
+        let refused = gate.enter("export").expect_err("full");
+        assert!(matches!(refused, ComplianceError::Busy(_)), "{refused:?}");
+        assert!(refused.to_string().contains("try the export again"), "{refused}");
+        drop(held);
+        // A finished operation (its download too) frees its place.
+        assert!(gate.enter("verification").is_ok());
+    }
 }

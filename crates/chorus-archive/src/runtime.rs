@@ -123,6 +123,7 @@ pub async fn start(config: &Config, net: ArchiveNet) -> anyhow::Result<ArchiveRu
         peers: all_nodes_by_name(config),
         retention_min_days: config.archive.retention_min_days,
         export_dir,
+        heavy: crate::compliance::HeavyGate::default(),
     });
     let status = status_fn(raft.clone(), sm.clone(), archive.clone());
     Ok(ArchiveRuntime {

@@ -2,6 +2,7 @@
 //! roster items, and the storage and archive seams that the XMPP layer talks
 //! to. This crate performs no I/O: it never opens a file or a socket.
 
+pub mod api_query;
 pub mod archive;
 pub mod config;
 pub mod credentials;

@@ -8,7 +8,7 @@
 //! changes anything is audited with the caller's address.
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -17,9 +17,9 @@ use chorus_archive::compliance::{
 };
 use chorus_archive::search::SearchQuery;
 use chorus_archive::types::Retention;
+use chorus_core::api_query::{self, AddParams, AuditParams, ConversationParams, RunParams, SearchParams};
 use chorus_core::archive::MamQuery;
 use chorus_core::config::{ApiRole, ApiToken};
-use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -88,6 +88,7 @@ impl From<ComplianceError> for ApiError {
             ComplianceError::NotFound(_) => StatusCode::NOT_FOUND,
             ComplianceError::Conflict(_) => StatusCode::CONFLICT,
             ComplianceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ComplianceError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
         };
         ApiError(status, e.to_string())
     }
@@ -95,13 +96,21 @@ impl From<ComplianceError> for ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
-/// Query parameters, parsed only after the caller is authorized so that a
-/// stranger learns nothing from parameter errors.
-type Params<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+/// A raw query string, parsed (by `chorus_core::api_query`, which the
+/// fuzzer runs) only after the caller is authorized, so that a stranger
+/// learns nothing from parameter errors.
+type Params = RawQuery;
 
-fn params<T>(p: Params<T>) -> Result<T, ApiError> {
-    p.map(|Query(v)| v)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))
+fn params<T: serde::de::DeserializeOwned>(p: Params) -> Result<T, ApiError> {
+    api_query::parse(p.0.as_deref()).map_err(bad_request)
+}
+
+fn bad_request(e: String) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, e)
+}
+
+fn time(v: &Option<String>, what: &str) -> Result<Option<u64>, ApiError> {
+    api_query::time(v, what).map_err(bad_request)
 }
 
 async fn not_found() -> ApiError {
@@ -180,60 +189,17 @@ fn ok(v: serde_json::Value) -> ApiResult {
     Ok(axum::Json(v).into_response())
 }
 
-fn time(v: &Option<String>, what: &str) -> Result<Option<u64>, ApiError> {
-    match v.as_deref().filter(|s| !s.is_empty()) {
-        None => Ok(None),
-        Some(s) => s
-            .parse::<u64>()
-            .ok()
-            .or_else(|| chorus_core::time::parse_xep0082(s))
-            .map(Some)
-            .ok_or_else(|| {
-                ApiError(
-                    StatusCode::BAD_REQUEST,
-                    format!("{what}: use RFC 3339 (2026-11-22T09:00:00Z) or milliseconds"),
-                )
-            }),
-    }
-}
-
-fn list(v: &Option<String>) -> Vec<String> {
-    v.as_deref()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Search parameters, shared by search and export.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct SearchParams {
-    participants: Option<String>,
-    room: Option<String>,
-    q: Option<String>,
-    start: Option<String>,
-    end: Option<String>,
-    offset: Option<usize>,
-    limit: Option<usize>,
-    format: Option<String>,
-    hold: Option<String>,
-}
-
-impl SearchParams {
-    fn query(&self) -> Result<SearchQuery, ApiError> {
-        Ok(SearchQuery {
-            participants: list(&self.participants),
-            room: self.room.clone().filter(|r| !r.is_empty()),
-            words: self.q.clone().filter(|q| !q.trim().is_empty()),
-            start_ms: time(&self.start, "start")?,
-            end_ms: time(&self.end, "end")?,
-            offset: self.offset.unwrap_or(0),
-            limit: self.limit.unwrap_or(50),
-        })
-    }
+/// A search from its parameters.
+fn search_query(p: &SearchParams) -> Result<SearchQuery, ApiError> {
+    Ok(SearchQuery {
+        participants: api_query::list(&p.participants),
+        room: p.room.clone().filter(|r| !r.is_empty()),
+        words: p.q.clone().filter(|q| !q.trim().is_empty()),
+        start_ms: time(&p.start, "start")?,
+        end_ms: time(&p.end, "end")?,
+        offset: p.offset.unwrap_or(0),
+        limit: p.limit.unwrap_or(50),
+    })
 }
 
 /// Records as the API shows them: corrections and retractions name the
@@ -245,28 +211,16 @@ fn records_json(c: &Compliance, records: &[chorus_archive::types::Record]) -> Ve
         .collect()
 }
 
-async fn search(State(s): State<ApiState>, cx: Ctx, p: Params<SearchParams>) -> ApiResult {
+async fn search(State(s): State<ApiState>, cx: Ctx, p: Params) -> ApiResult {
     let (who, c) = authorize(&s, &cx, COMPLIANCE)?;
-    let p = params(p)?;
-    let page = c.search(&who, p.query()?).await?;
+    let p: SearchParams = params(p)?;
+    let page = c.search(&who, search_query(&p)?).await?;
     ok(json!({ "total": page.total, "records": records_json(&c, &page.records) }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConversationParams {
-    user: Option<String>,
-    with: Option<String>,
-    room: Option<String>,
-    start: Option<String>,
-    end: Option<String>,
-    after: Option<String>,
-    limit: Option<usize>,
-}
-
-async fn conversation(State(s): State<ApiState>, cx: Ctx, p: Params<ConversationParams>) -> ApiResult {
+async fn conversation(State(s): State<ApiState>, cx: Ctx, p: Params) -> ApiResult {
     let (who, c) = authorize(&s, &cx, COMPLIANCE)?;
-    let p = params(p)?;
+    let p: ConversationParams = params(p)?;
     let (owner, with) = match (&p.room, &p.user, &p.with) {
         (Some(room), None, None) => (room.clone(), None),
         (None, Some(u), Some(w)) => (u.clone(), Some(w.clone())),
@@ -342,16 +296,9 @@ async fn cancel_retention(State(s): State<ApiState>, cx: Ctx, Path(id): Path<Str
     ok(json!({ "cancelled": id }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RunParams {
-    /// Refused: expiry is judged at the archive's committed time.
-    at: Option<String>,
-}
-
-async fn run_retention(State(s): State<ApiState>, cx: Ctx, p: Params<RunParams>) -> ApiResult {
+async fn run_retention(State(s): State<ApiState>, cx: Ctx, p: Params) -> ApiResult {
     let (who, c) = authorize(&s, &cx, ADMIN)?;
-    let p = params(p)?;
+    let p: RunParams = params(p)?;
     if p.at.is_some() {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
@@ -364,10 +311,10 @@ async fn run_retention(State(s): State<ApiState>, cx: Ctx, p: Params<RunParams>)
     ok(json!({ "purged": purged }))
 }
 
-async fn export(State(s): State<ApiState>, cx: Ctx, p: Params<SearchParams>) -> ApiResult {
+async fn export(State(s): State<ApiState>, cx: Ctx, p: Params) -> ApiResult {
     use chorus_archive::package::Format;
     let (who, c) = authorize(&s, &cx, COMPLIANCE)?;
-    let p = params(p)?;
+    let p: SearchParams = params(p)?;
     let format = match p.format.as_deref().unwrap_or("jsonl") {
         "jsonl" => Format::Jsonl,
         "eml" => Format::Eml,
@@ -384,10 +331,10 @@ async fn export(State(s): State<ApiState>, cx: Ctx, p: Params<SearchParams>) -> 
         None => ExportSource::Search(SearchQuery {
             offset: 0,
             limit: chorus_archive::search::SEARCH_LIMIT_MAX,
-            ..p.query()?
+            ..search_query(&p)?
         }),
     };
-    let (name, pkg) = c.export(&who, source, format).await?;
+    let (name, pkg, permit) = c.export(&who, source, format).await?;
     let headers = [
         (header::CONTENT_TYPE, "application/x-tar".to_owned()),
         (
@@ -400,17 +347,20 @@ async fn export(State(s): State<ApiState>, cx: Ctx, p: Params<SearchParams>) -> 
             pkg.manifest_sha256.clone(),
         ),
     ];
-    Ok((headers, axum::body::Body::from_stream(file_stream(pkg))).into_response())
+    Ok((headers, axum::body::Body::from_stream(file_stream(pkg, permit))).into_response())
 }
 
 /// The export's bytes in 64 KiB chunks, read as they are sent; the
-/// temporary file goes when the stream is dropped.
+/// temporary file and the heavy-operation permit go when the stream is
+/// dropped (a client that stops reading is cut by the listener's write
+/// timeout, so neither is held for long).
 fn file_stream(
     pkg: chorus_archive::package::Package,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) -> impl futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> + Send {
     use tokio::io::AsyncReadExt as _;
     let file = pkg.file.reopen().map(tokio::fs::File::from_std);
-    futures_util::stream::unfold((file, Some(pkg)), |(file, pkg)| async move {
+    futures_util::stream::unfold((file, Some((pkg, permit))), |(file, pkg)| async move {
         let mut f = match file {
             Ok(f) => f,
             Err(e) => return pkg.map(|_| (Err(e), (Err(std::io::Error::other("closed")), None))),
@@ -428,16 +378,9 @@ fn file_stream(
     })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuditParams {
-    from: Option<u64>,
-    limit: Option<usize>,
-}
-
-async fn audit(State(s): State<ApiState>, cx: Ctx, p: Params<AuditParams>) -> ApiResult {
+async fn audit(State(s): State<ApiState>, cx: Ctx, p: Params) -> ApiResult {
     let (who, c) = authorize(&s, &cx, COMPLIANCE)?;
-    let p = params(p)?;
+    let p: AuditParams = params(p)?;
     let entries: Vec<serde_json::Value> = c
         .audit_trail(&who, p.from.unwrap_or(0), p.limit.unwrap_or(100))
         .await?
@@ -463,9 +406,9 @@ async fn verify(State(s): State<ApiState>, cx: Ctx) -> ApiResult {
     ok(c.verify(&who).await?)
 }
 
-async fn chain(State(s): State<ApiState>, cx: Ctx, p: Params<AuditParams>) -> ApiResult {
+async fn chain(State(s): State<ApiState>, cx: Ctx, p: Params) -> ApiResult {
     let (_, c) = authorize(&s, &cx, ANYONE)?;
-    let p = params(p)?;
+    let p: AuditParams = params(p)?;
     let links: Vec<serde_json::Value> = c
         .chain_links(p.from.unwrap_or(0), p.limit.unwrap_or(100))?
         .into_iter()
@@ -479,21 +422,9 @@ async fn members(State(s): State<ApiState>, cx: Ctx) -> ApiResult {
     ok(c.members_audited(&who).await?)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddParams {
-    /// `voter` (default) or `learner`.
-    role: Option<String>,
-}
-
-async fn add_member(
-    State(s): State<ApiState>,
-    cx: Ctx,
-    Path(id): Path<String>,
-    p: Params<AddParams>,
-) -> ApiResult {
+async fn add_member(State(s): State<ApiState>, cx: Ctx, Path(id): Path<String>, p: Params) -> ApiResult {
     let (who, c) = authorize(&s, &cx, ADMIN)?;
-    let p = params(p)?;
+    let p: AddParams = params(p)?;
     let voter = match p.role.as_deref().unwrap_or("voter") {
         "voter" => true,
         "learner" => false,

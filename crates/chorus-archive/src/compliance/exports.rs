@@ -86,17 +86,20 @@ impl Compliance {
 
     /// Builds the export of a search or a hold on disk (bounded memory),
     /// audits it with its record count and its manifest's SHA-256, and
-    /// returns it with the file name to offer.
+    /// returns it with the file name to offer and the heavy-operation
+    /// permit, to be held until the download ends (the file counts
+    /// against the node's disk until then).
     pub async fn export(
         &self,
         who: &Caller,
         source: ExportSource,
         format: Format,
-    ) -> Result<(String, Package)> {
+    ) -> Result<(String, Package, tokio::sync::OwnedSemaphorePermit)> {
         let asked = match &source {
             ExportSource::Search(q) => serde_json::json!({ "search": q }),
             ExportSource::Hold(id) => serde_json::json!({ "hold": id }),
         };
+        let permit = self.heavy.enter("export")?;
         let positions = self.positions(&source).await?;
         let req = Request {
             asked: asked.clone(),
@@ -125,6 +128,6 @@ impl Compliance {
             "chorus-export-{stamp}-{}.tar",
             serde_json::json!(format).as_str().unwrap_or("x")
         );
-        Ok((name, pkg))
+        Ok((name, pkg, permit))
     }
 }

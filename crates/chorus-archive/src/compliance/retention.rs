@@ -10,6 +10,9 @@ use super::{Caller, Compliance, ComplianceError, Result, normalized_bare, unavai
 use crate::types::{Command, PendingRetention, Retention};
 use std::collections::BTreeMap;
 
+/// Proposed shortenings that may wait for approval at once.
+pub const PENDING_RETENTION_MAX: usize = 16;
+
 /// What setting a policy did.
 #[derive(Debug)]
 pub enum RetentionChange {
@@ -38,7 +41,10 @@ impl Compliance {
         }))
     }
 
-    /// Sets a policy, or proposes it when it shortens a period.
+    /// Sets a policy, or proposes it when it shortens a period (refused
+    /// while [`PENDING_RETENTION_MAX`] proposals wait: admission control
+    /// on the proposing node, not a state-machine rule, so replaying an
+    /// old log applies exactly what it applied before).
     pub async fn set_retention(&self, who: &Caller, r: Retention) -> Result<RetentionChange> {
         let r = self.validated(r)?;
         let current = self.sm.retention().map_err(unavailable)?;
@@ -48,6 +54,12 @@ impl Compliance {
                 .audited(who, "retention.set", detail, Command::SetRetention(r.clone()))
                 .await?;
             return Ok(RetentionChange::Applied(resp.retention.unwrap_or(r)));
+        }
+        let waiting = self.sm.pending_retention().map_err(unavailable)?.len();
+        if waiting >= PENDING_RETENTION_MAX {
+            return Err(ComplianceError::Conflict(format!(
+                "{waiting} retention changes await a second admin; approve or cancel one first"
+            )));
         }
         let id = format!("change-{}", super::random_id());
         let propose = Command::ProposeRetention {

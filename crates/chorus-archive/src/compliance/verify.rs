@@ -14,6 +14,7 @@ impl Compliance {
     /// Recomputes this node's chain and compares heads with every site
     /// (audited).
     pub async fn verify(&self, who: &Caller) -> Result<serde_json::Value> {
+        let _permit = self.heavy.enter("verification")?;
         let v = self
             .blocking(|_, sm| sm.verify_chain().map_err(unavailable))
             .await?;
