@@ -79,6 +79,35 @@ impl CredentialLookup for StoreLookup<'_> {
 }
 
 impl Session {
+    /// The features of a secure stream before authentication: the SASL
+    /// mechanisms (-PLUS first when the channel offers binding), the
+    /// XEP-0440 binding types, and registration when it is enabled.
+    pub(super) fn sasl_features(&self, f: &mut Element) {
+        let mut mechs = xml::new("mechanisms", ns::SASL);
+        let mut names = Vec::new();
+        if self.channel_binding.any() {
+            names.extend(["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS"]);
+        }
+        names.extend(["SCRAM-SHA-256", "SCRAM-SHA-1"]);
+        if self.ctx.config.c2s.allow_plain {
+            names.push("PLAIN");
+        }
+        for m in names {
+            mechs.append_child(xml::new("mechanism", ns::SASL).with_text(m));
+        }
+        f.append_child(mechs);
+        if self.channel_binding.any() {
+            let mut cb = xml::new("sasl-channel-binding", ns::SASL_CB);
+            for t in self.channel_binding.types() {
+                cb.append_child(xml::new("channel-binding", ns::SASL_CB).with_attr("type", t));
+            }
+            f.append_child(cb);
+        }
+        if self.ctx.config.registration.enabled {
+            f.append_child(xml::new("register", ns::REGISTER_FEATURE));
+        }
+    }
+
     pub(super) fn on_sasl(&mut self, el: Element) {
         match el.name() {
             "auth" => {

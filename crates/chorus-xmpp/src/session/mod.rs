@@ -313,32 +313,7 @@ impl Session {
             State::Start if !self.secure => {
                 f.append_child(xml::new("starttls", ns::TLS).with_child(xml::new("required", ns::TLS)));
             }
-            State::Start => {
-                let mut mechs = xml::new("mechanisms", ns::SASL);
-                let mut names = Vec::new();
-                if self.channel_binding.any() {
-                    names.extend(["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS"]);
-                }
-                names.extend(["SCRAM-SHA-256", "SCRAM-SHA-1"]);
-                if self.ctx.config.c2s.allow_plain {
-                    names.push("PLAIN");
-                }
-                for m in names {
-                    mechs.append_child(xml::new("mechanism", ns::SASL).with_text(m));
-                }
-                f.append_child(mechs);
-                if self.channel_binding.any() {
-                    // XEP-0440: which binding types we support.
-                    let mut cb = xml::new("sasl-channel-binding", ns::SASL_CB);
-                    for t in self.channel_binding.types() {
-                        cb.append_child(xml::new("channel-binding", ns::SASL_CB).with_attr("type", t));
-                    }
-                    f.append_child(cb);
-                }
-                if self.ctx.config.registration.enabled {
-                    f.append_child(xml::new("register", ns::REGISTER_FEATURE));
-                }
-            }
+            State::Start => self.sasl_features(&mut f),
             State::Authenticated => {
                 f.append_child(xml::new("bind", ns::BIND));
                 f.append_child(
