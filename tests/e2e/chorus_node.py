@@ -194,7 +194,10 @@ class Node:
                 "starttls_listen": f"{host}:{self.c2s_port}",
                 "direct_tls_listen": f"{host}:{self.tls_port}",
             },
-            "http": {"listen": f"{host}:{self.http_port}", "tls": True},
+            # Tests read /cluster/status and /archive/status right after
+            # acting, so they read them uncached (the cache is tested in
+            # chorus-admin's status.rs); the rate limit stays on.
+            "http": {"listen": f"{host}:{self.http_port}", "tls": True, "status_cache_ms": 0},
             "log": {"level": "debug"},
         }
         self.config = deep_merge(base, config or {})

@@ -97,3 +97,42 @@ fn the_directed_presence_set_is_bounded() {
     let out = drain(&mut a, &mut arx);
     assert!(!out.iter().any(|e| e.attr("type") == Some("error")), "{out:?}");
 }
+
+#[test]
+fn one_subscription_request_is_one_prompt_whatever_the_path() {
+    let (ctx, _) = context(|_| {});
+    let (mut b, mut brx) = login(&ctx, "bob", "bpw", "pc");
+    b.on_element(parse("<presence xmlns='jabber:client'/>"));
+    drain(&mut b, &mut brx);
+    let request = || {
+        parse(
+            "<presence xmlns='jabber:client' type='subscribe' from='alice@chorus.test' to='bob@chorus.test'/>",
+        )
+    };
+    let prompts = |out: &[Element]| {
+        out.iter()
+            .filter(|e| e.is("presence", ns::CLIENT) && e.attr("type") == Some("subscribe"))
+            .count()
+    };
+    // The routed request and the replicated roster item's copy (the same
+    // stanza, by another path) and a resource-qualified copy: one prompt.
+    b.on_routed(Routed::Stanza(request()));
+    b.on_routed(Routed::Stanza(request()));
+    let mut full = request();
+    full.put_attr("from", "alice@chorus.test/laptop");
+    b.on_routed(Routed::Stanza(full));
+    assert_eq!(prompts(&drain(&mut b, &mut brx)), 1);
+    // Withdrawn, then asked again: a new request, a new prompt.
+    b.on_routed(Routed::Stanza(parse(
+        "<presence xmlns='jabber:client' type='unsubscribe' from='alice@chorus.test' to='bob@chorus.test'/>",
+    )));
+    b.on_routed(Routed::Stanza(request()));
+    assert_eq!(prompts(&drain(&mut b, &mut brx)), 1);
+    // Answered (denied), then asked again: shown again.
+    b.on_element(parse(
+        "<presence xmlns='jabber:client' type='unsubscribed' to='alice@chorus.test'/>",
+    ));
+    drain(&mut b, &mut brx);
+    b.on_routed(Routed::Stanza(request()));
+    assert_eq!(prompts(&drain(&mut b, &mut brx)), 1);
+}

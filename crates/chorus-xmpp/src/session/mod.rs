@@ -106,6 +106,9 @@ pub struct Session {
     interested: bool,
     csi_inactive: bool,
     csi_buffer: HashMap<String, Element>,
+    /// Requesters (bare JIDs) whose subscription request this session has
+    /// shown: each once, whichever path brought it (see `presence.rs`).
+    prompted: HashSet<String>,
     sm: Option<SmState>,
     resumed: Option<ParkedSession>,
     closed: bool,
@@ -148,6 +151,7 @@ impl Session {
             interested: false,
             csi_inactive: false,
             csi_buffer: HashMap::new(),
+            prompted: HashSet::new(),
             sm: None,
             resumed: None,
             closed: false,
@@ -518,6 +522,9 @@ impl Session {
     }
 
     fn deliver_routed(&mut self, el: Element) {
+        if el.name() == "presence" && !self.first_prompt(&el) {
+            return;
+        }
         if self.csi_inactive && el.name() == "presence" {
             if self.csi_buffer.len() >= CSI_BUFFER_MAX {
                 self.flush_csi();

@@ -222,6 +222,32 @@ impl Session {
         }
     }
 
+    /// Whether a routed presence is to be shown: a subscription request
+    /// reaches a session by up to three paths (the request routed from the
+    /// requester's node, the replicated roster item that records it, and
+    /// redelivery at login), and a client must show one prompt for one
+    /// request. An unsubscribe withdraws the request, so the next one is
+    /// shown again.
+    pub(super) fn first_prompt(&mut self, p: &Element) -> bool {
+        let Some(from) = p.attr("from").and_then(|f| jid::Jid::new(f).ok()) else {
+            return true;
+        };
+        let from = from.to_bare().to_string();
+        match p.attr("type") {
+            Some("subscribe") => {
+                if self.prompted.len() >= self.ctx.config.limits.roster_items_max {
+                    self.prompted.clear();
+                }
+                self.prompted.insert(from)
+            }
+            Some("unsubscribe") => {
+                self.prompted.remove(&from);
+                true
+            }
+            _ => true,
+        }
+    }
+
     fn redeliver_pending_subscriptions(&mut self) {
         let roster = self
             .ctx
@@ -230,6 +256,9 @@ impl Session {
             .map(|r| r.items)
             .unwrap_or_default();
         for item in roster.iter().filter(|i| i.pending_in) {
+            if !self.prompted.insert(item.jid.clone()) {
+                continue;
+            }
             let p = xml::new("presence", ns::CLIENT)
                 .with_attr("type", "subscribe")
                 .with_attr("from", item.jid.clone())
@@ -271,6 +300,10 @@ impl Session {
         };
         if self.blocks(self.user(), &bare_to) {
             return self.blocked_by_sender_error(&el);
+        }
+        if matches!(typ.as_str(), "subscribed" | "unsubscribed") {
+            // Answered: a new request from this contact is a new prompt.
+            self.prompted.remove(&bare_to);
         }
         let me = self.bare();
         let stanza = xml::new("presence", ns::CLIENT)
