@@ -52,6 +52,14 @@ async def test_metrics_prometheus_text(node):
     values, text = await _metrics(node)
     for name in METRICS:
         assert name in values, f"metric {name} missing from /metrics:\n{text[:2000]}"
+    # Every metric shown says what it is (a dashboard's tooltip, promtool).
+    helped = {line.split()[2] for line in text.splitlines() if line.startswith("# HELP ")}
+    typed = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    shown = {line.split("{")[0].split()[0] for line in text.splitlines()
+             if line and not line.startswith("#")}
+    bare = {n.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count") for n in shown}
+    assert bare <= helped, sorted(bare - helped)
+    assert {n for n in bare if n.startswith("chorus_")} <= typed, sorted(bare - typed)
     assert values["chorus_connections"] >= 2, values
     assert values["chorus_logins_total"] >= 2, values
     assert values["chorus_login_failures_total"] >= 1, values

@@ -63,3 +63,54 @@ async def test_in_band_registration_when_enabled(node):
     await c.ping()
     a = await connect(node, "alice")
     await a.ping()
+
+
+async def test_a_logged_in_user_changes_their_password_with_registration_off(node):
+    """XEP-0077 3.3 works for every logged-in user (Profanity's
+    /changepassword once got service-unavailable): the old password stops
+    working, the new one logs in; the change names no other account; and
+    removing one's account stays the administrators' business."""
+    s = await RawStream.to_node(node)
+    await s.login("alice", node.password("alice"))
+    res = await s.iq("set", f"<query xmlns='{NS_REGISTER}'>"
+                            f"<username>bob</username><password>taken-over</password></query>")
+    assert res.get("type") == "error", "changed another account's password"
+    res = await s.iq("set", f"<query xmlns='{NS_REGISTER}'>"
+                            f"<username>Alice</username><password>n3w-secret</password></query>")
+    assert res.get("type") == "result", res
+    res = await s.iq("set", f"<query xmlns='{NS_REGISTER}'><remove/></query>")
+    assert res.get("type") == "error"
+    assert condition_of(res.find("{jabber:client}error"), NS_STANZAS) == "not-allowed"
+    await s.close()
+
+    old = await RawStream.to_node(node)
+    await old.tls_and_features()
+    assert localname((await old.auth_plain("alice", node.password("alice"))).tag) == "failure"
+    await old.close()
+    node.users["alice"] = "n3w-secret"
+    c = await connect(node, "alice", mech="SCRAM-SHA-256")
+    await c.ping()
+    await c.close()
+    bob = await connect(node, "bob")
+    await bob.ping()
+    await bob.close()
+
+
+async def test_disco_info_on_an_account_is_the_account(node):
+    """XEP-0030: an account's bare JID is account/registered, not the
+    server; the user's own names the archive kept there."""
+    s = await RawStream.to_node(node)
+    jid = await s.login("alice", node.password("alice"))
+    own = jid.split("/")[0]
+    disco = "http://jabber.org/protocol/disco#info"
+    for to, archive in ((own, True), (node.jid("bob"), False)):
+        res = await s.iq("get", f"<query xmlns='{disco}'/>", to=to)
+        assert res.get("type") == "result", res
+        ident = res.find(f"{{{disco}}}query/{{{disco}}}identity")
+        assert (ident.get("category"), ident.get("type")) == ("account", "registered"), to
+        feats = {f.get("var") for f in res.iter(f"{{{disco}}}feature")}
+        assert ("urn:xmpp:mam:2" in feats) == archive, (to, feats)
+    server = await s.iq("get", f"<query xmlns='{disco}'/>", to=node.domain)
+    ident = server.find(f"{{{disco}}}query/{{{disco}}}identity")
+    assert ident.get("category") == "server"
+    await s.close()

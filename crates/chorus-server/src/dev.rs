@@ -33,12 +33,39 @@ fn config_text(dir: &Path, certs: &Path, base: u16, i: usize) -> String {
         }
     }
     format!(
-        "# Written by `chorus dev`: site {site}.\n[server]\ndomain = \"localhost\"\ndata_dir = \"{data}\"\n\n[c2s]\nstarttls_listen = \"127.0.0.1:{c2s}\"\ndirect_tls_listen = \"127.0.0.1:{tls}\"\n\n[http]\nlisten = \"127.0.0.1:{http}\"\n\n[cluster]\nnode_id = \"{node}\"\nsite = \"{site}\"\nlisten = \"127.0.0.1:{cluster}\"\nca_file = \"{ca}\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n{peers}",
+        "# Written by `chorus dev`: site {site}.\n[server]\ndomain = \"{DOMAIN}\"\ndata_dir = \"{data}\"\n\n[c2s]\nstarttls_listen = \"127.0.0.1:{c2s}\"\ndirect_tls_listen = \"127.0.0.1:{tls}\"\n\n[http]\nlisten = \"127.0.0.1:{http}\"\n\n[cluster]\nnode_id = \"{node}\"\nsite = \"{site}\"\nlisten = \"127.0.0.1:{cluster}\"\nca_file = \"{ca}\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n\n[tls]\ncert_file = \"{xcert}\"\nkey_file = \"{xkey}\"\n{peers}",
         data = dir.join(site).join("data").display(),
         ca = certs.join("ca.pem").display(),
         cert = certs.join(format!("{node}.pem")).display(),
         key = certs.join(format!("{node}.key")).display(),
+        xcert = certs.join("xmpp").join(format!("{DOMAIN}.pem")).display(),
+        xkey = certs.join("xmpp").join(format!("{DOMAIN}.key")).display(),
     )
+}
+
+/// The domain the dev cluster serves.
+const DOMAIN: &str = "localhost";
+
+/// One certificate for the domain, served by every site, signed by a CA
+/// of its own (not the cluster's: a client certificate could never pass
+/// for a node's), so a client that trusts `certs/xmpp/ca.pem` once
+/// trusts every office. Returns the CA's path.
+fn client_certificate(certs: &Path) -> anyhow::Result<PathBuf> {
+    let dir = certs.join("xmpp");
+    if !dir.join("ca.pem").exists() {
+        chorus_cluster::certs::create_ca(&dir)?;
+    }
+    if !dir.join(format!("{DOMAIN}.pem")).exists() {
+        let names: Vec<String> = [
+            format!("*.{DOMAIN}"),
+            format!("conference.{DOMAIN}"),
+            "127.0.0.1".into(),
+            "::1".into(),
+        ]
+        .into();
+        chorus_cluster::certs::create_node(&dir, DOMAIN, &names, &dir)?;
+    }
+    Ok(dir.join("ca.pem"))
 }
 
 /// Writes configs and certificates (once), creates the demo accounts and
@@ -58,6 +85,7 @@ pub fn run(dir: &Path, base: u16) -> anyhow::Result<()> {
             chorus_cluster::certs::create_node(&certs, node, &names, &certs)?;
         }
     }
+    let client_ca = client_certificate(&certs)?;
     let mut configs: Vec<PathBuf> = Vec::new();
     for (i, (site, _)) in SITES.iter().enumerate() {
         let path = dir.join(site).join("chorus.toml");
@@ -107,6 +135,10 @@ pub fn run(dir: &Path, base: u16) -> anyhow::Result<()> {
     }
     println!(
         "Accounts (log in at any site): alice / alice-pass, bob / bob-pass, carol / carol-pass @localhost"
+    );
+    println!(
+        "Certificate: one for '{DOMAIN}' at every site; clients trust it once through the CA {}",
+        client_ca.display()
     );
     println!(
         "Status: chorus --config {} cluster status. Stop with Ctrl-C.",

@@ -9,6 +9,7 @@ mod control;
 mod demo;
 mod dev;
 mod gauges;
+mod metrics_help;
 mod private_fs;
 mod serve;
 mod shutdown_watch;

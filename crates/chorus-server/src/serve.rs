@@ -40,6 +40,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("install metrics recorder")?;
+    crate::metrics_help::describe();
     let store = Arc::new(RocksStore::open(&data.join("db"), config.node_tag())?);
     // Sessions of this node's previous run ended with it: so did their
     // room occupancy.

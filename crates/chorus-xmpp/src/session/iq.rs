@@ -43,7 +43,14 @@ impl Session {
             }
             Target::Server => self.server_iq(&iq, &typ),
             Target::Local { user, resource: None } => {
-                if own_bare {
+                let disco = typ == "get"
+                    && iq
+                        .children()
+                        .next()
+                        .is_some_and(|p| p.is("query", ns::DISCO_INFO));
+                if own_bare && disco {
+                    self.account_disco_info(&iq, true)
+                } else if own_bare {
                     self.server_iq(&iq, &typ)
                 } else {
                     self.bare_iq(&iq, &typ, &user)
@@ -96,18 +103,32 @@ impl Session {
             Some(p) if p.is("vCard", ns::VCARD) && typ == "get" => self.vcard_get(iq, user),
             Some(p) if p.is("ping", ns::PING) => self.send(xml::iq_result(iq)),
             Some(p) if p.ns() == ns::MAM => self.send(xml::error_reply(iq, "auth", "forbidden")),
-            Some(p) if p.is("query", ns::DISCO_INFO) => {
-                let q = xml::new("query", ns::DISCO_INFO)
-                    .with_child(
-                        xml::new("identity", ns::DISCO_INFO)
-                            .with_attr("category", "account")
-                            .with_attr("type", "registered"),
-                    )
-                    .with_child(xml::new("feature", ns::DISCO_INFO).with_attr("var", ns::DISCO_INFO));
-                self.send(xml::iq_result(iq).with_child(q));
-            }
+            Some(p) if p.is("query", ns::DISCO_INFO) && typ == "get" => self.account_disco_info(iq, false),
             _ => self.send(xml::error_reply(iq, "cancel", "service-unavailable")),
         }
+    }
+
+    /// disco#info of an account (XEP-0030 `account/registered`): what its
+    /// bare JID answers; the user's own also names the archive kept there
+    /// (XEP-0313 is queried at the user's own bare JID).
+    fn account_disco_info(&mut self, iq: &Element, own: bool) {
+        let q = iq.children().next();
+        if q.is_some_and(|q| q.attr("node").is_some()) {
+            return self.send(xml::error_reply(iq, "cancel", "item-not-found"));
+        }
+        let mut query = xml::new("query", ns::DISCO_INFO).with_child(
+            xml::new("identity", ns::DISCO_INFO)
+                .with_attr("category", "account")
+                .with_attr("type", "registered"),
+        );
+        let mut features = vec![ns::DISCO_INFO];
+        if own && self.ctx.archive.enabled() {
+            features.extend([ns::MAM, ns::MAM_EXTENDED, ns::SID, ns::FULLTEXT]);
+        }
+        for f in features {
+            query.append_child(xml::new("feature", ns::DISCO_INFO).with_attr("var", f));
+        }
+        self.send(xml::iq_result(iq).with_child(query));
     }
 
     fn server_iq(&mut self, iq: &Element, typ: &str) {
@@ -170,9 +191,7 @@ impl Session {
             ("query" | "prefs" | "metadata", ns::MAM) if self.ctx.archive.enabled() => {
                 self.on_mam_iq(iq, &payload, get)
             }
-            ("query", ns::REGISTER) if self.ctx.config.registration.enabled => {
-                self.register_authenticated(iq, &payload, get)
-            }
+            ("query", ns::REGISTER) => self.register_authenticated(iq, &payload, get),
             _ => self.send(xml::error_reply(iq, "cancel", "service-unavailable")),
         }
     }
@@ -187,10 +206,11 @@ impl Session {
                 .with_attr("type", "im")
                 .with_attr("name", "Chorus"),
         );
+        // jabber:iq:register answers every logged-in user (password
+        // change); creating accounts is the stream feature, only when
+        // registration is enabled.
         let mut features: Vec<&str> = SERVER_FEATURES.to_vec();
-        if self.ctx.config.registration.enabled {
-            features.push(ns::REGISTER);
-        }
+        features.push(ns::REGISTER);
         if self.ctx.archive.enabled() {
             features.extend([ns::MAM, ns::MAM_EXTENDED, ns::SID, ns::FULLTEXT]);
         }
@@ -305,6 +325,10 @@ impl Session {
             return self.send(xml::iq_result(iq).with_child(reply));
         }
         let user = self.user().to_owned();
+        if q.has_child("remove", ns::REGISTER) && !self.ctx.config.registration.enabled {
+            // Accounts are the administrators' to remove (XEP-0077 3.2).
+            return self.send(xml::error_reply(iq, "cancel", "not-allowed"));
+        }
         if q.has_child("remove", ns::REGISTER) {
             return match self.ctx.store.remove_account(&user) {
                 Ok(_) => {
@@ -314,6 +338,13 @@ impl Session {
                 Err(_) => self.send(xml::error_reply(iq, "wait", "internal-server-error")),
             };
         }
+        // XEP-0077 3.3: a password change names the account it changes.
+        let named = q.get_child("username", ns::REGISTER).map(|u| u.text());
+        if named.is_some_and(|n| {
+            super::auth::normalize_user(&n, &self.ctx.domain).as_deref() != Some(user.as_str())
+        }) {
+            return self.send(xml::error_reply(iq, "modify", "bad-request"));
+        }
         let password = q
             .get_child("password", ns::REGISTER)
             .map(|p| p.text())
@@ -321,7 +352,10 @@ impl Session {
         let iterations = self.ctx.config.c2s.scram_iterations;
         match crate::offload::cpu(|| Credentials::from_password_with(&password, iterations)) {
             Ok(c) => match self.ctx.store.set_credentials(&user, &c) {
-                Ok(()) => self.send(xml::iq_result(iq)),
+                Ok(()) => {
+                    tracing::info!(user = %user, peer = %self.peer, "password changed (XEP-0077)");
+                    self.send(xml::iq_result(iq))
+                }
                 Err(_) => self.send(xml::error_reply(iq, "wait", "internal-server-error")),
             },
             Err(_) => self.send(xml::error_reply(iq, "modify", "not-acceptable")),
