@@ -224,3 +224,52 @@ async def test_csi_inactive_active(node):
     m = await alice.next_message(frm=bob.jid)
     assert m["body"] == "after active"
     assert alice.connected
+
+
+async def test_external_services_give_time_limited_turn_credentials(tmp_path):
+    """XEP-0215 with a real node: STUN and TURN servers from the config,
+    TURN with credentials that coturn's use-auth-secret accepts (checked
+    here with the secret, independently of the server's code); a missing
+    secret file stops the node with its name."""
+    import base64
+    import hashlib
+    import hmac
+    import subprocess
+    import time as _time
+
+    from chorus_node import Node
+    from raw import RawStream
+
+    secret = tmp_path / "turn-secret"
+    secret.write_text("north-wind\n")
+    services = [
+        {"type": "stun", "host": "stun.chorus.test", "port": 3478, "transport": "udp"},
+        {"type": "turn", "host": "turn.chorus.test", "port": 3478, "transport": "udp",
+         "secret_file": str(secret), "credentials_ttl_secs": 3600},
+    ]
+    n = Node(tmp_path / "node", config={"extdisco": {"services": services}})
+    try:
+        n.add_user("alice", "alice-pw")
+        n.start()
+        s = await RawStream.to_node(n)
+        await s.login("alice", n.password("alice"))
+        info = await s.iq("get", f"<query xmlns='{NS_DISCO_INFO}'/>", to=n.domain)
+        feats = {f.get("var") for f in info.iter(f"{{{NS_DISCO_INFO}}}feature")}
+        assert "urn:xmpp:extdisco:2" in feats
+        res = await s.iq("get", "<services xmlns='urn:xmpp:extdisco:2'/>", to=n.domain)
+        got = list(res.iter("{urn:xmpp:extdisco:2}service"))
+        assert [(g.get("type"), g.get("host")) for g in got] == [
+            ("stun", "stun.chorus.test"), ("turn", "turn.chorus.test")]
+        turn = got[1]
+        user = turn.get("username")
+        expiry = int(user.split(":")[0])
+        assert abs(expiry - (_time.time() + 3600)) < 30, user
+        want = base64.b64encode(hmac.new(b"north-wind", user.encode(), hashlib.sha1).digest())
+        assert turn.get("password") == want.decode()
+        await s.close()
+    finally:
+        n.stop()
+    secret.unlink()
+    cp = subprocess.run([str(n.binary), "--config", str(n.config_path), "serve"],
+                        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert cp.returncode != 0 and str(secret) in cp.stderr, cp.stderr

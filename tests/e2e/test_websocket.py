@@ -97,3 +97,25 @@ async def test_websocket_session(node):
         except asyncio.TimeoutError:
             raise AssertionError("server did not close the WebSocket after <close/>") from None
 
+
+
+async def test_host_meta_leads_a_web_client_to_a_working_websocket(node):
+    """XEP-0156: a web client that knows only the domain's HTTPS origin
+    reads /.well-known/host-meta(.json), finds the WebSocket endpoint and
+    opens a stream there."""
+    import json
+    status, body = await asyncio.to_thread(node.http_get, "/.well-known/host-meta.json")
+    assert status == 200, body
+    links = [l for l in json.loads(body)["links"]
+             if l["rel"] == "urn:xmpp:alt-connections:websocket"]
+    assert len(links) == 1, body
+    href = links[0]["href"]
+    assert href == node.ws_url, (href, node.ws_url)
+    status, xrd = await asyncio.to_thread(node.http_get, "/.well-known/host-meta")
+    assert status == 200
+    link = ET.fromstring(xrd).find("{http://docs.oasis-open.org/ns/xri/xrd-1.0}Link")
+    assert link is not None and link.get("href") == href, xrd
+    async with ws_connect(href, subprotocols=["xmpp"], ssl=insecure_ssl_context(),
+                          proxy=None, open_timeout=10, close_timeout=5) as ws:
+        await ws.send(_open(node.domain))
+        assert (await _recv(ws)).tag == f"{FRAMING}open"

@@ -8,6 +8,7 @@
 //! status documents ([`status`]).
 
 mod client;
+mod host_meta;
 mod server;
 mod status;
 mod watched;
@@ -83,7 +84,9 @@ pub fn routes(state: HttpState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/cluster/status", get(cluster_status))
-        .route("/archive/status", get(archive_status));
+        .route("/archive/status", get(archive_status))
+        .route("/.well-known/host-meta", get(host_meta_xrd))
+        .route("/.well-known/host-meta.json", get(host_meta_jrd));
     if http.websocket {
         r = r.route("/xmpp-websocket", get(websocket::upgrade));
     }
@@ -123,6 +126,36 @@ async fn readyz(State(app): State<Arc<App>>, Extension(client): Extension<Client
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
     }
+}
+
+/// XEP-0156 `host-meta` (XRD).
+async fn host_meta_xrd(
+    State(app): State<Arc<App>>,
+    Extension(client): Extension<Client>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if let Some(r) = limited(&app, &client) {
+        return r;
+    }
+    let http = &app.s.ctx.config.http;
+    let url = host_meta::websocket_url(http, &headers);
+    let body = host_meta::xrd(url.as_deref());
+    host_meta::respond(body, "application/xrd+xml", http.websocket_url.is_none())
+}
+
+/// XEP-0156 `host-meta.json` (JRD).
+async fn host_meta_jrd(
+    State(app): State<Arc<App>>,
+    Extension(client): Extension<Client>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if let Some(r) = limited(&app, &client) {
+        return r;
+    }
+    let http = &app.s.ctx.config.http;
+    let url = host_meta::websocket_url(http, &headers);
+    let body = host_meta::jrd(url.as_deref()).to_string();
+    host_meta::respond(body, "application/json", http.websocket_url.is_none())
 }
 
 /// A cached status document, or 404 with `missing` when the node has none.

@@ -12,8 +12,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 mod cluster;
+mod extdisco;
 mod http;
 mod limits;
+pub use extdisco::{ExtdiscoConfig, ExternalService};
 pub use http::{Cidr, HttpConfig};
 pub use limits::LimitsConfig;
 
@@ -62,6 +64,8 @@ pub struct Config {
     pub muc: MucConfig,
     /// OpenTelemetry tracing.
     pub telemetry: TelemetryConfig,
+    /// STUN/TURN servers for calls (XEP-0215).
+    pub extdisco: ExtdiscoConfig,
 }
 
 /// `[telemetry]`: OpenTelemetry traces over OTLP/gRPC (off by default).
@@ -461,6 +465,7 @@ impl Config {
             ));
         }
         self.validate_cluster()?;
+        self.extdisco.validate()?;
         self.http.validate()?;
         let l = &self.limits;
         let positive: [(&'static str, u64); 16] = [

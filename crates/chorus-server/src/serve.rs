@@ -80,6 +80,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(h) = end_point {
         let _ = ctx.tls_server_end_point.set(h);
     }
+    let _ = ctx.turn_secrets.set(turn_secrets(&config)?);
     let (cluster_stop_tx, cluster_stop_rx) = watch::channel(false);
     let mut cluster_tasks = JoinSet::new();
     if let (Some(c), Some(ctls)) = (&cluster, ctls) {
@@ -271,4 +272,29 @@ async fn accept_loop(
     }
     drop(listener);
     while sessions.join_next().await.is_some() {}
+}
+
+/// Reads the TURN shared secrets of `[[extdisco.services]]` (one per
+/// entry, `None` without `secret_file`); an unreadable or empty file stops
+/// the node with its name.
+fn turn_secrets(config: &Config) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
+    config
+        .extdisco
+        .services
+        .iter()
+        .map(|s| {
+            let Some(path) = &s.secret_file else {
+                return Ok(None);
+            };
+            let raw = std::fs::read(path)
+                .with_context(|| format!("extdisco.services: read the TURN secret {}", path.display()))?;
+            let secret = raw.trim_ascii().to_vec();
+            anyhow::ensure!(
+                !secret.is_empty(),
+                "extdisco.services: {} is empty",
+                path.display()
+            );
+            Ok(Some(secret))
+        })
+        .collect()
 }

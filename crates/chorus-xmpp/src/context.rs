@@ -36,6 +36,9 @@ pub struct Context {
     /// RFC 5929 `tls-server-end-point` channel binding: the hash of the
     /// certificate the c2s listeners present (set once TLS is loaded).
     pub tls_server_end_point: std::sync::OnceLock<Vec<u8>>,
+    /// The shared secret of each `[[extdisco.services]]` entry that has one
+    /// (read at start, so a request never touches the disk).
+    pub turn_secrets: std::sync::OnceLock<Vec<Option<Vec<u8>>>>,
     next_session_id: AtomicU64,
 }
 
@@ -62,6 +65,7 @@ impl Context {
             archive,
             parked: Parked::default(),
             tls_server_end_point: std::sync::OnceLock::new(),
+            turn_secrets: std::sync::OnceLock::new(),
             next_session_id: AtomicU64::new(1),
         }
     }

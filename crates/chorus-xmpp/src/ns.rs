@@ -32,6 +32,10 @@ pub const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 pub const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 /// XEP-0199.
 pub const PING: &str = "urn:xmpp:ping";
+/// XEP-0215 external service discovery.
+pub const EXTDISCO: &str = "urn:xmpp:extdisco:2";
+/// XEP-0410: the room answers an occupant's self-ping itself.
+pub const MUC_SELF_PING_OPTIMIZATION: &str = "http://jabber.org/protocol/muc#self-ping-optimization";
 /// XEP-0092.
 pub const VERSION: &str = "jabber:iq:version";
 /// XEP-0202.

@@ -41,6 +41,11 @@ pub struct HttpConfig {
     /// Milliseconds a computed `/cluster/status` or `/archive/status` is
     /// served from cache.
     pub status_cache_ms: u64,
+    /// The WebSocket URL web clients are told about in
+    /// `/.well-known/host-meta` (XEP-0156), e.g.
+    /// `wss://chat.example.com/xmpp-websocket`; unset, it is built from the
+    /// request's `Host` header.
+    pub websocket_url: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -57,6 +62,7 @@ impl Default for HttpConfig {
             request_timeout_secs: 120,
             status_requests_per_sec: 100,
             status_cache_ms: 1000,
+            websocket_url: None,
         }
     }
 }
@@ -64,6 +70,14 @@ impl Default for HttpConfig {
 impl HttpConfig {
     /// Checks the values (the caller names the key in its error).
     pub(super) fn validate(&self) -> Result<(), (&'static str, String)> {
+        if let Some(u) = &self.websocket_url
+            && !(u.starts_with("wss://") || u.starts_with("ws://"))
+        {
+            return Err((
+                "http.websocket_url",
+                format!("{u:?} is not a ws:// or wss:// URL"),
+            ));
+        }
         let positive: [(&'static str, u64); 6] = [
             ("http.connections_max", self.connections_max as u64),
             ("http.connections_per_ip_max", self.connections_per_ip_max as u64),

@@ -192,6 +192,7 @@ impl Session {
                 self.on_mam_iq(iq, &payload, get)
             }
             ("query", ns::REGISTER) => self.register_authenticated(iq, &payload, get),
+            ("services" | "credentials", ns::EXTDISCO) if get => self.on_extdisco(iq, &payload),
             _ => self.send(xml::error_reply(iq, "cancel", "service-unavailable")),
         }
     }
@@ -211,6 +212,9 @@ impl Session {
         // registration is enabled.
         let mut features: Vec<&str> = SERVER_FEATURES.to_vec();
         features.push(ns::REGISTER);
+        if !self.ctx.config.extdisco.services.is_empty() {
+            features.push(ns::EXTDISCO);
+        }
         if self.ctx.archive.enabled() {
             features.extend([ns::MAM, ns::MAM_EXTENDED, ns::SID, ns::FULLTEXT]);
         }

@@ -7,6 +7,7 @@
 
 mod auth;
 mod edits;
+mod extdisco;
 mod iq;
 mod lifecycle;
 mod mam;

@@ -374,3 +374,40 @@ fn a_session_whose_task_panics_leaves_no_ghost_resource_or_occupant() {
         "alice was not told bob left: {seen:?}"
     );
 }
+
+#[test]
+fn self_ping_tells_an_occupant_it_is_joined_and_anyone_else_it_is_not() {
+    let (ctx, _) = context(|_| {});
+    let (mut a, mut arx) = create_room(&ctx);
+    let ping = "<ping xmlns='urn:xmpp:ping'/>";
+    let answer = |s: &mut Session, rx: &mut mpsc::Receiver<Routed>, to: &str| {
+        iq(s, to, "get", ping);
+        let out = drain(s, rx);
+        let reply = out
+            .iter()
+            .find(|e| e.attr("id") == Some("i"))
+            .cloned()
+            .expect("an answer");
+        (reply.attr("type").map(str::to_owned), error_condition(&reply))
+    };
+    // XEP-0410: joined -> result (answered by the room itself).
+    assert_eq!(
+        answer(&mut a, &mut arx, &format!("{ROOM}/Alice")),
+        (Some("result".into()), None)
+    );
+    // Not an occupant (never joined, or gone since): not-acceptable, the
+    // one answer a client reads as "rejoin".
+    let (mut b, mut brx) = login(&ctx, "bob", "bpw", "pc");
+    assert_eq!(
+        answer(&mut b, &mut brx, &format!("{ROOM}/Alice")),
+        (Some("error".into()), Some("not-acceptable".into()))
+    );
+    a.on_element(parse(&format!(
+        "<presence xmlns='jabber:client' type='unavailable' to='{ROOM}/Alice'/>"
+    )));
+    drain(&mut a, &mut arx);
+    assert_eq!(
+        answer(&mut a, &mut arx, &format!("{ROOM}/Alice")),
+        (Some("error".into()), Some("not-acceptable".into()))
+    );
+}

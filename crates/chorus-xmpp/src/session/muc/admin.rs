@@ -79,7 +79,10 @@ impl Session {
                 .with_attr("type", "text")
                 .with_attr("name", if cfg.name.is_empty() { room } else { &cfg.name }),
         );
-        for f in [ns::MUC, ns::MAM, ns::SID].into_iter().chain(flags) {
+        for f in [ns::MUC, ns::MAM, ns::SID, ns::MUC_SELF_PING_OPTIMIZATION]
+            .into_iter()
+            .chain(flags)
+        {
             q.append_child(xml::new("feature", ns::DISCO_INFO).with_attr("var", f));
         }
         let count = muc::occupants(&self.ctx, room).len();

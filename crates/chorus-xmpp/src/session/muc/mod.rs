@@ -116,6 +116,22 @@ impl Session {
     }
 
     /// An IQ to the service, a room or an occupant.
+    /// An IQ to an occupant's JID. XEP-0410: a client pings its own
+    /// occupant JID to learn whether it is still in the room, and reads
+    /// `not-acceptable` as "not joined" (every other error as "joined"), so
+    /// a session that is not an occupant, by the room's shared state, must
+    /// get exactly that; its own ping is answered here (the optimization
+    /// the room advertises). IQs between occupants are not relayed.
+    fn occupant_iq(&mut self, iq: &Element, room: &str, nick: &str, payload: &Element) {
+        let me = self.full();
+        let mine = muc::occupants(&self.ctx, room).into_iter().find(|o| o.jid == me);
+        match mine {
+            None => self.send(xml::error_reply(iq, "cancel", "not-acceptable")),
+            Some(o) if o.nick == nick && payload.is("ping", ns::PING) => self.send(xml::iq_result(iq)),
+            Some(_) => self.send(xml::error_reply(iq, "cancel", "service-unavailable")),
+        }
+    }
+
     pub(super) fn muc_iq(&mut self, iq: &Element, typ: &str, room: Option<String>, nick: Option<String>) {
         if typ != "get" && typ != "set" {
             return;
@@ -132,8 +148,8 @@ impl Session {
                 _ => self.send(xml::error_reply(iq, "cancel", "service-unavailable")),
             };
         };
-        if nick.is_some() {
-            return self.send(xml::error_reply(iq, "cancel", "service-unavailable"));
+        if let Some(nick) = nick {
+            return self.occupant_iq(iq, &room, &nick, &payload);
         }
         let Some(cfg) = muc::room(&self.ctx, &room) else {
             return self.send(xml::error_reply(iq, "cancel", "item-not-found"));
