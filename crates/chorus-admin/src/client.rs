@@ -48,10 +48,14 @@ pub fn identify(peer: SocketAddr, tls: bool, proxies: &[Cidr], headers: &HeaderM
             break;
         }
     }
+    // The nearest proxy's word: the last value (an appending proxy leaves
+    // the client's own claims in front of it).
     let forwarded_tls = headers
-        .get("x-forwarded-proto")
+        .get_all("x-forwarded-proto")
+        .iter()
+        .next_back()
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.rsplit(',').next())
         .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
     Client {
         ip,

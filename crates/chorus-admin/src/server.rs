@@ -24,6 +24,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 
+/// The most a connection's read buffer holds (headers included).
+const READ_BUFFER_MAX: usize = 64 * 1024;
+
 /// Longest wait for open connections to finish after shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -75,11 +78,13 @@ struct Slot {
 }
 
 impl Slots {
-    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+    /// A slot for a connection from `ip`; a trusted proxy (which carries
+    /// many clients) counts only against the total.
+    fn take(self: &Arc<Self>, ip: IpAddr, proxy: bool) -> Option<Slot> {
         let key = address_key(ip);
         let mut g = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let mine = g.1.get(&key).copied().unwrap_or(0);
-        if g.0 >= self.max || mine >= self.per_ip_max {
+        if g.0 >= self.max || (mine >= self.per_ip_max && !proxy) {
             return None;
         }
         g.0 += 1;
@@ -151,7 +156,8 @@ pub async fn serve(
             },
             _ = stopped(&mut stop) => break,
         };
-        let Some(slot) = slots.take(peer.ip()) else {
+        let proxy = shared.proxies.iter().any(|c| c.contains(peer.ip()));
+        let Some(slot) = slots.take(peer.ip(), proxy) else {
             metrics::counter!("chorus_http_connections_refused_total").increment(1);
             drop(tcp);
             continue;
@@ -204,6 +210,8 @@ where
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(shared.limits.header_read)
+        // A slow client's half-sent headers hold at most this much.
+        .max_buf_size(READ_BUFFER_MAX)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
@@ -251,7 +259,16 @@ async fn respond(
             peer.port(),
         ))));
     let mut app = shared.app.clone();
-    let answer = tokio::time::timeout(shared.limits.request, app.call(req)).await;
+    // An authenticated API read (no body to trickle) may take as long as
+    // its work does: an export or a verification of a large archive runs
+    // for minutes, bounded by the archive's own limits instead.
+    let long = req.uri().path().starts_with("/api/")
+        && matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    let answer = if long {
+        Ok(app.call(req).await)
+    } else {
+        tokio::time::timeout(shared.limits.request, app.call(req)).await
+    };
     drop(in_flight);
     Ok(match answer {
         Ok(Ok(r)) => r,

@@ -81,8 +81,11 @@ pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 pub struct Cached {
     f: StatusFn,
     ttl: Duration,
-    slot: tokio::sync::Mutex<Option<(Instant, Arc<serde_json::Value>)>>,
+    slot: Arc<tokio::sync::Mutex<Option<Computed>>>,
 }
+
+/// A document and when it was computed.
+type Computed = (Instant, Arc<serde_json::Value>);
 
 impl Cached {
     /// Caches `f`'s answers for `ttl`.
@@ -90,26 +93,34 @@ impl Cached {
         Cached {
             f,
             ttl,
-            slot: tokio::sync::Mutex::new(None),
+            slot: Arc::new(tokio::sync::Mutex::new(None)),
         }
     }
 
     /// The document, computed now only if the cached one is older than
     /// the ttl; callers arriving meanwhile wait for the same computation.
+    ///
+    /// The lookup and the computation run in a task of their own: a caller
+    /// that gives up (its client left) does not free the slot while the
+    /// computation still runs, so never more than one runs at a time.
     pub async fn get(&self) -> Arc<serde_json::Value> {
-        let mut slot = self.slot.lock().await;
-        if let Some((at, v)) = slot.as_ref()
-            && at.elapsed() < self.ttl
-        {
-            return v.clone();
-        }
-        let f = self.f.clone();
-        let v = match tokio::task::spawn_blocking(move || f()).await {
-            Ok(v) => Arc::new(v),
-            Err(e) => Arc::new(serde_json::json!({ "error": format!("status failed: {e}") })),
-        };
-        *slot = Some((Instant::now(), v.clone()));
-        v
+        let (slot, f, ttl) = (self.slot.clone(), self.f.clone(), self.ttl);
+        let job = tokio::spawn(async move {
+            let mut slot = slot.lock_owned().await;
+            if let Some((at, v)) = slot.as_ref()
+                && at.elapsed() < ttl
+            {
+                return v.clone();
+            }
+            let v = match tokio::task::spawn_blocking(move || f()).await {
+                Ok(v) => Arc::new(v),
+                Err(e) => Arc::new(serde_json::json!({ "error": format!("status failed: {e}") })),
+            };
+            *slot = Some((Instant::now(), v.clone()));
+            v
+        });
+        job.await
+            .unwrap_or_else(|e| Arc::new(serde_json::json!({ "error": format!("status failed: {e}") })))
     }
 }
 
@@ -170,5 +181,40 @@ mod tests {
         tokio::time::advance(Duration::from_millis(1001)).await;
         assert_eq!(cached.get().await["n"], 1);
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_gives_up_does_not_start_a_second_computation() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (c, release_rx) = (calls.clone(), Arc::new(std::sync::Mutex::new(release_rx)));
+        let f: StatusFn = Arc::new(move || {
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            let _ = started_tx.send(());
+            let _ = release_rx.lock().expect("lock").recv();
+            serde_json::json!({ "n": n })
+        });
+        let cached = Arc::new(Cached::new(f, Duration::from_secs(60)));
+        let first = tokio::spawn({
+            let cached = cached.clone();
+            async move { cached.get().await }
+        });
+        tokio::task::spawn_blocking(move || started_rx.recv())
+            .await
+            .expect("join")
+            .expect("started");
+        first.abort(); // its client went away mid-computation
+        let second = tokio::spawn({
+            let cached = cached.clone();
+            async move { cached.get().await }
+        });
+        release_tx.send(()).expect("release");
+        assert_eq!(
+            second.await.expect("second")["n"],
+            0,
+            "it waited for the running computation"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }

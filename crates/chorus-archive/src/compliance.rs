@@ -67,6 +67,11 @@ pub enum ComplianceError {
 /// be able to start hundreds.
 pub const HEAVY_OPERATIONS_MAX: usize = 2;
 
+/// A place among the heavy operations, shared by the blocking jobs doing
+/// the work (so a caller that goes away does not free it while they run)
+/// and the download that follows.
+pub type HeavyPermit = Arc<tokio::sync::OwnedSemaphorePermit>;
+
 /// Admits at most [`HEAVY_OPERATIONS_MAX`] heavy operations at once; the
 /// next caller is told `Busy` at once (never a queue of waiting callers).
 #[derive(Clone, Debug)]
@@ -81,8 +86,8 @@ impl Default for HeavyGate {
 impl HeavyGate {
     /// A permit for one heavy operation (`what`, for the error), held
     /// until it is dropped.
-    pub fn enter(&self, what: &str) -> Result<tokio::sync::OwnedSemaphorePermit> {
-        self.0.clone().try_acquire_owned().map_err(|_| {
+    pub fn enter(&self, what: &str) -> Result<HeavyPermit> {
+        self.0.clone().try_acquire_owned().map(Arc::new).map_err(|_| {
             metrics::counter!("chorus_archive_heavy_refused_total").increment(1);
             ComplianceError::Busy(format!(
                 "{HEAVY_OPERATIONS_MAX} exports or verifications are running on this node; \

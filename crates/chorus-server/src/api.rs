@@ -356,7 +356,7 @@ async fn export(State(s): State<ApiState>, cx: Ctx, p: Params) -> ApiResult {
 /// timeout, so neither is held for long).
 fn file_stream(
     pkg: chorus_archive::package::Package,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    permit: chorus_archive::compliance::HeavyPermit,
 ) -> impl futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> + Send {
     use tokio::io::AsyncReadExt as _;
     let file = pkg.file.reopen().map(tokio::fs::File::from_std);

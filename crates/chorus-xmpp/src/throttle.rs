@@ -12,6 +12,9 @@ pub const THROTTLE_KEYS_MAX: usize = 100_000;
 
 /// How long a successful login makes its address "usual" for the account.
 pub const USUAL_ADDRESS_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Usual addresses kept per account (the oldest goes): one account that
+/// logs in from many networks cannot push everyone else's out.
+pub const USUAL_ADDRESSES_PER_ACCOUNT: usize = 16;
 
 /// An account at one address (IPv4 address or IPv6 /64).
 type Pair = (String, IpAddr);
@@ -31,7 +34,7 @@ pub struct AuthThrottle {
     accounts: Mutex<HashMap<String, VecDeque<Instant>>>,
     addresses: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
     pairs: Mutex<HashMap<Pair, VecDeque<Instant>>>,
-    usual: Mutex<HashMap<Pair, Instant>>,
+    usual: Mutex<HashMap<String, Vec<(IpAddr, Instant)>>>,
 }
 
 fn prune(q: &mut VecDeque<Instant>, now: Instant, window: Duration) {
@@ -139,23 +142,35 @@ impl AuthThrottle {
     /// account for [`USUAL_ADDRESS_TTL`].
     pub fn succeeded(&self, account: &str, ip: IpAddr, now: Instant) {
         let mut m = self.usual.lock().unwrap_or_else(|e| e.into_inner());
-        let pair = (account.to_owned(), address_key(ip));
-        if m.len() >= THROTTLE_KEYS_MAX && !m.contains_key(&pair) {
-            m.retain(|_, t| now.saturating_duration_since(*t) < USUAL_ADDRESS_TTL);
+        let key = address_key(ip);
+        if m.len() >= THROTTLE_KEYS_MAX && !m.contains_key(account) {
+            let fresh = |t: &Instant| now.saturating_duration_since(*t) < USUAL_ADDRESS_TTL;
+            m.retain(|_, v| {
+                v.retain(|(_, t)| fresh(t));
+                !v.is_empty()
+            });
             if m.len() >= THROTTLE_KEYS_MAX {
-                let mut seen: Vec<Instant> = m.values().copied().collect();
+                let latest = |v: &Vec<(IpAddr, Instant)>| v.iter().map(|(_, t)| *t).max();
+                let mut seen: Vec<Instant> = m.values().filter_map(latest).collect();
                 seen.sort_unstable();
                 let cutoff = seen[seen.len() / 2];
-                m.retain(|_, t| *t > cutoff);
+                m.retain(|_, v| latest(v).is_some_and(|t| t > cutoff));
             }
         }
-        m.insert(pair, now);
+        let v = m.entry(account.to_owned()).or_default();
+        v.retain(|(a, _)| *a != key);
+        if v.len() >= USUAL_ADDRESSES_PER_ACCOUNT {
+            v.remove(0);
+        }
+        v.push((key, now));
     }
 
     fn is_usual(&self, pair: &Pair, now: Instant) -> bool {
         let m = self.usual.lock().unwrap_or_else(|e| e.into_inner());
-        m.get(pair)
-            .is_some_and(|t| now.saturating_duration_since(*t) < USUAL_ADDRESS_TTL)
+        m.get(&pair.0).is_some_and(|v| {
+            v.iter()
+                .any(|(a, t)| *a == pair.1 && now.saturating_duration_since(*t) < USUAL_ADDRESS_TTL)
+        })
     }
 }
 
@@ -337,6 +352,29 @@ mod tests {
         let later = t0 + USUAL_ADDRESS_TTL + Duration::from_secs(1);
         t.failed(Some("alice"), "203.0.113.9".parse().expect("ip"), later);
         assert!(t.account_blocked("alice", desk, later), "usual never expired");
+    }
+
+    #[test]
+    fn one_account_cannot_push_out_anothers_usual_address() {
+        let t = AuthThrottle::new(Duration::from_secs(60), 1, 1_000);
+        let t0 = Instant::now();
+        let desk: IpAddr = "198.51.100.7".parse().expect("ip");
+        t.succeeded("alice", desk, t0);
+        for i in 0..100_000u32 {
+            let ip: IpAddr = format!("2001:db8:{:x}:{:x}::1", i >> 16, i & 0xffff)
+                .parse()
+                .expect("ip");
+            t.succeeded("mallory", ip, t0);
+        }
+        assert_eq!(
+            t.usual.lock().expect("lock")["mallory"].len(),
+            USUAL_ADDRESSES_PER_ACCOUNT
+        );
+        t.failed(Some("alice"), "203.0.113.9".parse().expect("ip"), t0);
+        assert!(
+            !t.account_blocked("alice", desk, t0),
+            "alice's desk was pushed out"
+        );
     }
 
     #[test]

@@ -60,9 +60,10 @@ impl Compliance {
 
     /// The archive positions a source covers, oldest first (server time,
     /// then position).
-    async fn positions(&self, source: &ExportSource) -> Result<Vec<u64>> {
+    async fn positions(&self, source: &ExportSource, hold: super::HeavyPermit) -> Result<Vec<u64>> {
         let queries = self.queries(source)?;
         self.blocking(move |index, sm| {
+            let _hold = hold;
             index.catch_up(sm).map_err(unavailable)?;
             let mut found: Vec<(u64, u64)> = Vec::new();
             for q in &queries {
@@ -94,13 +95,13 @@ impl Compliance {
         who: &Caller,
         source: ExportSource,
         format: Format,
-    ) -> Result<(String, Package, tokio::sync::OwnedSemaphorePermit)> {
+    ) -> Result<(String, Package, super::HeavyPermit)> {
         let asked = match &source {
             ExportSource::Search(q) => serde_json::json!({ "search": q }),
             ExportSource::Hold(id) => serde_json::json!({ "hold": id }),
         };
         let permit = self.heavy.enter("export")?;
-        let positions = self.positions(&source).await?;
+        let positions = self.positions(&source, permit.clone()).await?;
         let req = Request {
             asked: asked.clone(),
             by: who.name.clone(),
@@ -113,7 +114,13 @@ impl Compliance {
         };
         let (dir, stamp) = (self.export_dir.clone(), req.created_ms);
         let pkg = self
-            .blocking(move |_, sm| sm.export_package(&positions, req, &dir).map_err(unavailable))
+            .blocking({
+                let hold = permit.clone();
+                move |_, sm| {
+                    let _hold = hold;
+                    sm.export_package(&positions, req, &dir).map_err(unavailable)
+                }
+            })
             .await?;
         self.audit(
             who,

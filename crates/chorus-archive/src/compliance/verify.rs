@@ -14,9 +14,12 @@ impl Compliance {
     /// Recomputes this node's chain and compares heads with every site
     /// (audited).
     pub async fn verify(&self, who: &Caller) -> Result<serde_json::Value> {
-        let _permit = self.heavy.enter("verification")?;
+        let permit = self.heavy.enter("verification")?;
         let v = self
-            .blocking(|_, sm| sm.verify_chain().map_err(unavailable))
+            .blocking(move |_, sm| {
+                let _hold = permit;
+                sm.verify_chain().map_err(unavailable)
+            })
             .await?;
         let mut sites = Vec::new();
         let mut agree = true;

@@ -115,3 +115,30 @@ fn an_unknown_account_shows_a_stable_secret_salt_and_the_configured_iterations()
     );
     assert_ne!(salt, guess);
 }
+
+#[test]
+fn password_changes_are_spaced_on_one_session() {
+    let (ctx, _) = context(|_| {});
+    let (mut a, mut arx) = login(&ctx, "alice", "apw", "pc");
+    let t0 = std::time::Instant::now();
+    let change = |s: &mut Session, rx: &mut tokio::sync::mpsc::Receiver<crate::router::Routed>, pw: &str| {
+        s.on_element(parse(&format!(
+            "<iq xmlns='jabber:client' type='set' id='pw'><query xmlns='{}'><username>alice</username><password>{pw}</password></query></iq>",
+            ns::REGISTER
+        )));
+        let out = drain(s, rx);
+        out.into_iter()
+            .find(|e| e.attr("id") == Some("pw"))
+            .and_then(|e| e.attr("type").map(str::to_owned))
+    };
+    a.set_now(t0);
+    assert_eq!(change(&mut a, &mut arx, "second").as_deref(), Some("result"));
+    a.set_now(t0 + std::time::Duration::from_secs(2));
+    assert_eq!(
+        change(&mut a, &mut arx, "third").as_deref(),
+        Some("error"),
+        "two PBKDF2 runs per IQ, unbounded"
+    );
+    a.set_now(t0 + std::time::Duration::from_secs(11));
+    assert_eq!(change(&mut a, &mut arx, "third").as_deref(), Some("result"));
+}

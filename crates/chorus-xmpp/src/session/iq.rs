@@ -26,6 +26,9 @@ const SERVER_FEATURES: &[&str] = &[
     "msgoffline",
 ];
 
+/// The least time between two password changes on one session.
+const PASSWORD_CHANGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Session {
     pub(super) fn on_iq(&mut self, iq: Element) {
         let typ = iq.attr("type").unwrap_or_default().to_owned();
@@ -353,10 +356,19 @@ impl Session {
             .get_child("password", ns::REGISTER)
             .map(|p| p.text())
             .unwrap_or_default();
+        // Each change costs two PBKDF2 derivations: one per session per
+        // PASSWORD_CHANGE_INTERVAL is plenty for a person.
+        if self
+            .password_changed
+            .is_some_and(|t| self.now.saturating_duration_since(t) < PASSWORD_CHANGE_INTERVAL)
+        {
+            return self.send(xml::error_reply(iq, "wait", "resource-constraint"));
+        }
         let iterations = self.ctx.config.c2s.scram_iterations;
         match crate::offload::cpu(|| Credentials::from_password_with(&password, iterations)) {
             Ok(c) => match self.ctx.store.set_credentials(&user, &c) {
                 Ok(()) => {
+                    self.password_changed = Some(self.now);
                     tracing::info!(user = %user, peer = %self.peer, "password changed (XEP-0077)");
                     self.send(xml::iq_result(iq))
                 }

@@ -110,6 +110,8 @@ pub struct Session {
     /// Requesters (bare JIDs) whose subscription request this session has
     /// shown: each once, whichever path brought it (see `presence.rs`).
     prompted: HashSet<String>,
+    /// When this session last changed the account's password (XEP-0077).
+    password_changed: Option<Instant>,
     sm: Option<SmState>,
     resumed: Option<ParkedSession>,
     closed: bool,
@@ -153,6 +155,7 @@ impl Session {
             csi_inactive: false,
             csi_buffer: HashMap::new(),
             prompted: HashSet::new(),
+            password_changed: None,
             sm: None,
             resumed: None,
             closed: false,

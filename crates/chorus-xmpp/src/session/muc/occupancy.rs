@@ -189,7 +189,7 @@ impl Session {
         let start_ms = h
             .and_then(|h| h.attr("seconds"))
             .and_then(|s| s.parse::<u64>().ok())
-            .map(|s| now.saturating_sub(s * 1000))
+            .map(|s| now.saturating_sub(s.saturating_mul(1000)))
             .or_else(|| {
                 h.and_then(|h| h.attr("since"))
                     .and_then(chorus_core::time::parse_xep0082)
