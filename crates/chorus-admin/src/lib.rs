@@ -134,13 +134,7 @@ async fn host_meta_xrd(
     Extension(client): Extension<Client>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    if let Some(r) = limited(&app, &client) {
-        return r;
-    }
-    let http = &app.s.ctx.config.http;
-    let url = host_meta::websocket_url(http, &headers);
-    let body = host_meta::xrd(url.as_deref());
-    host_meta::respond(body, "application/xrd+xml", http.websocket_url.is_none())
+    host_meta_doc(&app, &client, &headers, false)
 }
 
 /// XEP-0156 `host-meta.json` (JRD).
@@ -149,13 +143,21 @@ async fn host_meta_jrd(
     Extension(client): Extension<Client>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    if let Some(r) = limited(&app, &client) {
+    host_meta_doc(&app, &client, &headers, true)
+}
+
+fn host_meta_doc(app: &App, client: &Client, headers: &axum::http::HeaderMap, json: bool) -> Response {
+    if let Some(r) = limited(app, client) {
         return r;
     }
     let http = &app.s.ctx.config.http;
-    let url = host_meta::websocket_url(http, &headers);
-    let body = host_meta::jrd(url.as_deref()).to_string();
-    host_meta::respond(body, "application/json", http.websocket_url.is_none())
+    let url = host_meta::websocket_url(http, headers);
+    let (body, kind) = if json {
+        (host_meta::jrd(url.as_deref()).to_string(), "application/json")
+    } else {
+        (host_meta::xrd(url.as_deref()), "application/xrd+xml")
+    };
+    host_meta::respond(body, kind, http.websocket_url.is_none())
 }
 
 /// A cached status document, or 404 with `missing` when the node has none.
