@@ -15,9 +15,11 @@ mod cluster;
 mod extdisco;
 mod http;
 mod limits;
+mod policy;
 pub use extdisco::{ExtdiscoConfig, ExternalService};
 pub use http::{Cidr, HttpConfig};
 pub use limits::LimitsConfig;
+pub use policy::{E2ePolicy, PolicyConfig};
 
 /// Prefix of environment variables that override the file.
 pub const ENV_PREFIX: &str = "CHORUS_";
@@ -66,6 +68,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// STUN/TURN servers for calls (XEP-0215).
     pub extdisco: ExtdiscoConfig,
+    /// Compliance policy for users (end-to-end encryption).
+    pub policy: PolicyConfig,
 }
 
 /// `[telemetry]`: OpenTelemetry traces over OTLP/gRPC (off by default).
@@ -468,7 +472,7 @@ impl Config {
         self.extdisco.validate()?;
         self.http.validate()?;
         let l = &self.limits;
-        let positive: [(&'static str, u64); 16] = [
+        let positive: [(&'static str, u64); 21] = [
             ("limits.stanza_bytes_max", l.stanza_bytes_max as u64),
             ("limits.xml_depth_max", l.xml_depth_max as u64),
             ("limits.connections_max", l.connections_max as u64),
@@ -493,6 +497,14 @@ impl Config {
             ),
             ("limits.roster_items_max", l.roster_items_max as u64),
             ("limits.directed_presence_max", l.directed_presence_max as u64),
+            ("limits.pep_nodes_max", l.pep_nodes_max as u64),
+            ("limits.pep_items_per_node_max", l.pep_items_per_node_max as u64),
+            ("limits.pep_item_bytes_max", l.pep_item_bytes_max as u64),
+            ("limits.pep_bytes_per_user_max", l.pep_bytes_per_user_max as u64),
+            (
+                "limits.private_storage_bytes_max",
+                l.private_storage_bytes_max as u64,
+            ),
             (
                 "stream_management.unacked_stanzas_max",
                 self.stream_management.unacked_stanzas_max as u64,

@@ -15,6 +15,8 @@ struct User {
     settings: std::collections::BTreeMap<String, String>,
     blocks: BTreeSet<String>,
     offline: Vec<OfflineMessage>,
+    pep_nodes: BTreeMap<String, String>,
+    pep_items: BTreeMap<(String, String), String>,
 }
 
 #[derive(Default)]
@@ -237,6 +239,53 @@ impl Store for MemStore {
             Some(o) => r.occupants.insert(key, o.to_owned()),
             None => r.occupants.remove(&key),
         };
+        Ok(())
+    }
+
+    fn pep_nodes(&self, user: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self.with(user, |u| {
+            u.pep_nodes.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        }))
+    }
+
+    fn set_pep_node(&self, user: &str, node: &str, config: Option<&str>) -> Result<(), StoreError> {
+        self.with(user, |u| match config {
+            Some(c) => {
+                u.pep_nodes.insert(node.to_owned(), c.to_owned());
+            }
+            None => {
+                u.pep_nodes.remove(node);
+                u.pep_items.retain(|(n, _), _| n != node);
+            }
+        });
+        Ok(())
+    }
+
+    fn pep_items(&self, user: &str, node: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self.with(user, |u| {
+            u.pep_items
+                .iter()
+                .filter(|((n, _), _)| n == node)
+                .map(|((_, id), v)| (id.clone(), v.clone()))
+                .collect()
+        }))
+    }
+
+    fn set_pep_items(
+        &self,
+        user: &str,
+        node: &str,
+        items: &[(String, Option<String>)],
+    ) -> Result<(), StoreError> {
+        self.with(user, |u| {
+            for (id, item) in items {
+                let key = (node.to_owned(), id.clone());
+                match item {
+                    Some(i) => u.pep_items.insert(key, i.clone()),
+                    None => u.pep_items.remove(&key),
+                };
+            }
+        });
         Ok(())
     }
 }

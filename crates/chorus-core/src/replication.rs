@@ -25,11 +25,15 @@ pub enum Table {
     RoomAffiliations,
     /// room NUL nick → occupant (JSON; soft state checked against sessions).
     Occupants,
+    /// user NUL node → a PEP node's configuration (JSON, XEP-0163).
+    PepNodes,
+    /// user NUL node NUL item id → one published PEP item (JSON).
+    PepItems,
 }
 
 impl Table {
     /// Every table, in a fixed order.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 11] = [
         Table::Accounts,
         Table::Rosters,
         Table::Vcards,
@@ -39,6 +43,8 @@ impl Table {
         Table::Rooms,
         Table::RoomAffiliations,
         Table::Occupants,
+        Table::PepNodes,
+        Table::PepItems,
     ];
 
     /// The table's name (also its RocksDB column family).
@@ -53,6 +59,8 @@ impl Table {
             Table::Rooms => "rooms",
             Table::RoomAffiliations => "room_affiliations",
             Table::Occupants => "occupants",
+            Table::PepNodes => "pep_nodes",
+            Table::PepItems => "pep_items",
         }
     }
 

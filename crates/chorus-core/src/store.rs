@@ -109,4 +109,20 @@ pub trait Store: Send + Sync + 'static {
     fn occupants(&self, room: &str) -> Result<Vec<(String, String)>, StoreError>;
     /// Sets (or with `None` removes) one occupant entry.
     fn set_occupant(&self, room: &str, nick: &str, occupant: Option<&str>) -> Result<(), StoreError>;
+
+    /// A user's PEP nodes (XEP-0163): (node, configuration JSON), by name.
+    fn pep_nodes(&self, user: &str) -> Result<Vec<(String, String)>, StoreError>;
+    /// Creates or reconfigures (or with `None` deletes, with its items) one
+    /// PEP node.
+    fn set_pep_node(&self, user: &str, node: &str, config: Option<&str>) -> Result<(), StoreError>;
+    /// The items of one PEP node: (item id, item JSON), by id.
+    fn pep_items(&self, user: &str, node: &str) -> Result<Vec<(String, String)>, StoreError>;
+    /// Writes (or with `None` removes) items of one PEP node in one durable
+    /// write.
+    fn set_pep_items(
+        &self,
+        user: &str,
+        node: &str,
+        items: &[(String, Option<String>)],
+    ) -> Result<(), StoreError>;
 }

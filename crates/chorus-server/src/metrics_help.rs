@@ -87,6 +87,24 @@ pub const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "Client streams ended with a stream error, by condition.",
     ),
     (
+        "chorus_caps_cache_hits_total",
+        Counter,
+        None,
+        "Client capabilities (XEP-0115) found in the node's cache instead of asked for.",
+    ),
+    (
+        "chorus_caps_mismatch_total",
+        Counter,
+        None,
+        "Client disco#info answers whose hash did not match the announced caps ver (not cached).",
+    ),
+    (
+        "chorus_e2e_refused_total",
+        Counter,
+        None,
+        "End-to-end encrypted messages refused under policy.e2e = \"deny\".",
+    ),
+    (
         "chorus_rate_limited_total",
         Counter,
         None,

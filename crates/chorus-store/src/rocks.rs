@@ -321,7 +321,14 @@ impl Store for RocksStore {
             changes.push((Table::Vcards, user.as_bytes().to_vec(), None));
         }
         let p = prefix(user);
-        for t in [Table::Rosters, Table::Blocks, Table::Offline, Table::Settings] {
+        for t in [
+            Table::Rosters,
+            Table::Blocks,
+            Table::Offline,
+            Table::Settings,
+            Table::PepNodes,
+            Table::PepItems,
+        ] {
             for (k, _) in self.scan_live(t, &p)? {
                 changes.push((t, k.to_vec(), None));
             }
@@ -447,6 +454,54 @@ impl Store for RocksStore {
             key2(room, nick.as_bytes()),
             occupant.map(|o| o.as_bytes().to_vec()),
         )])?;
+        Ok(())
+    }
+
+    fn pep_nodes(&self, user: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.scan_strings(Table::PepNodes, &prefix(user))
+    }
+
+    fn set_pep_node(&self, user: &str, node: &str, config: Option<&str>) -> Result<(), StoreError> {
+        let mut changes = vec![(
+            Table::PepNodes,
+            key2(user, node.as_bytes()),
+            config.map(|c| c.as_bytes().to_vec()),
+        )];
+        if config.is_none() {
+            // Deleting a node deletes its items, in the same durable write.
+            let items = key2(user, &key2(node, b""));
+            for (k, _) in self.scan_live(Table::PepItems, &items)? {
+                changes.push((Table::PepItems, k.to_vec(), None));
+            }
+        }
+        self.write_local(changes)?;
+        Ok(())
+    }
+
+    fn pep_items(&self, user: &str, node: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.scan_strings(Table::PepItems, &key2(user, &key2(node, b"")))
+    }
+
+    fn set_pep_items(
+        &self,
+        user: &str,
+        node: &str,
+        items: &[(String, Option<String>)],
+    ) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let node_prefix = key2(node, b"");
+        self.write_local(
+            items
+                .iter()
+                .map(|(id, item)| {
+                    let mut key = key2(user, &node_prefix);
+                    key.extend_from_slice(id.as_bytes());
+                    (Table::PepItems, key, item.as_ref().map(|i| i.as_bytes().to_vec()))
+                })
+                .collect(),
+        )?;
         Ok(())
     }
 

@@ -39,6 +39,10 @@ pub struct Context {
     /// The shared secret of each `[[extdisco.services]]` entry that has one
     /// (read at start, so a request never touches the disk).
     pub turn_secrets: std::sync::OnceLock<Vec<Option<Vec<u8>>>>,
+    /// Verified XEP-0115 capabilities, by `ver`.
+    pub caps: crate::caps::CapsCache,
+    /// When this node started (XEP-0012 uptime of the server).
+    pub started_ms: u64,
     next_session_id: AtomicU64,
 }
 
@@ -66,6 +70,8 @@ impl Context {
             parked: Parked::default(),
             tls_server_end_point: std::sync::OnceLock::new(),
             turn_secrets: std::sync::OnceLock::new(),
+            caps: crate::caps::CapsCache::default(),
+            started_ms: chorus_core::time::now_millis(),
             next_session_id: AtomicU64::new(1),
         }
     }

@@ -7,11 +7,13 @@
 //! [`chorus_core::store::Store`], [`chorus_core::archive::Archive`] and the
 //! [`router::Router`] trait, which the server wires up.
 
+pub mod caps;
 pub mod context;
 pub mod muc;
 pub mod ns;
 pub mod offload;
 pub mod parser;
+pub mod pep;
 pub mod remote;
 pub mod router;
 pub mod runtime;

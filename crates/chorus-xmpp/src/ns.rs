@@ -100,3 +100,47 @@ pub const MESSAGE_RETRACT: &str = "urn:xmpp:message-retract:1";
 pub const MESSAGE_RETRACT_0: &str = "urn:xmpp:message-retract:0";
 /// XEP-0422: Message Fastening.
 pub const FASTEN: &str = "urn:xmpp:fasten:0";
+/// XEP-0060 publish-subscribe (the subset PEP needs).
+pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+/// XEP-0060 owner use cases (configure, delete).
+pub const PUBSUB_OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
+/// XEP-0060 event notifications.
+pub const PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+/// XEP-0060 errors.
+pub const PUBSUB_ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
+/// XEP-0060 node configuration form type.
+pub const PUBSUB_NODE_CONFIG: &str = "http://jabber.org/protocol/pubsub#node_config";
+/// XEP-0060 publish-options form type.
+pub const PUBSUB_PUBLISH_OPTIONS: &str = "http://jabber.org/protocol/pubsub#publish-options";
+/// XEP-0115 entity capabilities.
+pub const CAPS: &str = "http://jabber.org/protocol/caps";
+/// XEP-0049 private XML storage.
+pub const PRIVATE: &str = "jabber:iq:private";
+/// XEP-0048 bookmarks (as kept in private XML storage).
+pub const BOOKMARKS_LEGACY: &str = "storage:bookmarks";
+/// XEP-0402 PEP native bookmarks.
+pub const BOOKMARKS2: &str = "urn:xmpp:bookmarks:1";
+/// XEP-0402: the server keeps XEP-0049 bookmarks in step.
+pub const BOOKMARKS2_COMPAT: &str = "urn:xmpp:bookmarks:1#compat";
+/// XEP-0084 avatar data.
+pub const AVATAR_DATA: &str = "urn:xmpp:avatar:data";
+/// XEP-0084 avatar metadata.
+pub const AVATAR_METADATA: &str = "urn:xmpp:avatar:metadata";
+/// XEP-0153 vCard-based avatar hash in presence.
+pub const VCARD_UPDATE: &str = "vcard-temp:x:update";
+/// XEP-0398 PEP avatar to vCard conversion.
+pub const PEP_VCARD_CONVERSION: &str = "urn:xmpp:pep-vcard-conversion:0";
+/// XEP-0172 user nickname.
+pub const NICK: &str = "http://jabber.org/protocol/nick";
+/// XEP-0012 last activity.
+pub const LAST: &str = "jabber:iq:last";
+/// XEP-0384 OMEMO (legacy Conversations namespace, 0.3).
+pub const OMEMO_LEGACY: &str = "eu.siacs.conversations.axolotl";
+/// XEP-0384 OMEMO 2.
+pub const OMEMO: &str = "urn:xmpp:omemo:2";
+/// XEP-0373 OpenPGP for XMPP.
+pub const OPENPGP: &str = "urn:xmpp:openpgp:0";
+/// XEP-0027 legacy OpenPGP.
+pub const OPENPGP_LEGACY: &str = "jabber:x:encrypted";
+/// XEP-0380 explicit message encryption.
+pub const EME: &str = "urn:xmpp:eme:0";

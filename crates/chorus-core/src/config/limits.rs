@@ -55,6 +55,19 @@ pub struct LimitsConfig {
     pub vcard_bytes_max: usize,
     /// Entries in one block list.
     pub blocklist_items_max: usize,
+    /// PEP nodes (XEP-0163) one user may have.
+    pub pep_nodes_max: usize,
+    /// Items one PEP node keeps (a node's own `max_items` may be lower).
+    pub pep_items_per_node_max: usize,
+    /// Size of one published PEP item, in bytes.
+    pub pep_item_bytes_max: usize,
+    /// All PEP items of one user together, in bytes.
+    pub pep_bytes_per_user_max: usize,
+    /// Size of one user's private XML storage (XEP-0049) for one namespace,
+    /// in bytes.
+    pub private_storage_bytes_max: usize,
+    /// Namespaces one user may keep in private XML storage.
+    pub private_storage_namespaces_max: usize,
 }
 
 impl Default for LimitsConfig {
@@ -81,6 +94,12 @@ impl Default for LimitsConfig {
             offline_messages_max: 1000,
             vcard_bytes_max: 64 * 1024,
             blocklist_items_max: 1000,
+            pep_nodes_max: 256,
+            pep_items_per_node_max: 1000,
+            pep_item_bytes_max: 128 * 1024,
+            pep_bytes_per_user_max: 4 * 1024 * 1024,
+            private_storage_bytes_max: 64 * 1024,
+            private_storage_namespaces_max: 32,
         }
     }
 }

@@ -23,7 +23,36 @@ const SERVER_FEATURES: &[&str] = &[
     ns::ROSTER,
     ns::SM,
     ns::CSI,
+    ns::LAST,
+    ns::PRIVATE,
     "msgoffline",
+];
+
+/// What an account's PEP service does (XEP-0163 on XEP-0060), advertised
+/// on the account's disco#info; each has its handler in `session/pep`.
+const PEP_FEATURES: &[&str] = &[
+    "http://jabber.org/protocol/pubsub#access-open",
+    "http://jabber.org/protocol/pubsub#access-presence",
+    "http://jabber.org/protocol/pubsub#access-whitelist",
+    "http://jabber.org/protocol/pubsub#auto-create",
+    "http://jabber.org/protocol/pubsub#auto-subscribe",
+    "http://jabber.org/protocol/pubsub#config-node",
+    "http://jabber.org/protocol/pubsub#create-and-configure",
+    "http://jabber.org/protocol/pubsub#create-nodes",
+    "http://jabber.org/protocol/pubsub#delete-items",
+    "http://jabber.org/protocol/pubsub#delete-nodes",
+    "http://jabber.org/protocol/pubsub#filtered-notifications",
+    "http://jabber.org/protocol/pubsub#item-ids",
+    "http://jabber.org/protocol/pubsub#last-published",
+    "http://jabber.org/protocol/pubsub#multi-items",
+    "http://jabber.org/protocol/pubsub#persistent-items",
+    "http://jabber.org/protocol/pubsub#presence-notifications",
+    "http://jabber.org/protocol/pubsub#publish",
+    "http://jabber.org/protocol/pubsub#publish-options",
+    "http://jabber.org/protocol/pubsub#purge-nodes",
+    "http://jabber.org/protocol/pubsub#retract-items",
+    "http://jabber.org/protocol/pubsub#retrieve-default",
+    "http://jabber.org/protocol/pubsub#retrieve-items",
 ];
 
 /// The least time between two password changes on one session.
@@ -34,6 +63,9 @@ impl Session {
         let typ = iq.attr("type").unwrap_or_default().to_owned();
         if !matches!(typ.as_str(), "get" | "set" | "result" | "error") || iq.attr("id").is_none() {
             return self.send(xml::error_reply(&iq, "modify", "bad-request"));
+        }
+        if matches!(typ.as_str(), "result" | "error") && self.on_caps_reply(&iq) {
+            return;
         }
         let to = iq.attr("to").map(str::to_owned);
         let own_bare = to.as_deref() == Some(self.bare().as_str());
@@ -107,6 +139,12 @@ impl Session {
             Some(p) if p.is("ping", ns::PING) => self.send(xml::iq_result(iq)),
             Some(p) if p.ns() == ns::MAM => self.send(xml::error_reply(iq, "auth", "forbidden")),
             Some(p) if p.is("query", ns::DISCO_INFO) && typ == "get" => self.account_disco_info(iq, false),
+            Some(p) if p.is("query", ns::DISCO_ITEMS) && typ == "get" => self.account_disco_items(iq, user),
+            Some(p) if p.is("pubsub", ns::PUBSUB) && typ == "get" => self.on_pubsub(iq, &p, user, true),
+            Some(p) if p.is("query", ns::LAST) && typ == "get" => self.last_activity_account(iq, user),
+            Some(p) if p.ns() == ns::PUBSUB || p.ns() == ns::PUBSUB_OWNER => {
+                self.send(xml::error_reply(iq, "auth", "forbidden"))
+            }
             _ => self.send(xml::error_reply(iq, "cancel", "service-unavailable")),
         }
     }
@@ -119,12 +157,19 @@ impl Session {
         if q.is_some_and(|q| q.attr("node").is_some()) {
             return self.send(xml::error_reply(iq, "cancel", "item-not-found"));
         }
-        let mut query = xml::new("query", ns::DISCO_INFO).with_child(
+        let identity = |category: &str, typ: &str| {
             xml::new("identity", ns::DISCO_INFO)
-                .with_attr("category", "account")
-                .with_attr("type", "registered"),
-        );
-        let mut features = vec![ns::DISCO_INFO];
+                .with_attr("category", category)
+                .with_attr("type", typ)
+        };
+        let mut query = xml::new("query", ns::DISCO_INFO)
+            .with_child(identity("account", "registered"))
+            .with_child(identity("pubsub", "pep"));
+        let mut features = vec![ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PUBSUB, ns::LAST];
+        features.extend(PEP_FEATURES);
+        if own {
+            features.extend([ns::BOOKMARKS2_COMPAT, ns::PEP_VCARD_CONVERSION]);
+        }
         if own && self.ctx.archive.enabled() {
             features.extend([ns::MAM, ns::MAM_EXTENDED, ns::SID, ns::FULLTEXT]);
         }
@@ -142,7 +187,21 @@ impl Session {
             return self.send(xml::error_reply(iq, "modify", "bad-request"));
         };
         let get = typ == "get";
+        // No 'to', or the user's own bare JID: the account answers.
+        let to_account = iq.attr("to").is_none_or(|t| t == self.bare());
+        let user = self.user().to_owned();
         match (payload.name(), payload.ns().as_str()) {
+            ("pubsub", ns::PUBSUB | ns::PUBSUB_OWNER) if to_account => {
+                self.on_pubsub(iq, &payload, &user, get)
+            }
+            ("query", ns::PRIVATE) if to_account => self.on_private(iq, &payload, get),
+            ("query", ns::LAST) if get && iq.attr("to") == Some(self.bare().as_str()) => {
+                self.last_activity_account(iq, &user)
+            }
+            ("query", ns::LAST) if get => self.last_activity_server(iq),
+            ("query", ns::DISCO_ITEMS) if get && iq.attr("to") == Some(self.bare().as_str()) => {
+                self.account_disco_items(iq, &user)
+            }
             ("query", ns::ROSTER) => self.on_roster_iq(iq, &payload),
             ("query", ns::DISCO_INFO) if get => self.disco_info(iq, &payload),
             ("query", ns::DISCO_ITEMS) if get => {
@@ -201,9 +260,44 @@ impl Session {
     }
 
     fn disco_info(&mut self, iq: &Element, q: &Element) {
-        if q.attr("node").is_some() {
-            return self.send(xml::error_reply(iq, "cancel", "item-not-found"));
+        let query = self.server_disco_query();
+        let caps_node = crate::caps::ver_of(&query).map(|v| format!("{}#{v}", crate::caps::CHORUS_CAPS_NODE));
+        match q.attr("node") {
+            None => self.send(xml::iq_result(iq).with_child(query)),
+            Some(n) if Some(n) == caps_node.as_deref() => {
+                self.send(xml::iq_result(iq).with_child(query.with_attr("node", n)))
+            }
+            Some(_) => self.send(xml::error_reply(iq, "cancel", "item-not-found")),
         }
+    }
+
+    /// The server's `<c/>` for stream features (XEP-0115).
+    pub(super) fn server_caps(&self) -> Option<Element> {
+        crate::caps::element_for(&self.server_disco_query())
+    }
+
+    /// The PEP nodes of `owner` that the requester may read (XEP-0060
+    /// section 5.2), as disco#items of the account.
+    fn account_disco_items(&mut self, iq: &Element, owner: &str) {
+        let me = self.user().to_owned();
+        let jid = format!("{owner}@{}", self.ctx.domain);
+        let mut items = xml::new("query", ns::DISCO_ITEMS);
+        for (node, json) in self.ctx.store.pep_nodes(owner).unwrap_or_default() {
+            let Ok(cfg) = serde_json::from_str::<crate::pep::NodeConfig>(&json) else {
+                continue;
+            };
+            if self.pep_may_read(owner, &me, &cfg) {
+                items.append_child(
+                    xml::new("item", ns::DISCO_ITEMS)
+                        .with_attr("jid", jid.clone())
+                        .with_attr("node", node),
+                );
+            }
+        }
+        self.send(xml::iq_result(iq).with_child(items));
+    }
+
+    fn server_disco_query(&self) -> Element {
         let mut query = xml::new("query", ns::DISCO_INFO).with_child(
             xml::new("identity", ns::DISCO_INFO)
                 .with_attr("category", "server")
@@ -224,7 +318,7 @@ impl Session {
         for f in features {
             query.append_child(xml::new("feature", ns::DISCO_INFO).with_attr("var", f));
         }
-        self.send(xml::iq_result(iq).with_child(query));
+        query
     }
 
     fn vcard_get(&mut self, iq: &Element, user: &str) {
@@ -240,6 +334,7 @@ impl Session {
             }
         };
         let vcard = vcard.unwrap_or_else(|| xml::new("vCard", ns::VCARD));
+        let vcard = self.vcard_with_avatar(user, vcard);
         self.send(xml::iq_result(iq).with_child(vcard));
     }
 
@@ -253,7 +348,10 @@ impl Session {
         }
         let user = self.user().to_owned();
         match self.ctx.store.set_vcard(&user, &text) {
-            Ok(()) => self.send(xml::iq_result(iq)),
+            Ok(()) => {
+                self.send(xml::iq_result(iq));
+                self.avatar_from_vcard(vcard);
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot store vCard");
                 self.send(xml::error_reply(iq, "wait", "internal-server-error"))

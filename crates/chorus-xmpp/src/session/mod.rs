@@ -6,14 +6,19 @@
 //! here; stanza handling lives in the sibling modules.
 
 mod auth;
+mod avatar;
+mod csi;
 mod edits;
 mod extdisco;
 mod iq;
+mod last;
 mod lifecycle;
 mod mam;
 mod message;
 mod muc;
+mod pep;
 mod presence;
+mod private;
 mod room_archive;
 mod roster;
 mod sm;
@@ -113,15 +118,14 @@ pub struct Session {
     /// When this session last changed the account's password (XEP-0077).
     password_changed: Option<Instant>,
     sm: Option<SmState>,
+    /// XEP-0115 capabilities and XEP-0163 interests of the client.
+    pep: pep::PepSession,
     resumed: Option<ParkedSession>,
     closed: bool,
     /// The time now, as the driver last said ([`Session::set_now`]): the
     /// session reads no clock of its own.
     now: Instant,
 }
-
-/// CSI-buffered presence updates kept at most.
-const CSI_BUFFER_MAX: usize = 1000;
 
 impl Session {
     /// A new session for a connection from `peer`.
@@ -157,6 +161,7 @@ impl Session {
             prompted: HashSet::new(),
             password_changed: None,
             sm: None,
+            pep: pep::PepSession::default(),
             resumed: None,
             closed: false,
             now: Instant::now(),
@@ -333,6 +338,9 @@ impl Session {
                 f.append_child(xml::new("csi", ns::CSI));
                 f.append_child(xml::new("ver", ns::ROSTER_VER));
                 f.append_child(xml::new("sub", ns::PRE_APPROVAL));
+                if let Some(c) = self.server_caps() {
+                    f.append_child(c);
+                }
             }
             State::Bound => {}
         }
@@ -494,24 +502,6 @@ impl Session {
         }
     }
 
-    fn on_csi(&mut self, el: &Element) {
-        match el.name() {
-            "inactive" => self.csi_inactive = true,
-            "active" => {
-                self.csi_inactive = false;
-                self.flush_csi();
-            }
-            _ => {}
-        }
-    }
-
-    fn flush_csi(&mut self) {
-        let buffered: Vec<Element> = self.csi_buffer.drain().map(|(_, e)| e).collect();
-        for p in buffered {
-            self.send(p);
-        }
-    }
-
     /// Handles something routed to this session by another.
     pub fn on_routed(&mut self, item: Routed) {
         match item {
@@ -523,27 +513,6 @@ impl Session {
             }
             Routed::Stanza(el) => self.deliver_routed(el),
         }
-    }
-
-    fn deliver_routed(&mut self, el: Element) {
-        if el.name() == "presence" && !self.first_prompt(&el) {
-            return;
-        }
-        if self.csi_inactive && el.name() == "presence" {
-            if self.csi_buffer.len() >= CSI_BUFFER_MAX {
-                self.flush_csi();
-            }
-            let key = el.attr("from").unwrap_or_default().to_owned();
-            self.csi_buffer.insert(key, el);
-            return;
-        }
-        if self.csi_inactive && el.name() == "message" {
-            self.flush_csi();
-        }
-        if el.name() == "iq" && el.has_child("query", ns::ROSTER) && el.attr("type") == Some("set") {
-            self.interested = true;
-        }
-        self.send(el);
     }
 
     /// The node is shutting down: end the stream politely.
@@ -589,6 +558,8 @@ mod auth_tests;
 mod limits_tests;
 #[cfg(test)]
 mod muc_tests;
+#[cfg(test)]
+mod pep_tests;
 #[cfg(test)]
 mod room_archive_tests;
 #[cfg(test)]

@@ -28,6 +28,7 @@ impl Session {
     }
 
     fn on_broadcast(&mut self, el: Element, available: bool) {
+        let el = self.with_avatar_hash(el);
         let initial = available && !self.available;
         let priority = el
             .get_child("priority", ns::CLIENT)
@@ -42,6 +43,7 @@ impl Session {
         self.available = available;
         self.priority = priority;
         let stored = el.clone();
+        let stored_caps = el.clone();
         self.ctx.router.update(&user, &res, id, &mut |i| {
             i.available = available;
             i.priority = priority;
@@ -60,6 +62,7 @@ impl Session {
                 self.deliver_offline();
             }
         }
+        self.on_caps_presence(&stored_caps);
     }
 
     /// Sends this session's presence to subscribers, own resources and
@@ -92,6 +95,7 @@ impl Session {
             }
         }
         if el.attr("type") == Some("unavailable") {
+            self.record_last_activity(&el);
             for target in std::mem::take(&mut self.directed) {
                 let mut p = el.clone();
                 p.put_attr("to", target.clone());

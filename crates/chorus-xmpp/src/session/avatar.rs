@@ -1,0 +1,93 @@
+//! XEP-0398: the PEP avatar (XEP-0084) and the vCard photo (XEP-0054 and
+//! XEP-0153) are one avatar. A vCard read shows the PEP avatar as its
+//! PHOTO; a vCard written with a PHOTO publishes it to PEP, so older
+//! clients and newer ones see the same picture.
+
+use super::Session;
+use crate::ns;
+use crate::pep;
+use crate::xml::{self, ElementExt};
+use minidom::Element;
+
+impl Session {
+    /// `vcard` with its PHOTO replaced by `user`'s PEP avatar, if any.
+    pub(super) fn vcard_with_avatar(&self, user: &str, mut vcard: Element) -> Element {
+        let Some(hash) = self.avatar_hash(user) else {
+            return vcard;
+        };
+        while vcard.remove_child("PHOTO", ns::VCARD).is_some() {}
+        if hash.is_empty() {
+            return vcard;
+        }
+        let Some((data, mime)) = self.avatar_data(user, &hash) else {
+            return vcard;
+        };
+        let photo = xml::new("PHOTO", ns::VCARD)
+            .with_child(xml::new("TYPE", ns::VCARD).with_text(mime))
+            .with_child(xml::new("BINVAL", ns::VCARD).with_text(data));
+        vcard.append_child(photo);
+        vcard
+    }
+
+    /// The base64 data and MIME type of `user`'s avatar `hash`.
+    fn avatar_data(&self, user: &str, hash: &str) -> Option<(String, String)> {
+        let parse = |x: &str| crate::parser::parse_frame(x.as_bytes(), x.len() * 2 + 1024, 16).ok();
+        let data = pep::ordered(self.ctx.store.pep_items(user, ns::AVATAR_DATA).ok()?)
+            .into_iter()
+            .find(|(id, _)| id == hash)
+            .and_then(|(_, i)| parse(&i.xml))?;
+        let meta = pep::ordered(self.ctx.store.pep_items(user, ns::AVATAR_METADATA).ok()?)
+            .pop()
+            .and_then(|(_, i)| parse(&i.xml))?;
+        let mime = meta
+            .children()
+            .find(|i| i.is("info", ns::AVATAR_METADATA) && i.attr("id") == Some(hash))
+            .and_then(|i| i.attr("type"))
+            .unwrap_or("image/png")
+            .to_owned();
+        Some((data.text().split_whitespace().collect(), mime))
+    }
+
+    /// After a vCard with a PHOTO is stored, publishes that photo as the
+    /// PEP avatar (unless it already is).
+    pub(super) fn avatar_from_vcard(&mut self, vcard: &Element) {
+        use base64::Engine;
+        use sha1::Digest;
+        let Some(photo) = vcard.get_child("PHOTO", ns::VCARD) else {
+            return;
+        };
+        let Some(binval) = photo.get_child("BINVAL", ns::VCARD) else {
+            return;
+        };
+        let b64: String = binval.text().split_whitespace().collect();
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&b64) else {
+            return;
+        };
+        let hash: String = sha1::Sha1::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let user = self.user().to_owned();
+        if self.avatar_hash(&user).as_deref() == Some(hash.as_str()) {
+            return;
+        }
+        let mime = photo
+            .get_child("TYPE", ns::VCARD)
+            .map(|t| t.text())
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "image/png".into());
+        let data = xml::new("data", ns::AVATAR_DATA).with_text(b64);
+        let info = xml::new("info", ns::AVATAR_METADATA)
+            .with_attr("id", hash.clone())
+            .with_attr("bytes", bytes.len().to_string())
+            .with_attr("type", mime);
+        let meta = xml::new("metadata", ns::AVATAR_METADATA).with_child(info);
+        let published = self
+            .pep_store_item(ns::AVATAR_DATA, &hash, &data, None)
+            .and_then(|()| self.pep_store_item(ns::AVATAR_METADATA, &hash, &meta, None));
+        match published {
+            Ok(()) => self.rebroadcast_for_avatar(),
+            Err(e) => tracing::info!(user = %user, error = ?e, "vCard photo not published as PEP avatar"),
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! XEP-0049 private XML storage, and the XEP-0402 `#compat` bridge: the
+//! XEP-0048 `<storage xmlns='storage:bookmarks'/>` a client keeps there is
+//! the user's PEP bookmarks (`urn:xmpp:bookmarks:1`) seen the old way, so a
+//! bookmark added in Gajim shows up in Conversations and the other way
+//! round. Stored per user in the replicated settings table.
+
+use super::Session;
+use crate::ns;
+use crate::pep;
+use crate::xml::{self, ElementExt};
+use minidom::Element;
+
+/// The settings entry listing the namespaces a user keeps.
+const INDEX_SETTING: &str = "private-index";
+
+/// Namespaces that cannot be stored (XEP-0049 section 3).
+const RESERVED: &[&str] = &[ns::CLIENT, "jabber:server", ns::PRIVATE];
+
+impl Session {
+    /// `<query xmlns='jabber:iq:private'/>` to the user's own account.
+    pub(super) fn on_private(&mut self, iq: &Element, q: &Element, get: bool) {
+        let children: Vec<&Element> = q.children().collect();
+        let [el] = children.as_slice() else {
+            return self.send(xml::error_reply(iq, "modify", "bad-request"));
+        };
+        let el = (*el).clone();
+        if RESERVED.contains(&el.ns().as_str()) {
+            return self.send(xml::error_reply(iq, "modify", "not-acceptable"));
+        }
+        let legacy_bookmarks = el.is("storage", ns::BOOKMARKS_LEGACY);
+        let key = format!("private:{} {}", el.ns(), el.name());
+        let user = self.user().to_owned();
+        if get {
+            let mut stored = match self.ctx.store.setting(&user, &key) {
+                Ok(Some(x)) => crate::parser::parse_frame(x.as_bytes(), x.len() * 2 + 1024, 64).ok(),
+                Ok(None) => None,
+                Err(_) => return self.send(xml::error_reply(iq, "wait", "internal-server-error")),
+            }
+            .unwrap_or_else(|| xml::new(el.name(), &el.ns()));
+            if legacy_bookmarks {
+                stored = self.legacy_bookmarks(&user, stored);
+            }
+            let reply = xml::new("query", ns::PRIVATE).with_child(stored);
+            return self.send(xml::iq_result(iq).with_child(reply));
+        }
+        let to_store = if legacy_bookmarks {
+            match self.bookmarks_from_legacy(&el) {
+                Ok(urls) => urls,
+                Err(condition) => return self.send(xml::error_reply(iq, "wait", condition)),
+            }
+        } else {
+            el
+        };
+        let text = to_store.to_xml();
+        if text.len() > self.ctx.config.limits.private_storage_bytes_max {
+            return self.send(xml::error_reply(iq, "modify", "not-acceptable"));
+        }
+        if !self.private_index_admits(&user, &key) {
+            return self.send(xml::error_reply(iq, "wait", "resource-constraint"));
+        }
+        match self.ctx.store.set_setting(&user, &key, &text) {
+            Ok(()) => self.send(xml::iq_result(iq)),
+            Err(_) => self.send(xml::error_reply(iq, "wait", "internal-server-error")),
+        }
+    }
+
+    /// Whether `key` is already kept or one more namespace fits (recording
+    /// it in the index).
+    fn private_index_admits(&self, user: &str, key: &str) -> bool {
+        let mut index: Vec<String> = self
+            .ctx
+            .store
+            .setting(user, INDEX_SETTING)
+            .ok()
+            .flatten()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        if index.iter().any(|k| k == key) {
+            return true;
+        }
+        if index.len() >= self.ctx.config.limits.private_storage_namespaces_max {
+            return false;
+        }
+        index.push(key.to_owned());
+        let json = serde_json::to_string(&index).unwrap_or_default();
+        self.ctx.store.set_setting(user, INDEX_SETTING, &json).is_ok()
+    }
+
+    /// The XEP-0048 view of the user's PEP bookmarks: one `<conference/>`
+    /// per XEP-0402 item, after the `<url/>` entries kept in `stored`.
+    fn legacy_bookmarks(&self, user: &str, stored: Element) -> Element {
+        let mut out = xml::new("storage", ns::BOOKMARKS_LEGACY);
+        for url in stored.children().filter(|c| c.is("url", ns::BOOKMARKS_LEGACY)) {
+            out.append_child(url.clone());
+        }
+        let items = pep::ordered(self.ctx.store.pep_items(user, ns::BOOKMARKS2).unwrap_or_default());
+        for (jid, item) in items {
+            let Ok(c) = crate::parser::parse_frame(item.xml.as_bytes(), item.xml.len() * 2 + 1024, 16) else {
+                continue;
+            };
+            let mut conf = xml::new("conference", ns::BOOKMARKS_LEGACY).with_attr("jid", jid);
+            if let Some(name) = c.attr("name") {
+                conf.put_attr("name", name);
+            }
+            let autojoin = c.attr("autojoin").is_some_and(|a| a == "true" || a == "1");
+            conf.put_attr("autojoin", if autojoin { "true" } else { "false" });
+            for child in ["nick", "password"] {
+                if let Some(v) = c.get_child(child, ns::BOOKMARKS2) {
+                    conf.append_child(xml::new(child, ns::BOOKMARKS_LEGACY).with_text(v.text()));
+                }
+            }
+            out.append_child(conf);
+        }
+        out
+    }
+
+    /// Makes the user's PEP bookmarks what a XEP-0048 `<storage/>` lists
+    /// (publishing, and retracting what it no longer lists); returns what
+    /// is left to keep in private storage (the `<url/>` entries).
+    fn bookmarks_from_legacy(&mut self, storage: &Element) -> Result<Element, &'static str> {
+        let user = self.user().to_owned();
+        let exists = self
+            .pep_node(&user, ns::BOOKMARKS2)
+            .map_err(|()| "internal-server-error")?;
+        let options = bookmark_options();
+        let mut listed = Vec::new();
+        for c in storage
+            .children()
+            .filter(|c| c.is("conference", ns::BOOKMARKS_LEGACY))
+        {
+            let Some(jid) = c.attr("jid").and_then(|j| jid::BareJid::new(j).ok()) else {
+                continue;
+            };
+            let jid = jid.to_string();
+            let mut conf = xml::new("conference", ns::BOOKMARKS2);
+            if let Some(name) = c.attr("name") {
+                conf.put_attr("name", name);
+            }
+            let autojoin = c.attr("autojoin").is_some_and(|a| a == "true" || a == "1");
+            conf.put_attr("autojoin", if autojoin { "true" } else { "false" });
+            for child in ["nick", "password"] {
+                if let Some(v) = c.get_child(child, ns::BOOKMARKS_LEGACY) {
+                    conf.append_child(xml::new(child, ns::BOOKMARKS2).with_text(v.text()));
+                }
+            }
+            let opts = (listed.is_empty() && exists.is_none()).then_some(&options);
+            self.pep_store_item(ns::BOOKMARKS2, &jid, &conf, opts)
+                .map_err(|e| match e {
+                    super::pep::PublishError::Quota => "resource-constraint",
+                    _ => "internal-server-error",
+                })?;
+            listed.push(jid);
+        }
+        let stale: Vec<(String, Option<String>)> = self
+            .ctx
+            .store
+            .pep_items(&user, ns::BOOKMARKS2)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(id, _)| !listed.contains(id))
+            .map(|(id, _)| (id, None))
+            .collect();
+        if !stale.is_empty() {
+            self.ctx
+                .store
+                .set_pep_items(&user, ns::BOOKMARKS2, &stale)
+                .map_err(|_| "internal-server-error")?;
+            if let Ok(Some(cfg)) = self.pep_node(&user, ns::BOOKMARKS2) {
+                let mut event = xml::new("items", ns::PUBSUB_EVENT).with_attr("node", ns::BOOKMARKS2);
+                for (id, _) in stale {
+                    event.append_child(xml::new("retract", ns::PUBSUB_EVENT).with_attr("id", id));
+                }
+                self.pep_notify(&user, &cfg, event);
+            }
+        }
+        let mut urls = xml::new("storage", ns::BOOKMARKS_LEGACY);
+        for u in storage.children().filter(|c| c.is("url", ns::BOOKMARKS_LEGACY)) {
+            urls.append_child(u.clone());
+        }
+        Ok(urls)
+    }
+}
+
+/// The publish-options XEP-0402 asks for.
+fn bookmark_options() -> Element {
+    let field = |var: &str, val: &str| {
+        xml::new("field", ns::DATA)
+            .with_attr("var", var)
+            .with_child(xml::new("value", ns::DATA).with_text(val))
+    };
+    xml::new("x", ns::DATA)
+        .with_attr("type", "submit")
+        .with_child(field("FORM_TYPE", ns::PUBSUB_PUBLISH_OPTIONS))
+        .with_child(field("pubsub#persist_items", "true"))
+        .with_child(field("pubsub#max_items", "max"))
+        .with_child(field("pubsub#send_last_published_item", "never"))
+        .with_child(field("pubsub#access_model", "whitelist"))
+}
