@@ -142,5 +142,7 @@ pub const OMEMO: &str = "urn:xmpp:omemo:2";
 pub const OPENPGP: &str = "urn:xmpp:openpgp:0";
 /// XEP-0027 legacy OpenPGP.
 pub const OPENPGP_LEGACY: &str = "jabber:x:encrypted";
+/// Chorus's application error conditions for compliance policy refusals.
+pub const CHORUS_POLICY: &str = "urn:xmpp:chorus:policy:0";
 /// XEP-0380 explicit message encryption.
 pub const EME: &str = "urn:xmpp:eme:0";

@@ -19,8 +19,8 @@ pub enum E2ePolicy {
     /// Clients may publish OMEMO/OpenPGP keys and send encrypted messages;
     /// the archive then holds only ciphertext for those messages.
     Allow,
-    /// Key publication and encrypted messages are refused with a
-    /// `policy-violation` error that says why.
+    /// Key publication and encrypted messages are refused with an error
+    /// (`not-allowed`, `not-acceptable`) whose text says why.
     #[default]
     Deny,
 }

@@ -92,12 +92,8 @@ impl Session {
         let mut el = el;
         el.put_attr("to", to.clone());
         if !is_error(&el) && !self.ctx.config.policy.e2e.allowed() && crate::pep::is_encrypted_message(&el) {
-            let mut e = xml::error_reply(&el, "modify", "policy-violation");
-            if let Some(err) = e.get_child_mut("error", ns::CLIENT) {
-                err.append_child(xml::new("text", ns::STANZAS).with_text(super::pep::E2E_DENIED));
-            }
             metrics::counter!("chorus_e2e_refused_total").increment(1);
-            return self.send(e);
+            return self.send(super::pep::e2e_denied(&el, "not-acceptable"));
         }
         match self.target(Some(&to)) {
             Target::Muc { room, nick } => self.muc_message(el, room, nick),

@@ -313,9 +313,10 @@ fn e2e_keys_and_encrypted_messages_follow_the_policy() {
             .iter()
             .find(|e| e.is("message", ns::CLIENT) && e.attr("type") == Some("error"));
         if policy == E2ePolicy::Deny {
-            assert_eq!(condition(&published).as_deref(), Some("policy-violation"));
+            assert_eq!(condition(&published).as_deref(), Some("not-allowed"));
             assert!(published.to_xml().contains("policy.e2e"), "the error says why");
-            assert!(refused_msg.is_some_and(|m| condition(m).as_deref() == Some("policy-violation")));
+            assert!(published.to_xml().contains(ns::CHORUS_POLICY));
+            assert!(refused_msg.is_some_and(|m| condition(m).as_deref() == Some("not-acceptable")));
         } else {
             assert_eq!(published.attr("type"), Some("result"), "{out:?}");
             assert!(refused_msg.is_none(), "{out:?}");

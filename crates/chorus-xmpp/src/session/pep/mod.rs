@@ -79,11 +79,7 @@ impl Session {
 
     /// The policy refusal of an end-to-end encryption node.
     fn e2e_refusal(&mut self, iq: &Element) {
-        let mut e = xml::error_reply(iq, "cancel", "policy-violation");
-        if let Some(err) = e.get_child_mut("error", ns::CLIENT) {
-            err.append_child(xml::new("text", ns::STANZAS).with_text(E2E_DENIED));
-        }
-        self.send(e);
+        self.send(e2e_denied(iq, "not-allowed"));
     }
 
     /// A node's stored configuration, if the node exists.
@@ -409,6 +405,20 @@ impl Session {
             xml::new("purge", ns::PUBSUB_EVENT).with_attr("node", node),
         );
     }
+}
+
+/// The error that refuses end-to-end encryption: a condition every client
+/// library knows (`not-allowed` for a key publication, `not-acceptable`
+/// for a message; some, slixmpp and so Poezio among them, fail on
+/// `policy-violation` in an IQ), the reason as text, and
+/// `<e2e-denied xmlns='urn:xmpp:chorus:policy:0'/>` for tools.
+pub(in crate::session) fn e2e_denied(stanza: &Element, condition: &str) -> Element {
+    let mut e = xml::error_reply(stanza, "cancel", condition);
+    if let Some(err) = e.get_child_mut("error", ns::CLIENT) {
+        err.append_child(xml::new("text", ns::STANZAS).with_text(E2E_DENIED));
+        err.append_child(xml::new("e2e-denied", ns::CHORUS_POLICY));
+    }
+    e
 }
 
 /// Why an item was not published.
