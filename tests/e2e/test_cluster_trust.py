@@ -2,8 +2,8 @@
 the node its verified certificate names, never the id a request claims.
 
 ``chorus cluster probe`` plays the attacker: it calls every cluster RPC of a
-node (Status, Digests, FetchItems, PushItems, PullStanzas, AckStanzas, Raft,
-Link) with a given certificate and prints the gRPC code of each answer.
+node (Status, Digests, FetchItems, PushItems, PullStanzas, AckStanzas,
+FetchFile, Raft, Link) with a given certificate and prints the gRPC code of each answer.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from chorus_node import CLI_TIMEOUT_S
 
 SLOW = pytest.mark.timeout(180)
 RPCS = {"status", "digests", "fetch_items", "push_items", "pull_stanzas",
-        "ack_stanzas", "raft", "raft_members", "link"}
+        "ack_stanzas", "fetch_file", "raft", "raft_members", "link"}
 ROOT = "root-token"
 TOKENS = {"api": {"tokens": [{"name": "root", "role": "admin",
                               "sha256": hashlib.sha256(ROOT.encode()).hexdigest()}]}}

@@ -5,12 +5,14 @@
 //! configuration turns TLS off for a trusted proxy in front. The listener
 //! bounds connections and times out slow clients ([`server`]); the
 //! unauthenticated endpoints are rate-limited per address and serve cached
-//! status documents ([`status`]).
+//! status documents ([`status`]). Shared files (XEP-0363) are uploaded and
+//! downloaded under `/upload/` ([`upload`]).
 
 mod client;
 mod host_meta;
 mod server;
 mod status;
+mod upload;
 mod watched;
 mod websocket;
 
@@ -31,6 +33,7 @@ use tokio_rustls::TlsAcceptor;
 pub use client::Client;
 pub use server::HttpLimits;
 pub use status::StatusFn;
+pub use upload::{FetchFn, FilesHttp};
 
 /// The client's address (as [`Client`] names it), for handlers that log it.
 #[derive(Clone, Copy, Debug)]
@@ -56,6 +59,8 @@ pub struct HttpState {
     pub limiter: Arc<ConnectionLimiter>,
     /// Further routes (the token-protected API), merged in as they are.
     pub api: Option<Router>,
+    /// Shared files (XEP-0363), when file sharing is on.
+    pub files: Option<FilesHttp>,
 }
 
 /// The routes' state: the caller's [`HttpState`] plus the status caches
@@ -89,6 +94,13 @@ pub fn routes(state: HttpState) -> Router {
         .route("/.well-known/host-meta.json", get(host_meta_jrd));
     if http.websocket {
         r = r.route("/xmpp-websocket", get(websocket::upgrade));
+    }
+    if state.files.is_some() && state.ctx.config.upload.enabled {
+        let slot = get(upload::get)
+            .head(upload::get)
+            .put(upload::put)
+            .options(upload::preflight);
+        r = r.route("/upload/{user}/{token}/{filename}", slot);
     }
     let r = r.with_state(app);
     match state.api {

@@ -262,8 +262,11 @@ async fn respond(
     // An authenticated API read (no body to trickle) may take as long as
     // its work does: an export or a verification of a large archive runs
     // for minutes, bounded by the archive's own limits instead.
+    // An upload takes as long as its bytes do; it is cut when its body
+    // stalls instead (crate::upload).
     let long = req.uri().path().starts_with("/api/")
-        && matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+        && matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD)
+        || req.uri().path().starts_with("/upload/") && req.method() == axum::http::Method::PUT;
     let answer = if long {
         Ok(app.call(req).await)
     } else {

@@ -10,6 +10,7 @@ pub mod access;
 pub mod antientropy;
 pub mod certs;
 pub mod directory;
+pub mod files;
 pub mod link;
 pub mod node;
 pub mod raft_net;
@@ -71,6 +72,9 @@ pub async fn start(
         );
     }
     tasks.spawn(expire_leases(cluster.clone(), lease, heartbeat, stop.clone()));
+    if let Some(files) = cluster.files.get() {
+        tasks.spawn(files.clone().run(cluster.store.clone(), stop.clone()));
+    }
     if let Some(mut rx) = cluster.take_event_rx() {
         let c = cluster.clone();
         let mut s = stop.clone();

@@ -63,6 +63,8 @@ pub struct Cluster {
     pub raft: OnceLock<chorus_archive::raft::ArchiveRaft>,
     /// The archive's local replica, once started (peers compare chains).
     pub archive_sm: OnceLock<chorus_archive::state_machine::ArchiveStateMachine>,
+    /// Copies shared files to this node, once started.
+    pub files: OnceLock<Arc<crate::files::FileSync>>,
     ctx: OnceLock<Arc<Context>>,
     event_tx: mpsc::Sender<Event>,
     event_rx: std::sync::Mutex<Option<mpsc::Receiver<Event>>>,
@@ -97,6 +99,7 @@ impl Cluster {
             store: store.clone(),
             raft: OnceLock::new(),
             archive_sm: OnceLock::new(),
+            files: OnceLock::new(),
             ctx: OnceLock::new(),
             event_tx,
             event_rx: std::sync::Mutex::new(Some(event_rx)),
@@ -141,6 +144,13 @@ impl Cluster {
                 }
             }
             ChangeOrigin::Remote => {
+                if let Some(files) = self.files.get() {
+                    for item in items.iter().filter(|i| i.table == Table::Uploads) {
+                        if let Some(v) = &item.lww.value {
+                            files.on_upload_row(v);
+                        }
+                    }
+                }
                 for item in items.iter().filter(|i| i.table == Table::Rosters) {
                     self.on_remote_roster_item(item);
                 }

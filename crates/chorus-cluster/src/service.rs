@@ -6,8 +6,9 @@ use crate::node::Cluster;
 use chorus_core::replication::Table;
 use chorus_proto::v1::cluster_server::{Cluster as ClusterApi, ClusterServer};
 use chorus_proto::v1::{
-    Ack, AckRequest, AckResponse, DigestRequest, DigestResponse, FetchRequest, Frame, ItemBatch, PeerStatus,
-    PullRequest, PushResponse, RaftMessage, Stanza, StanzaBatch, StatusRequest, StatusResponse, frame,
+    Ack, AckRequest, AckResponse, DigestRequest, DigestResponse, FetchRequest, FileChunk, FileRequest, Frame,
+    ItemBatch, PeerStatus, PullRequest, PushResponse, RaftMessage, Stanza, StanzaBatch, StatusRequest,
+    StatusResponse, frame,
 };
 use std::sync::Arc;
 use std::time::Instant;
@@ -47,6 +48,16 @@ fn internal(e: impl std::fmt::Display) -> Status {
 #[tonic::async_trait]
 impl ClusterApi for Service {
     type LinkStream = ReceiverStream<Result<Ack, Status>>;
+    type FetchFileStream = ReceiverStream<Result<FileChunk, Status>>;
+
+    async fn fetch_file(&self, req: Request<FileRequest>) -> Result<Response<Self::FetchFileStream>, Status> {
+        self.cluster.access.caller(&req, "fetch_file")?;
+        let Some(files) = self.cluster.files.get() else {
+            return Err(Status::unavailable("this node shares no files"));
+        };
+        let rx = crate::files::serve_file(files.blobs.clone(), &req.into_inner().sha256)?;
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
 
     async fn link(&self, req: Request<Streaming<Frame>>) -> Result<Response<Self::LinkStream>, Status> {
         let peer = self.cluster.access.caller(&req, "link")?;

@@ -16,10 +16,12 @@ mod extdisco;
 mod http;
 mod limits;
 mod policy;
+mod upload;
 pub use extdisco::{ExtdiscoConfig, ExternalService};
 pub use http::{Cidr, HttpConfig};
 pub use limits::LimitsConfig;
 pub use policy::{E2ePolicy, PolicyConfig};
+pub use upload::UploadConfig;
 
 /// Prefix of environment variables that override the file.
 pub const ENV_PREFIX: &str = "CHORUS_";
@@ -70,6 +72,8 @@ pub struct Config {
     pub extdisco: ExtdiscoConfig,
     /// Compliance policy for users (end-to-end encryption).
     pub policy: PolicyConfig,
+    /// XEP-0363 HTTP File Upload.
+    pub upload: UploadConfig,
 }
 
 /// `[telemetry]`: OpenTelemetry traces over OTLP/gRPC (off by default).
@@ -469,6 +473,7 @@ impl Config {
             ));
         }
         self.validate_cluster()?;
+        self.upload.validate()?;
         self.extdisco.validate()?;
         self.http.validate()?;
         let l = &self.limits;

@@ -8,6 +8,7 @@ pub mod config;
 pub mod credentials;
 pub mod failpoint;
 pub mod fatal;
+pub mod files;
 pub mod group_commit;
 pub mod hlc;
 pub mod jids;

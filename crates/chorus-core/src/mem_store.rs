@@ -17,6 +17,7 @@ struct User {
     offline: Vec<OfflineMessage>,
     pep_nodes: BTreeMap<String, String>,
     pep_items: BTreeMap<(String, String), String>,
+    uploads: BTreeMap<String, String>,
 }
 
 #[derive(Default)]
@@ -285,6 +286,24 @@ impl Store for MemStore {
                     None => u.pep_items.remove(&key),
                 };
             }
+        });
+        Ok(())
+    }
+
+    fn upload(&self, user: &str, token: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.with(user, |u| u.uploads.get(token).cloned()))
+    }
+
+    fn uploads(&self, user: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self.with(user, |u| {
+            u.uploads.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        }))
+    }
+
+    fn set_upload(&self, user: &str, token: &str, upload: Option<&str>) -> Result<(), StoreError> {
+        self.with(user, |u| match upload {
+            Some(x) => u.uploads.insert(token.to_owned(), x.to_owned()),
+            None => u.uploads.remove(token),
         });
         Ok(())
     }

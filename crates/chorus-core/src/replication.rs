@@ -29,11 +29,13 @@ pub enum Table {
     PepNodes,
     /// user NUL node NUL item id → one published PEP item (JSON).
     PepItems,
+    /// user NUL token → an upload slot and its file (JSON, XEP-0363).
+    Uploads,
 }
 
 impl Table {
     /// Every table, in a fixed order.
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::Accounts,
         Table::Rosters,
         Table::Vcards,
@@ -45,6 +47,7 @@ impl Table {
         Table::Occupants,
         Table::PepNodes,
         Table::PepItems,
+        Table::Uploads,
     ];
 
     /// The table's name (also its RocksDB column family).
@@ -61,6 +64,7 @@ impl Table {
             Table::Occupants => "occupants",
             Table::PepNodes => "pep_nodes",
             Table::PepItems => "pep_items",
+            Table::Uploads => "uploads",
         }
     }
 

@@ -117,7 +117,13 @@ pub trait Store: Send + Sync + 'static {
     fn set_pep_node(&self, user: &str, node: &str, config: Option<&str>) -> Result<(), StoreError>;
     /// The items of one PEP node: (item id, item JSON), by id.
     fn pep_items(&self, user: &str, node: &str) -> Result<Vec<(String, String)>, StoreError>;
-    /// Writes (or with `None` removes) items of one PEP node in one durable
+    /// One upload slot of a user (JSON [`crate::files::Upload`]).
+    fn upload(&self, user: &str, token: &str) -> Result<Option<String>, StoreError>;
+    /// Every upload slot of a user: (token, JSON).
+    fn uploads(&self, user: &str) -> Result<Vec<(String, String)>, StoreError>;
+    /// Creates, completes or (with `None`) removes an upload slot.
+    fn set_upload(&self, user: &str, token: &str, upload: Option<&str>) -> Result<(), StoreError>;
+    /// Writes (or with `None`) removes items of one PEP node in one durable
     /// write.
     fn set_pep_items(
         &self,

@@ -130,6 +130,16 @@ pub fn run(a: ProbeArgs) -> anyhow::Result<()> {
                 )
                 .await,
             ),
+            outcome(
+                "fetch_file",
+                tokio::time::timeout(
+                    t,
+                    c.fetch_file(chorus_proto::v1::FileRequest {
+                        sha256: "0".repeat(64),
+                    }),
+                )
+                .await,
+            ),
             raft_call(&mut c, t, "raft", "write", vec![]).await,
             raft_call(&mut c, t, "raft_members", "members", stranger_member_change()?).await,
         ];

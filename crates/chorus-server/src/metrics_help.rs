@@ -105,6 +105,18 @@ pub const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "End-to-end encrypted messages refused under policy.e2e = \"deny\".",
     ),
     (
+        "chorus_uploads_total",
+        Counter,
+        None,
+        "Files uploaded to this node (XEP-0363), stored and synced.",
+    ),
+    (
+        "chorus_files_replicated_total",
+        Counter,
+        None,
+        "Shared files this node copied from a peer (checked against their SHA-256).",
+    ),
+    (
         "chorus_rate_limited_total",
         Counter,
         None,

@@ -81,10 +81,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = ctx.tls_server_end_point.set(h);
     }
     let _ = ctx.turn_secrets.set(turn_secrets(&config)?);
+    let blobs = Arc::new(chorus_store::FileBlobs::open(&data.join("files")).context("open the file store")?);
     let (cluster_stop_tx, cluster_stop_rx) = watch::channel(false);
     let mut cluster_tasks = JoinSet::new();
     if let (Some(c), Some(ctls)) = (&cluster, ctls) {
         c.set_context(ctx.clone());
+        let sync = chorus_cluster::files::FileSync::new(
+            blobs.clone(),
+            ctls.clone(),
+            &config.cluster.peers,
+            config.upload.file_bytes_max,
+        );
+        let _ = c.files.set(Arc::new(sync));
         if let Some(r) = &archive.raft {
             let _ = c.raft.set(r.clone());
         }
@@ -180,6 +188,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             ready: ready.clone(),
             shutdown: stop_rx.clone(),
             limiter: limiter.clone(),
+            files: Some(chorus_admin::FilesHttp {
+                blobs: blobs.clone(),
+                fetch: cluster.as_ref().and_then(|c| c.files.get().cloned()).map(|f| {
+                    let fetch: chorus_admin::FetchFn = Arc::new(move |sha: String| {
+                        let f = f.clone();
+                        Box::pin(async move { f.fetch(&sha).await })
+                    });
+                    fetch
+                }),
+            }),
         };
         let http_tls = config.http.tls.then(|| tls.clone());
         tasks.spawn(async move {

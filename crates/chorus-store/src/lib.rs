@@ -15,7 +15,9 @@
 //! node-local bookkeeping that is never replicated.
 
 pub mod durable;
+pub mod files;
 mod outbox;
 mod rocks;
 
+pub use files::FileBlobs;
 pub use rocks::{OpenError, RocksStore};

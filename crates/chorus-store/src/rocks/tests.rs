@@ -2,7 +2,7 @@
 //! replicas through the anti-entropy primitives.
 
 use super::*;
-use chorus_core::replication::DIGEST_BUCKETS;
+use chorus_core::replication::{ChangeOrigin, DIGEST_BUCKETS, ReplItem};
 use chorus_core::roster::Subscription;
 
 fn creds() -> Credentials {

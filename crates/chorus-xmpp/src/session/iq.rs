@@ -68,6 +68,9 @@ impl Session {
             return;
         }
         let to = iq.attr("to").map(str::to_owned);
+        if self.is_upload_service(to.as_deref()) {
+            return self.on_upload_iq(&iq, &typ);
+        }
         let own_bare = to.as_deref() == Some(self.bare().as_str());
         match self.target(to.as_deref()) {
             Target::Muc { room, nick } => self.muc_iq(&iq, &typ, room, nick),
@@ -211,6 +214,13 @@ impl Session {
                         xml::new("item", ns::DISCO_ITEMS)
                             .with_attr("jid", self.ctx.config.muc_domain())
                             .with_attr("name", "Chorus rooms"),
+                    );
+                }
+                if self.ctx.config.upload.enabled && payload.attr("node").is_none() {
+                    items.append_child(
+                        xml::new("item", ns::DISCO_ITEMS)
+                            .with_attr("jid", self.ctx.config.upload_domain())
+                            .with_attr("name", "Chorus file sharing"),
                     );
                 }
                 self.send(xml::iq_result(iq).with_child(items))

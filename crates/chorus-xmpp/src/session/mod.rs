@@ -22,6 +22,7 @@ mod private;
 mod room_archive;
 mod roster;
 mod sm;
+mod upload;
 
 pub use muc::occupants_gone;
 
