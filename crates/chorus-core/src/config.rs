@@ -12,15 +12,19 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 mod cluster;
+mod components;
 mod extdisco;
 mod http;
 mod limits;
 mod policy;
+mod push;
 mod upload;
+pub use components::{ComponentService, ComponentsConfig};
 pub use extdisco::{ExtdiscoConfig, ExternalService};
 pub use http::{Cidr, HttpConfig};
 pub use limits::LimitsConfig;
 pub use policy::{E2ePolicy, PolicyConfig};
+pub use push::PushConfig;
 pub use upload::UploadConfig;
 
 /// Prefix of environment variables that override the file.
@@ -74,6 +78,10 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// XEP-0363 HTTP File Upload.
     pub upload: UploadConfig,
+    /// XEP-0114 external components.
+    pub components: ComponentsConfig,
+    /// XEP-0357 push notifications.
+    pub push: PushConfig,
 }
 
 /// `[telemetry]`: OpenTelemetry traces over OTLP/gRPC (off by default).
@@ -474,6 +482,12 @@ impl Config {
         }
         self.validate_cluster()?;
         self.upload.validate()?;
+        let taken = [
+            self.server.domain.clone(),
+            self.muc_domain(),
+            self.upload_domain(),
+        ];
+        self.components.validate(&taken)?;
         self.extdisco.validate()?;
         self.http.validate()?;
         let l = &self.limits;

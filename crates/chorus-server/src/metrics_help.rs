@@ -117,6 +117,18 @@ pub const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "Shared files this node copied from a peer (checked against their SHA-256).",
     ),
     (
+        "chorus_component_auth_failures_total",
+        Counter,
+        None,
+        "XEP-0114 component handshakes refused (wrong secret).",
+    ),
+    (
+        "chorus_push_sent_total",
+        Counter,
+        None,
+        "XEP-0357 push notifications handed to a push service's component.",
+    ),
+    (
         "chorus_rate_limited_total",
         Counter,
         None,

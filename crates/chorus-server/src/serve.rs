@@ -166,6 +166,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             stop_rx.clone(),
         ));
     }
+    if let Some(addr) = config.components.listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listen on {addr}"))?;
+        tracing::info!(%addr, tls = config.components.tls, "component listener up (XEP-0114)");
+        let acceptor = config.components.tls.then(|| tls.clone());
+        let secrets = Arc::new(component_secrets(&config)?);
+        tasks.spawn(component_loop(l, acceptor, ctx.clone(), secrets, stop_rx.clone()));
+    }
     if let Some(addr) = config.http.listen {
         let l = TcpListener::bind(addr)
             .await
@@ -315,4 +324,64 @@ fn turn_secrets(config: &Config) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
             Ok(Some(secret))
         })
         .collect()
+}
+
+/// Component connections served at once (they are few and trusted).
+const COMPONENT_CONNECTIONS_MAX: usize = 64;
+
+/// Accepts XEP-0114 component connections until shutdown.
+async fn component_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    ctx: Arc<Context>,
+    secrets: Arc<chorus_xmpp::component::Secrets>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(COMPONENT_CONNECTIONS_MAX));
+    let mut conns = JoinSet::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(_) => continue,
+            },
+            _ = stop.changed() => break,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            drop(tcp);
+            continue;
+        };
+        let (ctx, secrets, stop, tls) = (ctx.clone(), secrets.clone(), stop.clone(), tls.clone());
+        conns.spawn(async move {
+            let _permit = permit;
+            let _ = tcp.set_nodelay(true);
+            let handshake = Duration::from_secs(ctx.config.limits.handshake_timeout_secs);
+            match tls {
+                Some(a) => match tokio::time::timeout(handshake, a.accept(tcp)).await {
+                    Ok(Ok(s)) => chorus_xmpp::component::serve(ctx, secrets, s, peer, stop).await,
+                    _ => tracing::debug!(%peer, "component TLS handshake failed"),
+                },
+                None => chorus_xmpp::component::serve(ctx, secrets, tcp, peer, stop).await,
+            }
+        });
+        while conns.try_join_next().is_some() {}
+    }
+    while conns.join_next().await.is_some() {}
+}
+
+/// Reads each configured component's shared secret.
+fn component_secrets(config: &Config) -> anyhow::Result<chorus_xmpp::component::Secrets> {
+    let mut out = std::collections::HashMap::new();
+    for s in &config.components.services {
+        let raw = std::fs::read(&s.secret_file)
+            .with_context(|| format!("components.services: read the secret {}", s.secret_file.display()))?;
+        let secret = raw.trim_ascii().to_vec();
+        anyhow::ensure!(
+            secret.len() >= 16,
+            "components.services: the secret in {} is shorter than 16 bytes",
+            s.secret_file.display()
+        );
+        out.insert(s.domain.clone(), secret);
+    }
+    Ok(out)
 }

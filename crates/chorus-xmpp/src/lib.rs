@@ -8,12 +8,14 @@
 //! [`router::Router`] trait, which the server wires up.
 
 pub mod caps;
+pub mod component;
 pub mod context;
 pub mod muc;
 pub mod ns;
 pub mod offload;
 pub mod parser;
 pub mod pep;
+pub mod push;
 pub mod remote;
 pub mod router;
 pub mod runtime;

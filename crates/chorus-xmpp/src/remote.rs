@@ -79,11 +79,12 @@ pub fn deliver_from_peer(ctx: &Context, user: &str, resource: &str, el: Element)
             stamp_ms: chorus_core::time::now_millis(),
             xml: el.to_xml(),
         };
-        if let Err(e) = ctx
+        match ctx
             .store
             .push_offline(user, &msg, ctx.config.limits.offline_messages_max)
         {
-            tracing::warn!(error = %e, user, "message from a peer could not be kept offline");
+            Ok(()) => crate::push::offline_message(ctx, user, &el),
+            Err(e) => tracing::warn!(error = %e, user, "message from a peer could not be kept offline"),
         }
     }
 }

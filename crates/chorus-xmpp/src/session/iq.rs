@@ -74,6 +74,7 @@ impl Session {
         let own_bare = to.as_deref() == Some(self.bare().as_str());
         match self.target(to.as_deref()) {
             Target::Muc { room, nick } => self.muc_iq(&iq, &typ, room, nick),
+            Target::Component(domain) => self.to_component(&domain, iq),
             Target::Remote => {
                 if typ == "get" || typ == "set" {
                     self.send(xml::error_reply(&iq, "cancel", "remote-server-not-found"));
@@ -173,6 +174,9 @@ impl Session {
         if own {
             features.extend([ns::BOOKMARKS2_COMPAT, ns::PEP_VCARD_CONVERSION]);
         }
+        if own && self.ctx.config.push.enabled {
+            features.push(crate::push::NS_PUSH);
+        }
         if own && self.ctx.archive.enabled() {
             features.extend([ns::MAM, ns::MAM_EXTENDED, ns::SID, ns::FULLTEXT]);
         }
@@ -198,6 +202,9 @@ impl Session {
                 self.on_pubsub(iq, &payload, &user, get)
             }
             ("query", ns::PRIVATE) if to_account => self.on_private(iq, &payload, get),
+            (_, crate::push::NS_PUSH) if !get && to_account && Self::is_push_op(&payload) => {
+                self.on_push(iq, &payload)
+            }
             ("query", ns::LAST) if get && iq.attr("to") == Some(self.bare().as_str()) => {
                 self.last_activity_account(iq, &user)
             }

@@ -18,6 +18,8 @@ pub(super) enum Target {
     Local { user: String, resource: Option<String> },
     /// Another domain; there is no federation unless configured.
     Remote,
+    /// An external component (XEP-0114), by its domain.
+    Component(String),
     /// The multi-user chat service, a room, or an occupant.
     Muc {
         /// The room's localpart, if any.
@@ -43,6 +45,9 @@ impl Session {
                     room: j.node().map(|n| n.to_string()),
                     nick: j.resource().map(|r| r.to_string()),
                 };
+            }
+            if self.ctx.config.components.serves(j.domain().as_str()) {
+                return Target::Component(j.domain().to_string());
             }
             return Target::Remote;
         }
@@ -97,6 +102,7 @@ impl Session {
         }
         match self.target(Some(&to)) {
             Target::Muc { room, nick } => self.muc_message(el, room, nick),
+            Target::Component(domain) => self.to_component(&domain, el),
             Target::Remote => {
                 if !is_error(&el) {
                     self.send(xml::error_reply(&el, "cancel", "remote-server-not-found"));
@@ -327,6 +333,7 @@ impl Session {
         {
             Ok(()) => {
                 metrics::counter!("chorus_offline_stored_total").increment(1);
+                crate::push::offline_message(&self.ctx, user, el);
                 true
             }
             Err(StoreError::QuotaExceeded(_)) => {

@@ -7,6 +7,7 @@
 
 mod auth;
 mod avatar;
+mod component;
 mod csi;
 mod edits;
 mod extdisco;
@@ -19,6 +20,7 @@ mod muc;
 mod pep;
 mod presence;
 mod private;
+mod push;
 mod room_archive;
 mod roster;
 mod sm;

@@ -10,9 +10,10 @@ use minidom::Element;
 
 impl Session {
     pub(super) fn on_presence(&mut self, el: Element) {
-        if let Some(super::message::Target::Muc { room, nick }) = el.attr("to").map(|t| self.target(Some(t)))
-        {
-            return self.muc_presence(el, room, nick);
+        match el.attr("to").map(|t| self.target(Some(t))) {
+            Some(super::message::Target::Muc { room, nick }) => return self.muc_presence(el, room, nick),
+            Some(super::message::Target::Component(domain)) => return self.to_component(&domain, el),
+            _ => {}
         }
         let typ = el.attr("type").map(str::to_owned);
         match (typ.as_deref(), el.attr("to").is_some()) {
@@ -300,7 +301,9 @@ impl Session {
             super::message::Target::Remote => {
                 return self.send(xml::error_reply(&el, "cancel", "remote-server-not-found"));
             }
-            super::message::Target::Server | super::message::Target::Muc { .. } => return,
+            super::message::Target::Server
+            | super::message::Target::Muc { .. }
+            | super::message::Target::Component(_) => return,
         };
         if self.blocks(self.user(), &bare_to) {
             return self.blocked_by_sender_error(&el);
