@@ -10,7 +10,7 @@ use minidom::Element;
 
 impl Session {
     /// Routes `el` to the component serving `domain`.
-    pub(super) fn to_component(&mut self, domain: &str, el: Element) {
+    pub(super) fn route_to_component(&mut self, domain: &str, el: Element) {
         let request = match el.name() {
             "iq" => matches!(el.attr("type"), Some("get" | "set")),
             "message" => el.attr("type") != Some("error"),

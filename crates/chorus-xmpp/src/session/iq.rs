@@ -74,7 +74,7 @@ impl Session {
         let own_bare = to.as_deref() == Some(self.bare().as_str());
         match self.target(to.as_deref()) {
             Target::Muc { room, nick } => self.muc_iq(&iq, &typ, room, nick),
-            Target::Component(domain) => self.to_component(&domain, iq),
+            Target::Component(domain) => self.route_to_component(&domain, iq),
             Target::Remote => {
                 if typ == "get" || typ == "set" {
                     self.send(xml::error_reply(&iq, "cancel", "remote-server-not-found"));

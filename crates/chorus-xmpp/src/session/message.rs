@@ -102,7 +102,7 @@ impl Session {
         }
         match self.target(Some(&to)) {
             Target::Muc { room, nick } => self.muc_message(el, room, nick),
-            Target::Component(domain) => self.to_component(&domain, el),
+            Target::Component(domain) => self.route_to_component(&domain, el),
             Target::Remote => {
                 if !is_error(&el) {
                     self.send(xml::error_reply(&el, "cancel", "remote-server-not-found"));

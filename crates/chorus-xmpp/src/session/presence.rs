@@ -12,7 +12,7 @@ impl Session {
     pub(super) fn on_presence(&mut self, el: Element) {
         match el.attr("to").map(|t| self.target(Some(t))) {
             Some(super::message::Target::Muc { room, nick }) => return self.muc_presence(el, room, nick),
-            Some(super::message::Target::Component(domain)) => return self.to_component(&domain, el),
+            Some(super::message::Target::Component(domain)) => return self.route_to_component(&domain, el),
             _ => {}
         }
         let typ = el.attr("type").map(str::to_owned);
