@@ -18,6 +18,9 @@ import pytest
 from slixmpp.exceptions import IqError
 
 from test_cluster import CONVERGE_S
+from test_compliance import OFFICER, TOKENS, archived, search
+from test_compliance_tools import export_members
+from test_record import verify_export
 from xmpp import connect, insecure_ssl_context
 
 UPLOAD_PLUGINS = ("xep_0363",)
@@ -113,3 +116,33 @@ async def test_uploads_are_bounded_and_downloads_cannot_run_in_a_browser(node):
     with pytest.raises(IqError) as e:
         await slot(alice, "c.bin", 1000)
     assert e.value.iq["error"]["condition"] == "resource-constraint"
+
+
+@pytest.mark.chorus(config=TOKENS)
+async def test_a_shared_file_is_part_of_the_record_and_of_exports(node, tmp_path):
+    """The message that shares a file is archived with the file's SHA-256,
+    and an export carries the bytes, checked offline like the records."""
+    alice = await connect(node, "alice", resource="pc", presence=True, plugins=UPLOAD_PLUGINS)
+    bob = await connect(node, "bob", resource="pc", presence=True)
+    data = b"%PDF-1.7 contract draft " + os.urandom(5000)
+    url, get_url = await slot(alice, "contract.pdf", len(data))
+    assert await asyncio.to_thread(put, node, url, data) == 201
+    # A client cannot plant its own file reference in the record.
+    forged = f"<file xmlns='urn:xmpp:chorus:file:0' sha256='{'0' * 64}' size='1'/>"
+    alice.send_message(bob.jid, f"contract attached {get_url}", extra=[
+        f"<x xmlns='jabber:x:oob'><url>{get_url}</url></x>", forged])
+    await bob.next_message(15, frm=alice.bare)
+    await archived(node, 1)
+    found = await search(node, q="contract")
+    [rec] = found["records"]
+    sha = hashlib.sha256(data).hexdigest()
+    assert rec["files"] == [sha], rec
+    assert "0" * 64 not in rec["stanza"]
+    out = tmp_path / "export.tar"
+    cp = await asyncio.to_thread(node.cli, "archive", "--token", OFFICER, "export",
+                                 "-q", "contract", "--format", "jsonl", "--out", str(out))
+    assert cp.returncode == 0, cp.stderr
+    members = export_members(out.read_bytes())
+    assert members[f"files/{sha}"] == data
+    code, report, err = await asyncio.to_thread(verify_export, node, out)
+    assert code == 0 and report["ok"] is True, (report, err)

@@ -146,6 +146,8 @@ pub struct Compliance {
     pub retention_min_days: u32,
     /// Where exports are built (`<data_dir>/archive-exports`).
     pub export_dir: std::path::PathBuf,
+    /// Where shared files' bytes are kept (`<data_dir>/files`), for exports.
+    pub files_dir: std::path::PathBuf,
     /// Admits heavy operations (exports, verifications).
     pub heavy: HeavyGate,
 }

@@ -30,6 +30,7 @@ pub fn jsonl_value(r: &Record, edited: Option<String>) -> serde_json::Value {
         "thread": r.thread,
         "body": r.body,
         "stanza": r.xml,
+        "files": shared_files(&r.xml),
         "msg_id": r.msg_id,
         "edit": r.edit.as_ref().map(|e| serde_json::json!({
             "kind": e.kind, "of": e.of, "record": edited,
@@ -170,5 +171,62 @@ mod tests {
         assert_eq!(v["body"], "line\nbreak \"quoted\"");
         assert_eq!(v["id"], "a-1");
         assert_eq!(v["time"], "1970-01-01T00:00:00.005Z");
+    }
+}
+
+/// The namespace of the element the XMPP layer adds to an archived message
+/// for each shared file it names (`<file sha256=… size=… name=… url=…/>`).
+pub const SHARED_FILE_NS: &str = "urn:xmpp:chorus:file:0";
+
+/// The SHA-256 hashes of the shared files an archived stanza names, read
+/// from the attributes of its `urn:xmpp:chorus:file:0` elements (a scan of
+/// the tags the XMPP layer wrote; no XML parsing here).
+pub fn shared_files(xml: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find(SHARED_FILE_NS) {
+        let start = rest[..i].rfind('<').unwrap_or(0);
+        let end = rest[i..].find('>').map_or(rest.len(), |e| i + e);
+        let tag = &rest[start..end];
+        // Text cannot hold a literal '<', so only an element the XMPP
+        // layer wrote starts like this.
+        let element = tag.starts_with("<file ")
+            && (tag.contains(&format!("xmlns=\"{SHARED_FILE_NS}\""))
+                || tag.contains(&format!("xmlns='{SHARED_FILE_NS}'")));
+        for quote in ['"', '\''].into_iter().filter(|_| element) {
+            let key = format!("sha256={quote}");
+            if let Some(p) = tag.find(&key) {
+                let v: String = tag[p + key.len()..].chars().take_while(|c| *c != quote).collect();
+                if chorus_core::files::is_sha256_hex(&v) && !out.contains(&v) {
+                    out.push(v);
+                }
+            }
+        }
+        rest = &rest[end.min(rest.len())..];
+        if end <= i {
+            break;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod shared_file_tests {
+    use super::*;
+
+    #[test]
+    fn hashes_are_read_from_the_file_elements_only() {
+        let a = "ab".repeat(32);
+        let b = "cd".repeat(32);
+        let xml = format!(
+            "<message xmlns=\"jabber:client\"><body>sha256=\"{b}\"</body>\
+             <file xmlns=\"urn:xmpp:chorus:file:0\" sha256=\"{a}\" size=\"3\"/>\
+             <file sha256='{b}' xmlns='urn:xmpp:chorus:file:0'/></message>"
+        );
+        assert_eq!(shared_files(&xml), vec![a.clone(), b]);
+        assert!(shared_files("<message><body>urn:xmpp:chorus:file:0</body></message>").is_empty());
+        let forged =
+            format!("<message><body>xmlns=\"urn:xmpp:chorus:file:0\" sha256=\"{a}\"</body></message>");
+        assert!(shared_files(&forged).is_empty(), "text cannot name a file");
     }
 }

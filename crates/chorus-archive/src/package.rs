@@ -100,6 +100,10 @@ pub struct Manifest {
     /// For transcripts: each file's conversation (participants) and day.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub conversations: BTreeMap<String, (Vec<String>, String)>,
+    /// Shared files the records name whose bytes this node did not hold
+    /// (not yet copied here): their hashes are still in the records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files_missing: Vec<String>,
 }
 
 /// A finished export: a temporary file (removed when dropped).
@@ -144,6 +148,8 @@ struct JsonFiles {
     groups: Groups,
     count: u64,
     links: Option<(u64, u64)>,
+    /// SHA-256 of every shared file the records name.
+    shared: std::collections::BTreeSet<String>,
 }
 
 /// A writer that hashes and counts what passes through.
@@ -192,6 +198,19 @@ impl ArchiveStateMachine {
     /// Builds the export of the records at `positions` (in the order to
     /// export) into a temporary file in `dir`.
     pub fn export_package(&self, positions: &[u64], req: Request, dir: &Path) -> io::Result<Package> {
+        self.export_package_with_files(positions, req, dir, None)
+    }
+
+    /// Like [`Self::export_package`], and with `files_dir` the bytes of
+    /// every shared file the records name go in as `files/<sha256>`
+    /// (listed and checked like every other file of the export).
+    pub fn export_package_with_files(
+        &self,
+        positions: &[u64],
+        req: Request,
+        dir: &Path,
+        files_dir: Option<&Path>,
+    ) -> io::Result<Package> {
         let head = self.chain_head().map_err(io_err)?;
         let json = self.write_json_files(positions, req.format != Format::Jsonl, dir)?;
         let mut files = Vec::new();
@@ -209,6 +228,10 @@ impl ArchiveStateMachine {
                 sha256,
             });
         }
+        let missing = match files_dir {
+            Some(d) => add_shared_files(&mut tar, d, &json.shared, &mut files)?,
+            None => Vec::new(),
+        };
         let mut conversations = BTreeMap::new();
         match req.format {
             Format::Jsonl => {}
@@ -224,6 +247,7 @@ impl ArchiveStateMachine {
             links: json.links,
             files,
             conversations,
+            files_missing: missing,
         };
         let bytes = serde_json::to_vec_pretty(&manifest)?;
         let manifest_sha256 = tar.append_bytes("manifest.json", &bytes)?;
@@ -254,6 +278,7 @@ impl ArchiveStateMachine {
             groups: BTreeMap::new(),
             count: 0,
             links: None,
+            shared: std::collections::BTreeSet::new(),
         };
         for &pos in positions {
             let Some(r) = self.record_at(pos).map_err(io_err)? else {
@@ -264,6 +289,7 @@ impl ArchiveStateMachine {
             };
             let edited = self.edited_record(&r).map_err(io_err)?;
             writeln!(out.records, "{}", crate::export::jsonl_value(&r, edited))?;
+            out.shared.extend(crate::export::shared_files(&r.xml));
             let line = ChainLine {
                 id: r.id.clone(),
                 position: pos,
@@ -353,3 +379,40 @@ impl ArchiveStateMachine {
 
 #[cfg(test)]
 mod tests;
+
+/// Appends `files/<sha256>` for each shared file held in `files_dir`;
+/// returns the hashes it could not find.
+fn add_shared_files<W: Write>(
+    tar: &mut tar::TarWriter<W>,
+    files_dir: &Path,
+    shared: &std::collections::BTreeSet<String>,
+    files: &mut Vec<FileEntry>,
+) -> io::Result<Vec<String>> {
+    let mut missing = Vec::new();
+    for sha in shared {
+        let path = files_dir.join(&sha[..2]).join(sha);
+        let mut f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                missing.push(sha.clone());
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let bytes = f.metadata()?.len();
+        let name = format!("files/{sha}");
+        let got = tar.append(&name, bytes, &mut f)?;
+        if got != *sha {
+            // The bytes on disk are not the file the record names.
+            return Err(io_err(format!(
+                "shared file {sha} is corrupt on this node (hashes to {got})"
+            )));
+        }
+        files.push(FileEntry {
+            name,
+            bytes,
+            sha256: got,
+        });
+    }
+    Ok(missing)
+}

@@ -122,6 +122,7 @@ pub async fn start(config: &Config, net: ArchiveNet) -> anyhow::Result<ArchiveRu
         domain: config.server.domain.clone(),
         peers: all_nodes_by_name(config),
         retention_min_days: config.archive.retention_min_days,
+        files_dir: config.server.data_dir.join("files"),
         export_dir,
         heavy: crate::compliance::HeavyGate::default(),
     });

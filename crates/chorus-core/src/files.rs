@@ -53,6 +53,36 @@ pub fn encode_segment(s: &str) -> String {
     out
 }
 
+/// Decodes a percent-encoded URL path segment; `None` if malformed.
+pub fn decode_segment(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The (user, token, file name) of a slot URL, wherever it is hosted.
+pub fn parse_slot_url(url: &str) -> Option<(String, String, String)> {
+    let path = &url[url.find("/upload/")? + "/upload/".len()..];
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let mut parts = path.split('/');
+    let (u, t, f) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((decode_segment(u)?, decode_segment(t)?, decode_segment(f)?))
+}
+
 /// The path under which a slot is uploaded and downloaded.
 pub fn slot_path(user: &str, token: &str, filename: &str) -> String {
     format!(
@@ -101,6 +131,20 @@ mod tests {
         assert!(is_sha256_hex(&"ab".repeat(32)));
         assert!(!is_sha256_hex(&"AB".repeat(32)));
         assert!(!is_sha256_hex("../../etc/passwd"));
+    }
+
+    #[test]
+    fn slot_urls_round_trip() {
+        let url = format!(
+            "https://files.example.com{}",
+            slot_path("alice", "t0k", "a b/ü.png")
+        );
+        assert_eq!(
+            parse_slot_url(&url),
+            Some(("alice".into(), "t0k".into(), "a b/ü.png".into()))
+        );
+        assert_eq!(parse_slot_url("https://x/upload/a/b"), None);
+        assert_eq!(parse_slot_url("https://x/upload/a/b/c%ZZ"), None);
     }
 
     #[test]

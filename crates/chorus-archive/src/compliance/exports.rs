@@ -113,12 +113,14 @@ impl Compliance {
             created_ms: chorus_core::time::now_millis(),
         };
         let (dir, stamp) = (self.export_dir.clone(), req.created_ms);
+        let files_dir = self.files_dir.clone();
         let pkg = self
             .blocking({
                 let hold = permit.clone();
                 move |_, sm| {
                     let _hold = hold;
-                    sm.export_package(&positions, req, &dir).map_err(unavailable)
+                    sm.export_package_with_files(&positions, req, &dir, Some(&files_dir))
+                        .map_err(unavailable)
                 }
             })
             .await?;

@@ -231,7 +231,7 @@ impl Session {
             from: self.full(),
             to: el.attr("to").unwrap_or(&to_bare).to_owned(),
             stamp_ms: chorus_core::time::now_millis(),
-            xml: el.to_xml(),
+            xml: self.archived_with_files(el).to_xml(),
             kind: RecordKind::Message,
             body,
             thread: el.get_child("thread", ns::CLIENT).map(|t| t.text()),

@@ -83,7 +83,7 @@ impl Session {
                 from: self.full(),
                 to: room_jid.clone(),
                 stamp_ms: chorus_core::time::now_millis(),
-                xml: reflected.to_xml(),
+                xml: self.archived_with_files(&reflected).to_xml(),
                 kind: RecordKind::Message,
                 body,
                 thread: el.get_child("thread", ns::CLIENT).map(|t| t.text()),

@@ -1,0 +1,66 @@
+//! Shared files in the compliance record: a message that links to a file
+//! uploaded here (XEP-0363) is archived with one
+//! `<file xmlns='urn:xmpp:chorus:file:0' sha256=… size=… name=… url=…/>`
+//! per file, so the record names the exact bytes that were shared (its
+//! hash is covered by the archive's hash chain) and an export carries
+//! them. A client cannot write such an element itself: any it sends is
+//! dropped from the archived copy.
+
+use super::Session;
+use crate::ns;
+use crate::xml::{self, ElementExt};
+use chorus_core::files::{Upload, parse_slot_url};
+use minidom::Element;
+
+/// The element's namespace (read back by `chorus-archive`'s exports).
+pub(super) const NS_SHARED_FILE: &str = "urn:xmpp:chorus:file:0";
+/// XEP-0066 out-of-band data, where clients also put the link.
+const NS_OOB: &str = "jabber:x:oob";
+/// Files recorded for one message at most.
+const FILES_PER_MESSAGE_MAX: usize = 16;
+
+impl Session {
+    /// `el` as the archive keeps it.
+    pub(in crate::session) fn archived_with_files(&self, el: &Element) -> Element {
+        let mut out = el.clone();
+        while out.remove_child("file", NS_SHARED_FILE).is_some() {}
+        let mut text = el
+            .get_child("body", ns::CLIENT)
+            .map(|b| b.text())
+            .unwrap_or_default();
+        for x in el.children().filter(|c| c.is("x", NS_OOB)) {
+            if let Some(u) = x.get_child("url", NS_OOB) {
+                text.push(' ');
+                text.push_str(&u.text());
+            }
+        }
+        let mut seen = Vec::new();
+        for word in text.split_whitespace().filter(|w| w.contains("/upload/")) {
+            if seen.len() >= FILES_PER_MESSAGE_MAX {
+                break;
+            }
+            let Some((user, token, name)) = parse_slot_url(word) else {
+                continue;
+            };
+            let row = self.ctx.store.upload(&user, &token).ok().flatten();
+            let Some(up) = row.and_then(|r| serde_json::from_str::<Upload>(&r).ok()) else {
+                continue;
+            };
+            let Some(sha) = up.sha256.filter(|_| up.filename == name) else {
+                continue;
+            };
+            if seen.contains(&sha) {
+                continue;
+            }
+            out.append_child(
+                xml::new("file", NS_SHARED_FILE)
+                    .with_attr("sha256", sha.clone())
+                    .with_attr("size", up.size.to_string())
+                    .with_attr("name", name)
+                    .with_attr("url", word),
+            );
+            seen.push(sha);
+        }
+        out
+    }
+}
