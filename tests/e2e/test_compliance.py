@@ -51,7 +51,7 @@ CONVERGE_S = 30.0
 QUORUM_REFUSAL_S = 20.0
 POLL_S = 0.1
 RECORD_KEYS = {"id", "time", "stamp_ms", "kind", "from", "to", "site", "room",
-               "thread", "body", "stanza", "msg_id", "edit"}
+               "thread", "body", "stanza", "files", "msg_id", "edit"}
 
 
 # --------------------------------------------------------------------------
