@@ -18,6 +18,7 @@ mod http;
 mod limits;
 mod policy;
 mod push;
+mod services;
 mod upload;
 pub use components::{ComponentService, ComponentsConfig};
 pub use extdisco::{ExtdiscoConfig, ExternalService};
@@ -25,6 +26,7 @@ pub use http::{Cidr, HttpConfig};
 pub use limits::LimitsConfig;
 pub use policy::{E2ePolicy, PolicyConfig};
 pub use push::PushConfig;
+pub use services::{MucConfig, TelemetryConfig};
 pub use upload::UploadConfig;
 
 /// Prefix of environment variables that override the file.
@@ -82,60 +84,6 @@ pub struct Config {
     pub components: ComponentsConfig,
     /// XEP-0357 push notifications.
     pub push: PushConfig,
-}
-
-/// `[telemetry]`: OpenTelemetry traces over OTLP/gRPC (off by default).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TelemetryConfig {
-    /// OTLP/gRPC collector endpoint, e.g. `http://otel-collector:4317`;
-    /// empty turns tracing off.
-    pub otlp_endpoint: String,
-    /// Fraction of traces sampled (0.0 to 1.0).
-    pub sample_ratio: f64,
-    /// `service.name` of the spans.
-    pub service_name: String,
-}
-
-impl Default for TelemetryConfig {
-    fn default() -> Self {
-        TelemetryConfig {
-            otlp_endpoint: String::new(),
-            sample_ratio: 1.0,
-            service_name: "chorus".into(),
-        }
-    }
-}
-
-/// `[muc]`: group rooms (XEP-0045), served by every node of the cluster.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MucConfig {
-    /// Serve rooms at all.
-    pub enabled: bool,
-    /// The service's domain; empty means `conference.<server.domain>`.
-    pub domain: String,
-    /// Whether any user may create rooms (otherwise only existing rooms work).
-    pub create: bool,
-    /// Occupants per room.
-    pub occupants_max: usize,
-    /// Messages of discussion history a joining occupant may ask for.
-    pub history_max: usize,
-    /// Rooms a node keeps.
-    pub rooms_max: usize,
-}
-
-impl Default for MucConfig {
-    fn default() -> Self {
-        MucConfig {
-            enabled: true,
-            domain: String::new(),
-            create: true,
-            occupants_max: 500,
-            history_max: 50,
-            rooms_max: 10_000,
-        }
-    }
 }
 
 /// `[api]`: who may call the compliance and admin API under `/api/v1/`.

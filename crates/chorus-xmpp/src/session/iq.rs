@@ -194,24 +194,11 @@ impl Session {
             return self.send(xml::error_reply(iq, "modify", "bad-request"));
         };
         let get = typ == "get";
-        // No 'to', or the user's own bare JID: the account answers.
-        let to_account = iq.attr("to").is_none_or(|t| t == self.bare());
-        let user = self.user().to_owned();
+        if self.account_iq(iq, &payload, get) {
+            return;
+        }
         match (payload.name(), payload.ns().as_str()) {
-            ("pubsub", ns::PUBSUB | ns::PUBSUB_OWNER) if to_account => {
-                self.on_pubsub(iq, &payload, &user, get)
-            }
-            ("query", ns::PRIVATE) if to_account => self.on_private(iq, &payload, get),
-            (_, crate::push::NS_PUSH) if !get && to_account && Self::is_push_op(&payload) => {
-                self.on_push(iq, &payload)
-            }
-            ("query", ns::LAST) if get && iq.attr("to") == Some(self.bare().as_str()) => {
-                self.last_activity_account(iq, &user)
-            }
             ("query", ns::LAST) if get => self.last_activity_server(iq),
-            ("query", ns::DISCO_ITEMS) if get && iq.attr("to") == Some(self.bare().as_str()) => {
-                self.account_disco_items(iq, &user)
-            }
             ("query", ns::ROSTER) => self.on_roster_iq(iq, &payload),
             ("query", ns::DISCO_INFO) if get => self.disco_info(iq, &payload),
             ("query", ns::DISCO_ITEMS) if get => {
@@ -274,6 +261,28 @@ impl Session {
             ("services" | "credentials", ns::EXTDISCO) if get => self.on_extdisco(iq, &payload),
             _ => self.send(xml::error_reply(iq, "cancel", "service-unavailable")),
         }
+    }
+
+    /// What the user's own account answers (no 'to', or the user's bare
+    /// JID): PEP, private storage, push, last activity, its disco#items.
+    /// False if `payload` is none of those.
+    fn account_iq(&mut self, iq: &Element, payload: &Element, get: bool) -> bool {
+        let to_account = iq.attr("to").is_none_or(|t| t == self.bare());
+        let to_bare = iq.attr("to") == Some(self.bare().as_str());
+        let user = self.user().to_owned();
+        match (payload.name(), payload.ns().as_str()) {
+            ("pubsub", ns::PUBSUB | ns::PUBSUB_OWNER) if to_account => {
+                self.on_pubsub(iq, payload, &user, get)
+            }
+            ("query", ns::PRIVATE) if to_account => self.on_private(iq, payload, get),
+            (_, crate::push::NS_PUSH) if !get && to_account && Self::is_push_op(payload) => {
+                self.on_push(iq, payload)
+            }
+            ("query", ns::LAST) if get && to_bare => self.last_activity_account(iq, &user),
+            ("query", ns::DISCO_ITEMS) if get && to_bare => self.account_disco_items(iq, &user),
+            _ => return false,
+        }
+        true
     }
 
     fn disco_info(&mut self, iq: &Element, q: &Element) {
