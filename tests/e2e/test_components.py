@@ -11,13 +11,14 @@ import re
 import socket
 import ssl
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 import slixmpp
 
 from chorus_node import free_ports
-from xmpp import connect, insecure_ssl_context
+from xmpp import Client, connect, insecure_ssl_context
 
 SECRET = "component-secret-0123456789abcdef"
 _SECRETS = Path(tempfile.mkdtemp(prefix="chorus-components-"))
@@ -159,3 +160,38 @@ async def test_push_wakes_the_phone_of_a_user_with_no_session(node):
         assert e.value.iq["error"]["condition"] == "not-acceptable"
     finally:
         push.stop()
+
+
+@pytest.mark.chorus(config=components(PLAIN_PORT, False))
+async def test_push_wakes_a_phone_whose_suspended_session_waits_for_resumption(node):
+    """iOS suspends the app and its socket dies; the server keeps the
+    session for XEP-0198 resumption and queues messages to it. Those
+    messages must wake the phone too, not only offline ones."""
+    push = Bot()
+    await push.start()
+    try:
+        phone = Client(node, "alice", resource="iphone", sm=True)
+        await phone.connect(presence=True)
+        await phone.wait_sm_enabled()
+        await phone.iq_set(f"<enable xmlns='urn:xmpp:push:0' jid='{BOTS}' node='iphone-1'/>")
+        phone.kill()
+        await parked(node, 1)
+        bob = await connect(node, "bob", resource="pc", presence=True)
+        bob.send_message(phone.jid, "lunch?")
+        iq = await asyncio.wait_for(push.iqs.get(), 5)
+        assert "iphone-1" in str(iq) and "urn:xmpp:push:summary" in str(iq)
+    finally:
+        push.stop()
+
+
+async def parked(node, n: int, timeout: float = 10.0) -> None:
+    """Waits until the node reports ``n`` sessions parked for resumption
+    (its own gauge: the disconnect is seen by the server, not the test)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _, text = await asyncio.to_thread(node.http_get, "/metrics")
+        m = re.search(r"^chorus_parked_sessions(?:\{[^}]*\})? (\S+)$", text, re.M)
+        if m and float(m.group(1)) == n:
+            return
+        assert time.monotonic() < deadline, f"never {n} parked sessions: {m and m.group(0)}"
+        await asyncio.sleep(0.1)  # the gauge has no event to wait for

@@ -94,17 +94,43 @@ pub struct ParkedSession {
 #[derive(Default)]
 pub struct Parked {
     map: Mutex<HashMap<String, ParkedSession>>,
+    /// The session ids in `map` (a phone whose app sleeps: XEP-0357 push
+    /// wakes it for what is queued to it).
+    ids: Mutex<std::collections::HashSet<u64>>,
 }
 
 impl Parked {
     /// Parks a session under its resumption id.
     pub fn park(&self, id: String, p: ParkedSession) {
+        self.ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(p.session.id);
         self.map.lock().unwrap_or_else(|e| e.into_inner()).insert(id, p);
+    }
+
+    /// Whether the session with this id is parked.
+    pub fn holds(&self, session_id: u64) -> bool {
+        self.ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&session_id)
+    }
+
+    fn forget(&self, p: &Option<ParkedSession>) {
+        if let Some(p) = p {
+            self.ids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&p.session.id);
+        }
     }
 
     /// Takes a parked session out, to resume or to end it.
     pub fn take(&self, id: &str) -> Option<ParkedSession> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(id)
+        let p = self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        self.forget(&p);
+        p
     }
 
     /// Takes the parked session with this session id, if any.
@@ -114,11 +140,15 @@ impl Parked {
             .iter()
             .find(|(_, p)| p.session.id == session_id)
             .map(|(k, _)| k.clone())?;
-        m.remove(&key)
+        let p = m.remove(&key);
+        drop(m);
+        self.forget(&p);
+        p
     }
 
     /// Takes every parked session (at shutdown).
     pub fn take_all(&self) -> Vec<ParkedSession> {
+        self.ids.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.map
             .lock()
             .unwrap_or_else(|e| e.into_inner())

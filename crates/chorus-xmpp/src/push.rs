@@ -40,6 +40,21 @@ pub fn registrations(ctx: &Context, user: &str) -> Vec<Registration> {
         .unwrap_or_default()
 }
 
+/// `msg` was queued to `user`'s `resource`: if that session is parked
+/// (XEP-0198: a phone whose app the OS suspended), wake their devices;
+/// true if it did.
+pub fn queued_message(ctx: &Context, user: &str, resource: &str, msg: &Element) -> bool {
+    let parked = ctx
+        .router
+        .resources(user)
+        .iter()
+        .any(|r| r.resource == resource && r.node.is_none() && ctx.parked.holds(r.session_id));
+    if parked {
+        offline_message(ctx, user, msg);
+    }
+    parked
+}
+
 /// `msg` was kept offline for `user`: wake their devices.
 pub fn offline_message(ctx: &Context, user: &str, msg: &Element) {
     if !ctx.config.push.enabled || msg.get_child("body", ns::CLIENT).is_none() {

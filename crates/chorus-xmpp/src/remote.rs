@@ -59,6 +59,9 @@ pub fn deliver_from_peer(ctx: &Context, user: &str, resource: &str, el: Element)
         .deliver(user, resource, Routed::Stanza(el.clone()))
         .is_ok()
     {
+        if el.name() == "message" {
+            let _ = crate::push::queued_message(ctx, user, resource, &el);
+        }
         return;
     }
     if el.name() != "message" || el.attr("type") == Some("error") {
@@ -71,6 +74,7 @@ pub fn deliver_from_peer(ctx: &Context, user: &str, resource: &str, el: Element)
             .deliver(user, &r.resource, Routed::Stanza(el.clone()))
             .is_ok()
         {
+            let _ = crate::push::queued_message(ctx, user, &r.resource, &el);
             return;
         }
     }

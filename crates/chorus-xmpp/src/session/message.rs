@@ -165,6 +165,7 @@ impl Session {
                     .deliver(user, r, Routed::Stanza(el.clone()))
                     .is_ok();
                 if delivered {
+                    let _ = crate::push::queued_message(&self.ctx, user, r, el);
                     self.send_received_carbons(el, user, &[r.to_owned()]);
                     return true;
                 }
@@ -194,9 +195,14 @@ impl Session {
             return typ != "headline" && self.store_offline(el, user);
         }
         let mut delivered = Vec::new();
+        let mut pushed = false;
         for r in &targets {
             match self.ctx.router.deliver(user, r, Routed::Stanza(el.clone())) {
-                Ok(()) => delivered.push(r.clone()),
+                Ok(()) => {
+                    // One push per message, however many parked resources.
+                    pushed = pushed || crate::push::queued_message(&self.ctx, user, r, el);
+                    delivered.push(r.clone());
+                }
                 Err(DeliverError::QueueFull | DeliverError::NotFound) => {}
             }
         }
