@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 mod cluster;
 mod components;
+mod contacts;
 mod extdisco;
 mod http;
 mod limits;
@@ -21,6 +22,7 @@ mod push;
 mod services;
 mod upload;
 pub use components::{ComponentService, ComponentsConfig};
+pub use contacts::ContactsConfig;
 pub use extdisco::{ExtdiscoConfig, ExternalService};
 pub use http::{Cidr, HttpConfig};
 pub use limits::LimitsConfig;
@@ -84,6 +86,8 @@ pub struct Config {
     pub components: ComponentsConfig,
     /// XEP-0357 push notifications.
     pub push: PushConfig,
+    /// XEP-0157 contact addresses.
+    pub contacts: ContactsConfig,
 }
 
 /// `[api]`: who may call the compliance and admin API under `/api/v1/`.
@@ -436,6 +440,7 @@ impl Config {
             self.upload_domain(),
         ];
         self.components.validate(&taken)?;
+        self.contacts.validate()?;
         self.extdisco.validate()?;
         self.http.validate()?;
         let l = &self.limits;

@@ -344,6 +344,9 @@ impl Session {
         for f in features {
             query.append_child(xml::new("feature", ns::DISCO_INFO).with_attr("var", f));
         }
+        if let Some(form) = contact_form(&self.ctx.config.contacts) {
+            query.append_child(form);
+        }
         query
     }
 
@@ -501,4 +504,25 @@ impl Session {
             Err(_) => self.send(xml::error_reply(iq, "modify", "not-acceptable")),
         }
     }
+}
+
+/// The XEP-0157 `serverinfo` form, if any contact address is configured.
+fn contact_form(c: &chorus_core::config::ContactsConfig) -> Option<Element> {
+    if c.fields().iter().all(|(_, list)| list.is_empty()) {
+        return None;
+    }
+    let mut x = xml::new("x", ns::DATA).with_attr("type", "result").with_child(
+        xml::new("field", ns::DATA)
+            .with_attr("var", "FORM_TYPE")
+            .with_attr("type", "hidden")
+            .with_child(xml::new("value", ns::DATA).with_text("http://jabber.org/network/serverinfo")),
+    );
+    for (var, list) in c.fields() {
+        let mut f = xml::new("field", ns::DATA).with_attr("var", var);
+        for a in list {
+            f.append_child(xml::new("value", ns::DATA).with_text(a.clone()));
+        }
+        x.append_child(f);
+    }
+    Some(x)
 }

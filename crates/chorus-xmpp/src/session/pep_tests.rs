@@ -465,3 +465,28 @@ fn private_storage_keeps_what_it_may_and_refuses_the_rest() {
             .contains("<v>1</v>")
     );
 }
+
+#[test]
+fn contact_addresses_are_in_the_server_disco_and_its_caps() {
+    let (ctx, _) = context(|c| c.contacts.admin = vec!["mailto:it@chorus.test".into()]);
+    let (mut a, mut arx) = login(&ctx, "alice", "apw", "pc");
+    a.on_element(parse(&format!(
+        "<iq xmlns='jabber:client' type='get' id='d' to='{DOMAIN}'><query xmlns='{}'/></iq>",
+        ns::DISCO_INFO
+    )));
+    let info = result_of(&drain(&mut a, &mut arx), "d");
+    let q = info.get_child("query", ns::DISCO_INFO).expect("query");
+    assert!(q.to_xml().contains("mailto:it@chorus.test") && q.to_xml().contains("serverinfo"));
+    // The server's caps hash covers the form, so a client that cached the
+    // old answer asks again.
+    let ver = crate::caps::ver_of(q).expect("ver");
+    let node = format!("{}#{ver}", crate::caps::CHORUS_CAPS_NODE);
+    a.on_element(parse(&format!(
+        "<iq xmlns='jabber:client' type='get' id='n' to='{DOMAIN}'><query xmlns='{}' node='{node}'/></iq>",
+        ns::DISCO_INFO
+    )));
+    assert_eq!(
+        result_of(&drain(&mut a, &mut arx), "n").attr("type"),
+        Some("result")
+    );
+}
