@@ -77,6 +77,16 @@ fn slot(app: &App, user: &str, token: &str, filename: &str) -> Result<Upload, Re
     upload.ok_or_else(|| plain(StatusCode::NOT_FOUND, "no such file\n"))
 }
 
+/// The file store and the slot of a request's path.
+fn lookup(app: &App, user: &str, token: &str, filename: &str) -> Result<(FilesHttp, Upload), Refusal> {
+    let files = app
+        .s
+        .files
+        .clone()
+        .ok_or(Refusal(StatusCode::NOT_FOUND, "file sharing is off\n"))?;
+    Ok((files, slot(app, user, token, filename)?))
+}
+
 /// `OPTIONS`: the CORS preflight of a web client's upload.
 pub(crate) async fn preflight() -> Response {
     (StatusCode::NO_CONTENT, cors()).into_response()
@@ -89,11 +99,8 @@ pub(crate) async fn put(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(files) = app.s.files.clone() else {
-        return plain(StatusCode::NOT_FOUND, "file sharing is off\n").into_response();
-    };
-    let upload = match slot(&app, &user, &token, &filename) {
-        Ok(u) => u,
+    let (files, upload) = match lookup(&app, &user, &token, &filename) {
+        Ok(found) => found,
         Err(r) => return r.into_response(),
     };
     if let Err(r) = admissible(&app, &upload, &headers) {
@@ -221,11 +228,8 @@ pub(crate) async fn get(
     method: axum::http::Method,
     Path((user, token, filename)): SlotPath,
 ) -> Response {
-    let Some(files) = app.s.files.clone() else {
-        return plain(StatusCode::NOT_FOUND, "file sharing is off\n").into_response();
-    };
-    let upload = match slot(&app, &user, &token, &filename) {
-        Ok(u) => u,
+    let (files, upload) = match lookup(&app, &user, &token, &filename) {
+        Ok(found) => found,
         Err(r) => return r.into_response(),
     };
     let Some(sha) = upload.sha256.clone() else {

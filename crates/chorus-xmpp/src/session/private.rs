@@ -98,17 +98,7 @@ impl Session {
             let Ok(c) = crate::parser::parse_frame(item.xml.as_bytes(), item.xml.len() * 2 + 1024, 16) else {
                 continue;
             };
-            let mut conf = xml::new("conference", ns::BOOKMARKS_LEGACY).with_attr("jid", jid);
-            if let Some(name) = c.attr("name") {
-                conf.put_attr("name", name);
-            }
-            let autojoin = c.attr("autojoin").is_some_and(|a| a == "true" || a == "1");
-            conf.put_attr("autojoin", if autojoin { "true" } else { "false" });
-            for child in ["nick", "password"] {
-                if let Some(v) = c.get_child(child, ns::BOOKMARKS2) {
-                    conf.append_child(xml::new(child, ns::BOOKMARKS_LEGACY).with_text(v.text()));
-                }
-            }
+            let conf = conference(&c, ns::BOOKMARKS2, ns::BOOKMARKS_LEGACY).with_attr("jid", jid);
             out.append_child(conf);
         }
         out
@@ -132,17 +122,7 @@ impl Session {
                 continue;
             };
             let jid = jid.to_string();
-            let mut conf = xml::new("conference", ns::BOOKMARKS2);
-            if let Some(name) = c.attr("name") {
-                conf.put_attr("name", name);
-            }
-            let autojoin = c.attr("autojoin").is_some_and(|a| a == "true" || a == "1");
-            conf.put_attr("autojoin", if autojoin { "true" } else { "false" });
-            for child in ["nick", "password"] {
-                if let Some(v) = c.get_child(child, ns::BOOKMARKS_LEGACY) {
-                    conf.append_child(xml::new(child, ns::BOOKMARKS2).with_text(v.text()));
-                }
-            }
+            let conf = conference(c, ns::BOOKMARKS_LEGACY, ns::BOOKMARKS2);
             let opts = (listed.is_empty() && exists.is_none()).then_some(&options);
             self.pep_store_item(ns::BOOKMARKS2, &jid, &conf, opts)
                 .map_err(|e| match e {
@@ -195,4 +175,21 @@ fn bookmark_options() -> Element {
         .with_child(field("pubsub#max_items", "max"))
         .with_child(field("pubsub#send_last_published_item", "never"))
         .with_child(field("pubsub#access_model", "whitelist"))
+}
+
+/// A bookmark's `<conference/>` (name, autojoin, nick, password) moved
+/// from one bookmarks namespace to the other; the caller adds a `jid`.
+fn conference(c: &Element, from: &str, to: &str) -> Element {
+    let mut conf = xml::new("conference", to);
+    if let Some(name) = c.attr("name") {
+        conf.put_attr("name", name);
+    }
+    let autojoin = c.attr("autojoin").is_some_and(|a| a == "true" || a == "1");
+    conf.put_attr("autojoin", if autojoin { "true" } else { "false" });
+    for child in ["nick", "password"] {
+        if let Some(v) = c.get_child(child, from) {
+            conf.append_child(xml::new(child, to).with_text(v.text()));
+        }
+    }
+    conf
 }
