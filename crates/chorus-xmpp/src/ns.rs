@@ -122,6 +122,8 @@ pub const BOOKMARKS_LEGACY: &str = "storage:bookmarks";
 pub const BOOKMARKS2: &str = "urn:xmpp:bookmarks:1";
 /// XEP-0402: the server keeps XEP-0049 bookmarks in step.
 pub const BOOKMARKS2_COMPAT: &str = "urn:xmpp:bookmarks:1#compat";
+/// XEP-0402: the server keeps XEP-0048 bookmarks in PEP in step.
+pub const BOOKMARKS2_COMPAT_PEP: &str = "urn:xmpp:bookmarks:1#compat-pep";
 /// XEP-0084 avatar data.
 pub const AVATAR_DATA: &str = "urn:xmpp:avatar:data";
 /// XEP-0084 avatar metadata.

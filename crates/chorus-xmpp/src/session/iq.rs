@@ -172,7 +172,11 @@ impl Session {
         let mut features = vec![ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PUBSUB, ns::LAST];
         features.extend(PEP_FEATURES);
         if own {
-            features.extend([ns::BOOKMARKS2_COMPAT, ns::PEP_VCARD_CONVERSION]);
+            features.extend([
+                ns::BOOKMARKS2_COMPAT,
+                ns::BOOKMARKS2_COMPAT_PEP,
+                ns::PEP_VCARD_CONVERSION,
+            ]);
         }
         if own && self.ctx.config.push.enabled {
             features.push(crate::push::NS_PUSH);

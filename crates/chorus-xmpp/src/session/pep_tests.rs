@@ -490,3 +490,31 @@ fn contact_addresses_are_in_the_server_disco_and_its_caps() {
         Some("result")
     );
 }
+
+#[test]
+fn bookmarks_kept_in_pep_the_xep_0048_way_are_the_native_bookmarks() {
+    let (ctx, _) = context(|_| {});
+    let (mut a, mut arx) = login(&ctx, "alice", "apw", "pc");
+    a.on_element(publish(
+        ns::BOOKMARKS_LEGACY,
+        "current",
+        "<storage xmlns='storage:bookmarks'><conference jid='x@conference.chorus.test' autojoin='1' name='X'/></storage>",
+        "",
+    ));
+    assert_eq!(
+        result_of(&drain(&mut a, &mut arx), "pub").attr("type"),
+        Some("result")
+    );
+    let native = ctx.store.pep_items("alice", ns::BOOKMARKS2).expect("items");
+    assert_eq!(native.len(), 1);
+    assert_eq!(native[0].0, "x@conference.chorus.test");
+    a.on_element(parse(&format!(
+        "<iq xmlns='jabber:client' type='get' id='g'><pubsub xmlns='{}'><items node='storage:bookmarks'/></pubsub></iq>",
+        ns::PUBSUB
+    )));
+    let got = result_of(&drain(&mut a, &mut arx), "g").to_xml();
+    assert!(
+        got.contains("x@conference.chorus.test") && got.contains("autojoin"),
+        "{got}"
+    );
+}

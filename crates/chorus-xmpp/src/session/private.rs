@@ -1,8 +1,9 @@
-//! XEP-0049 private XML storage, and the XEP-0402 `#compat` bridge: the
-//! XEP-0048 `<storage xmlns='storage:bookmarks'/>` a client keeps there is
-//! the user's PEP bookmarks (`urn:xmpp:bookmarks:1`) seen the old way, so a
-//! bookmark added in Gajim shows up in Conversations and the other way
-//! round. Stored per user in the replicated settings table.
+//! XEP-0049 private XML storage, and the XEP-0402 `#compat` and
+//! `#compat-pep` bridges: the XEP-0048 `<storage xmlns='storage:bookmarks'/>`
+//! a client keeps in private storage or in the PEP node `storage:bookmarks`
+//! is the user's PEP bookmarks (`urn:xmpp:bookmarks:1`) seen the old way,
+//! so a bookmark added in one client shows up in the others whichever way
+//! they store them. Stored per user in the replicated settings table.
 
 use super::Session;
 use crate::ns;
@@ -27,40 +28,93 @@ impl Session {
         if RESERVED.contains(&el.ns().as_str()) {
             return self.send(xml::error_reply(iq, "modify", "not-acceptable"));
         }
-        let legacy_bookmarks = el.is("storage", ns::BOOKMARKS_LEGACY);
+        if get {
+            return match self.private_read(&el) {
+                Ok(stored) => {
+                    let reply = xml::new("query", ns::PRIVATE).with_child(stored);
+                    self.send(xml::iq_result(iq).with_child(reply))
+                }
+                Err(()) => self.send(xml::error_reply(iq, "wait", "internal-server-error")),
+            };
+        }
+        match self.private_write(el) {
+            Ok(()) => self.send(xml::iq_result(iq)),
+            Err((typ, condition)) => self.send(xml::error_reply(iq, typ, condition)),
+        }
+    }
+
+    /// What the user keeps under `el`'s name and namespace (an empty
+    /// element if nothing); XEP-0048 bookmarks are the PEP bookmarks.
+    fn private_read(&self, el: &Element) -> Result<Element, ()> {
         let key = format!("private:{} {}", el.ns(), el.name());
         let user = self.user().to_owned();
-        if get {
-            let mut stored = match self.ctx.store.setting(&user, &key) {
-                Ok(Some(x)) => crate::parser::parse_frame(x.as_bytes(), x.len() * 2 + 1024, 64).ok(),
-                Ok(None) => None,
-                Err(_) => return self.send(xml::error_reply(iq, "wait", "internal-server-error")),
-            }
-            .unwrap_or_else(|| xml::new(el.name(), &el.ns()));
-            if legacy_bookmarks {
-                stored = self.legacy_bookmarks(&user, stored);
-            }
-            let reply = xml::new("query", ns::PRIVATE).with_child(stored);
-            return self.send(xml::iq_result(iq).with_child(reply));
+        let stored = match self.ctx.store.setting(&user, &key).map_err(|_| ())? {
+            Some(x) => crate::parser::parse_frame(x.as_bytes(), x.len() * 2 + 1024, 64).ok(),
+            None => None,
         }
-        let to_store = if legacy_bookmarks {
-            match self.bookmarks_from_legacy(&el) {
-                Ok(urls) => urls,
-                Err(condition) => return self.send(xml::error_reply(iq, "wait", condition)),
-            }
+        .unwrap_or_else(|| xml::new(el.name(), &el.ns()));
+        if el.is("storage", ns::BOOKMARKS_LEGACY) {
+            return Ok(self.legacy_bookmarks(&user, stored));
+        }
+        Ok(stored)
+    }
+
+    /// Keeps `el` (XEP-0048 bookmarks become the PEP bookmarks); the error
+    /// is a stanza error's type and condition.
+    fn private_write(&mut self, el: Element) -> Result<(), (&'static str, &'static str)> {
+        let key = format!("private:{} {}", el.ns(), el.name());
+        let user = self.user().to_owned();
+        let to_store = if el.is("storage", ns::BOOKMARKS_LEGACY) {
+            self.bookmarks_from_legacy(&el).map_err(|c| ("wait", c))?
         } else {
             el
         };
         let text = to_store.to_xml();
         if text.len() > self.ctx.config.limits.private_storage_bytes_max {
-            return self.send(xml::error_reply(iq, "modify", "not-acceptable"));
+            return Err(("modify", "not-acceptable"));
         }
         if !self.private_index_admits(&user, &key) {
-            return self.send(xml::error_reply(iq, "wait", "resource-constraint"));
+            return Err(("wait", "resource-constraint"));
         }
-        match self.ctx.store.set_setting(&user, &key, &text) {
-            Ok(()) => self.send(xml::iq_result(iq)),
-            Err(_) => self.send(xml::error_reply(iq, "wait", "internal-server-error")),
+        self.ctx
+            .store
+            .set_setting(&user, &key, &text)
+            .map_err(|_| ("wait", "internal-server-error"))
+    }
+
+    /// XEP-0048 bookmarks kept in PEP (`storage:bookmarks`, the XEP-0402
+    /// `#compat-pep` bridge, as XEP-0411 describes): the same PEP bookmarks,
+    /// read and written the old way.
+    pub(super) fn legacy_pep_bookmarks(&mut self, iq: &Element, op: &Element, get: bool) {
+        let empty = xml::new("storage", ns::BOOKMARKS_LEGACY);
+        match (op.name(), get) {
+            ("items", true) => match self.private_read(&empty) {
+                Ok(storage) => {
+                    let item = xml::new("item", ns::PUBSUB)
+                        .with_attr("id", "current")
+                        .with_child(storage);
+                    let items = xml::new("items", ns::PUBSUB)
+                        .with_attr("node", ns::BOOKMARKS_LEGACY)
+                        .with_child(item);
+                    let reply = xml::new("pubsub", ns::PUBSUB).with_child(items);
+                    self.send(xml::iq_result(iq).with_child(reply))
+                }
+                Err(()) => self.send(xml::error_reply(iq, "wait", "internal-server-error")),
+            },
+            ("publish", false) => {
+                let storage = op
+                    .get_child("item", ns::PUBSUB)
+                    .and_then(|i| i.get_child("storage", ns::BOOKMARKS_LEGACY))
+                    .cloned();
+                let Some(storage) = storage else {
+                    return self.send(xml::error_reply(iq, "modify", "bad-request"));
+                };
+                match self.private_write(storage) {
+                    Ok(()) => self.send(xml::iq_result(iq)),
+                    Err((typ, condition)) => self.send(xml::error_reply(iq, typ, condition)),
+                }
+            }
+            _ => self.send(xml::error_reply(iq, "cancel", "feature-not-implemented")),
         }
     }
 

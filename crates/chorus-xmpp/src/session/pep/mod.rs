@@ -37,6 +37,9 @@ impl Session {
             return self.send(xml::error_reply(iq, "modify", "not-acceptable"));
         }
         let owner_ns = payload.ns() == ns::PUBSUB_OWNER;
+        if own && !owner_ns && node == ns::BOOKMARKS_LEGACY {
+            return self.legacy_pep_bookmarks(iq, &op, get);
+        }
         match (owner_ns, op.name(), get) {
             (false, "items", true) => self.pep_items_get(iq, &op, owner, &node),
             (_, _, _) if !own => self.send(xml::error_reply(iq, "auth", "forbidden")),
