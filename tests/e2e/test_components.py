@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 import slixmpp
+from slixmpp.xmlstream import ET
 
 from chorus_node import free_ports
+from test_compliance import archived
 from xmpp import Client, connect, insecure_ssl_context
 
 SECRET = "component-secret-0123456789abcdef"
@@ -195,3 +197,43 @@ async def parked(node, n: int, timeout: float = 10.0) -> None:
             return
         assert time.monotonic() < deadline, f"never {n} parked sessions: {m and m.group(0)}"
         await asyncio.sleep(0.1)  # the gauge has no event to wait for
+
+
+@pytest.mark.chorus(config=components(PLAIN_PORT, False))
+async def test_bot_conversations_are_archived_and_blocks_and_policy_hold(node):
+    """A conversation with a bot is part of the compliance record both
+    ways; a user who blocks the bot hears no more from it; a bot cannot
+    deliver what the firm's end-to-end policy refuses."""
+    bot = Bot()
+    await bot.start()
+    try:
+        alice = await connect(node, "alice", resource="pc", presence=True)
+        alice.send_message(f"echo@{BOTS}", "archive me")
+        reply = await alice.next_message(frm=f"echo@{BOTS}")
+        assert reply["body"] == "echo: archive me"
+        assert reply.xml.find("{urn:xmpp:sid:0}stanza-id") is not None, "archived with an id"
+        await archived(node, 2)
+        await alice.iq_set(f"<block xmlns='urn:xmpp:blocking'><item jid='{BOTS}'/></block>")
+        bot.x.make_message(mto=f"alice@{node.domain}/pc", mfrom=f"news@{BOTS}",
+                           mbody="you blocked me", mtype="chat").send()
+        await alice.expect_no_message(1.5, frm=f"news@{BOTS}")
+    finally:
+        bot.stop()
+
+
+@pytest.mark.chorus(config=components(PLAIN_PORT, False))
+async def test_a_bot_cannot_deliver_an_encrypted_payload_under_deny(node):
+    bot = Bot()
+    await bot.start()
+    try:
+        alice = await connect(node, "alice", resource="pc", presence=True)
+        msg = bot.x.make_message(mto=f"alice@{node.domain}/pc", mfrom=f"spy@{BOTS}", mtype="chat")
+        msg.append(ET.fromstring(
+            "<encrypted xmlns='eu.siacs.conversations.axolotl'><payload>eA==</payload></encrypted>"))
+        msg.send()
+        bot.x.make_message(mto=f"alice@{node.domain}/pc", mfrom=f"spy@{BOTS}",
+                           mbody="plain", mtype="chat").send()
+        got = await alice.next_message(frm=f"spy@{BOTS}")
+        assert got["body"] == "plain", "the encrypted one never arrived, the plain one did"
+    finally:
+        bot.stop()

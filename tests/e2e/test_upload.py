@@ -107,6 +107,14 @@ async def test_uploads_are_bounded_and_downloads_cannot_run_in_a_browser(node):
     assert headers["Content-Type"] == "application/octet-stream"
     assert headers["Content-Disposition"].startswith("attachment")
     assert "sandbox" in headers["Content-Security-Policy"]
+    # However the type is spelled, a picture that can run script is not
+    # shown inline.
+    svg = b"<svg xmlns='http://www.w3.org/2000/svg'><script>1</script></svg>"
+    url2, _ = await slot(alice, "logo.svg", len(svg), "image/SVG+xml")
+    assert put(node, url2, svg, "image/SVG+xml") == 201
+    code, headers, _ = http("GET", at(node, url2))
+    assert code == 200 and headers["Content-Type"] == "application/octet-stream"
+    assert headers["Content-Disposition"].startswith("attachment")
     # A guessed token finds nothing.
     code, _, _ = http("GET", at(node, url).replace("/alice/", "/bob/"))
     assert code == 404

@@ -71,6 +71,8 @@ pub(crate) struct App {
     cluster: Option<Arc<status::Cached>>,
     archive: Option<Arc<status::Cached>>,
     rate: Arc<status::RateLimiter>,
+    /// Upload slots being written on this node (one upload per slot).
+    pub(crate) uploading: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// Builds the HTTP routes.
@@ -82,6 +84,7 @@ pub fn routes(state: HttpState) -> Router {
         cluster: cache(&state.cluster_status),
         archive: cache(&state.archive_status),
         rate: Arc::new(status::RateLimiter::new(http.status_requests_per_sec)),
+        uploading: Arc::default(),
         s: state.clone(),
     });
     let mut r = Router::new()

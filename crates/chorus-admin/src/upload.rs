@@ -106,10 +106,20 @@ pub(crate) async fn put(
     if let Err(r) = admissible(&app, &upload, &headers) {
         return r.into_response();
     }
+    // One upload per slot: a second PUT while one streams is refused, and
+    // a slot another node filled meanwhile is not filled again.
+    let Some(_claim) = Claim::take(&app.uploading, format!("{user}/{token}")) else {
+        return plain(StatusCode::CONFLICT, "an upload into this slot is in progress\n").into_response();
+    };
     let sha = match receive(files.blobs.clone(), body, upload.size).await {
         Ok(sha) => sha,
         Err(r) => return r.into_response(),
     };
+    if let Ok(again) = slot(&app, &user, &token, &filename)
+        && again.sha256.is_some()
+    {
+        return plain(StatusCode::CONFLICT, "this slot was used already\n").into_response();
+    }
     let done = Upload {
         sha256: Some(sha.clone()),
         ..upload
@@ -122,6 +132,32 @@ pub(crate) async fn put(
     metrics::counter!("chorus_uploads_total").increment(1);
     tracing::info!(user = %user, sha256 = %sha, bytes = done.size, "file uploaded");
     plain(StatusCode::CREATED, "stored\n").into_response()
+}
+
+/// A slot being uploaded into, released when the upload ends however it
+/// ends.
+struct Claim {
+    set: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    key: String,
+}
+
+impl Claim {
+    fn take(set: &Arc<std::sync::Mutex<std::collections::HashSet<String>>>, key: String) -> Option<Claim> {
+        let fresh = set.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone());
+        fresh.then(|| Claim {
+            set: set.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
 }
 
 /// Whether the slot may take this upload now.
@@ -264,7 +300,9 @@ fn serve_headers(h: &mut HeaderMap, upload: &Upload, sha: &str, len: u64) {
     let declared = upload
         .content_type
         .as_deref()
-        .unwrap_or("application/octet-stream");
+        .unwrap_or("application/octet-stream")
+        .to_ascii_lowercase();
+    let declared = declared.as_str();
     let inline = ["image/", "audio/", "video/"]
         .iter()
         .any(|p| declared.starts_with(p))
@@ -301,6 +339,51 @@ fn serve_headers(h: &mut HeaderMap, upload: &Upload, sha: &str, len: u64) {
     for (name, value) in pairs {
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.insert(name, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_takes_one_upload_at_a_time() {
+        let set = Arc::default();
+        let first = Claim::take(&set, "alice/t".into()).expect("free");
+        assert!(
+            Claim::take(&set, "alice/t".into()).is_none(),
+            "a second PUT is refused"
+        );
+        assert!(
+            Claim::take(&set, "alice/u".into()).is_some(),
+            "other slots are free"
+        );
+        drop(first);
+        assert!(
+            Claim::take(&set, "alice/t".into()).is_some(),
+            "released when the upload ends"
+        );
+    }
+
+    #[test]
+    fn active_types_are_downloads_whatever_their_spelling() {
+        let up = |t: &str| Upload {
+            filename: "f".into(),
+            size: 1,
+            content_type: Some(t.into()),
+            created_ms: 0,
+            sha256: None,
+        };
+        for (declared, shown) in [
+            ("image/png", "image/png"),
+            ("image/SVG+xml", "application/octet-stream"),
+            ("text/html", "application/octet-stream"),
+            ("application/PDF", "application/pdf"),
+        ] {
+            let mut h = HeaderMap::new();
+            serve_headers(&mut h, &up(declared), &"a".repeat(64), 1);
+            assert_eq!(h[header::CONTENT_TYPE], shown, "{declared}");
         }
     }
 }

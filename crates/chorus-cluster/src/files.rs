@@ -104,6 +104,12 @@ impl FileSync {
             }
             return self.blobs.contains(sha256);
         }
+        // Whoever drops this fetch (a download that gave up waiting), the
+        // file is not left marked as being fetched.
+        let _claim = InFlight {
+            set: &self.in_flight,
+            sha: sha256.to_owned(),
+        };
         let mut got = false;
         for peer in &self.peers {
             match self.fetch_from(peer, sha256).await {
@@ -118,10 +124,6 @@ impl FileSync {
                 }
             }
         }
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(sha256);
         got
     }
 
@@ -203,6 +205,21 @@ impl FileSync {
                 self.on_upload_row(&v);
             }
         }
+    }
+}
+
+/// Marks a file as being fetched for as long as it lives.
+struct InFlight<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    sha: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.sha);
     }
 }
 

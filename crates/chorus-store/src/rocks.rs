@@ -231,6 +231,7 @@ impl Store for RocksStore {
             Table::Settings,
             Table::PepNodes,
             Table::PepItems,
+            Table::Uploads,
         ] {
             for (k, _) in self.scan_live(t, &p)? {
                 changes.push((t, k.to_vec(), None));

@@ -291,6 +291,10 @@ fn from_component(ctx: &Context, el: Element) {
         return bounce(ctx, &el, "service-unavailable");
     };
     let answer = matches!(el.attr("type"), Some("result" | "error"));
+    let el = match admit_for_user(ctx, &user, el) {
+        Some(el) => el,
+        None => return,
+    };
     match to.resource() {
         Some(r) => crate::remote::deliver_from_peer(ctx, &user, r.as_str(), el),
         // The app server's answer to a push notification (sent from the
@@ -300,6 +304,89 @@ fn from_component(ctx: &Context, el: Element) {
         }
         None if el.name() == "iq" => bounce(ctx, &el, "service-unavailable"),
         None => to_bare(ctx, &user, el),
+    }
+}
+
+/// What a component sends a user passes the user's block list and the
+/// end-to-end policy, and a message is archived like any other (with the
+/// archive's stanza id) before it is delivered; `None` if it goes no
+/// further (an error went back where one is due).
+fn admit_for_user(ctx: &Context, user: &str, el: Element) -> Option<Element> {
+    let from = el.attr("from").unwrap_or_default().to_owned();
+    let blocked = ctx.store.blocklist(user).unwrap_or_default().iter().any(|b| {
+        jid::Jid::new(&from)
+            .is_ok_and(|j| *b == from || *b == j.to_bare().to_string() || *b == j.domain().as_str())
+    });
+    if blocked {
+        if el.name() == "iq" {
+            bounce(ctx, &el, "service-unavailable");
+        }
+        return None;
+    }
+    if el.name() != "message" || el.attr("type") == Some("error") {
+        return Some(el);
+    }
+    if !ctx.config.policy.e2e.allowed() && crate::pep::is_encrypted_message(&el) {
+        bounce(ctx, &el, "not-acceptable");
+        return None;
+    }
+    archive_message(ctx, user, el)
+}
+
+/// Archives a component's message to `user`; `None` (and an error back)
+/// if a strict archive cannot take it.
+fn archive_message(ctx: &Context, user: &str, mut el: Element) -> Option<Element> {
+    use chorus_core::archive::{ArchiveRecord, RecordKind};
+    // Only the archive may stamp our stanza ids; a component's own go.
+    let ours = [ctx.domain.clone(), ctx.config.muc_domain()];
+    let mut kept = Vec::new();
+    while let Some(sid) = el.remove_child("stanza-id", ns::SID) {
+        let by = sid.attr("by").unwrap_or_default();
+        let domain = by
+            .split('/')
+            .next()
+            .unwrap_or(by)
+            .rsplit('@')
+            .next()
+            .unwrap_or_default();
+        if !ours.iter().any(|d| d == domain) {
+            kept.push(sid);
+        }
+    }
+    for sid in kept {
+        el.append_child(sid);
+    }
+    let body = el.get_child("body", ns::CLIENT).map(|b| b.text());
+    if !ctx.archive.enabled() || body.is_none() {
+        return Some(el);
+    }
+    let to_bare = format!("{user}@{}", ctx.domain);
+    let record = ArchiveRecord {
+        from: el.attr("from").unwrap_or_default().to_owned(),
+        to: el.attr("to").unwrap_or(&to_bare).to_owned(),
+        stamp_ms: chorus_core::time::now_millis(),
+        xml: el.to_xml(),
+        kind: RecordKind::Message,
+        body,
+        thread: el.get_child("thread", ns::CLIENT).map(|t| t.text()),
+        room: None,
+        occupants: Vec::new(),
+        msg_id: el.attr("id").map(str::to_owned),
+        edit: None,
+    };
+    match ctx.archive.append(record) {
+        Ok(Some(id)) => {
+            let sid = xml::new("stanza-id", ns::SID)
+                .with_attr("id", id)
+                .with_attr("by", to_bare);
+            Some(el.with_child(sid))
+        }
+        Ok(None) => Some(el),
+        Err(e) => {
+            tracing::warn!(error = %e, "archive refused a component's message");
+            bounce(ctx, &el, "service-unavailable");
+            None
+        }
     }
 }
 

@@ -68,8 +68,21 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// The configuration of a node created by a plain publish.
-    pub fn default_for(node: &str) -> NodeConfig {
+    /// The configuration of a node created by a plain publish; `items_max`
+    /// is the node bound.
+    pub fn default_for(node: &str, items_max: usize) -> NodeConfig {
+        if is_private_node(node) {
+            // Bookmarks (room passwords among them) stay the owner's, and
+            // keep every item, even when a client publishes without
+            // options.
+            return NodeConfig {
+                access_model: AccessModel::Whitelist,
+                persist_items: true,
+                max_items: items_max,
+                send_last_published_item: SendLast::Never,
+                notify_retract: true,
+            };
+        }
         // Keys must be readable by anyone who wants to write to the user.
         NodeConfig {
             access_model: if is_e2e_node(node) {
@@ -206,6 +219,12 @@ pub fn config_form(cfg: &NodeConfig, kind: &str) -> Element {
             flag(cfg.notify_retract),
         ))
         .with_child(field("pubsub#deliver_payloads", "boolean", "1".into()))
+}
+
+/// Whether a node holds the owner's private data (XEP-0402 bookmarks and
+/// the XEP-0048 ones kept in PEP).
+pub fn is_private_node(node: &str) -> bool {
+    node == ns::BOOKMARKS2 || node == ns::BOOKMARKS_LEGACY
 }
 
 /// Whether a node carries end-to-end encryption keys (XEP-0384 OMEMO,

@@ -16,11 +16,11 @@ fn form(fields: &[(&str, &str)]) -> Element {
 
 #[test]
 fn plain_publish_defaults_and_e2e_nodes() {
-    let avatar = NodeConfig::default_for(ns::AVATAR_METADATA);
+    let avatar = NodeConfig::default_for(ns::AVATAR_METADATA, 1000);
     assert_eq!(avatar.access_model, AccessModel::Presence);
     assert_eq!(avatar.max_items, 1);
     assert_eq!(
-        NodeConfig::default_for("eu.siacs.conversations.axolotl.devicelist").access_model,
+        NodeConfig::default_for("eu.siacs.conversations.axolotl.devicelist", 1000).access_model,
         AccessModel::Open
     );
     assert!(is_e2e_node("eu.siacs.conversations.axolotl.bundles:1234"));
@@ -37,7 +37,11 @@ fn bookmarks_options_apply_and_are_then_satisfied() {
         ("pubsub#send_last_published_item", "never"),
         ("pubsub#access_model", "whitelist"),
     ]);
-    let mut cfg = NodeConfig::default_for(ns::BOOKMARKS2);
+    assert!(
+        satisfies(&NodeConfig::default_for(ns::BOOKMARKS2, 1000), &x, 1000),
+        "bookmarks are private by default"
+    );
+    let mut cfg = NodeConfig::default_for("urn:x", 1000);
     assert!(!satisfies(&cfg, &x, 1000));
     apply_form(&mut cfg, &x, 1000).expect("valid form");
     assert_eq!(cfg.max_items, 1000);
@@ -48,7 +52,7 @@ fn bookmarks_options_apply_and_are_then_satisfied() {
 
 #[test]
 fn bad_values_are_refused() {
-    let mut cfg = NodeConfig::default_for("urn:x");
+    let mut cfg = NodeConfig::default_for("urn:x", 1000);
     for (var, val) in [
         ("pubsub#access_model", "authorize"),
         ("pubsub#max_items", "0"),
@@ -66,11 +70,11 @@ fn bad_values_are_refused() {
 
 #[test]
 fn the_config_form_round_trips() {
-    let mut cfg = NodeConfig::default_for("urn:x");
+    let mut cfg = NodeConfig::default_for("urn:x", 1000);
     cfg.access_model = AccessModel::Open;
     cfg.max_items = 7;
     let shown = config_form(&cfg, "form");
-    let mut back = NodeConfig::default_for("urn:x");
+    let mut back = NodeConfig::default_for("urn:x", 1000);
     apply_form(&mut back, &shown, 1000).expect("own form applies");
     assert_eq!(back, cfg);
 }

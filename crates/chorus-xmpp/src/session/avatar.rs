@@ -10,11 +10,20 @@ use crate::xml::{self, ElementExt};
 use minidom::Element;
 
 impl Session {
-    /// `vcard` with its PHOTO replaced by `user`'s PEP avatar, if any.
+    /// `vcard` with its PHOTO replaced by `user`'s PEP avatar, if any and
+    /// if the asker may see that avatar (its nodes' access models hold for
+    /// the vCard too).
     pub(super) fn vcard_with_avatar(&self, user: &str, mut vcard: Element) -> Element {
         let Some(hash) = self.avatar_hash(user) else {
             return vcard;
         };
+        let me = self.user().to_owned();
+        let readable = [ns::AVATAR_METADATA, ns::AVATAR_DATA].iter().all(
+            |node| matches!(self.pep_node(user, node), Ok(Some(cfg)) if self.pep_may_read(user, &me, &cfg)),
+        );
+        if !readable {
+            return vcard;
+        }
         while vcard.remove_child("PHOTO", ns::VCARD).is_some() {}
         if hash.is_empty() {
             return vcard;

@@ -102,7 +102,15 @@ impl Session {
         }
         match self.target(Some(&to)) {
             Target::Muc { room, nick } => self.muc_message(el, room, nick),
-            Target::Component(domain) => self.route_to_component(&domain, el),
+            Target::Component(domain) => {
+                // A conversation with a bot or gateway is archived like
+                // any other (`archive` stamps the sender's stanza id).
+                let own = self.user().to_owned();
+                match self.archive(&el, &own) {
+                    Ok(archived) => self.route_to_component(&domain, archived),
+                    Err(refusal) => self.send(refusal),
+                }
+            }
             Target::Remote => {
                 if !is_error(&el) {
                     self.send(xml::error_reply(&el, "cancel", "remote-server-not-found"));

@@ -567,6 +567,8 @@ mod pep_tests;
 #[cfg(test)]
 mod room_archive_tests;
 #[cfg(test)]
+mod shared_files_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_support;

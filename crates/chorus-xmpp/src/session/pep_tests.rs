@@ -397,7 +397,20 @@ fn the_pep_avatar_is_the_vcard_photo_and_the_presence_hash() {
     assert!(
         vcard.contains("d29ybGQ=") && vcard.contains("image/jpeg") && !vcard.contains("aGVsbG8="),
         "{vcard}"
-    );
+    ); // A stranger does not get the avatar through the vCard: its nodes are
+    // for contacts (presence access).
+    ctx.store
+        .create_account(
+            "carol",
+            &Credentials::from_password_with("cpw", 64).expect("valid"),
+        )
+        .expect("create");
+    let (mut c, mut crx) = login(&ctx, "carol", "cpw", "pc");
+    c.on_element(parse(&format!(
+        "<iq xmlns='jabber:client' type='get' id='vc' to='alice@{DOMAIN}'><vCard xmlns='vcard-temp'/></iq>"
+    )));
+    let vcard = result_of(&drain(&mut c, &mut crx), "vc").to_xml();
+    assert!(!vcard.contains("d29ybGQ="), "{vcard}");
 }
 
 #[test]

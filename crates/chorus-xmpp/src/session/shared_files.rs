@@ -22,8 +22,8 @@ const FILES_PER_MESSAGE_MAX: usize = 16;
 impl Session {
     /// `el` as the archive keeps it.
     pub(in crate::session) fn archived_with_files(&self, el: &Element) -> Element {
-        let mut out = el.clone();
-        while out.remove_child("file", NS_SHARED_FILE).is_some() {}
+        // Nowhere in the stanza may a client's own reference survive.
+        let mut out = without_references(el);
         let mut text = el
             .get_child("body", ns::CLIENT)
             .map(|b| b.text())
@@ -35,10 +35,9 @@ impl Session {
             }
         }
         let mut seen = Vec::new();
-        for word in text.split_whitespace().filter(|w| w.contains("/upload/")) {
-            if seen.len() >= FILES_PER_MESSAGE_MAX {
-                break;
-            }
+        let words = text.split_whitespace().filter(|w| w.contains("/upload/"));
+        // Lookups are bounded whatever the message holds.
+        for word in words.take(FILES_PER_MESSAGE_MAX) {
             let Some((user, token, name)) = parse_slot_url(word) else {
                 continue;
             };
@@ -63,4 +62,22 @@ impl Session {
         }
         out
     }
+}
+
+/// `el` without any `urn:xmpp:chorus:file:0` element, at any depth.
+fn without_references(el: &Element) -> Element {
+    let mut out = xml::new(el.name(), &el.ns());
+    for ((attr_ns, name), v) in el.attrs() {
+        out.attrs_mut().insert(attr_ns.clone(), name.clone(), v.clone());
+    }
+    for node in el.nodes() {
+        match node {
+            minidom::Node::Element(c) if c.ns() == NS_SHARED_FILE => {}
+            minidom::Node::Element(c) => {
+                out.append_child(without_references(c));
+            }
+            minidom::Node::Text(t) => out.append_text(t.clone()),
+        }
+    }
+    out
 }

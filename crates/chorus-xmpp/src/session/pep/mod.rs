@@ -61,7 +61,10 @@ impl Session {
             (true, "configure", true) => self.pep_configure_get(iq, &node),
             (true, "configure", false) => self.pep_configure_set(iq, &op, &node),
             (true, "default", true) => {
-                let form = pep::config_form(&NodeConfig::default_for(""), "form");
+                let form = pep::config_form(
+                    &NodeConfig::default_for("", self.ctx.config.limits.pep_items_per_node_max),
+                    "form",
+                );
                 let d = xml::new("default", ns::PUBSUB_OWNER).with_child(form);
                 self.send(xml::iq_result(iq).with_child(xml::new("pubsub", ns::PUBSUB_OWNER).with_child(d)))
             }
@@ -221,7 +224,7 @@ impl Session {
             }
             (Some(cfg), _) => cfg,
             (None, options) => {
-                let mut cfg = NodeConfig::default_for(node);
+                let mut cfg = NodeConfig::default_for(node, self.ctx.config.limits.pep_items_per_node_max);
                 if let Some(x) = options {
                     pep::apply_form(&mut cfg, x, items_max).map_err(|_| PublishError::Precondition)?;
                 }
@@ -328,7 +331,7 @@ impl Session {
             Ok(Some(_)) => return self.send(xml::error_reply(iq, "cancel", "conflict")),
             Ok(None) => {}
         }
-        let mut cfg = NodeConfig::default_for(node);
+        let mut cfg = NodeConfig::default_for(node, self.ctx.config.limits.pep_items_per_node_max);
         if let Some(x) = form
             && pep::apply_form(&mut cfg, x, self.ctx.config.limits.pep_items_per_node_max).is_err()
         {
