@@ -328,6 +328,9 @@ fn turn_secrets(config: &Config) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
 
 /// Component connections served at once (they are few and trusted).
 const COMPONENT_CONNECTIONS_MAX: usize = 64;
+/// Component connections from one address at once, so one address that
+/// reaches the listener cannot hold every slot in the handshake.
+const COMPONENT_CONNECTIONS_PER_IP_MAX: usize = 8;
 
 /// Accepts XEP-0114 component connections until shutdown.
 async fn component_loop(
@@ -338,6 +341,7 @@ async fn component_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(COMPONENT_CONNECTIONS_MAX));
+    let per_ip: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> = Arc::default();
     let mut conns = JoinSet::new();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -351,9 +355,14 @@ async fn component_loop(
             drop(tcp);
             continue;
         };
+        let Some(per_ip) = PerIp::enter(&per_ip, peer.ip()) else {
+            tracing::debug!(%peer, "component connection refused: too many from this address");
+            drop(tcp);
+            continue;
+        };
         let (ctx, secrets, stop, tls) = (ctx.clone(), secrets.clone(), stop.clone(), tls.clone());
         conns.spawn(async move {
-            let _permit = permit;
+            let (_permit, _per_ip) = (permit, per_ip);
             let _ = tcp.set_nodelay(true);
             let handshake = Duration::from_secs(ctx.config.limits.handshake_timeout_secs);
             match tls {
@@ -384,4 +393,55 @@ fn component_secrets(config: &Config) -> anyhow::Result<chorus_xmpp::component::
         out.insert(s.domain.clone(), secret);
     }
     Ok(out)
+}
+
+/// One component connection counted against its address.
+struct PerIp {
+    map: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl PerIp {
+    fn enter(
+        map: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+        ip: std::net::IpAddr,
+    ) -> Option<PerIp> {
+        let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_default();
+        if *n >= COMPONENT_CONNECTIONS_PER_IP_MAX {
+            return None;
+        }
+        *n += 1;
+        Some(PerIp { map: map.clone(), ip })
+    }
+}
+
+impl Drop for PerIp {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod component_tests {
+    use super::*;
+
+    #[test]
+    fn one_address_holds_a_bounded_share_of_component_slots() {
+        let map = Arc::default();
+        let ip: std::net::IpAddr = "192.0.2.7".parse().expect("ip");
+        let held: Vec<PerIp> = (0..COMPONENT_CONNECTIONS_PER_IP_MAX)
+            .map(|_| PerIp::enter(&map, ip).expect("room"))
+            .collect();
+        assert!(PerIp::enter(&map, ip).is_none());
+        assert!(PerIp::enter(&map, "192.0.2.8".parse().expect("ip")).is_some());
+        drop(held);
+        assert!(PerIp::enter(&map, ip).is_some(), "freed when connections end");
+    }
 }

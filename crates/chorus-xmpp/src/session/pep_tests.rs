@@ -531,3 +531,28 @@ fn bookmarks_kept_in_pep_the_xep_0048_way_are_the_native_bookmarks() {
         "{got}"
     );
 }
+
+#[test]
+fn a_new_subscriber_gets_the_last_items_at_once() {
+    let (ctx, _) = context(|_| {});
+    let (mut a, mut arx) = login(&ctx, "alice", "apw", "pc");
+    a.on_element(parse("<presence xmlns='jabber:client'/>"));
+    a.on_element(publish(ns::NICK, "current", NICK, ""));
+    drain(&mut a, &mut arx);
+    let (mut b, mut brx) = login(&ctx, "bob", "bpw", "pc");
+    announce(&mut b, &mut brx, &["http://jabber.org/protocol/nick+notify"]);
+    b.on_element(parse(&format!(
+        "<presence xmlns='jabber:client' type='subscribe' to='alice@{DOMAIN}'/>"
+    )));
+    drain(&mut b, &mut brx);
+    drain(&mut a, &mut arx);
+    a.on_element(parse(&format!(
+        "<presence xmlns='jabber:client' type='subscribed' to='bob@{DOMAIN}'/>"
+    )));
+    drain(&mut a, &mut arx);
+    assert_eq!(
+        events(&drain(&mut b, &mut brx), ns::NICK),
+        1,
+        "bob sees alice's nick at once"
+    );
+}

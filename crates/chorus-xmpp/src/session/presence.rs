@@ -368,6 +368,8 @@ impl Session {
                             }
                         }
                         let _ = full;
+                        // XEP-0163: a new subscriber gets the last items.
+                        self.pep_send_last_to(&contact);
                     }
                 } else if !item.subscription.has_from() && !item.approved {
                     item.approved = true;

@@ -185,6 +185,51 @@ impl Session {
         }
     }
 
+    /// `contact` was just allowed to see this user's presence: each of
+    /// their available sessions, on any site, is sent the last item of
+    /// every node they may read (their session keeps what its client
+    /// asked for with `+notify`).
+    pub(in crate::session) fn pep_send_last_to(&mut self, contact: &str) {
+        let me = self.user().to_owned();
+        let from = format!("{me}@{}", self.ctx.domain);
+        let e2e = self.ctx.config.policy.e2e.allowed();
+        let targets: Vec<String> = self
+            .ctx
+            .router
+            .resources(contact)
+            .into_iter()
+            .filter(|r| r.available)
+            .map(|r| r.resource)
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        for (node, json) in self.ctx.store.pep_nodes(&me).unwrap_or_default() {
+            let Ok(cfg) = serde_json::from_str::<NodeConfig>(&json) else {
+                continue;
+            };
+            if cfg.send_last_published_item == SendLast::Never
+                || (pep::is_e2e_node(&node) && !e2e)
+                || !self.pep_may_read(&me, contact, &cfg)
+            {
+                continue;
+            }
+            let items = pep::ordered(self.ctx.store.pep_items(&me, &node).unwrap_or_default());
+            let Some((id, item)) = items.last() else { continue };
+            let list = xml::new("items", ns::PUBSUB_EVENT)
+                .with_attr("node", node.clone())
+                .with_child(super::item_element(ns::PUBSUB_EVENT, id, item, Some(&from)));
+            let wrapped = xml::new("event", ns::PUBSUB_EVENT).with_child(list);
+            for r in &targets {
+                let to = format!("{contact}@{}/{r}", self.ctx.domain);
+                let _ =
+                    self.ctx
+                        .router
+                        .deliver(contact, r, Routed::Stanza(event_message(&from, &to, &wrapped)));
+            }
+        }
+    }
+
     /// The user's avatar hash (XEP-0398): `Some("")` when they disabled
     /// their avatar, `None` when they never published one.
     pub(in crate::session) fn avatar_hash(&self, user: &str) -> Option<String> {
