@@ -335,27 +335,10 @@ fn admit_for_user(ctx: &Context, user: &str, el: Element) -> Option<Element> {
 
 /// Archives a component's message to `user`; `None` (and an error back)
 /// if a strict archive cannot take it.
-fn archive_message(ctx: &Context, user: &str, mut el: Element) -> Option<Element> {
+fn archive_message(ctx: &Context, user: &str, el: Element) -> Option<Element> {
     use chorus_core::archive::{ArchiveRecord, RecordKind};
     // Only the archive may stamp our stanza ids; a component's own go.
-    let ours = [ctx.domain.clone(), ctx.config.muc_domain()];
-    let mut kept = Vec::new();
-    while let Some(sid) = el.remove_child("stanza-id", ns::SID) {
-        let by = sid.attr("by").unwrap_or_default();
-        let domain = by
-            .split('/')
-            .next()
-            .unwrap_or(by)
-            .rsplit('@')
-            .next()
-            .unwrap_or_default();
-        if !ours.iter().any(|d| d == domain) {
-            kept.push(sid);
-        }
-    }
-    for sid in kept {
-        el.append_child(sid);
-    }
+    let el = xml::without_stanza_ids_by(&el, &[&ctx.domain, &ctx.config.muc_domain()]);
     let body = el.get_child("body", ns::CLIENT).map(|b| b.text());
     if !ctx.archive.enabled() || body.is_none() {
         return Some(el);

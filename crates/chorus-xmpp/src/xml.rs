@@ -64,6 +64,25 @@ impl ElementExt for Element {
     }
 }
 
+/// `el` without the XEP-0359 stanza-ids whose `by` is in one of `domains`
+/// (only this service may set those); other entities' ids stay.
+pub fn without_stanza_ids_by(el: &Element, domains: &[&str]) -> Element {
+    let mut out = el.clone();
+    let mut removed = Vec::new();
+    while let Some(sid) = out.remove_child("stanza-id", ns::SID) {
+        removed.push(sid);
+    }
+    for sid in removed {
+        let by = sid.attr("by").unwrap_or_default();
+        let bare = by.split('/').next().unwrap_or(by);
+        let domain = bare.rsplit('@').next().unwrap_or_default();
+        if !domains.contains(&domain) {
+            out.append_child(sid);
+        }
+    }
+    out
+}
+
 /// Escapes text for an attribute value or character data.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -153,6 +172,29 @@ pub fn iq_result(iq: &Element) -> Element {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_our_own_stanza_ids_are_dropped() {
+        let m = new("message", ns::CLIENT)
+            .with_child(
+                new("stanza-id", ns::SID)
+                    .with_attr("id", "1")
+                    .with_attr("by", "a@chorus.test"),
+            )
+            .with_child(
+                new("stanza-id", ns::SID)
+                    .with_attr("id", "2")
+                    .with_attr("by", "room@conference.chorus.test/x"),
+            )
+            .with_child(
+                new("stanza-id", ns::SID)
+                    .with_attr("id", "3")
+                    .with_attr("by", "bots.chorus.test"),
+            );
+        let out = without_stanza_ids_by(&m, &["chorus.test", "conference.chorus.test"]);
+        let ids: Vec<&str> = out.children().filter_map(|c| c.attr("id")).collect();
+        assert_eq!(ids, ["3"]);
+    }
 
     #[test]
     fn serializes_with_namespace_and_escapes() {

@@ -279,26 +279,7 @@ impl Session {
     /// The message without the XEP-0359 stanza-ids that claim to come from
     /// this service (only it may set those); other entities' ids stay.
     fn without_own_stanza_ids(&self, el: &Element) -> Element {
-        let mut out = el.clone();
-        let mut removed = Vec::new();
-        while let Some(sid) = out.remove_child("stanza-id", ns::SID) {
-            removed.push(sid);
-        }
-        let muc = self.ctx.config.muc_domain();
-        for sid in removed {
-            let by = sid.attr("by").unwrap_or_default();
-            let domain = by
-                .split('/')
-                .next()
-                .unwrap_or(by)
-                .rsplit('@')
-                .next()
-                .unwrap_or_default();
-            if domain != self.ctx.domain && domain != muc {
-                out.append_child(sid);
-            }
-        }
-        out
+        xml::without_stanza_ids_by(el, &[&self.ctx.domain, &self.ctx.config.muc_domain()])
     }
 
     /// Records a subscription or blocking event in the archive (compliance
