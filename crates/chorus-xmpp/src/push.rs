@@ -44,6 +44,12 @@ pub fn registrations(ctx: &Context, user: &str) -> Vec<Registration> {
 /// (XEP-0198: a phone whose app the OS suspended), wake their devices;
 /// true if it did.
 pub fn queued_message(ctx: &Context, user: &str, resource: &str, msg: &Element) -> bool {
+    // Called for every delivered message: the common case (nothing to
+    // push, nobody parked) must not look the user's sessions up.
+    let wakes = ctx.config.push.enabled && msg.get_child("body", ns::CLIENT).is_some();
+    if !wakes || ctx.parked.is_empty() {
+        return false;
+    }
     let parked = ctx
         .router
         .resources(user)

@@ -50,6 +50,16 @@ fn announce(s: &mut Session, rx: &mut mpsc::Receiver<Routed>, features: &[&str])
     out
 }
 
+/// A third account, no contact of anyone.
+fn add_carol(ctx: &Arc<Context>) {
+    ctx.store
+        .create_account(
+            "carol",
+            &Credentials::from_password_with("cpw", 64).expect("valid"),
+        )
+        .expect("create");
+}
+
 fn subscribe_both(ctx: &Arc<Context>, a: &str, b: &str) {
     for (user, contact) in [(a, b), (b, a)] {
         let item = RosterItem {
@@ -136,12 +146,7 @@ fn caps_are_asked_once_then_come_from_the_cache_and_a_forged_answer_is_not_cache
 #[test]
 fn a_publish_reaches_subscribed_contacts_that_asked_for_the_node_only() {
     let (ctx, _) = context(|_| {});
-    ctx.store
-        .create_account(
-            "carol",
-            &Credentials::from_password_with("cpw", 64).expect("valid"),
-        )
-        .expect("create");
+    add_carol(&ctx);
     subscribe_both(&ctx, "alice", "bob");
     let (mut a, mut arx) = login(&ctx, "alice", "apw", "pc");
     announce(&mut a, &mut arx, &[]);
@@ -399,12 +404,7 @@ fn the_pep_avatar_is_the_vcard_photo_and_the_presence_hash() {
         "{vcard}"
     ); // A stranger does not get the avatar through the vCard: its nodes are
     // for contacts (presence access).
-    ctx.store
-        .create_account(
-            "carol",
-            &Credentials::from_password_with("cpw", 64).expect("valid"),
-        )
-        .expect("create");
+    add_carol(&ctx);
     let (mut c, mut crx) = login(&ctx, "carol", "cpw", "pc");
     c.on_element(parse(&format!(
         "<iq xmlns='jabber:client' type='get' id='vc' to='alice@{DOMAIN}'><vCard xmlns='vcard-temp'/></iq>"
@@ -416,12 +416,7 @@ fn the_pep_avatar_is_the_vcard_photo_and_the_presence_hash() {
 #[test]
 fn last_activity_is_told_to_contacts_only() {
     let (ctx, _) = context(|_| {});
-    ctx.store
-        .create_account(
-            "carol",
-            &Credentials::from_password_with("cpw", 64).expect("valid"),
-        )
-        .expect("create");
+    add_carol(&ctx);
     subscribe_both(&ctx, "alice", "bob");
     let (mut a, mut arx) = login(&ctx, "alice", "apw", "pc");
     a.on_element(parse("<presence xmlns='jabber:client'/>"));

@@ -23,7 +23,11 @@ impl Session {
     /// `el` as the archive keeps it.
     pub(in crate::session) fn archived_with_files(&self, el: &Element) -> Element {
         // Nowhere in the stanza may a client's own reference survive.
-        let mut out = without_references(el);
+        let mut out = if has_reference(el) {
+            without_references(el)
+        } else {
+            el.clone()
+        };
         let mut text = el
             .get_child("body", ns::CLIENT)
             .map(|b| b.text())
@@ -62,6 +66,14 @@ impl Session {
         }
         out
     }
+}
+
+/// Whether any element of `el`, at any depth, is a file reference (every
+/// archived message is checked; only the rare one with a reference is
+/// rebuilt).
+fn has_reference(el: &Element) -> bool {
+    el.children()
+        .any(|c| c.ns() == NS_SHARED_FILE || has_reference(c))
 }
 
 /// `el` without any `urn:xmpp:chorus:file:0` element, at any depth.
