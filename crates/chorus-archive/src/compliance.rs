@@ -254,6 +254,13 @@ impl Compliance {
         Ok((page.records, page.complete))
     }
 
+    /// Commits an audit entry for something done outside the archive (a
+    /// console page view, an account changed by an admin); fails without
+    /// a quorum.
+    pub async fn record(&self, who: &Caller, action: &str, detail: serde_json::Value) -> Result<()> {
+        self.audit(who, action, detail).await
+    }
+
     /// Every hold (the list is audited).
     pub async fn holds(&self, who: &Caller) -> Result<Vec<Hold>> {
         let holds = self.sm.holds().map_err(unavailable)?;
@@ -306,15 +313,18 @@ impl Compliance {
     }
 
     /// Releases a hold.
-    pub async fn release_hold(&self, who: &Caller, id: &str) -> Result<()> {
+    /// Releases a hold; the reason, when given, is in its audit entry.
+    pub async fn release_hold(&self, who: &Caller, id: &str, reason: Option<&str>) -> Result<()> {
         let release = Command::ReleaseHold {
             id: id.to_owned(),
             by: who.name.clone(),
             at_ms: chorus_core::time::now_millis(),
         };
-        let r = self
-            .audited(who, "hold.release", serde_json::json!({ "id": id }), release)
-            .await?;
+        let detail = match reason {
+            Some(r) => serde_json::json!({ "id": id, "reason": r }),
+            None => serde_json::json!({ "id": id }),
+        };
+        let r = self.audited(who, "hold.release", detail, release).await?;
         if r.not_found {
             return Err(ComplianceError::NotFound(format!("no hold {id}")));
         }

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 mod cluster;
 mod components;
+mod console;
 mod contacts;
 mod extdisco;
 mod http;
@@ -22,6 +23,7 @@ mod push;
 mod services;
 mod upload;
 pub use components::{ComponentService, ComponentsConfig};
+pub use console::ConsoleConfig;
 pub use contacts::ContactsConfig;
 pub use extdisco::{ExtdiscoConfig, ExternalService};
 pub use http::{Cidr, HttpConfig};
@@ -88,6 +90,8 @@ pub struct Config {
     pub push: PushConfig,
     /// XEP-0157 contact addresses.
     pub contacts: ContactsConfig,
+    /// The compliance and operations console at `/console/`.
+    pub console: ConsoleConfig,
 }
 
 /// `[api]`: who may call the compliance and admin API under `/api/v1/`.
@@ -441,6 +445,7 @@ impl Config {
         ];
         self.components.validate(&taken)?;
         self.contacts.validate()?;
+        self.console.validate()?;
         self.extdisco.validate()?;
         self.http.validate()?;
         let l = &self.limits;

@@ -132,3 +132,17 @@ pub trait Store: Send + Sync + 'static {
         items: &[(String, Option<String>)],
     ) -> Result<(), StoreError>;
 }
+
+/// The per-user setting that marks an account disabled (`"1"`): it cannot
+/// sign in over XMPP or to the console. Any other value, or none, leaves it
+/// enabled. Settings replicate, so every site agrees.
+pub const DISABLED_SETTING: &str = "account.disabled";
+
+/// Whether `user`'s account is disabled; a store that cannot be read
+/// answers yes (a login refused is safer than one let through).
+pub fn is_disabled(store: &dyn Store, user: &str) -> bool {
+    match store.setting(user, DISABLED_SETTING) {
+        Ok(v) => v.as_deref() == Some("1"),
+        Err(_) => true,
+    }
+}

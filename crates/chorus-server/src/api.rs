@@ -259,7 +259,7 @@ async fn place_hold(State(s): State<ApiState>, cx: Ctx, body: axum::body::Bytes)
 
 async fn release_hold(State(s): State<ApiState>, cx: Ctx, Path(id): Path<String>) -> ApiResult {
     let (who, c) = authorize(&s, &cx, COMPLIANCE)?;
-    c.release_hold(&who, &id).await?;
+    c.release_hold(&who, &id, None).await?;
     ok(json!({ "released": id }))
 }
 

@@ -185,11 +185,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 Arc::new(move || crate::cluster_cli::status_json(&chorus_cluster::service::status(&c)));
             f
         });
+        let mut api = crate::api::routes(archive.compliance.clone(), config.api.tokens.clone());
+        if config.console.enabled {
+            let render = metrics.clone();
+            api = api.merge(chorus_console::routes(chorus_console::Deps {
+                ctx: ctx.clone(),
+                compliance: archive.compliance.clone(),
+                tokens: config.api.tokens.clone(),
+                cluster_status: cluster_status.clone(),
+                archive_status: archive.status.clone(),
+                metrics: Arc::new(move || render.render()),
+            }));
+        }
         let state = HttpState {
-            api: Some(crate::api::routes(
-                archive.compliance.clone(),
-                config.api.tokens.clone(),
-            )),
+            api: Some(api),
             archive_status: archive.status.clone(),
             cluster_status,
             ctx: ctx.clone(),

@@ -219,6 +219,38 @@ pub fn destroy_room(ctx: &Context, room: &str) {
     }
 }
 
+/// Destroys a room for an administrator outside the room (the console):
+/// every live occupant is told with an unavailable presence carrying
+/// `<destroy/>` and the reason (XEP-0045 section 10.9), then the room goes.
+/// Returns how many occupants were told.
+pub fn destroy_room_by_admin(ctx: &Context, room: &str, reason: &str) -> usize {
+    use crate::xml::ElementExt as _;
+    use crate::{ns, xml};
+    let room_jid = format!("{room}@{}", ctx.config.muc_domain());
+    let live = occupants(ctx, room);
+    for o in &live {
+        let Some((bare, resource)) = o.jid.split_once('/') else { continue };
+        let user = bare.split('@').next().unwrap_or_default();
+        let x = xml::new("x", ns::MUC_USER)
+            .with_child(
+                xml::new("item", ns::MUC_USER)
+                    .with_attr("affiliation", "none")
+                    .with_attr("role", "none"),
+            )
+            .with_child(
+                xml::new("destroy", ns::MUC_USER).with_child(xml::new("reason", ns::MUC_USER).with_text(reason)),
+            );
+        let p = xml::new("presence", ns::CLIENT)
+            .with_attr("from", format!("{room_jid}/{}", o.nick))
+            .with_attr("to", o.jid.clone())
+            .with_attr("type", "unavailable")
+            .with_child(x);
+        let _ = ctx.router.deliver(user, resource, crate::router::Routed::Stanza(p));
+    }
+    destroy_room(ctx, room);
+    live.len()
+}
+
 /// Every affiliation of a room.
 pub fn affiliations(ctx: &Context, room: &str) -> Vec<(String, Affiliation)> {
     ctx.store

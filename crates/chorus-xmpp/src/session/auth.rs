@@ -68,6 +68,10 @@ impl CredentialLookup for StoreLookup<'_> {
 
     fn lookup(&self, username: &str) -> Option<Credentials> {
         let user = normalize_user(username, self.domain)?;
+        if chorus_core::store::is_disabled(self.store, &user) {
+            // Answered like an unknown account (a fake salt and a failure).
+            return None;
+        }
         match self.store.credentials(&user) {
             Ok(c) => c,
             Err(e) => {

@@ -1,0 +1,270 @@
+"""The compliance and operations console (/console/) in a real headless
+Chromium against real nodes: an officer signs in, searches, opens the
+conversation around a hit, places a hold, exports it and downloads the
+package (which `chorus archive verify-export` accepts), releases the hold;
+an admin manages accounts and rooms and sees a cut site on the health
+page; viewers without the role are refused; cookies carry Secure,
+HttpOnly and SameSite, and forms without the session's CSRF token or from
+another origin are refused. Every view lands in the audit trail."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import ssl
+import urllib.parse
+
+import pytest
+
+from browser import browser_for  # noqa: F401  (fixture)
+from test_compliance import OFFICER, TOKENS, api, archived, deliver
+from test_record import verify_export
+from xmpp import connect, try_login
+
+USERS = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret",
+         "dave": "dave-secret"}
+CONSOLE = {**TOKENS, "console": {"compliance": ["carol"], "admin": ["dave"]}}
+NODE = pytest.mark.chorus(config=CONSOLE, users=USERS)
+SLOW = pytest.mark.timeout(240)
+
+
+async def audit_actions(node) -> list[tuple[str, str]]:
+    entries = (await api(node, "GET", "/api/v1/archive/audit", OFFICER,
+                         {"limit": "1000"}))["entries"]
+    return [(e["actor"], e["action"]) for e in entries]
+
+
+async def eventually_audited(node, actor: str, action: str, timeout: float = 20) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        acts = await audit_actions(node)
+        if (actor, action) in acts:
+            return
+        assert loop.time() < deadline, f"no {action} by {actor} in {acts[-20:]}"
+        await asyncio.sleep(0.2)
+
+
+@SLOW
+@NODE
+async def test_officer_signs_in_searches_and_reads_the_conversation(node, browser_for):
+    alice = await connect(node, "alice")
+    bob = await connect(node, "bob")
+    script = [(alice, bob, "morning, shall we talk?"),
+              (bob, alice, "sure, about what"),
+              (alice, bob, "the Merger with Initech closes Friday"),
+              (bob, alice, "keep the merger quiet please"),
+              (alice, bob, "understood, lunch at noon")]
+    for s, r, text in script:
+        await deliver(s, r, text)
+    await archived(node, len(script))
+
+    b = browser_for(node)
+    b.go("/console/search")
+    b.wait("form[action='/console/login']")
+    assert b.path.startswith("/console/login?next=")
+    b.shot("login")
+    b.sign_in("carol", USERS["carol"])
+    assert b.path == "/console/search", "back where the officer was going"
+
+    cookie = b.session_cookie()
+    assert cookie, b.d.get_cookies()
+    assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
+    assert cookie["path"] == "/", cookie
+
+    b.fill("form[role=search]", q="merger")
+    b.submit("form[role=search]")
+    rows = b.wait("#results tbody")
+    marks = [m.text.lower() for m in rows.find_elements("css selector", "mark")]
+    assert marks == ["merger", "merger"], marks
+    assert "2 records match" in b.text()
+    # Times are shown in the viewer's zone (the browser runs in Tokyo), UTC on hover.
+    t = rows.find_element("css selector", "time")
+    assert t.get_attribute("title").endswith(" UTC") and "Asia/Tokyo" in t.text, t.text
+    b.shot("search")
+
+    rows.find_elements("css selector", "a")[0].click()
+    thread = b.wait(".thread")
+    msgs = [m.text for m in thread.find_elements("css selector", ".msg")]
+    assert len(msgs) == len(script), msgs
+    hit = thread.find_element("css selector", ".msg.hit").text
+    assert "the Merger with Initech" in hit, hit
+    assert "morning, shall we talk?" in msgs[0] and "lunch at noon" in msgs[-1], msgs
+    b.shot("conversation")
+
+    carol = f"carol@{node.domain} (console)"
+    acts = await audit_actions(node)
+    assert (carol, "search") in acts and (carol, "conversation") in acts, acts[-10:]
+    await eventually_audited(node, carol, "console.login")
+
+
+@SLOW
+@NODE
+async def test_officer_places_exports_and_releases_a_hold(node, browser_for, tmp_path):
+    alice = await connect(node, "alice")
+    bob = await connect(node, "bob")
+    for text in ("draft contract attached", "signed copy tomorrow"):
+        await deliver(alice, bob, text)
+    await archived(node, 2)
+
+    b = browser_for(node)
+    b.sign_in("carol", USERS["carol"])
+    b.go("/console/holds")
+    b.wait(".empty", "No holds yet")
+    b.fill("form[action='/console/holds']", id="case-114", reason="Initech litigation",
+           users="alice")
+    b.submit("form[action='/console/holds']")
+    row = b.wait("#holds tbody tr", "case-114")
+    assert "active" in row.text and f"alice@{node.domain}" in row.text, row.text
+    b.shot("holds")
+
+    row.find_element("css selector", "form[action='/console/exports'] button").click()
+    card = b.wait(".export", "ready")
+    assert "2 records" in card.text and "verified" in card.text, card.text
+    manifest_sha = card.find_element("css selector", "p.muted code").text
+    b.shot("exports")
+    card.find_element("css selector", "a.download").click()
+    package = b.downloaded(".tar")
+    code, report, err = verify_export(node, package)
+    assert code == 0 and report["ok"], (report, err)
+    assert report["records"] == 2 and report["manifest_sha256"] == manifest_sha, report
+
+    b.go("/console/holds")
+    form = b.wait("#holds form[action*='/release']")
+    form.find_element("css selector", "input[name=reason]").send_keys("matter settled")
+    form.find_element("css selector", "button").click()
+    b.accept_confirm()
+    b.wait(".flash.ok", "released")
+    assert "released" in b.wait("#holds tbody tr", "case-114").text
+
+    holds = (await api(node, "GET", "/api/v1/archive/holds"))["holds"]
+    assert [h["released"] is not None for h in holds] == [True], holds
+    entries = (await api(node, "GET", "/api/v1/archive/audit", OFFICER,
+                         {"limit": "1000"}))["entries"]
+    carol = f"carol@{node.domain} (console)"
+    mine = {e["action"]: e for e in entries if e["actor"] == carol}
+    assert {"hold.create", "export", "hold.release", "hold.list"} <= set(mine), mine.keys()
+    assert mine["hold.release"]["detail"]["reason"] == "matter settled", mine["hold.release"]
+    assert mine["export"]["detail"]["manifest_sha256"] == manifest_sha
+    await eventually_audited(node, carol, "export.download")
+
+
+def _post(node, path: str, fields: dict, cookie: str | None = None,
+          origin: str | None = None) -> tuple[int, str, str]:
+    """A raw form POST (no browser): returns (status, Location, body)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    conn = http.client.HTTPSConnection(node.host, node.http_port, context=ctx, timeout=10)
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if cookie:
+        headers["Cookie"] = cookie
+    if origin:
+        headers["Origin"] = origin
+    conn.request("POST", path, urllib.parse.urlencode(fields), headers)
+    r = conn.getresponse()
+    out = (r.status, r.getheader("Location") or "", r.read().decode(errors="replace"))
+    conn.close()
+    return out
+
+
+@SLOW
+@NODE
+async def test_roles_csrf_and_origin_are_enforced(node, browser_for):
+    b = browser_for(node)
+    # An account without a console role, and a wrong password, are refused alike.
+    for user, pw in (("alice", USERS["alice"]), ("carol", "wrong")):
+        b.sign_in(user, pw, expect_ok=False)
+        b.wait(".flash.error", "Wrong account, password or token")
+        assert b.session_cookie() is None
+    # The admin may not read the archive through the console.
+    b.sign_in("dave", USERS["dave"])
+    b.go("/console/search?q=x")
+    b.wait("h1", "Forbidden")
+    assert "needs the compliance role" in b.text()
+    cookie = b.session_cookie()
+    session = f"{cookie['name']}={cookie['value']}"
+    b.go("/console/users")
+    csrf = b.d.find_element("css selector", "input[name=csrf]").get_attribute("value")
+
+    make = {"user": "mallory", "password": "mallory-secret"}
+    status, _, body = _post(node, "/console/users", {**make, "csrf": "forged"}, session)
+    assert status == 403 and "security token" in body, (status, body[:300])
+    status, _, body = _post(node, "/console/users", {**make, "csrf": csrf}, session,
+                            origin="https://evil.example")
+    assert status == 403, (status, body[:300])
+    status, location, _ = _post(node, "/console/users", {**make, "csrf": csrf})
+    assert status in (303, 307) and location.startswith("/console/login"), (status, location)
+    assert await try_login(node, "mallory", "mallory-secret") is not None
+    # The sign-in form itself needs its double-submit cookie.
+    status, _, body = _post(node, "/console/login", {"user": "dave", "password": USERS["dave"],
+                                                     "nonce": "guess"})
+    assert status == 403 and "expired" in body, (status, body[:300])
+    # With the token and the same origin, it works.
+    status, location, _ = _post(node, "/console/users", {**make, "csrf": csrf}, session,
+                                origin=node.http_base)
+    assert status == 303 and "created" in urllib.parse.unquote(location), (status, location)
+    assert await try_login(node, "mallory", "mallory-secret") is None
+
+    # A token signs in with its own role: the officer token reads, the
+    # admin pages refuse it.
+    b2 = browser_for(node, "token")
+    b2.sign_in(token=OFFICER)
+    b2.go("/console/health")
+    b2.wait("h1", "Forbidden")
+    # Signing out ends the session on the server, not just in the browser.
+    b.d.find_element("css selector", "form[action='/console/logout'] button").click()
+    b.wait("form[action='/console/login']")
+    status, location, _ = _post(node, "/console/users", {**make, "csrf": csrf}, session,
+                                origin=node.http_base)
+    assert status == 303 and location.startswith("/console/login"), (status, location)
+
+
+@SLOW
+@NODE
+async def test_admin_manages_accounts_and_rooms(node, browser_for):
+    alice = await connect(node, "alice", presence=True)
+    b = browser_for(node)
+    b.sign_in("dave", USERS["dave"])
+    assert b.path == "/console/health"
+    b.go("/console/users?q=ali")
+    row = b.wait("#users tr[data-user=alice]")
+    assert "active" in row.text and "on this node" in row.text, row.text
+    b.shot("users")
+
+    row.find_element("css selector", "input[name=action][value=disable]").find_element(
+        "xpath", "..").find_element("css selector", "button").click()
+    b.accept_confirm()
+    b.wait(".flash.ok", "alice is disabled")
+    await alice.wait_disconnected(15)
+    assert await try_login(node, "alice", USERS["alice"]) == "not-authorized"
+
+    b.go("/console/users?q=alice")
+    row = b.wait("#users tr[data-user=alice]")
+    assert "disabled" in row.text
+    row.find_element("css selector", "input[name=action][value=enable]").find_element(
+        "xpath", "..").find_element("css selector", "button").click()
+    b.accept_confirm()
+    b.wait(".flash.ok", "can sign in again")
+    row = b.wait("#users tr[data-user=alice]")
+    form = row.find_element("css selector", "input[name=action][value=password]").find_element(
+        "xpath", "..")
+    form.find_element("css selector", "input[name=password]").send_keys("a-new-secret")
+    form.find_element("css selector", "button").click()
+    b.wait(".flash.ok", "Password of alice reset")
+    # (A second failure in a row may be throttled instead: either refuses.)
+    assert await try_login(node, "alice", USERS["alice"]) is not None
+    assert await try_login(node, "alice", "a-new-secret") is None
+
+    b.go("/console/rooms")
+    b.wait(".empty", "No rooms yet")
+    b.go("/console/tokens")
+    table = b.wait("#tokens")
+    assert "officer" in table.text and "compliance" in table.text
+    assert json.dumps(CONSOLE["api"]["tokens"][0]["sha256"]) not in b.d.page_source
+
+    dave = f"dave@{node.domain} (console)"
+    for action in ("console.health", "console.users", "user.disable", "user.enable",
+                   "user.password", "console.rooms", "console.tokens"):
+        await eventually_audited(node, dave, action)
