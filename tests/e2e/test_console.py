@@ -19,6 +19,7 @@ import pytest
 
 from browser import browser_for  # noqa: F401  (fixture)
 from test_compliance import OFFICER, TOKENS, api, archived, deliver
+from test_muc import NS_MUC_USER, instant_room, muc_client, muc_user_x, room_jid
 from test_record import verify_export
 from xmpp import connect, try_login
 
@@ -221,8 +222,11 @@ async def test_roles_csrf_and_origin_are_enforced(node, browser_for):
     assert status == 303 and location.startswith("/console/login"), (status, location)
 
 
+# (slixmpp tries each mechanism in turn, so one refused login counts as
+# several failures: the throttle would refuse the right password next.)
 @SLOW
-@NODE
+@pytest.mark.chorus(config={**CONSOLE, "limits": {"auth_failures_per_account_max": 50}},
+                    users=USERS)
 async def test_admin_manages_accounts_and_rooms(node, browser_for):
     alice = await connect(node, "alice", presence=True)
     b = browser_for(node)
@@ -259,6 +263,30 @@ async def test_admin_manages_accounts_and_rooms(node, browser_for):
 
     b.go("/console/rooms")
     b.wait(".empty", "No rooms yet")
+    bob = await muc_client(node, "bob")
+    deals = room_jid(node, "deals")
+    await instant_room(bob, deals, "bob")
+    b.go("/console/rooms")
+    row = b.wait("#rooms tr[data-room=deals]")
+    assert f"bob@{node.domain}" in row.text and row.find_elements("css selector", "td")[2].text == "1"
+    b.shot("rooms")
+    form = row.find_element("css selector", "input[name=action][value=owners]").find_element("xpath", "..")
+    owners = form.find_element("css selector", "input[name=owners]")
+    owners.clear()
+    owners.send_keys("carol")
+    form.find_element("css selector", "button").click()
+    b.wait(".flash.ok", "Owners of deals")
+    row = b.wait("#rooms tr[data-room=deals]")
+    assert f"carol@{node.domain}" in row.text and f"bob@{node.domain}" not in row.text, row.text
+    form = row.find_element("css selector", "input[name=action][value=destroy]").find_element("xpath", "..")
+    form.find_element("css selector", "input[name=reason]").send_keys("project over")
+    form.find_element("css selector", "button").click()
+    b.accept_confirm()
+    b.wait(".flash.ok", "Room deals destroyed; 1 occupants told")
+    gone = await bob.next_presence(10, frm=f"{deals}/bob", ptype="unavailable")
+    destroy = muc_user_x(gone).find(f"{{{NS_MUC_USER}}}destroy")
+    assert destroy is not None and destroy.findtext(f"{{{NS_MUC_USER}}}reason") == "project over"
+    b.wait(".empty", "No rooms yet")
     b.go("/console/tokens")
     table = b.wait("#tokens")
     assert "officer" in table.text and "compliance" in table.text
@@ -266,5 +294,72 @@ async def test_admin_manages_accounts_and_rooms(node, browser_for):
 
     dave = f"dave@{node.domain} (console)"
     for action in ("console.health", "console.users", "user.disable", "user.enable",
-                   "user.password", "console.rooms", "console.tokens"):
+                   "user.password", "console.rooms", "room.owners", "room.destroy",
+                   "console.tokens"):
         await eventually_audited(node, dave, action)
+
+
+def banner_text(b) -> str:
+    found = b.d.find_elements("css selector", ".banner")
+    return found[0].text if found else ""
+
+
+def reload_until(b, what: str, check, timeout: float = 30.0) -> None:
+    """Reloads the page until ``check()`` holds (the page is the only view
+    the viewer has: there is no event to wait for)."""
+    import time
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: never seen on {b.d.current_url}:\n{b.text()[:1500]}"
+        time.sleep(0.3)
+        b.d.refresh()
+
+
+@SLOW
+@pytest.mark.chorus_cluster(config=CONSOLE)
+async def test_health_page_reports_a_cut_site_and_the_cut_site_says_so(cluster3, browser_for):
+    cl = cluster3
+    a = browser_for(cl["a"], "a")
+    a.sign_in("dave", "dave-pw")
+    a.go("/console/health")
+    peers = a.wait("#peers")
+    assert {r.get_attribute("data-site") for r in peers.find_elements("css selector", "tr.peer")} \
+        == {"b", "c"}
+    assert "unreachable" not in peers.text and a.d.find_elements("css selector", ".banner") == []
+    assert "Leader" in a.wait("#archive").text or "Follower" in a.wait("#archive").text
+    a.shot("health")
+
+    c = browser_for(cl["c"], "c")
+    c.sign_in("dave", "dave-pw")
+    cl.cut("c")
+
+    def c_unreachable_from_a() -> bool:
+        rows = a.d.find_elements("css selector", "tr.peer[data-site=c]")
+        return bool(rows) and "unreachable" in rows[0].text
+    a.go("/console/health")
+    reload_until(a, "site c unreachable on a's health page", c_unreachable_from_a)
+    assert "No link to site c" in a.wait(".banner").text
+    assert a.wait("#unreachable").text == "1"
+
+    # The cut site's own console still opens, says it is cut off and that
+    # the archive has no quorum from there.
+    c.go("/console/health")
+    reload_until(c, "the cut site's banner", lambda: "no quorum" in banner_text(c))
+    banner = c.wait(".banner").text
+    assert "This site is cut off" in banner and "No link to site a, b" in banner, banner
+    c.shot("health-cut-site")
+
+    # The view at the cut site was queued for the audit trail and is
+    # committed once the site is back.
+    cl.heal("c")
+    dave = "dave@" + cl["a"].domain + " (console)"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while True:
+        entries = (await api(cl["a"], "GET", "/api/v1/archive/audit", OFFICER,
+                             {"limit": "1000"}))["entries"]
+        if any(e["actor"] == dave and e["action"] == "console.health" and e["node"] == "c1"
+               for e in entries):
+            break
+        assert loop.time() < deadline, [(e["actor"], e["action"], e["node"]) for e in entries]
+        await asyncio.sleep(0.5)

@@ -297,6 +297,30 @@ pub const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "Archive records applied on this node's replica.",
     ),
     (
+        "chorus_console_logins_total",
+        Counter,
+        None,
+        "Console sign-ins, by result (ok, refused).",
+    ),
+    (
+        "chorus_console_csrf_refused_total",
+        Counter,
+        None,
+        "Console forms refused for a missing or stale CSRF token or another origin.",
+    ),
+    (
+        "chorus_console_audit_queue",
+        Gauge,
+        None,
+        "Console audit entries (views of health, users, rooms; admin actions) waiting for the archive.",
+    ),
+    (
+        "chorus_console_audit_refused_total",
+        Counter,
+        None,
+        "Console views and actions refused because the audit queue was full (no quorum for long).",
+    ),
+    (
         "chorus_archive_heavy_refused_total",
         Counter,
         None,
