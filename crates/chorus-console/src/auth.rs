@@ -92,7 +92,9 @@ impl Sessions {
     fn start(&self, name: String, roles: Vec<ApiRole>) -> Option<String> {
         let now = Instant::now();
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, s| now.duration_since(s.last) < self.idle && now.duration_since(s.created) < self.max_age);
+        map.retain(|_, s| {
+            now.duration_since(s.last) < self.idle && now.duration_since(s.created) < self.max_age
+        });
         if map.len() >= self.max {
             return None;
         }
@@ -190,7 +192,10 @@ impl Viewer {
             c,
             Some(self),
             StatusCode::FORBIDDEN,
-            &format!("This page needs the {role_name} role, which {} does not hold.", self.name),
+            &format!(
+                "This page needs the {role_name} role, which {} does not hold.",
+                self.name
+            ),
         ))
     }
 
@@ -250,12 +255,22 @@ impl FromRequestParts<Arc<Console>> for Viewer {
     async fn from_request_parts(parts: &mut Parts, c: &Arc<Console>) -> Result<Self, Response> {
         let found = cookie(&parts.headers, COOKIE).and_then(|id| c.sessions.find(&id));
         let Some((name, roles, csrf)) = found else {
-            let next = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/console/");
+            let next = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/console/");
             let to = format!("/console/login?next={}", page::encode(next));
             return Err(Redirect::to(&to).into_response());
         };
         let (addr, _) = client(parts);
-        let header = |h: header::HeaderName| parts.headers.get(h).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let header = |h: header::HeaderName| {
+            parts
+                .headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
         let origin = header(header::ORIGIN).map(|o| (o, header(header::HOST).unwrap_or_default()));
         Ok(Viewer {
             name,
@@ -320,7 +335,10 @@ async fn authenticate(c: &Console, f: &LoginForm) -> Option<(String, Vec<ApiRole
     }
     let domain = &c.deps.ctx.domain;
     let user = f.user.trim().to_lowercase();
-    let user = user.strip_suffix(&format!("@{domain}")).unwrap_or(&user).to_owned();
+    let user = user
+        .strip_suffix(&format!("@{domain}"))
+        .unwrap_or(&user)
+        .to_owned();
     let cfg = &c.deps.ctx.config.console;
     let named = |list: &[String]| {
         list.iter()
@@ -339,7 +357,10 @@ async fn authenticate(c: &Console, f: &LoginForm) -> Option<(String, Vec<ApiRole
     // time taken does not tell which accounts have one.
     let ok = tokio::task::spawn_blocking(move || {
         let creds = store.credentials(&u).ok().flatten();
-        let good = creds.is_some_and(|c| c.sha256.verify_password(chorus_core::credentials::ScramHash::Sha256, &pw));
+        let good = creds.is_some_and(|c| {
+            c.sha256
+                .verify_password(chorus_core::credentials::ScramHash::Sha256, &pw)
+        });
         good && !chorus_core::store::is_disabled(&*store, &u)
     })
     .await
@@ -387,7 +408,8 @@ pub(crate) async fn login(
         role: roles[0],
         addr,
     };
-    c.trail.note(caller, "console.login", serde_json::json!({ "roles": roles }));
+    c.trail
+        .note(caller, "console.login", serde_json::json!({ "roles": roles }));
     let mut r = Redirect::to(&next).into_response();
     let set = format!("{COOKIE}={id}; Path=/; Secure; HttpOnly; SameSite=Strict");
     let clear = format!("{LOGIN_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0");
@@ -420,7 +442,8 @@ pub(crate) async fn logout(
     if let Some(id) = cookie(&headers, COOKIE) {
         c.sessions.end(&id);
     }
-    c.trail.note(v.caller(v.roles[0]), "console.logout", serde_json::json!({}));
+    c.trail
+        .note(v.caller(v.roles[0]), "console.logout", serde_json::json!({}));
     let mut r = Redirect::to("/console/login").into_response();
     let clear = format!("{COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0");
     if let Ok(v) = clear.parse() {
@@ -447,7 +470,10 @@ mod tests {
         let s = sessions(15);
         let id = s.start("carol".into(), vec![ApiRole::Compliance]).expect("room");
         assert_eq!(s.find(&id).map(|f| f.0), Some("carol".into()));
-        assert!(s.find(&digest(&id)).is_none(), "the stored digest is not a cookie");
+        assert!(
+            s.find(&digest(&id)).is_none(),
+            "the stored digest is not a cookie"
+        );
         s.end(&id);
         assert!(s.find(&id).is_none());
     }
@@ -473,8 +499,13 @@ mod tests {
         {
             let mut map = s.map.lock().expect("lock");
             let e = map.get_mut(&digest(&id)).expect("stored");
-            e.last = Instant::now().checked_sub(Duration::from_secs(16 * 60)).expect("clock");
+            e.last = Instant::now()
+                .checked_sub(Duration::from_secs(16 * 60))
+                .expect("clock");
         }
-        assert!(s.find(&id).is_none(), "idle for 16 minutes with a 15 minute timeout");
+        assert!(
+            s.find(&id).is_none(),
+            "idle for 16 minutes with a 15 minute timeout"
+        );
     }
 }

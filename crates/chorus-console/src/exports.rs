@@ -111,12 +111,18 @@ fn start_export(c: &Arc<Console>, v: &Viewer, body: &[u8]) -> Result<Response, R
         other => return Err(bad(format!("unknown format {other:?}"))),
     };
     let (source, asked) = if f.hold.trim().is_empty() {
-        let mut q = f.search.query(&c.deps.ctx.domain, &c.deps.ctx.config.muc_domain()).map_err(bad)?;
+        let mut q = f
+            .search
+            .query(&c.deps.ctx.domain, &c.deps.ctx.config.muc_domain())
+            .map_err(bad)?;
         (q.offset, q.limit) = (0, SEARCH_LIMIT_MAX);
         let asked = serde_json::to_string(&q).unwrap_or_default();
         (ExportSource::Search(q), format!("search {asked}"))
     } else {
-        (ExportSource::Hold(f.hold.trim().to_owned()), format!("hold {}", f.hold.trim()))
+        (
+            ExportSource::Hold(f.hold.trim().to_owned()),
+            format!("hold {}", f.hold.trim()),
+        )
     };
     let id = format!("{:016x}", rand::random::<u64>());
     let job = Job {
@@ -236,17 +242,36 @@ pub(crate) async fn download(State(c): State<Arc<Console>>, v: Viewer, Path(id):
     if let Err(r) = v.require(&c, ApiRole::Compliance) {
         return r;
     }
-    let found = c.exports.lock().iter().find(|j| j.id == id && j.owner == v.name).and_then(|j| match &j.progress {
-        Progress::Done { name, pkg, .. } => Some((name.clone(), pkg.clone())),
-        _ => None,
-    });
+    let found = c
+        .exports
+        .lock()
+        .iter()
+        .find(|j| j.id == id && j.owner == v.name)
+        .and_then(|j| match &j.progress {
+            Progress::Done { name, pkg, .. } => Some((name.clone(), pkg.clone())),
+            _ => None,
+        });
     let Some((name, pkg)) = found else {
-        return page::error_page(&c, Some(&v), StatusCode::NOT_FOUND, "No finished export of yours by that id.");
+        return page::error_page(
+            &c,
+            Some(&v),
+            StatusCode::NOT_FOUND,
+            "No finished export of yours by that id.",
+        );
     };
-    if !c.trail.note(v.caller(ApiRole::Compliance), "export.download", serde_json::json!({
-        "name": name, "manifest_sha256": pkg.manifest_sha256, "bytes": pkg.bytes,
-    })) {
-        return page::error_page(&c, Some(&v), StatusCode::SERVICE_UNAVAILABLE, "The audit trail is not reachable.");
+    if !c.trail.note(
+        v.caller(ApiRole::Compliance),
+        "export.download",
+        serde_json::json!({
+            "name": name, "manifest_sha256": pkg.manifest_sha256, "bytes": pkg.bytes,
+        }),
+    ) {
+        return page::error_page(
+            &c,
+            Some(&v),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The audit trail is not reachable.",
+        );
     }
     let file = match pkg.file.reopen() {
         Ok(f) => tokio::fs::File::from_std(f),
@@ -267,10 +292,16 @@ pub(crate) async fn download(State(c): State<Arc<Console>>, v: Viewer, Path(id):
     });
     let headers = [
         (header::CONTENT_TYPE, "application/x-tar".to_owned()),
-        (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+        (
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}\""),
+        ),
         (header::CONTENT_LENGTH, pkg.bytes.to_string()),
         (header::CACHE_CONTROL, "no-store".to_owned()),
-        (header::HeaderName::from_static("x-chorus-manifest-sha256"), pkg.manifest_sha256.clone()),
+        (
+            header::HeaderName::from_static("x-chorus-manifest-sha256"),
+            pkg.manifest_sha256.clone(),
+        ),
     ];
     (headers, axum::body::Body::from_stream(stream)).into_response()
 }

@@ -118,7 +118,10 @@ fn peers_table(status: &serde_json::Value) -> Markup {
 }
 
 fn archive_card(a: &serde_json::Value) -> Markup {
-    let lag = a["last_log_index"].as_u64().unwrap_or(0).saturating_sub(a["last_applied"].as_u64().unwrap_or(0));
+    let lag = a["last_log_index"]
+        .as_u64()
+        .unwrap_or(0)
+        .saturating_sub(a["last_applied"].as_u64().unwrap_or(0));
     html! {
         div.card #archive {
             h2 { "Compliance archive" }
@@ -146,7 +149,14 @@ pub(crate) async fn page(State(c): State<Arc<Console>>, v: Viewer) -> Response {
     let ctx = &c.deps.ctx;
     let cluster = c.deps.cluster_status.as_ref().map(|f| f());
     let archive = c.deps.archive_status.as_ref().map(|f| f());
-    let samples: Vec<Sample> = c.history.0.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect();
+    let samples: Vec<Sample> = c
+        .history
+        .0
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .copied()
+        .collect();
     let series = |f: fn(&Sample) -> f64| samples.iter().map(f).collect::<Vec<_>>();
     let reach = page::reach(&c);
     let body = html! {

@@ -39,7 +39,13 @@ fn list_of(s: &str, domain: &str) -> Vec<String> {
     s.split([',', ' ', ';', '\n'])
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| if s.contains('@') { s.to_owned() } else { format!("{s}@{domain}") })
+        .map(|s| {
+            if s.contains('@') {
+                s.to_owned()
+            } else {
+                format!("{s}@{domain}")
+            }
+        })
         .collect()
 }
 
@@ -58,7 +64,10 @@ pub(crate) async fn list(State(c): State<Arc<Console>>, v: Viewer, q: axum::extr
 async fn holds_page(c: &Console, v: &Viewer, flash: Flash) -> Result<Response, Response> {
     let who = v.require(c, ApiRole::Compliance)?;
     let archive = page::archive(c, v)?;
-    let mut holds = archive.holds(&who).await.map_err(|e| page::compliance_error(c, v, e))?;
+    let mut holds = archive
+        .holds(&who)
+        .await
+        .map_err(|e| page::compliance_error(c, v, e))?;
     holds.sort_by_key(|h| (h.released.is_some(), std::cmp::Reverse(h.created_ms)));
     let body = html! {
         h1 { "Legal holds" }
@@ -138,7 +147,8 @@ pub(crate) async fn place(State(c): State<Arc<Console>>, v: Viewer, body: axum::
 
 async fn place_hold(c: &Console, v: &Viewer, body: &[u8]) -> Result<Response, Response> {
     let who = v.require(c, ApiRole::Compliance)?;
-    let f: PlaceForm = page::form(body).map_err(|e| page::error_page(c, Some(v), StatusCode::BAD_REQUEST, &e))?;
+    let f: PlaceForm =
+        page::form(body).map_err(|e| page::error_page(c, Some(v), StatusCode::BAD_REQUEST, &e))?;
     v.check_form(c, &f.csrf)?;
     let archive = page::archive(c, v)?;
     let bad = |e: String| page::error_page(c, Some(v), StatusCode::BAD_REQUEST, &e);
@@ -151,7 +161,10 @@ async fn place_hold(c: &Console, v: &Viewer, body: &[u8]) -> Result<Response, Re
         start_ms: page::date_ms(&f.from, false).map_err(bad)?,
         end_ms: page::date_ms(&f.to, true).map_err(bad)?,
     };
-    archive.place_hold(&who, req).await.map_err(|e| page::compliance_error(c, v, e))?;
+    archive
+        .place_hold(&who, req)
+        .await
+        .map_err(|e| page::compliance_error(c, v, e))?;
     Ok(Redirect::to("/console/holds?done=placed").into_response())
 }
 
@@ -169,10 +182,16 @@ pub(crate) async fn release(
 
 async fn release_hold(c: &Console, v: &Viewer, id: &str, body: &[u8]) -> Result<Response, Response> {
     let who = v.require(c, ApiRole::Compliance)?;
-    let f: ReleaseForm = page::form(body).map_err(|e| page::error_page(c, Some(v), StatusCode::BAD_REQUEST, &e))?;
+    let f: ReleaseForm =
+        page::form(body).map_err(|e| page::error_page(c, Some(v), StatusCode::BAD_REQUEST, &e))?;
     v.check_form(c, &f.csrf)?;
     if f.reason.trim().is_empty() {
-        return Err(page::error_page(c, Some(v), StatusCode::BAD_REQUEST, "Say why the hold is released."));
+        return Err(page::error_page(
+            c,
+            Some(v),
+            StatusCode::BAD_REQUEST,
+            "Say why the hold is released.",
+        ));
     }
     let archive = page::archive(c, v)?;
     archive

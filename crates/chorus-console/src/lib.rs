@@ -3,13 +3,18 @@
 //! little JavaScript embedded in the binary, no third-party assets.
 //!
 //! Officers (the `compliance` role) search the archive, open the
-//! conversation around a hit, place and release legal holds, run exports
-//! and read the audit trail; admins (the `admin` role) see the cluster's
-//! health, manage accounts, rooms and see the API tokens. Sign-in is with
+//! conversation around a hit, place and release legal holds, run exports,
+//! read the retention policy and the audit trail; admins (the `admin` role) see the cluster's
+//! health, manage accounts and rooms, see the API tokens and change the
+//! retention policy under dual control. Sign-in is with
 //! an account of the domain that `[console]` gives a role, or with an API
 //! token ([`auth`]). Every page view and action is in the archive's audit
 //! trail: reads of archive content through the same audited operations the
 //! API uses, other views and admin actions through [`trail`].
+
+// Handlers refuse with whole pages: `Result<_, Response>` is the natural
+// shape here, and a 128-byte error value on a request path costs nothing.
+#![allow(clippy::result_large_err)]
 
 mod assets;
 mod auth;
@@ -18,6 +23,7 @@ mod health;
 mod holds;
 mod page;
 mod people;
+mod retention;
 mod search;
 mod trail;
 
@@ -84,6 +90,11 @@ pub fn routes(deps: Deps) -> Router {
         .route("/console/exports", get(exports::list).post(exports::start))
         .route("/console/exports/{id}/download", get(exports::download))
         .route("/console/audit", get(trail::page))
+        .route(
+            "/console/retention",
+            get(retention::page).post(retention::propose),
+        )
+        .route("/console/retention/changes/{id}", post(retention::decide))
         .route("/console/health", get(health::page))
         .route("/console/users", get(people::users).post(people::create_user))
         .route("/console/users/{user}", post(people::change_user))

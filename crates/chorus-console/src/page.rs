@@ -91,6 +91,7 @@ fn nav(v: &Viewer) -> Markup {
                 a href="/console/exports" { "Exports" }
                 a href="/console/audit" { "Audit trail" }
             }
+            a href="/console/retention" { "Retention" }
             @if v.has(ApiRole::Admin) {
                 a href="/console/health" { "Health" }
                 a href="/console/users" { "Users" }
@@ -154,7 +155,11 @@ pub(crate) fn error_page(c: &Console, v: Option<&Viewer>, status: StatusCode, ms
 }
 
 /// A compliance operation's refusal as a page.
-pub(crate) fn compliance_error(c: &Console, v: &Viewer, e: chorus_archive::compliance::ComplianceError) -> Response {
+pub(crate) fn compliance_error(
+    c: &Console,
+    v: &Viewer,
+    e: chorus_archive::compliance::ComplianceError,
+) -> Response {
     use chorus_archive::compliance::ComplianceError as E;
     let status = match &e {
         E::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -266,12 +271,22 @@ mod tests {
         let end = date_ms("2026-12-01", true).expect("ok").expect("some");
         assert_eq!(end - start, 86_400_000 - 1);
         assert_eq!(date_ms(" ", false), Ok(None));
-        assert!(date_ms("yesterday", false).expect_err("bad").contains("yesterday"));
+        assert!(
+            date_ms("yesterday", false)
+                .expect_err("bad")
+                .contains("yesterday")
+        );
     }
 
     #[test]
     fn encoding_keeps_only_safe_bytes() {
-        assert_eq!(encode("/console/search?q=a b&x"), "/console/search%3Fq%3Da%20b%26x");
-        assert_eq!(query_value(Some("next=%2Fconsole%2Fholds&x=1"), "next").as_deref(), Some("/console/holds"));
+        assert_eq!(
+            encode("/console/search?q=a b&x"),
+            "/console/search%3Fq%3Da%20b%26x"
+        );
+        assert_eq!(
+            query_value(Some("next=%2Fconsole%2Fholds&x=1"), "next").as_deref(),
+            Some("/console/holds")
+        );
     }
 }

@@ -64,7 +64,9 @@ pub(crate) async fn users(State(c): State<Arc<Console>>, v: Viewer, q: RawQuery)
     if let Err(r) = v.require(&c, ApiRole::Admin) {
         return r;
     }
-    let needle = page::query_value(q.0.as_deref(), "q").unwrap_or_default().to_lowercase();
+    let needle = page::query_value(q.0.as_deref(), "q")
+        .unwrap_or_default()
+        .to_lowercase();
     let audit = serde_json::json!({ "q": needle });
     if let Err(r) = crate::trail::view(&c, &v, ApiRole::Admin, "console.users", audit) {
         return r;
@@ -146,7 +148,13 @@ fn end_sessions(c: &Console, user: &str) -> (usize, usize) {
     for r in c.deps.ctx.router.resources(user) {
         if r.node.is_some() {
             elsewhere += 1;
-        } else if c.deps.ctx.router.deliver(user, &r.resource, Routed::Conflict).is_ok() {
+        } else if c
+            .deps
+            .ctx
+            .router
+            .deliver(user, &r.resource, Routed::Conflict)
+            .is_ok()
+        {
             ended += 1;
         }
     }
@@ -154,7 +162,11 @@ fn end_sessions(c: &Console, user: &str) -> (usize, usize) {
 }
 
 /// `POST /console/users`: creates an account.
-pub(crate) async fn create_user(State(c): State<Arc<Console>>, v: Viewer, body: axum::body::Bytes) -> Response {
+pub(crate) async fn create_user(
+    State(c): State<Arc<Console>>,
+    v: Viewer,
+    body: axum::body::Bytes,
+) -> Response {
     if let Err(r) = v.require(&c, ApiRole::Admin) {
         return r;
     }
@@ -164,18 +176,33 @@ pub(crate) async fn create_user(State(c): State<Arc<Console>>, v: Viewer, body: 
     }
     let ctx = c.deps.ctx.clone();
     let Some(user) = account_name(&f.user, &ctx.domain) else {
-        return bad(&c, &v, "An account name is 1 to 64 lower-case letters, digits, '.', '_' or '-'.");
+        return bad(
+            &c,
+            &v,
+            "An account name is 1 to 64 lower-case letters, digits, '.', '_' or '-'.",
+        );
     };
     if f.password.chars().count() < PASSWORD_MIN {
-        return bad(&c, &v, &format!("A password has at least {PASSWORD_MIN} characters."));
+        return bad(
+            &c,
+            &v,
+            &format!("A password has at least {PASSWORD_MIN} characters."),
+        );
     }
-    if let Err(r) = crate::trail::view(&c, &v, ApiRole::Admin, "user.create", serde_json::json!({ "user": user })) {
+    if let Err(r) = crate::trail::view(
+        &c,
+        &v,
+        ApiRole::Admin,
+        "user.create",
+        serde_json::json!({ "user": user }),
+    ) {
         return r;
     }
     let iterations = ctx.config.c2s.scram_iterations;
     let (u, pw) = (user.clone(), f.password);
     let made = tokio::task::spawn_blocking(move || {
-        let creds = chorus_core::credentials::Credentials::from_password_with(&pw, iterations).map_err(|e| e.to_string())?;
+        let creds = chorus_core::credentials::Credentials::from_password_with(&pw, iterations)
+            .map_err(|e| e.to_string())?;
         ctx.store.create_account(&u, &creds).map_err(|e| e.to_string())
     })
     .await
@@ -183,7 +210,12 @@ pub(crate) async fn create_user(State(c): State<Arc<Console>>, v: Viewer, body: 
     .and_then(|r| r);
     match made {
         Ok(()) => done("/console/users", &format!("Account {user} created.")),
-        Err(e) => page::error_page(&c, Some(&v), StatusCode::CONFLICT, &format!("Cannot create {user}: {e}")),
+        Err(e) => page::error_page(
+            &c,
+            Some(&v),
+            StatusCode::CONFLICT,
+            &format!("Cannot create {user}: {e}"),
+        ),
     }
 }
 
@@ -204,16 +236,31 @@ pub(crate) async fn change_user(
     }
     let ctx = c.deps.ctx.clone();
     if !matches!(ctx.store.credentials(&user), Ok(Some(_))) {
-        return page::error_page(&c, Some(&v), StatusCode::NOT_FOUND, &format!("No account {user}."));
+        return page::error_page(
+            &c,
+            Some(&v),
+            StatusCode::NOT_FOUND,
+            &format!("No account {user}."),
+        );
     }
     let action = format!("user.{}", f.action);
     if !["password", "disable", "enable", "end"].contains(&f.action.as_str()) {
         return bad(&c, &v, "Unknown action.");
     }
     if f.action == "password" && f.password.chars().count() < PASSWORD_MIN {
-        return bad(&c, &v, &format!("A password has at least {PASSWORD_MIN} characters."));
+        return bad(
+            &c,
+            &v,
+            &format!("A password has at least {PASSWORD_MIN} characters."),
+        );
     }
-    if let Err(r) = crate::trail::view(&c, &v, ApiRole::Admin, &action, serde_json::json!({ "user": user })) {
+    if let Err(r) = crate::trail::view(
+        &c,
+        &v,
+        ApiRole::Admin,
+        &action,
+        serde_json::json!({ "user": user }),
+    ) {
         return r;
     }
     let result = match f.action.as_str() {
@@ -221,7 +268,8 @@ pub(crate) async fn change_user(
             let iterations = ctx.config.c2s.scram_iterations;
             let (u, pw) = (user.clone(), f.password);
             tokio::task::spawn_blocking(move || {
-                let creds = chorus_core::credentials::Credentials::from_password_with(&pw, iterations).map_err(|e| e.to_string())?;
+                let creds = chorus_core::credentials::Credentials::from_password_with(&pw, iterations)
+                    .map_err(|e| e.to_string())?;
                 ctx.store.set_credentials(&u, &creds).map_err(|e| e.to_string())
             })
             .await
@@ -241,7 +289,9 @@ pub(crate) async fn change_user(
         }
         _ => {
             let (ended, elsewhere) = end_sessions(&c, &user);
-            Ok(format!("{ended} sessions of {user} ended here; {elsewhere} are on other nodes (end them from that site's console)."))
+            Ok(format!(
+                "{ended} sessions of {user} ended here; {elsewhere} are on other nodes (end them from that site's console)."
+            ))
         }
     };
     match result {
@@ -334,7 +384,13 @@ pub(crate) async fn change_room(
         .split([',', ' ', ';'])
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| if s.contains('@') { s.to_lowercase() } else { format!("{}@{}", s.to_lowercase(), ctx.domain) })
+        .map(|s| {
+            if s.contains('@') {
+                s.to_lowercase()
+            } else {
+                format!("{}@{}", s.to_lowercase(), ctx.domain)
+            }
+        })
         .collect();
     let detail = serde_json::json!({ "room": room, "owners": owners, "reason": f.reason });
     match f.action.as_str() {
@@ -343,14 +399,20 @@ pub(crate) async fn change_room(
                 return r;
             }
             let told = chorus_xmpp::muc::destroy_room_by_admin(ctx, &room, f.reason.trim());
-            done("/console/rooms", &format!("Room {room} destroyed; {told} occupants told."))
+            done(
+                "/console/rooms",
+                &format!("Room {room} destroyed; {told} occupants told."),
+            )
         }
         "owners" if !owners.is_empty() => {
             if let Err(r) = crate::trail::view(&c, &v, ApiRole::Admin, "room.owners", detail) {
                 return r;
             }
             set_owners(&c, &room, &owners);
-            done("/console/rooms", &format!("Owners of {room}: {}.", owners.join(", ")))
+            done(
+                "/console/rooms",
+                &format!("Owners of {room}: {}.", owners.join(", ")),
+            )
         }
         "owners" => bad(&c, &v, "A room needs at least one owner."),
         _ => bad(&c, &v, "Unknown action."),

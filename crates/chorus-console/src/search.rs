@@ -46,7 +46,11 @@ impl SearchForm {
     pub(crate) fn query(&self, domain: &str, rooms: &str) -> Result<SearchQuery, String> {
         let jid = |s: &str| {
             let s = s.trim();
-            if s.contains('@') { s.to_owned() } else { format!("{s}@{domain}") }
+            if s.contains('@') {
+                s.to_owned()
+            } else {
+                format!("{s}@{domain}")
+            }
         };
         let people = self
             .people
@@ -57,7 +61,11 @@ impl SearchForm {
         Ok(SearchQuery {
             participants: people,
             room: Some(self.room.trim()).filter(|r| !r.is_empty()).map(|r| {
-                if r.contains('@') { r.to_owned() } else { format!("{r}@{rooms}") }
+                if r.contains('@') {
+                    r.to_owned()
+                } else {
+                    format!("{r}@{rooms}")
+                }
             }),
             words: Some(self.q.trim().to_owned()).filter(|q| !q.is_empty()),
             start_ms: page::date_ms(&self.from, false)?,
@@ -70,7 +78,10 @@ impl SearchForm {
     fn link(&self, page: usize) -> String {
         let mut f = self.clone();
         f.page = page;
-        format!("/console/search?{}", serde_urlencoded::to_string(&f).unwrap_or_default())
+        format!(
+            "/console/search?{}",
+            serde_urlencoded::to_string(&f).unwrap_or_default()
+        )
     }
 }
 
@@ -161,7 +172,10 @@ async fn search_page(c: &Console, v: &Viewer, raw: Option<&str>) -> Result<Respo
     let query = f
         .query(&c.deps.ctx.domain, &c.deps.ctx.config.muc_domain())
         .map_err(|e| page::error_page(c, Some(v), StatusCode::BAD_REQUEST, &e))?;
-    let result = archive.search(&who, query.clone()).await.map_err(|e| page::compliance_error(c, v, e))?;
+    let result = archive
+        .search(&who, query.clone())
+        .await
+        .map_err(|e| page::compliance_error(c, v, e))?;
     let terms = terms(&f.q);
     let page_no = f.page.max(1);
     let pages = result.total.div_ceil(PAGE).max(1);
@@ -217,8 +231,20 @@ async fn conversation_page(c: &Console, v: &Viewer, raw: Option<&str>) -> Result
     let who = v.require(c, ApiRole::Compliance)?;
     let archive = page::archive(c, v)?;
     let id = page::query_value(raw, "id").unwrap_or_default();
-    let not_found = || page::error_page(c, Some(v), StatusCode::NOT_FOUND, "No record with that id on this site.");
-    let (_, hit) = archive.sm.record_by_id(&id).ok().flatten().ok_or_else(not_found)?;
+    let not_found = || {
+        page::error_page(
+            c,
+            Some(v),
+            StatusCode::NOT_FOUND,
+            "No record with that id on this site.",
+        )
+    };
+    let (_, hit) = archive
+        .sm
+        .record_by_id(&id)
+        .ok()
+        .flatten()
+        .ok_or_else(not_found)?;
     let (owner, with) = match &hit.room {
         Some(room) => (room.clone(), None),
         None => (bare(&hit.from).to_owned(), Some(bare(&hit.to).to_owned())),
@@ -272,7 +298,10 @@ mod tests {
     fn hits_are_marked_whole_words_and_prefixes_only() {
         let t = terms("Merger AND deal* NOT x");
         let html = highlight("The merger's dealers met; emerge.", &t).into_string();
-        assert_eq!(html, "The <mark>merger</mark>'s <mark>dealers</mark> met; emerge.");
+        assert_eq!(
+            html,
+            "The <mark>merger</mark>'s <mark>dealers</mark> met; emerge."
+        );
     }
 
     #[test]

@@ -52,7 +52,11 @@ impl Trail {
     }
 
     fn front(&self) -> Option<Entry> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner()).front().cloned()
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .front()
+            .cloned()
     }
 
     fn pop(&self) {
@@ -98,7 +102,13 @@ pub(crate) fn spawn(console: Weak<Console>) {
 
 /// Queues the entry of a view that shows no archive content, or returns
 /// the page refusing it.
-pub(crate) fn view(c: &Console, v: &Viewer, role: ApiRole, action: &str, detail: serde_json::Value) -> Result<(), Response> {
+pub(crate) fn view(
+    c: &Console,
+    v: &Viewer,
+    role: ApiRole,
+    action: &str,
+    detail: serde_json::Value,
+) -> Result<(), Response> {
     if c.trail.note(v.caller(role), action, detail) {
         return Ok(());
     }

@@ -229,7 +229,9 @@ pub fn destroy_room_by_admin(ctx: &Context, room: &str, reason: &str) -> usize {
     let room_jid = format!("{room}@{}", ctx.config.muc_domain());
     let live = occupants(ctx, room);
     for o in &live {
-        let Some((bare, resource)) = o.jid.split_once('/') else { continue };
+        let Some((bare, resource)) = o.jid.split_once('/') else {
+            continue;
+        };
         let user = bare.split('@').next().unwrap_or_default();
         let x = xml::new("x", ns::MUC_USER)
             .with_child(
@@ -238,14 +240,17 @@ pub fn destroy_room_by_admin(ctx: &Context, room: &str, reason: &str) -> usize {
                     .with_attr("role", "none"),
             )
             .with_child(
-                xml::new("destroy", ns::MUC_USER).with_child(xml::new("reason", ns::MUC_USER).with_text(reason)),
+                xml::new("destroy", ns::MUC_USER)
+                    .with_child(xml::new("reason", ns::MUC_USER).with_text(reason)),
             );
         let p = xml::new("presence", ns::CLIENT)
             .with_attr("from", format!("{room_jid}/{}", o.nick))
             .with_attr("to", o.jid.clone())
             .with_attr("type", "unavailable")
             .with_child(x);
-        let _ = ctx.router.deliver(user, resource, crate::router::Routed::Stanza(p));
+        let _ = ctx
+            .router
+            .deliver(user, resource, crate::router::Routed::Stanza(p));
     }
     destroy_room(ctx, room);
     live.len()
