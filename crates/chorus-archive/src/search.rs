@@ -53,6 +53,9 @@ pub struct SearchQuery {
     /// Words (tantivy query syntax; all words must match by default).
     #[serde(default)]
     pub words: Option<String>,
+    /// The site (office) whose node accepted the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
     /// Records at or after this time (ms).
     #[serde(default)]
     pub start_ms: Option<u64>,
@@ -94,6 +97,7 @@ struct Fields {
     room: Field,
     body: Field,
     kind: Field,
+    site: Field,
 }
 
 /// A node's search index.
@@ -117,10 +121,23 @@ impl SearchIndex {
             room: sb.add_text_field("room", STRING),
             body: sb.add_text_field("body", TEXT),
             kind: sb.add_text_field("kind", STRING),
+            site: sb.add_text_field("site", STRING),
         };
         let schema = sb.build();
         let directory = tantivy::directory::MmapDirectory::open(dir).map_err(ierr)?;
-        let index = Index::open_or_create(directory, schema).map_err(ierr)?;
+        let index = match Index::open_or_create(directory, schema.clone()) {
+            Ok(index) => index,
+            Err(tantivy::TantivyError::SchemaError(e)) => {
+                // An index built by an older version (another schema): it is
+                // derived data, so it is rebuilt from the archive.
+                tracing::warn!(error = %e, dir = %dir.display(), "search index schema changed: rebuilding it");
+                std::fs::remove_dir_all(dir).map_err(ierr)?;
+                std::fs::create_dir_all(dir).map_err(ierr)?;
+                let directory = tantivy::directory::MmapDirectory::open(dir).map_err(ierr)?;
+                Index::open_or_create(directory, schema).map_err(ierr)?
+            }
+            Err(e) => return Err(ierr(e)),
+        };
         let writer = index.writer(WRITER_MEMORY).map_err(ierr)?;
         let reader = index
             .reader_builder()
@@ -254,6 +271,7 @@ impl SearchIndex {
         if let Some(room) = &r.room {
             d.add_text(self.f.room, room);
         }
+        d.add_text(self.f.site, &r.site);
         if let Some(b) = &r.body {
             d.add_text(self.f.body, b);
         }
@@ -357,6 +375,9 @@ impl SearchIndex {
         }
         if let Some(room) = &q.room {
             clauses.push((Occur::Must, term(self.f.room, room)));
+        }
+        if let Some(site) = &q.site {
+            clauses.push((Occur::Must, term(self.f.site, site)));
         }
         if let Some(words) = q.words.as_deref().filter(|w| !w.trim().is_empty()) {
             let mut parser = QueryParser::for_index(&self.index, vec![self.f.body]);

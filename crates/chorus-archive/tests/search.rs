@@ -185,3 +185,38 @@ async fn rooms_are_a_scope_for_search_holds_and_retention() {
             .collect();
     assert_eq!(left, ["r-1", "d-1"]);
 }
+
+#[tokio::test]
+async fn an_index_of_an_older_schema_is_rebuilt_and_finds_by_site() {
+    let mut m = Machine::new();
+    let mut records = conversation();
+    for r in records.iter_mut().filter(|r| r.id.starts_with("c-")) {
+        r.site = "tokyo".into();
+    }
+    m.apply(vec![Command::Append(records)]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // What an older version left: an index without the site field.
+    {
+        let mut sb = tantivy::schema::Schema::builder();
+        sb.add_text_field("id", tantivy::schema::STRING | tantivy::schema::STORED);
+        let old = tantivy::Index::create_in_dir(dir.path(), sb.build()).expect("old index");
+        drop(old);
+    }
+    let index = SearchIndex::open(dir.path()).expect("rebuilt, not refused");
+    assert_eq!(index.catch_up(&m.sm).expect("catch up"), 13);
+    let at = |site: &str| {
+        index
+            .search(
+                &m.sm,
+                &SearchQuery {
+                    site: Some(site.into()),
+                    limit: 50,
+                    ..SearchQuery::default()
+                },
+            )
+            .expect("search")
+    };
+    assert_eq!(ids(&at("tokyo").records), ["c-0", "c-1", "c-2"]);
+    assert_eq!(at("a").total, 10);
+    assert_eq!(at("nowhere").total, 0);
+}

@@ -30,6 +30,7 @@ pub(crate) struct SearchForm {
     pub(crate) q: String,
     pub(crate) people: String,
     pub(crate) room: String,
+    pub(crate) site: String,
     pub(crate) from: String,
     pub(crate) to: String,
     pub(crate) page: usize,
@@ -37,7 +38,7 @@ pub(crate) struct SearchForm {
 
 impl SearchForm {
     fn asked(&self) -> bool {
-        [&self.q, &self.people, &self.room, &self.from, &self.to]
+        [&self.q, &self.people, &self.room, &self.site, &self.from, &self.to]
             .iter()
             .any(|s| !s.trim().is_empty())
     }
@@ -67,6 +68,7 @@ impl SearchForm {
                     format!("{r}@{rooms}")
                 }
             }),
+            site: Some(self.site.trim().to_owned()).filter(|s| !s.is_empty()),
             words: Some(self.q.trim().to_owned()).filter(|q| !q.is_empty()),
             start_ms: page::date_ms(&self.from, false)?,
             end_ms: page::date_ms(&self.to, true)?,
@@ -144,12 +146,28 @@ pub(crate) async fn search(State(c): State<Arc<Console>>, v: Viewer, q: RawQuery
     }
 }
 
-fn search_form(f: &SearchForm) -> Markup {
+/// Every site of the cluster, this one first.
+fn sites(c: &Console) -> Vec<String> {
+    let cluster = &c.deps.ctx.config.cluster;
+    let mut out = vec![cluster.site.clone()];
+    for p in &cluster.peers {
+        if !out.contains(&p.site) {
+            out.push(p.site.clone());
+        }
+    }
+    out
+}
+
+fn search_form(f: &SearchForm, sites: &[String]) -> Markup {
     html! {
         form.filters method="get" action="/console/search" role="search" {
             label { "Words" input name="q" value=(f.q) placeholder="contract OR merger, \"exact phrase\"" autofocus; }
             label { "People" input name="people" value=(f.people) placeholder="alice, bob@example.com"; }
             label { "Room" input name="room" value=(f.room) placeholder="deals"; }
+            label { "Site" select name="site" {
+                option value="" { "any" }
+                @for s in sites { option value=(s) selected[*s == f.site] { (s) } }
+            } }
             label { "From" input name="from" type="date" value=(f.from); }
             label { "To" input name="to" type="date" value=(f.to); }
             button type="submit" { "Search" }
@@ -163,7 +181,7 @@ async fn search_page(c: &Console, v: &Viewer, raw: Option<&str>) -> Result<Respo
     if !f.asked() {
         let body = html! {
             h1 { "Search the archive" }
-            (search_form(&f))
+            (search_form(&f, &sites(c)))
             (page::empty("Search by words, people, room or dates.", "Every search is recorded in the audit trail. Press / to jump to the words box."))
         };
         return Ok(page::layout(c, Some(v), "Search", Flash::None, body));
@@ -181,7 +199,7 @@ async fn search_page(c: &Console, v: &Viewer, raw: Option<&str>) -> Result<Respo
     let pages = result.total.div_ceil(PAGE).max(1);
     let body = html! {
         h1 { "Search the archive" }
-        (search_form(&f))
+        (search_form(&f, &sites(c)))
         p.muted { (result.total) " records match. Page " (page_no) " of " (pages) ", oldest first." }
         @if result.records.is_empty() {
             (page::empty("Nothing matches.", "Try fewer words, a wider date range or fewer people."))
@@ -208,7 +226,7 @@ async fn search_page(c: &Console, v: &Viewer, raw: Option<&str>) -> Result<Respo
         }
         form method="post" action="/console/exports" {
             input type="hidden" name="csrf" value=(v.csrf);
-            @for (k, val) in [("q", &f.q), ("people", &f.people), ("room", &f.room), ("from", &f.from), ("to", &f.to)] {
+            @for (k, val) in [("q", &f.q), ("people", &f.people), ("room", &f.room), ("site", &f.site), ("from", &f.from), ("to", &f.to)] {
                 input type="hidden" name=(k) value=(val);
             }
             label { "Export these " (result.total) " records as "

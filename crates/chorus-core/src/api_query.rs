@@ -19,6 +19,8 @@ pub struct SearchParams {
     pub participants: Option<String>,
     /// A room JID.
     pub room: Option<String>,
+    /// The site whose node accepted the records.
+    pub site: Option<String>,
     /// Words to search for.
     pub q: Option<String>,
     /// From (RFC 3339 or milliseconds).

@@ -194,6 +194,7 @@ fn search_query(p: &SearchParams) -> Result<SearchQuery, ApiError> {
     Ok(SearchQuery {
         participants: api_query::list(&p.participants),
         room: p.room.clone().filter(|r| !r.is_empty()),
+        site: p.site.clone().filter(|s| !s.is_empty()),
         words: p.q.clone().filter(|q| !q.trim().is_empty()),
         start_ms: time(&p.start, "start")?,
         end_ms: time(&p.end, "end")?,
