@@ -1,6 +1,7 @@
 //! The admin's health page: this node, every peer with its link state,
 //! outbox and replication lag, the archive's Raft role, leader and apply
 //! lag, the spool, a fatal error if any, and small charts of the last hour
+//! (messages/s, sessions, message handling p99 latency, spool, apply lag)
 //! drawn from the node's own metrics, sampled every 10 seconds.
 
 use crate::Console;
@@ -24,6 +25,7 @@ const SAMPLES: usize = 360;
 struct Sample {
     messages_per_s: f64,
     sessions: f64,
+    latency_p99_ms: f64,
     spool: f64,
     apply_lag: f64,
 }
@@ -60,6 +62,8 @@ pub(crate) fn spawn_sampler(console: Weak<Console>) {
             let s = Sample {
                 messages_per_s: rate,
                 sessions: metric(&text, "chorus_sessions", ""),
+                latency_p99_ms: 1000.0
+                    * metric(&text, "chorus_message_handling_seconds", "quantile=\"0.99\""),
                 spool: metric(&text, "chorus_archive_spool_depth", ""),
                 apply_lag: metric(&text, "chorus_raft_apply_lag", ""),
             };
@@ -183,6 +187,7 @@ pub(crate) async fn page(State(c): State<Arc<Console>>, v: Viewer) -> Response {
         div.grid {
             (chart("Messages/s", &series(|s| s.messages_per_s), ""))
             (chart("Sessions", &series(|s| s.sessions), ""))
+            (chart("Message handling p99", &series(|s| s.latency_p99_ms), " ms"))
             (chart("Archive spool", &series(|s| s.spool), ""))
             (chart("Archive apply lag", &series(|s| s.apply_lag), ""))
         }

@@ -65,17 +65,20 @@ fn banner(c: &Console) -> Markup {
     let r = reach(c);
     let mut sites: Vec<&str> = r.unreachable.iter().map(|(s, _)| s.as_str()).collect();
     sites.dedup();
+    let peers = c.deps.ctx.config.cluster.peers.len();
+    let cut = peers > 0 && r.unreachable.len() >= peers;
     html! {
         @if !sites.is_empty() || r.archive_leader == Some(false) {
             div.banner role="status" {
-                strong { "This site is cut off. " }
+                @if cut { strong { "This site is cut off. " } }
+                @else if !sites.is_empty() { strong { "Some sites are unreachable. " } }
                 @if !sites.is_empty() { "No link to site " (sites.join(", ")) ". " }
                 @if r.archive_leader == Some(false) {
-                    "The archive has no quorum from here: searches, holds and exports need their audit entry \
-                     committed and are refused until it returns. Messages are kept in this site's spool."
-                } @else {
-                    "What this node shows is what this site holds."
+                    "The archive has no leader reachable from here (no quorum, or an election under way): \
+                     searches, holds and exports need their audit entry committed and are refused until it \
+                     returns. Messages are kept in this site's spool. "
                 }
+                @if cut { "What this node shows is what this site holds." }
             }
         }
     }

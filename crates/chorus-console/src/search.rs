@@ -38,9 +38,16 @@ pub(crate) struct SearchForm {
 
 impl SearchForm {
     fn asked(&self) -> bool {
-        [&self.q, &self.people, &self.room, &self.site, &self.from, &self.to]
-            .iter()
-            .any(|s| !s.trim().is_empty())
+        [
+            &self.q,
+            &self.people,
+            &self.room,
+            &self.site,
+            &self.from,
+            &self.to,
+        ]
+        .iter()
+        .any(|s| !s.trim().is_empty())
     }
 
     /// The archive search this form asks for (page `page`, 1-based).

@@ -69,6 +69,13 @@ pub const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "Unauthenticated connections evicted to make room for another address.",
     ),
     (
+        "chorus_message_handling_seconds",
+        Histogram,
+        Some(Unit::Seconds),
+        "Time the node spends on a client's message: checks, the archive record (spooled or committed), \
+         delivery into the recipients' queues.",
+    ),
+    (
         "chorus_stanzas_in_total",
         Counter,
         None,

@@ -500,7 +500,12 @@ impl Session {
             }
         }
         match kind.as_str() {
-            "message" => self.on_message(el),
+            "message" => {
+                let started = std::time::Instant::now();
+                self.on_message(el);
+                metrics::histogram!("chorus_message_handling_seconds")
+                    .record(started.elapsed().as_secs_f64());
+            }
             "presence" => self.on_presence(el),
             _ => self.on_iq(el),
         }
