@@ -66,6 +66,7 @@ class Browser:
     def wait(self, css: str, text: str | None = None, timeout: float = WAIT_S):
         """Waits until an element matching ``css`` (containing ``text``) is on
         the page; returns it."""
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.support.ui import WebDriverWait
 
         def found(d):
@@ -74,7 +75,9 @@ class Browser:
                     return el
             return False
         try:
-            return WebDriverWait(self.d, timeout, poll_frequency=0.1).until(found)
+            # (An element read while the next page loads goes stale: look again.)
+            return WebDriverWait(self.d, timeout, poll_frequency=0.1,
+                                 ignored_exceptions=(StaleElementReferenceException,)).until(found)
         except Exception as e:
             raise AssertionError(f"no {css!r} with {text!r} on {self.d.current_url}:\n"
                                  f"{self.text()[:2000]}") from e

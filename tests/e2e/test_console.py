@@ -335,6 +335,17 @@ async def test_health_page_reports_a_cut_site_and_the_cut_site_says_so(cluster3,
                  lambda: "unreachable" not in a.wait("#peers").text and banner_text(a) == "")
     assert "Leader" in a.wait("#archive").text or "Follower" in a.wait("#archive").text
 
+    # An account disabled at site a loses its session at site b.
+    alice = await connect(cl["b"], "alice", "alice-pw", presence=True)
+    a.go("/console/users?q=alice")
+    row = a.wait("#users tr[data-user=alice]")
+    assert "on b1" in row.text, row.text
+    row.find_element("css selector", "input[name=action][value=disable]").find_element(
+        "xpath", "..").find_element("css selector", "button").click()
+    a.accept_confirm()
+    a.wait(".flash.ok", "1 on other nodes end within seconds")
+    await alice.wait_disconnected(20)
+
     c = browser_for(cl["c"], "c")
     c.sign_in("dave", "dave-pw")
     cl.cut("c")

@@ -353,6 +353,7 @@ impl Router for ClusterRouter {
                 interested: e.interested,
                 carbons: e.carbons,
                 node: Some(node),
+                bound_ms: 0,
             });
         }
         out

@@ -1,7 +1,8 @@
 //! The admin's pages for accounts, rooms and API tokens: list and search
 //! accounts, create one, reset a password, disable or enable it (a
-//! disabled account cannot sign in anywhere; its sessions on this node end
-//! at once), see where its sessions are and end them; list rooms with
+//! disabled account cannot sign in anywhere), see where its sessions are
+//! and end them (on this node at once, on the others when the replicated
+//! setting reaches their sweeper: [`chorus_xmpp::revoke`]); list rooms with
 //! owners and occupants, destroy one or set its owners; list the API
 //! tokens (names and roles only: the tokens themselves are never stored).
 //! Every view and change is in the audit trail.
@@ -14,7 +15,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use chorus_core::config::ApiRole;
 use chorus_core::store::{DISABLED_SETTING, is_disabled};
-use chorus_xmpp::router::Routed;
+use chorus_xmpp::revoke::SESSIONS_ENDED_SETTING;
 use maud::html;
 use std::sync::Arc;
 
@@ -141,23 +142,15 @@ fn user_actions(v: &Viewer, u: &str, disabled: bool, online: bool) -> maud::Mark
     }
 }
 
-/// Ends `user`'s sessions on this node; returns (ended, held elsewhere).
-fn end_sessions(c: &Console, user: &str) -> (usize, usize) {
-    let mut ended = 0;
-    let mut elsewhere = 0;
-    for r in c.deps.ctx.router.resources(user) {
-        if r.node.is_some() {
-            elsewhere += 1;
-        } else if c
-            .deps
-            .ctx
-            .router
-            .deliver(user, &r.resource, Routed::Conflict)
-            .is_ok()
-        {
-            ended += 1;
-        }
-    }
+/// Ends the sessions the settings now revoke on this node at once; other
+/// nodes' sweepers end theirs once the setting reaches them. Returns
+/// (ended here, held elsewhere).
+async fn revoke_now(c: &Console, user: &str) -> (usize, usize) {
+    let elsewhere = c.deps.ctx.router.resources(user).iter().filter(|r| r.node.is_some()).count();
+    let ctx = c.deps.ctx.clone();
+    let ended = tokio::task::spawn_blocking(move || chorus_xmpp::revoke::sweep(&ctx))
+        .await
+        .unwrap_or(0);
     (ended, elsewhere)
 }
 
@@ -281,18 +274,26 @@ pub(crate) async fn change_user(
             let value = if f.action == "disable" { "1" } else { "" };
             ctx.store.set_setting(&user, DISABLED_SETTING, value).map_err(|e| e.to_string()).map(|()| {
                 if f.action == "enable" {
-                    return format!("{user} can sign in again.");
+                    format!("{user} can sign in again.")
+                } else {
+                    format!("{user} is disabled.")
                 }
-                let (ended, elsewhere) = end_sessions(&c, &user);
-                format!("{user} is disabled; {ended} sessions here ended, {elsewhere} on other nodes refused at their next sign-in.")
             })
         }
         _ => {
-            let (ended, elsewhere) = end_sessions(&c, &user);
-            Ok(format!(
-                "{ended} sessions of {user} ended here; {elsewhere} are on other nodes (end them from that site's console)."
-            ))
+            let now = chorus_core::time::now_millis().to_string();
+            ctx.store
+                .set_setting(&user, SESSIONS_ENDED_SETTING, &now)
+                .map_err(|e| e.to_string())
+                .map(|()| format!("Sessions of {user} are ended."))
         }
+    };
+    let result = match result {
+        Ok(msg) if f.action != "enable" && f.action != "password" => {
+            let (here, elsewhere) = revoke_now(&c, &user).await;
+            Ok(format!("{msg} {here} ended here; {elsewhere} on other nodes end within seconds."))
+        }
+        other => other,
     };
     match result {
         Ok(msg) => done("/console/users", &msg),

@@ -304,6 +304,12 @@ pub const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "Archive records applied on this node's replica.",
     ),
     (
+        "chorus_sessions_revoked_total",
+        Counter,
+        None,
+        "Sessions ended because an administrator disabled the account or ended its sessions.",
+    ),
+    (
         "chorus_console_logins_total",
         Counter,
         None,

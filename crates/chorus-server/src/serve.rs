@@ -166,6 +166,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             stop_rx.clone(),
         ));
     }
+    // Sessions an administrator revoked (disabled, or ended from any site).
+    tasks.spawn(chorus_xmpp::revoke::run(ctx.clone(), stop_rx.clone()));
     if let Some(addr) = config.components.listen {
         let l = TcpListener::bind(addr)
             .await

@@ -71,6 +71,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             Some(item) = rx.recv(), if bound.is_some() => match item {
                 Routed::Stanza(el) => Step::write(renamed_ns(&el, ns::CLIENT, NS_COMPONENT).to_xml()),
                 Routed::Conflict => Step::fail("conflict"),
+                Routed::Revoked(_) => Step::fail("policy-violation"),
             },
             _ = shutdown.wait_for(|s| *s) => Step::fail("system-shutdown"),
         };

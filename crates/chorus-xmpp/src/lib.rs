@@ -17,6 +17,7 @@ pub mod parser;
 pub mod pep;
 pub mod push;
 pub mod remote;
+pub mod revoke;
 pub mod router;
 pub mod runtime;
 pub mod sasl;

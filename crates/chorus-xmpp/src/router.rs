@@ -17,6 +17,9 @@ pub enum Routed {
     /// Another session bound the same full JID; end this one with
     /// `<conflict/>` (RFC 6120 section 7.7.2.2).
     Conflict,
+    /// An administrator disabled the account or ended its sessions: end
+    /// this one with `<policy-violation/>` and this text.
+    Revoked(String),
 }
 
 /// What the router knows about one bound resource.
@@ -38,6 +41,9 @@ pub struct ResourceInfo {
     pub carbons: bool,
     /// The node holding the session, `None` for this node.
     pub node: Option<String>,
+    /// When the resource was bound (ms since the epoch; 0 when another
+    /// node holds it).
+    pub bound_ms: u64,
 }
 
 /// Why a resource could not be bound.
@@ -130,6 +136,7 @@ impl Router for LocalRouter {
             interested: false,
             carbons: false,
             node: None,
+            bound_ms: chorus_core::time::now_millis(),
         };
         if let Some(old) = list.iter_mut().find(|e| e.info.resource == resource) {
             let replaced = old.info.session_id;

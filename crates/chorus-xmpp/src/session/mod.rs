@@ -520,6 +520,7 @@ impl Session {
                 self.resource_lost();
                 self.stream_error("conflict", Some("replaced by a new connection"));
             }
+            Routed::Revoked(why) => self.stream_error("policy-violation", Some(&why)),
             Routed::Stanza(el) => self.deliver_routed(el),
         }
     }

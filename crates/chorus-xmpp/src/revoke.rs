@@ -1,0 +1,113 @@
+//! Sessions an administrator revoked. Disabling an account
+//! ([`chorus_core::store::DISABLED_SETTING`]) or ending its sessions
+//! ([`SESSIONS_ENDED_SETTING`], the time of the request) is a replicated
+//! setting, so every node learns of it; each node's sweeper ends its own
+//! sessions that the settings revoke with `<policy-violation/>`, so an
+//! account disabled at one site loses its sessions at every site within a
+//! sweep of the setting's arrival.
+
+use crate::context::Context;
+use crate::router::Routed;
+use chorus_core::store::is_disabled;
+use std::time::Duration;
+
+/// The per-user setting holding when (ms since the epoch) an administrator
+/// ended the account's sessions: sessions bound before then end.
+pub const SESSIONS_ENDED_SETTING: &str = "account.sessions_ended_ms";
+
+/// How often each node looks for revoked sessions.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Why `user`'s session bound at `bound_ms` must end, if it must.
+fn revoked(ctx: &Context, user: &str, bound_ms: u64) -> Option<&'static str> {
+    if is_disabled(&*ctx.store, user) {
+        return Some("this account is disabled");
+    }
+    let ended = ctx.store.setting(user, SESSIONS_ENDED_SETTING).ok().flatten()?;
+    let ended: u64 = ended.parse().ok()?;
+    (bound_ms <= ended).then_some("an administrator ended this account's sessions")
+}
+
+/// Ends this node's sessions that the settings revoke; returns how many.
+pub fn sweep(ctx: &Context) -> usize {
+    let mut ended = 0;
+    for (user, info) in ctx.router.local_resources() {
+        if let Some(why) = revoked(ctx, &user, info.bound_ms)
+            && ctx
+                .router
+                .deliver(&user, &info.resource, Routed::Revoked(why.into()))
+                .is_ok()
+        {
+            tracing::info!(user = %user, resource = %info.resource, why, "session revoked");
+            metrics::counter!("chorus_sessions_revoked_total").increment(1);
+            ended += 1;
+        }
+    }
+    ended
+}
+
+/// Sweeps every [`SWEEP_EVERY`] until `stop` turns true.
+pub async fn run(ctx: std::sync::Arc<Context>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let c = ctx.clone();
+        // Store reads for every local session: off the async workers.
+        let _ = tokio::task::spawn_blocking(move || sweep(&c)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::{LocalRouter, Router};
+    use chorus_core::store::{DISABLED_SETTING, Store};
+    use std::sync::Arc;
+
+    fn ctx() -> (Arc<Context>, Arc<LocalRouter>) {
+        let router = Arc::new(LocalRouter::new());
+        let store = Arc::new(chorus_core::mem_store::MemStore::new());
+        let ctx = Context::new(
+            chorus_core::config::Config::default(),
+            store,
+            router.clone(),
+            Arc::new(chorus_core::archive::NoArchive),
+        );
+        (Arc::new(ctx), router)
+    }
+
+    #[test]
+    fn disabled_accounts_and_sessions_ended_before_the_mark_are_revoked() {
+        let (ctx, router) = ctx();
+        let (tx_a, mut rx_a) = tokio::sync::mpsc::channel(4);
+        let (tx_b, mut rx_b) = tokio::sync::mpsc::channel(4);
+        router.bind("alice", "pc", 1, tx_a, 8).expect("bind");
+        router.bind("bob", "pc", 2, tx_b, 8).expect("bind");
+        assert_eq!(sweep(&ctx), 0, "nothing revoked yet");
+
+        ctx.store.set_setting("alice", DISABLED_SETTING, "1").expect("set");
+        assert_eq!(sweep(&ctx), 1);
+        assert!(matches!(rx_a.try_recv(), Ok(Routed::Revoked(w)) if w.contains("disabled")));
+        assert!(rx_b.try_recv().is_err());
+
+        // A mark before bob bound leaves him; one after ends him.
+        let bound = router.resources("bob")[0].bound_ms;
+        ctx.store
+            .set_setting("bob", SESSIONS_ENDED_SETTING, &(bound - 1).to_string())
+            .expect("set");
+        ctx.store.set_setting("alice", DISABLED_SETTING, "").expect("enable");
+        assert_eq!(sweep(&ctx), 0);
+        ctx.store
+            .set_setting("bob", SESSIONS_ENDED_SETTING, &bound.to_string())
+            .expect("set");
+        assert_eq!(sweep(&ctx), 1);
+        assert!(matches!(rx_b.try_recv(), Ok(Routed::Revoked(w)) if w.contains("ended")));
+    }
+}
