@@ -146,7 +146,14 @@ fn user_actions(v: &Viewer, u: &str, disabled: bool, online: bool) -> maud::Mark
 /// nodes' sweepers end theirs once the setting reaches them. Returns
 /// (ended here, held elsewhere).
 async fn revoke_now(c: &Console, user: &str) -> (usize, usize) {
-    let elsewhere = c.deps.ctx.router.resources(user).iter().filter(|r| r.node.is_some()).count();
+    let elsewhere = c
+        .deps
+        .ctx
+        .router
+        .resources(user)
+        .iter()
+        .filter(|r| r.node.is_some())
+        .count();
     let ctx = c.deps.ctx.clone();
     let ended = tokio::task::spawn_blocking(move || chorus_xmpp::revoke::sweep(&ctx))
         .await
@@ -272,13 +279,16 @@ pub(crate) async fn change_user(
         }
         "disable" | "enable" => {
             let value = if f.action == "disable" { "1" } else { "" };
-            ctx.store.set_setting(&user, DISABLED_SETTING, value).map_err(|e| e.to_string()).map(|()| {
-                if f.action == "enable" {
-                    format!("{user} can sign in again.")
-                } else {
-                    format!("{user} is disabled.")
-                }
-            })
+            ctx.store
+                .set_setting(&user, DISABLED_SETTING, value)
+                .map_err(|e| e.to_string())
+                .map(|()| {
+                    if f.action == "enable" {
+                        format!("{user} can sign in again.")
+                    } else {
+                        format!("{user} is disabled.")
+                    }
+                })
         }
         _ => {
             let now = chorus_core::time::now_millis().to_string();
@@ -291,7 +301,9 @@ pub(crate) async fn change_user(
     let result = match result {
         Ok(msg) if f.action != "enable" && f.action != "password" => {
             let (here, elsewhere) = revoke_now(&c, &user).await;
-            Ok(format!("{msg} {here} ended here; {elsewhere} on other nodes end within seconds."))
+            Ok(format!(
+                "{msg} {here} ended here; {elsewhere} on other nodes end within seconds."
+            ))
         }
         other => other,
     };

@@ -92,7 +92,9 @@ mod tests {
         router.bind("bob", "pc", 2, tx_b, 8).expect("bind");
         assert_eq!(sweep(&ctx), 0, "nothing revoked yet");
 
-        ctx.store.set_setting("alice", DISABLED_SETTING, "1").expect("set");
+        ctx.store
+            .set_setting("alice", DISABLED_SETTING, "1")
+            .expect("set");
         assert_eq!(sweep(&ctx), 1);
         assert!(matches!(rx_a.try_recv(), Ok(Routed::Revoked(w)) if w.contains("disabled")));
         assert!(rx_b.try_recv().is_err());
@@ -102,7 +104,9 @@ mod tests {
         ctx.store
             .set_setting("bob", SESSIONS_ENDED_SETTING, &(bound - 1).to_string())
             .expect("set");
-        ctx.store.set_setting("alice", DISABLED_SETTING, "").expect("enable");
+        ctx.store
+            .set_setting("alice", DISABLED_SETTING, "")
+            .expect("enable");
         assert_eq!(sweep(&ctx), 0);
         ctx.store
             .set_setting("bob", SESSIONS_ENDED_SETTING, &bound.to_string())
