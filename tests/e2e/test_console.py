@@ -88,6 +88,9 @@ async def test_officer_signs_in_searches_and_reads_the_conversation(node, browse
     t = rows.find_element("css selector", "time")
     assert t.get_attribute("title").endswith(" UTC") and "Asia/Tokyo" in t.text, t.text
     b.shot("search")
+    b.d.set_window_size(820, 1180)  # a tablet, upright
+    b.shot("search-tablet")
+    b.d.set_window_size(1280, 900)
 
     rows.find_elements("css selector", "a")[0].click()
     thread = b.wait(".thread")
@@ -134,6 +137,13 @@ async def test_officer_places_exports_and_releases_a_hold(node, browser_for, tmp
     code, report, err = verify_export(node, package)
     assert code == 0 and report["ok"], (report, err)
     assert report["records"] == 2 and report["manifest_sha256"] == manifest_sha, report
+    # Another officer (the officer token) cannot download carol's export.
+    href = card.find_element("css selector", "a.download").get_attribute("href")
+    other = browser_for(node, "other")
+    other.sign_in(token=OFFICER)
+    other.d.get(href)
+    other.wait("h1", "Not Found")
+    assert other.downloads.exists() and list(other.downloads.iterdir()) == []
 
     b.go("/console/holds")
     form = b.wait("#holds form[action*='/release']")

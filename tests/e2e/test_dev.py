@@ -71,6 +71,31 @@ def verified_certificate(port: int, ca: str, deadline_s: float) -> bytes:
             time.sleep(0.2)  # the node is still starting; nothing to wait on
 
 
+def console_sign_in(url: str, user: str, password: str, ca: str, deadline_s: float) -> bool:
+    """Signs in to the console at ``url`` (verifying the certificate for
+    localhost); true when the sign-in lands on a console page."""
+    import http.cookiejar
+    import urllib.parse
+    import urllib.request
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.check_hostname = False  # the URL names 127.0.0.1; the certificate localhost
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx),
+                                         urllib.request.HTTPCookieProcessor(jar))
+    end = time.monotonic() + deadline_s
+    while True:
+        try:
+            page = opener.open(url + "login", timeout=5).read().decode()
+            break
+        except (ConnectionRefusedError, urllib.error.URLError):
+            assert time.monotonic() < end, f"{url} never answered"
+            time.sleep(0.2)  # the node is still starting; nothing to wait on
+    nonce = re.search(r'name="nonce" value="([0-9a-f]+)"', page).group(1)
+    form = urllib.parse.urlencode({"nonce": nonce, "user": user, "password": password}).encode()
+    r = opener.open(url + "login", data=form, timeout=10)
+    return "/console/" in r.geturl() and "Sign out" in r.read().decode()
+
+
 def test_every_dev_site_serves_one_certificate_from_the_printed_ca(tmp_path):
     base = free_block(10 * SITES + 10)
     proc = subprocess.Popen(
@@ -89,6 +114,11 @@ def test_every_dev_site_serves_one_certificate_from_the_printed_ca(tmp_path):
         # The cluster's CA does not vouch for it: nodes and clients stay apart.
         cluster_ca = os.path.join(os.path.dirname(os.path.dirname(ca)), "ca.pem")
         assert os.path.exists(cluster_ca) and open(cluster_ca).read() != open(ca).read()
+        # The console the banner names answers with its sign-in page, and
+        # its officer account signs in.
+        console = next((l for l in banner if l.startswith("Console:")), "").split()
+        assert len(console) > 1 and console[1].endswith("/console/"), banner
+        assert console_sign_in(console[1], "officer", "officer-pass", ca, 60)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

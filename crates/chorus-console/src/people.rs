@@ -198,16 +198,10 @@ pub(crate) async fn create_user(
     ) {
         return r;
     }
-    let iterations = ctx.config.c2s.scram_iterations;
-    let (u, pw) = (user.clone(), f.password);
-    let made = tokio::task::spawn_blocking(move || {
-        let creds = chorus_core::credentials::Credentials::from_password_with(&pw, iterations)
-            .map_err(|e| e.to_string())?;
-        ctx.store.create_account(&u, &creds).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r);
+    let made = match credentials(&c, f.password).await {
+        Ok(creds) => ctx.store.create_account(&user, &creds).map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
     match made {
         Ok(()) => done("/console/users", &format!("Account {user} created.")),
         Err(e) => page::error_page(
@@ -217,6 +211,52 @@ pub(crate) async fn create_user(
             &format!("Cannot create {user}: {e}"),
         ),
     }
+}
+
+/// SCRAM credentials for a new password (derived off the async workers).
+async fn credentials(c: &Console, password: String) -> Result<chorus_core::credentials::Credentials, String> {
+    let iterations = c.deps.ctx.config.c2s.scram_iterations;
+    tokio::task::spawn_blocking(move || {
+        chorus_core::credentials::Credentials::from_password_with(&password, iterations)
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Applies an account change; returns what to tell the admin.
+async fn apply_change(c: &Console, user: &str, f: UserForm) -> Result<String, String> {
+    let store = &c.deps.ctx.store;
+    let msg = match f.action.as_str() {
+        "password" => {
+            let creds = credentials(c, f.password).await?;
+            store.set_credentials(user, &creds).map_err(|e| e.to_string())?;
+            return Ok(format!("Password of {user} reset."));
+        }
+        "enable" => {
+            store
+                .set_setting(user, DISABLED_SETTING, "")
+                .map_err(|e| e.to_string())?;
+            return Ok(format!("{user} can sign in again."));
+        }
+        "disable" => {
+            store
+                .set_setting(user, DISABLED_SETTING, "1")
+                .map_err(|e| e.to_string())?;
+            format!("{user} is disabled.")
+        }
+        _ => {
+            let now = chorus_core::time::now_millis().to_string();
+            store
+                .set_setting(user, SESSIONS_ENDED_SETTING, &now)
+                .map_err(|e| e.to_string())?;
+            format!("Sessions of {user} are ended.")
+        }
+    };
+    let (here, elsewhere) = revoke_now(c, user).await;
+    Ok(format!(
+        "{msg} {here} ended here; {elsewhere} on other nodes end within seconds."
+    ))
 }
 
 /// `POST /console/users/{user}`: resets a password, disables, enables or
@@ -263,50 +303,7 @@ pub(crate) async fn change_user(
     ) {
         return r;
     }
-    let result = match f.action.as_str() {
-        "password" => {
-            let iterations = ctx.config.c2s.scram_iterations;
-            let (u, pw) = (user.clone(), f.password);
-            tokio::task::spawn_blocking(move || {
-                let creds = chorus_core::credentials::Credentials::from_password_with(&pw, iterations)
-                    .map_err(|e| e.to_string())?;
-                ctx.store.set_credentials(&u, &creds).map_err(|e| e.to_string())
-            })
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r)
-            .map(|()| format!("Password of {user} reset."))
-        }
-        "disable" | "enable" => {
-            let value = if f.action == "disable" { "1" } else { "" };
-            ctx.store
-                .set_setting(&user, DISABLED_SETTING, value)
-                .map_err(|e| e.to_string())
-                .map(|()| {
-                    if f.action == "enable" {
-                        format!("{user} can sign in again.")
-                    } else {
-                        format!("{user} is disabled.")
-                    }
-                })
-        }
-        _ => {
-            let now = chorus_core::time::now_millis().to_string();
-            ctx.store
-                .set_setting(&user, SESSIONS_ENDED_SETTING, &now)
-                .map_err(|e| e.to_string())
-                .map(|()| format!("Sessions of {user} are ended."))
-        }
-    };
-    let result = match result {
-        Ok(msg) if f.action != "enable" && f.action != "password" => {
-            let (here, elsewhere) = revoke_now(&c, &user).await;
-            Ok(format!(
-                "{msg} {here} ended here; {elsewhere} on other nodes end within seconds."
-            ))
-        }
-        other => other,
-    };
+    let result = apply_change(&c, &user, f).await;
     match result {
         Ok(msg) => done("/console/users", &msg),
         Err(e) => page::error_page(&c, Some(&v), StatusCode::INTERNAL_SERVER_ERROR, &e),

@@ -33,7 +33,7 @@ fn config_text(dir: &Path, certs: &Path, base: u16, i: usize) -> String {
         }
     }
     format!(
-        "# Written by `chorus dev`: site {site}.\n[server]\ndomain = \"{DOMAIN}\"\ndata_dir = \"{data}\"\n\n[c2s]\nstarttls_listen = \"127.0.0.1:{c2s}\"\ndirect_tls_listen = \"127.0.0.1:{tls}\"\n\n[http]\nlisten = \"127.0.0.1:{http}\"\n\n[cluster]\nnode_id = \"{node}\"\nsite = \"{site}\"\nlisten = \"127.0.0.1:{cluster}\"\nca_file = \"{ca}\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n\n[tls]\ncert_file = \"{xcert}\"\nkey_file = \"{xkey}\"\n{peers}",
+        "# Written by `chorus dev`: site {site}.\n[server]\ndomain = \"{DOMAIN}\"\ndata_dir = \"{data}\"\n\n[c2s]\nstarttls_listen = \"127.0.0.1:{c2s}\"\ndirect_tls_listen = \"127.0.0.1:{tls}\"\n\n[http]\nlisten = \"127.0.0.1:{http}\"\n\n[cluster]\nnode_id = \"{node}\"\nsite = \"{site}\"\nlisten = \"127.0.0.1:{cluster}\"\nca_file = \"{ca}\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n\n[tls]\ncert_file = \"{xcert}\"\nkey_file = \"{xkey}\"\n\n[console]\ncompliance = [\"officer\"]\nadmin = [\"admin\"]\n{peers}",
         data = dir.join(site).join("data").display(),
         ca = certs.join("ca.pem").display(),
         cert = certs.join(format!("{node}.pem")).display(),
@@ -42,6 +42,9 @@ fn config_text(dir: &Path, certs: &Path, base: u16, i: usize) -> String {
         xkey = certs.join("xmpp").join(format!("{DOMAIN}.key")).display(),
     )
 }
+
+/// The console's demo accounts: an officer (compliance) and an admin.
+const CONSOLE_ACCOUNTS: [(&str, &str); 2] = [("officer", "officer-pass"), ("admin", "admin-pass")];
 
 /// The domain the dev cluster serves.
 const DOMAIN: &str = "localhost";
@@ -96,7 +99,7 @@ pub fn run(dir: &Path, base: u16) -> anyhow::Result<()> {
         std::fs::create_dir_all(&config.server.data_dir)?;
         let store = chorus_store::RocksStore::open(&config.server.data_dir.join("db"), config.node_tag())?;
         let existing = store.list_accounts()?;
-        for (user, pass) in crate::demo::DEMO_ACCOUNTS {
+        for (user, pass) in crate::demo::DEMO_ACCOUNTS.iter().chain(&CONSOLE_ACCOUNTS) {
             if !existing.iter().any(|u| u == user) {
                 let req = crate::control::Request::AddUser {
                     user: user.into(),
@@ -135,6 +138,10 @@ pub fn run(dir: &Path, base: u16) -> anyhow::Result<()> {
     }
     println!(
         "Accounts (log in at any site): alice / alice-pass, bob / bob-pass, carol / carol-pass @localhost"
+    );
+    println!(
+        "Console: https://127.0.0.1:{}/console/ as officer / officer-pass (compliance) or admin / admin-pass (admin)",
+        ports(base, 0)[2]
     );
     println!(
         "Certificate: one for '{DOMAIN}' at every site; clients trust it once through the CA {}",

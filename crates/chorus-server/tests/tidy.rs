@@ -106,6 +106,15 @@ fn crates_depend_downwards_only() {
             "chorus-admin must not depend on {banned}"
         );
     }
+    // The console reads the cluster through status documents and the data
+    // through traits and the archive's compliance operations.
+    let console = dependencies("chorus-console");
+    for banned in ["chorus-cluster", "tonic", "chorus-store", "rocksdb", "openraft"] {
+        assert!(
+            !console.contains(banned),
+            "chorus-console must not depend on {banned}"
+        );
+    }
     // The archive has one home: only chorus-archive drives openraft, and it
     // knows nothing of the transport that carries its bytes.
     for krate in ["chorus-cluster", "chorus-server", "chorus-xmpp", "chorus-admin"] {
