@@ -99,7 +99,7 @@ pub fn run(dir: &Path, base: u16) -> anyhow::Result<()> {
         std::fs::create_dir_all(&config.server.data_dir)?;
         let store = chorus_store::RocksStore::open(&config.server.data_dir.join("db"), config.node_tag())?;
         let existing = store.list_accounts()?;
-        for (user, pass) in crate::demo::DEMO_ACCOUNTS.iter().chain(&CONSOLE_ACCOUNTS) {
+        for &(user, pass) in crate::demo::DEMO_ACCOUNTS.iter().chain(&CONSOLE_ACCOUNTS) {
             if !existing.iter().any(|u| u == user) {
                 let req = crate::control::Request::AddUser {
                     user: user.into(),
