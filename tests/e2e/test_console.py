@@ -163,6 +163,7 @@ async def test_officer_places_exports_and_releases_a_hold(node, browser_for, tmp
     assert mine["hold.release"]["detail"]["reason"] == "matter settled", mine["hold.release"]
     assert mine["export"]["detail"]["manifest_sha256"] == manifest_sha
     await eventually_audited(node, carol, "export.download")
+    await eventually_audited(node, carol, "console.exports")
 
 
 def _post(node, path: str, fields: dict, cookie: str | None = None,
@@ -344,6 +345,7 @@ async def test_health_page_reports_a_cut_site_and_the_cut_site_says_so(cluster3,
     reload_until(a, "every link up and an archive leader",
                  lambda: "unreachable" not in a.wait("#peers").text and banner_text(a) == "")
     assert "Leader" in a.wait("#archive").text or "Follower" in a.wait("#archive").text
+    assert a.wait("#leader").text in {"a1", "b1", "c1"}, "the leader is named by its node id"
 
     # An account disabled at site a loses its session at site b.
     alice = await connect(cl["b"], "alice", "alice-pw", presence=True)
@@ -377,6 +379,7 @@ async def test_health_page_reports_a_cut_site_and_the_cut_site_says_so(cluster3,
     c.shot("health-cut-site")
     # The charts fill from the node's own metrics, a point every 10 s.
     reload_until(a, "the charts drawn", lambda: len(a.d.find_elements("css selector", "svg.chart")) == 5)
+    a.d.set_window_size(1280, 1500)  # the whole page, charts included
     a.shot("health")
 
     # The view at the cut site was queued for the audit trail and is

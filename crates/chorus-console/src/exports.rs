@@ -192,6 +192,15 @@ pub(crate) async fn list(State(c): State<Arc<Console>>, v: Viewer) -> Response {
     if let Err(r) = v.require(&c, ApiRole::Compliance) {
         return r;
     }
+    if let Err(r) = crate::trail::view(
+        &c,
+        &v,
+        ApiRole::Compliance,
+        "console.exports",
+        serde_json::json!({}),
+    ) {
+        return r;
+    }
     let jobs = c.exports.lock();
     let mine: Vec<&Job> = jobs.iter().rev().filter(|j| j.owner == v.name).collect();
     let running = mine.iter().any(|j| matches!(j.progress, Progress::Running));

@@ -121,7 +121,18 @@ fn peers_table(status: &serde_json::Value) -> Markup {
     }
 }
 
-fn archive_card(a: &serde_json::Value) -> Markup {
+/// The node id behind a Raft id (the leader field), among the configured
+/// nodes.
+fn node_of(c: &Console, raft: &serde_json::Value) -> String {
+    let cluster = &c.deps.ctx.config.cluster;
+    let ids = std::iter::once(&cluster.node_id).chain(cluster.peers.iter().map(|p| &p.id));
+    ids.into_iter()
+        .find(|id| raft.as_u64() == Some(chorus_archive::raft::raft_id(id)))
+        .cloned()
+        .unwrap_or_else(|| raft.to_string())
+}
+
+fn archive_card(c: &Console, a: &serde_json::Value) -> Markup {
     let lag = a["last_log_index"]
         .as_u64()
         .unwrap_or(0)
@@ -131,7 +142,7 @@ fn archive_card(a: &serde_json::Value) -> Markup {
             h2 { "Compliance archive" }
             div.grid {
                 div { div.muted { "Raft role" } div.stat { (a["state"].as_str().unwrap_or("?")) } }
-                div { div.muted { "Leader" } div.stat { @if a["leader"].is_null() { span.tag.bad { "none" } } @else { (a["leader"]) } } }
+                div { div.muted { "Leader" } div.stat #leader { @if a["leader"].is_null() { span.tag.bad { "none" } } @else { (node_of(c, &a["leader"])) } } }
                 div { div.muted { "Records" } div.stat { (a["records"]) } }
                 div { div.muted { "Apply lag" } div.stat { (lag) } }
                 div { div.muted { "Spooled here" } div.stat { (a["spooled"]) } }
@@ -180,7 +191,7 @@ pub(crate) async fn page(State(c): State<Arc<Console>>, v: Viewer) -> Response {
             None => (page::empty("This node is not clustered.", "Peers are listed in [cluster] peers.")),
         }
         @match &archive {
-            Some(a) => (archive_card(a)),
+            Some(a) => (archive_card(&c, a)),
             None => (page::empty("Archiving is off on this node.", "[archive] enabled = true turns it on.")),
         }
         h2 { "The last hour" }

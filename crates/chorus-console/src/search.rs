@@ -231,7 +231,7 @@ async fn search_page(c: &Console, v: &Viewer, raw: Option<&str>) -> Result<Respo
             @if page_no > 1 { a href=(f.link(page_no - 1)) rel="prev" { "← Earlier" } }
             @if page_no < pages { a href=(f.link(page_no + 1)) rel="next" { "Later →" } }
         }
-        form method="post" action="/console/exports" {
+        form.row method="post" action="/console/exports" {
             input type="hidden" name="csrf" value=(v.csrf);
             @for (k, val) in [("q", &f.q), ("people", &f.people), ("room", &f.room), ("site", &f.site), ("from", &f.from), ("to", &f.to)] {
                 input type="hidden" name=(k) value=(val);
