@@ -202,12 +202,15 @@ fn console(
     })
 }
 
+/// Makes one search page's query string.
+type QueryFn<'a> = dyn Fn(&mut Rng) -> String + 'a;
+
 /// Times `pages` search pages of each kind; true when every p99 is under
 /// the target.
 async fn measure(app: &axum::Router, cookie: &str, records: u64, pages: usize) -> bool {
     let mut rng = Rng(42);
     let mut met = true;
-    let kinds: [(&str, &dyn Fn(&mut Rng) -> String); 4] = [
+    let kinds: [(&str, &QueryFn<'_>); 4] = [
         ("one word, page 1", &|r| format!("q={}", word(r.below(4096)))),
         ("one word, page 20", &|r| {
             format!("q={}&page=20", word(r.below(4096)))

@@ -44,7 +44,9 @@ fn metric(text: &str, name: &str, label: &str) -> f64 {
             let (n, labels) = series.split_once('{').unwrap_or((series, ""));
             (n == name && labels.contains(label)).then(|| value.parse::<f64>().ok())?
         })
-        .sum()
+        .sum::<f64>()
+        // (A float sum of nothing is -0.0, shown as "-0.0".)
+        + 0.0
 }
 
 /// Starts the sampler; it ends with the console.
@@ -80,10 +82,12 @@ pub(crate) fn spawn_sampler(console: Weak<Console>) {
 fn chart(title: &str, values: &[f64], unit: &str) -> Markup {
     let max = values.iter().copied().fold(0.0_f64, f64::max);
     let scale = if max > 0.0 { 56.0 / max } else { 0.0 };
+    // The newest point at the right edge: the width is the whole hour.
+    let first = SAMPLES.saturating_sub(values.len());
     let points: Vec<String> = values
         .iter()
         .enumerate()
-        .map(|(i, v)| format!("{},{:.1}", i, 60.0 - v * scale))
+        .map(|(i, v)| format!("{},{:.1}", first + i, 60.0 - v * scale))
         .collect();
     let last = values.last().copied().unwrap_or(0.0);
     html! {
@@ -93,6 +97,7 @@ fn chart(title: &str, values: &[f64], unit: &str) -> Markup {
                 p.muted { "Collecting: a point every 10 seconds." }
             } @else {
                 svg.chart viewBox=(format!("0 0 {} 62", SAMPLES - 1)) preserveAspectRatio="none" role="img" aria-label=(format!("{title} over the last hour")) {
+                    line.axis x1="0" y1="60.5" x2=(SAMPLES - 1) y2="60.5" {}
                     polyline points=(points.join(" ")) {}
                 }
             }
@@ -220,12 +225,12 @@ mod tests {
         assert_eq!(metric(text, "chorus_stanzas_in_total", "kind=\"message\""), 12.0);
         assert_eq!(metric(text, "chorus_stanzas_in_total", ""), 52.0);
         assert_eq!(metric(text, "chorus_sessions", ""), 3.0);
-        assert_eq!(metric(text, "chorus_missing", ""), 0.0);
+        assert_eq!(metric(text, "chorus_missing", "").to_string(), "0", "not -0");
     }
 
     #[test]
     fn a_chart_scales_to_its_peak() {
         let svg = chart("m", &[0.0, 5.0, 10.0], "").into_string();
-        assert!(svg.contains("0,60.0 1,32.0 2,4.0"), "{svg}");
+        assert!(svg.contains("357,60.0 358,32.0 359,4.0"), "{svg}");
     }
 }

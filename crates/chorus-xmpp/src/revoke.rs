@@ -68,7 +68,7 @@ pub async fn run(ctx: std::sync::Arc<Context>, mut stop: tokio::sync::watch::Rec
 mod tests {
     use super::*;
     use crate::router::{LocalRouter, Router};
-    use chorus_core::store::{DISABLED_SETTING, Store};
+    use chorus_core::store::DISABLED_SETTING;
     use std::sync::Arc;
 
     fn ctx() -> (Arc<Context>, Arc<LocalRouter>) {
