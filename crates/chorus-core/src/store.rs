@@ -54,6 +54,24 @@ pub trait Store: Send + Sync + 'static {
     fn set_credentials(&self, user: &str, creds: &Credentials) -> Result<(), StoreError>;
     /// Reads an account's credentials; `None` if it does not exist.
     fn credentials(&self, user: &str) -> Result<Option<Credentials>, StoreError>;
+    /// Creates many accounts in as few durable writes as the store can
+    /// (bulk provisioning); an account that exists already is left as it
+    /// is and named in the result.
+    fn create_accounts(&self, accounts: &[NewAccount]) -> Result<Vec<String>, StoreError> {
+        let mut existing = Vec::new();
+        for a in accounts {
+            match self.create_account(&a.user, &a.creds) {
+                Ok(()) => {
+                    if let Some(v) = &a.vcard {
+                        self.set_vcard(&a.user, v)?;
+                    }
+                }
+                Err(StoreError::AccountExists(u)) => existing.push(u),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(existing)
+    }
     /// Removes an account and every piece of its data; false if absent.
     fn remove_account(&self, user: &str) -> Result<bool, StoreError>;
     /// Lists all account names in order.
@@ -131,6 +149,18 @@ pub trait Store: Send + Sync + 'static {
         node: &str,
         items: &[(String, Option<String>)],
     ) -> Result<(), StoreError>;
+}
+
+/// One account for [`Store::create_accounts`]: its normalized name, its
+/// credentials and, optionally, its vCard (XML).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NewAccount {
+    /// The localpart.
+    pub user: String,
+    /// The SCRAM credentials.
+    pub creds: Credentials,
+    /// The vCard (vcard-temp XML), e.g. with the person's name.
+    pub vcard: Option<String>,
 }
 
 /// The per-user setting that marks an account disabled (`"1"`): it cannot

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-/// Longest request line accepted, in bytes.
-const REQUEST_BYTES_MAX: usize = 8192;
+/// Longest request line accepted, in bytes (a batch of provisioned
+/// accounts: [`crate::provision::BATCH`] accounts of about 400 bytes).
+const REQUEST_BYTES_MAX: usize = 1024 * 1024;
 
 /// A request on the control socket.
 #[derive(Serialize, Deserialize, Debug)]
@@ -21,6 +22,9 @@ const REQUEST_BYTES_MAX: usize = 8192;
 pub enum Request {
     /// Create an account.
     AddUser { user: String, password: String },
+    /// Create accounts with credentials the caller derived (bulk
+    /// provisioning); the response names those that existed.
+    CreateAccounts { accounts: Vec<chorus_core::store::NewAccount> },
     /// Remove an account.
     RemoveUser { user: String },
     /// Change a password.

@@ -11,6 +11,7 @@ mod dev;
 mod gauges;
 mod metrics_help;
 mod private_fs;
+mod provision;
 mod serve;
 mod shutdown_watch;
 mod telemetry;

@@ -41,6 +41,13 @@ pub enum UserAction {
         /// NAME=PASSWORD pairs.
         accounts: Vec<String>,
     },
+    /// Create accounts from a CSV file of `user,name,password` lines (an
+    /// empty password gets a generated one, printed once); existing
+    /// accounts are left alone.
+    Import {
+        /// The CSV file (`-` for standard input).
+        file: std::path::PathBuf,
+    },
 }
 
 fn password(p: Option<String>) -> anyhow::Result<String> {
@@ -70,6 +77,7 @@ pub fn run(config: &Config, action: UserAction) -> anyhow::Result<()> {
         },
         UserAction::List => Request::ListUsers,
         UserAction::Seed { accounts } => return seed(config, &accounts),
+        UserAction::Import { file } => return import(config, &file),
     };
     let list = matches!(req, Request::ListUsers);
     let mut users = Vec::new();
@@ -82,36 +90,36 @@ pub fn run(config: &Config, action: UserAction) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates missing accounts, one request each (through the control socket
-/// when the node runs).
+/// Creates missing accounts (`user seed`).
 fn seed(config: &Config, accounts: &[String]) -> anyhow::Result<()> {
-    let mut pairs = Vec::new();
-    for a in accounts {
-        let (name, pw) = a
-            .split_once('=')
-            .with_context(|| format!("{a:?}: use NAME=PASSWORD"))?;
-        anyhow::ensure!(!pw.is_empty(), "{name}: empty password");
-        pairs.push((name.to_owned(), pw.to_owned()));
+    let entries = crate::provision::seed_entries(accounts)?;
+    let report = crate::provision::provision(config, entries)?;
+    for name in &report.existing {
+        println!("{name}: exists");
     }
-    let existing = {
-        let mut out = Vec::new();
-        run_one(config, Request::ListUsers, &mut out)?;
-        out
+    for e in &report.created {
+        println!("{}: created", e.name);
+    }
+    Ok(())
+}
+
+/// Creates the accounts of a CSV file (`user import`).
+fn import(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("read standard input")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?
     };
-    for (name, password) in pairs {
-        if existing.contains(&normalize(&name, &config.server.domain)?) {
-            println!("{name}: exists");
-            continue;
+    let report = crate::provision::provision(config, crate::provision::csv_entries(&text)?)?;
+    for name in &report.existing {
+        println!("{name}: exists");
+    }
+    for e in &report.created {
+        if e.generated {
+            println!("{}: created, password {}", e.name, e.password);
+        } else {
+            println!("{}: created", e.name);
         }
-        run_one(
-            config,
-            Request::AddUser {
-                user: name.clone(),
-                password,
-            },
-            &mut Vec::new(),
-        )?;
-        println!("{name}: created");
     }
     Ok(())
 }
@@ -134,7 +142,7 @@ fn run_one(config: &Config, req: Request, users: &mut Vec<String>) -> anyhow::Re
     Ok(())
 }
 
-fn normalize(name: &str, domain: &str) -> anyhow::Result<String> {
+pub(crate) fn normalize(name: &str, domain: &str) -> anyhow::Result<String> {
     let j = jid::BareJid::new(&format!("{name}@{domain}"))
         .with_context(|| format!("{name:?} is not a valid username"))?;
     j.node()
@@ -181,6 +189,17 @@ pub fn apply(store: &dyn Store, realm: &Realm, req: Request) -> anyhow::Result<V
             store.set_credentials(&user, &Credentials::from_password_with(&password, iterations)?)?;
         }
         Request::ListUsers => return Ok(store.list_accounts()?),
+        Request::CreateAccounts { accounts } => {
+            for a in &accounts {
+                anyhow::ensure!(normalize(&a.user, domain)? == a.user, "{:?} is not a normalized name", a.user);
+                anyhow::ensure!(
+                    a.creds.sha1.iterations >= iterations && a.creds.sha256.iterations >= iterations,
+                    "{}: credentials derived with fewer than {iterations} iterations",
+                    a.user
+                );
+            }
+            return Ok(store.create_accounts(&accounts)?);
+        }
     }
     Ok(Vec::new())
 }

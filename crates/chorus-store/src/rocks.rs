@@ -6,7 +6,7 @@ use chorus_core::hlc::{Clock, Version};
 use chorus_core::lww::Lww;
 use chorus_core::replication::{ChangeListener, Table};
 use chorus_core::roster::RosterItem;
-use chorus_core::store::{OfflineMessage, Roster, Store, StoreError};
+use chorus_core::store::{NewAccount, OfflineMessage, Roster, Store, StoreError};
 use rocksdb::{ColumnFamily, DB, Options, WriteBatch};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -192,6 +192,28 @@ impl Store for RocksStore {
             Some(encode(creds)),
         )])?;
         Ok(())
+    }
+
+    fn create_accounts(&self, accounts: &[NewAccount]) -> Result<Vec<String>, StoreError> {
+        let _g = self.rmw.lock().unwrap_or_else(|e| e.into_inner());
+        let mut existing = Vec::new();
+        let mut writes = Vec::with_capacity(accounts.len());
+        let mut seen = std::collections::HashSet::new();
+        for a in accounts {
+            if !seen.insert(a.user.as_str()) || self.live(Table::Accounts, a.user.as_bytes())?.is_some() {
+                existing.push(a.user.clone());
+                continue;
+            }
+            writes.push((Table::Accounts, a.user.as_bytes().to_vec(), Some(encode(&a.creds))));
+            if let Some(v) = &a.vcard {
+                writes.push((Table::Vcards, a.user.as_bytes().to_vec(), Some(v.as_bytes().to_vec())));
+            }
+        }
+        // One synced write for the lot (the caller bounds how many).
+        if !writes.is_empty() {
+            self.write_local(writes)?;
+        }
+        Ok(existing)
     }
 
     fn set_credentials(&self, user: &str, creds: &Credentials) -> Result<(), StoreError> {
