@@ -89,3 +89,40 @@ def test_missing_config_file_is_an_error(tmp_path):
                         stdin=subprocess.DEVNULL)
     assert cp.returncode != 0
     assert "nope.toml" in cp.stderr, cp.stderr
+
+
+async def test_user_import_on_running_node_creates_accounts_with_names(node, tmp_path):
+    csv = tmp_path / "people.csv"
+    csv.write_text('user,name,password\n'
+                   'erin,"Erin Example, Legal",erin-pw\n'
+                   'frank,Frank Field,\n'
+                   'alice,Alice Again,other-pw\n')
+    cp = node.cli("user", "import", str(csv))
+    assert cp.returncode == 0, cp.stderr
+    lines = dict(line.split(": ", 1) for line in cp.stdout.splitlines())
+    assert lines["erin"] == "created" and lines["alice"] == "exists", cp.stdout
+    assert lines["frank"].startswith("created, password "), cp.stdout
+    frank_pw = lines["frank"].split("password ", 1)[1]
+    assert len(frank_pw) == 20, frank_pw
+    assert "2 accounts created, 1 existed" in cp.stderr, cp.stderr
+    assert await try_login(node, "erin", "erin-pw") is None
+    assert await try_login(node, "frank", frank_pw) is None
+    assert await try_login(node, "alice", node.password("alice")) is None, "left as it was"
+    bob = await connect(node, "bob")
+    card = await bob.plugin["xep_0054"].get_vcard(f"erin@{node.domain}")
+    assert card["vcard_temp"]["FN"] == "Erin Example, Legal", card
+
+
+@pytest.mark.chorus(start=False)
+async def test_user_seed_on_stopped_node_is_idempotent(node):
+    cp = node.cli("user", "seed", "gina=gina-pw", "hank=hank-pw")
+    assert cp.returncode == 0, cp.stderr
+    assert sorted(cp.stdout.split()) == sorted(["gina:", "created", "hank:", "created"]), cp.stdout
+    cp = node.cli("user", "seed", "gina=other", "ivy=ivy-pw")
+    assert cp.returncode == 0, cp.stderr
+    assert "gina: exists" in cp.stdout and "ivy: created" in cp.stdout, cp.stdout
+    node.start()
+    assert await try_login(node, "gina", "gina-pw") is None
+    assert await try_login(node, "ivy", "ivy-pw") is None
+    bad = node.cli("user", "seed", "nopassword")
+    assert bad.returncode != 0 and "NAME=PASSWORD" in bad.stderr

@@ -101,7 +101,7 @@ async def test_officer_signs_in_searches_and_reads_the_conversation(node, browse
     assert "morning, shall we talk?" in msgs[0] and "lunch at noon" in msgs[-1], msgs
     b.shot("conversation")
 
-    carol = f"carol@{node.domain} (console)"
+    carol = f"carol@{node.domain}"
     acts = await audit_actions(node)
     assert (carol, "search") in acts and (carol, "conversation") in acts, acts[-10:]
     await eventually_audited(node, carol, "console.login")
@@ -157,12 +157,13 @@ async def test_officer_places_exports_and_releases_a_hold(node, browser_for, tmp
     assert [h["released"] is not None for h in holds] == [True], holds
     entries = (await api(node, "GET", "/api/v1/archive/audit", OFFICER,
                          {"limit": "1000"}))["entries"]
-    carol = f"carol@{node.domain} (console)"
+    carol = f"carol@{node.domain}"
     mine = {e["action"]: e for e in entries if e["actor"] == carol}
     assert {"hold.create", "export", "hold.release", "hold.list"} <= set(mine), mine.keys()
     assert mine["hold.release"]["detail"]["reason"] == "matter settled", mine["hold.release"]
     assert mine["export"]["detail"]["manifest_sha256"] == manifest_sha
-    await eventually_audited(node, carol, "export.download")
+    assert mine["export"]["addr"].endswith("(console)"), mine["export"]
+    assert "export.download" in mine, "committed before the bytes were sent"
     await eventually_audited(node, carol, "console.exports")
 
 
@@ -217,10 +218,25 @@ async def test_roles_csrf_and_origin_are_enforced(node, browser_for):
     status, _, body = _post(node, "/console/login", {"user": "dave", "password": USERS["dave"],
                                                      "nonce": "guess"})
     assert status == 403 and "expired" in body, (status, body[:300])
+    # An admin may not set an officer's password (nor re-enable one): it
+    # would be a way into the archive, or past dual control.
+    status, _, body = _post(node, "/console/users/carol",
+                            {"action": "password", "password": "taken-over-1", "csrf": csrf},
+                            session, origin=node.http_base)
+    assert status == 403 and "holds a console role" in body, (status, body[:300])
+    assert await try_login(node, "carol", USERS["carol"]) is None
+    # An officer disabled by an admin loses the console at the next page.
+    officer = browser_for(node, "officer")
+    officer.sign_in("carol", USERS["carol"])
+    status, location, _ = _post(node, "/console/users/carol",
+                                {"action": "disable", "csrf": csrf}, session, origin=node.http_base)
+    assert status == 303, (status, location)
+    officer.go("/console/holds")
+    officer.wait("form[action='/console/login']")
     # With the token and the same origin, it works.
     status, location, _ = _post(node, "/console/users", {**make, "csrf": csrf}, session,
                                 origin=node.http_base)
-    assert status == 303 and "created" in urllib.parse.unquote(location), (status, location)
+    assert status == 303 and location == "/console/users", (status, location)
     assert await try_login(node, "mallory", "mallory-secret") is None
 
     # A token signs in with its own role: the officer token reads, the
@@ -307,7 +323,7 @@ async def test_admin_manages_accounts_and_rooms(node, browser_for):
     assert "officer" in table.text and "compliance" in table.text
     assert json.dumps(CONSOLE["api"]["tokens"][0]["sha256"]) not in b.d.page_source
 
-    dave = f"dave@{node.domain} (console)"
+    dave = f"dave@{node.domain}"
     for action in ("console.health", "console.users", "user.disable", "user.enable",
                    "user.password", "console.rooms", "room.owners", "room.destroy",
                    "console.tokens"):
@@ -385,7 +401,7 @@ async def test_health_page_reports_a_cut_site_and_the_cut_site_says_so(cluster3,
     # The view at the cut site was queued for the audit trail and is
     # committed once the site is back.
     cl.heal("c")
-    dave = "dave@" + cl["a"].domain + " (console)"
+    dave = "dave@" + cl["a"].domain
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 60
     while True:
@@ -436,3 +452,28 @@ async def test_retention_shortening_needs_a_second_admin(node, browser_for):
     assert carol.d.find_elements("css selector", "form[action='/console/retention']") == []
     policy = (await api(node, "GET", "/api/v1/archive/retention"))["retention"]
     assert policy["default_days"] == 3650, policy
+
+
+@pytest.mark.chorus(config={**CONSOLE, "http": {"tls": False}}, users=USERS)
+async def test_the_console_refuses_a_plain_http_channel(node):
+    """Without TLS (and no trusted proxy vouching for it) the console does
+    not take passwords or tokens."""
+    conn = http.client.HTTPConnection(node.host, node.http_port, timeout=10)
+    conn.request("GET", "/console/login")
+    r = conn.getresponse()
+    body = r.read().decode()
+    assert r.status == 403 and "only over HTTPS" in body, (r.status, body[:300])
+    conn.close()
+    status, _, body = await asyncio.to_thread(
+        _post_plain, node, "/console/login", {"user": "carol", "password": USERS["carol"]})
+    assert status == 403 and "only over HTTPS" in body, (status, body[:300])
+
+
+def _post_plain(node, path: str, fields: dict) -> tuple[int, str, str]:
+    conn = http.client.HTTPConnection(node.host, node.http_port, timeout=10)
+    conn.request("POST", path, urllib.parse.urlencode(fields),
+                 {"Content-Type": "application/x-www-form-urlencoded"})
+    r = conn.getresponse()
+    out = (r.status, r.getheader("Location") or "", r.read().decode(errors="replace"))
+    conn.close()
+    return out

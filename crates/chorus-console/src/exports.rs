@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 /// Exports a node keeps (running or finished) at most.
 const JOBS_MAX: usize = 8;
+/// Exports one officer may hold of those.
+const JOBS_PER_OWNER_MAX: usize = 3;
 /// How long a finished export stays downloadable.
 const KEEP: Duration = Duration::from_secs(3600);
 /// The largest manifest shown.
@@ -63,6 +65,14 @@ impl Jobs {
     fn add(&self, job: Job) -> bool {
         let mut jobs = self.lock();
         jobs.retain(|j| matches!(j.progress, Progress::Running) || j.started.elapsed() < KEEP);
+        // An officer's own oldest finished export makes room for the next.
+        if jobs.iter().filter(|j| j.owner == job.owner).count() >= JOBS_PER_OWNER_MAX {
+            let mine = |j: &Job| j.owner == job.owner && !matches!(j.progress, Progress::Running);
+            match jobs.iter().position(mine) {
+                Some(i) => drop(jobs.remove(i)),
+                None => return false,
+            }
+        }
         while jobs.len() >= JOBS_MAX {
             match jobs.iter().position(|j| !matches!(j.progress, Progress::Running)) {
                 Some(i) => drop(jobs.remove(i)),
@@ -268,19 +278,19 @@ pub(crate) async fn download(State(c): State<Arc<Console>>, v: Viewer, Path(id):
             "No finished export of yours by that id.",
         );
     };
-    if !c.trail.note(
-        v.caller(ApiRole::Compliance),
-        "export.download",
-        serde_json::json!({
-            "name": name, "manifest_sha256": pkg.manifest_sha256, "bytes": pkg.bytes,
-        }),
-    ) {
-        return page::error_page(
-            &c,
-            Some(&v),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The audit trail is not reachable.",
-        );
+    // The download shows the records: its entry is committed first.
+    let detail = serde_json::json!({
+        "name": name, "manifest_sha256": pkg.manifest_sha256, "bytes": pkg.bytes,
+    });
+    let archive = match page::archive(&c, &v) {
+        Ok(a) => a.clone(),
+        Err(r) => return r,
+    };
+    if let Err(e) = archive
+        .record(&v.caller(ApiRole::Compliance), "export.download", detail)
+        .await
+    {
+        return page::compliance_error(&c, &v, e);
     }
     let file = match pkg.file.reopen() {
         Ok(f) => tokio::fs::File::from_std(f),

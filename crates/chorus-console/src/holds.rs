@@ -7,7 +7,7 @@ use crate::auth::Viewer;
 use crate::page::{self, Flash};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use chorus_archive::compliance::HoldRequest;
 use chorus_archive::types::Hold;
 use chorus_core::config::ApiRole;
@@ -50,13 +50,8 @@ fn list_of(s: &str, domain: &str) -> Vec<String> {
 }
 
 /// `GET /console/holds`
-pub(crate) async fn list(State(c): State<Arc<Console>>, v: Viewer, q: axum::extract::RawQuery) -> Response {
-    let flash = match page::query_value(q.0.as_deref(), "done").as_deref() {
-        Some("placed") => Flash::Ok("The hold is placed: what it covers can no longer be purged.".into()),
-        Some("released") => Flash::Ok("The hold is released.".into()),
-        _ => Flash::None,
-    };
-    match holds_page(&c, &v, flash).await {
+pub(crate) async fn list(State(c): State<Arc<Console>>, v: Viewer) -> Response {
+    match holds_page(&c, &v, Flash::None).await {
         Ok(r) | Err(r) => r,
     }
 }
@@ -165,7 +160,12 @@ async fn place_hold(c: &Console, v: &Viewer, body: &[u8]) -> Result<Response, Re
         .place_hold(&who, req)
         .await
         .map_err(|e| page::compliance_error(c, v, e))?;
-    Ok(Redirect::to("/console/holds?done=placed").into_response())
+    Ok(page::done(
+        c,
+        v,
+        "/console/holds",
+        "The hold is placed: what it covers can no longer be purged.",
+    ))
 }
 
 /// `POST /console/holds/{id}/release`
@@ -198,5 +198,5 @@ async fn release_hold(c: &Console, v: &Viewer, id: &str, body: &[u8]) -> Result<
         .release_hold(&who, id, Some(f.reason.trim()))
         .await
         .map_err(|e| page::compliance_error(c, v, e))?;
-    Ok(Redirect::to("/console/holds?done=released").into_response())
+    Ok(page::done(c, v, "/console/holds", "The hold is released."))
 }

@@ -25,6 +25,7 @@ mod page;
 mod people;
 mod retention;
 mod search;
+mod sessions;
 mod trail;
 
 use axum::Router;
@@ -59,7 +60,7 @@ pub struct Deps {
 /// The console's state, shared by its handlers.
 pub(crate) struct Console {
     pub(crate) deps: Deps,
-    pub(crate) sessions: auth::Sessions,
+    pub(crate) sessions: sessions::Sessions,
     pub(crate) exports: exports::Jobs,
     pub(crate) history: health::History,
     pub(crate) trail: trail::Trail,
@@ -69,7 +70,7 @@ pub(crate) struct Console {
 /// the audit trail's queue), which ends when the routes are dropped.
 pub fn routes(deps: Deps) -> Router {
     let console = Arc::new(Console {
-        sessions: auth::Sessions::new(&deps.ctx.config.console),
+        sessions: sessions::Sessions::new(&deps.ctx.config.console),
         exports: exports::Jobs::default(),
         history: health::History::default(),
         trail: trail::Trail::default(),

@@ -112,6 +112,12 @@ fn nav(v: &Viewer) -> Markup {
 
 /// A whole page.
 pub(crate) fn layout(c: &Console, v: Option<&Viewer>, title: &str, flash: Flash, body: Markup) -> Response {
+    // What the viewer's last action said (kept in the session, never in
+    // the URL, so a link cannot put words in the console's mouth).
+    let flash = match (flash, v) {
+        (Flash::None, Some(v)) => c.sessions.take_flash(&v.key).map_or(Flash::None, Flash::Ok),
+        (f, _) => f,
+    };
     let doc = html! {
         (DOCTYPE)
         html lang="en" {
@@ -257,6 +263,13 @@ pub(crate) fn date_ms(s: &str, end: bool) -> Result<Option<u64>, String> {
         s.to_owned()
     };
     chorus_core::api_query::time(&Some(full), "date").map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// After an action: the message for the next page (kept in the session)
+/// and a redirect to it.
+pub(crate) fn done(c: &Console, v: &Viewer, to: &str, msg: impl Into<String>) -> Response {
+    c.sessions.set_flash(&v.key, msg.into());
+    Redirect::to(to).into_response()
 }
 
 /// An empty state: what there is none of, and what to do.

@@ -12,7 +12,7 @@ use crate::auth::Viewer;
 use crate::page::{self, Flash};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use chorus_core::config::ApiRole;
 use chorus_core::store::{DISABLED_SETTING, is_disabled};
 use chorus_xmpp::revoke::SESSIONS_ENDED_SETTING;
@@ -34,19 +34,27 @@ struct UserForm {
     action: String,
 }
 
-fn flash(raw: Option<&str>) -> Flash {
-    match page::query_value(raw, "done") {
-        Some(m) if !m.is_empty() => Flash::Ok(m),
-        _ => Flash::None,
-    }
-}
-
-fn done(to: &str, msg: &str) -> Response {
-    Redirect::to(&format!("{to}?done={}", page::encode(msg))).into_response()
-}
-
 fn bad(c: &Console, v: &Viewer, msg: &str) -> Response {
     page::error_page(c, Some(v), StatusCode::BAD_REQUEST, msg)
+}
+
+/// Refuses to set the password of (or create, or re-enable) an account
+/// that `[console]` gives a role: an admin could otherwise sign in as an
+/// officer, or as a second admin and pass dual control. Such accounts are
+/// managed on the node (`chorus user passwd`).
+fn guard_role_holder(c: &Console, v: &Viewer, user: &str) -> Result<(), Response> {
+    if crate::auth::roles_of(c, user).is_empty() {
+        return Ok(());
+    }
+    Err(page::error_page(
+        c,
+        Some(v),
+        StatusCode::FORBIDDEN,
+        &format!(
+            "{user} holds a console role: its password is set on the node (chorus user passwd), \
+             not from the console, so no admin can take over an officer's or another admin's sign-in."
+        ),
+    ))
 }
 
 /// A valid new account name (lower-case letters, digits, `.`, `_`, `-`).
@@ -113,7 +121,7 @@ pub(crate) async fn users(State(c): State<Arc<Console>>, v: Viewer, q: RawQuery)
             button type="submit" { "Create" }
         }
     };
-    page::layout(&c, Some(&v), "Users", flash(q.0.as_deref()), body)
+    page::layout(&c, Some(&v), "Users", Flash::None, body)
 }
 
 fn user_actions(v: &Viewer, u: &str, disabled: bool, online: bool) -> maud::Markup {
@@ -182,6 +190,9 @@ pub(crate) async fn create_user(
             "An account name is 1 to 64 lower-case letters, digits, '.', '_' or '-'.",
         );
     };
+    if let Err(r) = guard_role_holder(&c, &v, &user) {
+        return r;
+    }
     if f.password.chars().count() < PASSWORD_MIN {
         return bad(
             &c,
@@ -203,7 +214,7 @@ pub(crate) async fn create_user(
         Err(e) => Err(e),
     };
     match made {
-        Ok(()) => done("/console/users", &format!("Account {user} created.")),
+        Ok(()) => page::done(&c, &v, "/console/users", format!("Account {user} created.")),
         Err(e) => page::error_page(
             &c,
             Some(&v),
@@ -287,6 +298,11 @@ pub(crate) async fn change_user(
     if !["password", "disable", "enable", "end"].contains(&f.action.as_str()) {
         return bad(&c, &v, "Unknown action.");
     }
+    if matches!(f.action.as_str(), "password" | "enable")
+        && let Err(r) = guard_role_holder(&c, &v, &user)
+    {
+        return r;
+    }
     if f.action == "password" && f.password.chars().count() < PASSWORD_MIN {
         return bad(
             &c,
@@ -305,7 +321,7 @@ pub(crate) async fn change_user(
     }
     let result = apply_change(&c, &user, f).await;
     match result {
-        Ok(msg) => done("/console/users", &msg),
+        Ok(msg) => page::done(&c, &v, "/console/users", msg),
         Err(e) => page::error_page(&c, Some(&v), StatusCode::INTERNAL_SERVER_ERROR, &e),
     }
 }
@@ -321,7 +337,7 @@ struct RoomForm {
 }
 
 /// `GET /console/rooms`
-pub(crate) async fn rooms(State(c): State<Arc<Console>>, v: Viewer, q: RawQuery) -> Response {
+pub(crate) async fn rooms(State(c): State<Arc<Console>>, v: Viewer) -> Response {
     if let Err(r) = v.require(&c, ApiRole::Admin) {
         return r;
     }
@@ -368,7 +384,7 @@ pub(crate) async fn rooms(State(c): State<Arc<Console>>, v: Viewer, q: RawQuery)
             }
         }
     };
-    page::layout(&c, Some(&v), "Rooms", flash(q.0.as_deref()), body)
+    page::layout(&c, Some(&v), "Rooms", Flash::None, body)
 }
 
 /// `POST /console/rooms/{room}`: destroys a room or sets its owners.
@@ -409,9 +425,11 @@ pub(crate) async fn change_room(
                 return r;
             }
             let told = chorus_xmpp::muc::destroy_room_by_admin(ctx, &room, f.reason.trim());
-            done(
+            page::done(
+                &c,
+                &v,
                 "/console/rooms",
-                &format!("Room {room} destroyed; {told} occupants told."),
+                format!("Room {room} destroyed; {told} occupants told."),
             )
         }
         "owners" if !owners.is_empty() => {
@@ -419,9 +437,11 @@ pub(crate) async fn change_room(
                 return r;
             }
             set_owners(&c, &room, &owners);
-            done(
+            page::done(
+                &c,
+                &v,
                 "/console/rooms",
-                &format!("Owners of {room}: {}.", owners.join(", ")),
+                format!("Owners of {room}: {}.", owners.join(", ")),
             )
         }
         "owners" => bad(&c, &v, "A room needs at least one owner."),

@@ -7,9 +7,9 @@
 use crate::Console;
 use crate::auth::Viewer;
 use crate::page::{self, Flash};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use chorus_archive::compliance::RetentionChange;
 use chorus_archive::types::{PendingRetention, Retention};
 use chorus_core::config::ApiRole;
@@ -102,13 +102,13 @@ fn pending_card(v: &Viewer, p: &PendingRetention) -> Markup {
 }
 
 /// `GET /console/retention`
-pub(crate) async fn page(State(c): State<Arc<Console>>, v: Viewer, q: RawQuery) -> Response {
-    match retention_page(&c, &v, q.0.as_deref()).await {
+pub(crate) async fn page(State(c): State<Arc<Console>>, v: Viewer) -> Response {
+    match retention_page(&c, &v).await {
         Ok(r) | Err(r) => r,
     }
 }
 
-async fn retention_page(c: &Console, v: &Viewer, raw: Option<&str>) -> Result<Response, Response> {
+async fn retention_page(c: &Console, v: &Viewer) -> Result<Response, Response> {
     let role = if v.has(ApiRole::Admin) {
         ApiRole::Admin
     } else {
@@ -122,10 +122,6 @@ async fn retention_page(c: &Console, v: &Viewer, raw: Option<&str>) -> Result<Re
         .map_err(|e| page::compliance_error(c, v, e))?;
     let policy: Retention = serde_json::from_value(doc["retention"].clone()).unwrap_or_default();
     let pending: Vec<PendingRetention> = serde_json::from_value(doc["pending"].clone()).unwrap_or_default();
-    let flash = match page::query_value(raw, "done") {
-        Some(m) if !m.is_empty() => Flash::Ok(m),
-        _ => Flash::None,
-    };
     let body = html! {
         h1 { "Retention" }
         p.muted { "How long records are kept. A record under a legal hold is kept regardless. A change that shortens any period waits for a second admin; none goes below "
@@ -146,7 +142,7 @@ async fn retention_page(c: &Console, v: &Viewer, raw: Option<&str>) -> Result<Re
             }
         }
     };
-    Ok(page::layout(c, Some(v), "Retention", flash, body))
+    Ok(page::layout(c, Some(v), "Retention", Flash::None, body))
 }
 
 /// `POST /console/retention`
@@ -185,7 +181,7 @@ async fn propose_policy(c: &Console, v: &Viewer, body: &[u8]) -> Result<Response
             p.shortens
         ),
     };
-    Ok(Redirect::to(&format!("/console/retention?done={}", page::encode(&msg))).into_response())
+    Ok(page::done(c, v, "/console/retention", msg))
 }
 
 /// `POST /console/retention/changes/{id}`
@@ -225,7 +221,7 @@ async fn decide_change(c: &Console, v: &Viewer, id: &str, body: &[u8]) -> Result
             ));
         }
     };
-    Ok(Redirect::to(&format!("/console/retention?done={}", page::encode(msg))).into_response())
+    Ok(page::done(c, v, "/console/retention", msg))
 }
 
 #[cfg(test)]

@@ -79,7 +79,7 @@ impl SearchForm {
             words: Some(self.q.trim().to_owned()).filter(|q| !q.is_empty()),
             start_ms: page::date_ms(&self.from, false)?,
             end_ms: page::date_ms(&self.to, true)?,
-            offset: self.page.saturating_sub(1) * PAGE,
+            offset: self.page.saturating_sub(1).saturating_mul(PAGE),
             limit: PAGE,
         })
     }
@@ -203,7 +203,12 @@ async fn search_page(c: &Console, v: &Viewer, raw: Option<&str>) -> Result<Respo
         .map_err(|e| page::compliance_error(c, v, e))?;
     let terms = terms(&f.q);
     let page_no = f.page.max(1);
-    let pages = result.total.div_ceil(PAGE).max(1);
+    // Deeper than the index pages: narrow the search or export it.
+    let pages = result
+        .total
+        .min(chorus_archive::search::SEARCH_OFFSET_MAX)
+        .div_ceil(PAGE)
+        .max(1);
     let body = html! {
         h1 { "Search the archive" }
         (search_form(&f, &sites(c)))

@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 /// Longest request line accepted, in bytes (a batch of provisioned
-/// accounts: [`crate::provision::BATCH`] accounts of about 400 bytes).
+/// accounts, see `provision::SOCKET_BATCH`).
 const REQUEST_BYTES_MAX: usize = 1024 * 1024;
 
 /// A request on the control socket.
@@ -24,7 +24,9 @@ pub enum Request {
     AddUser { user: String, password: String },
     /// Create accounts with credentials the caller derived (bulk
     /// provisioning); the response names those that existed.
-    CreateAccounts { accounts: Vec<chorus_core::store::NewAccount> },
+    CreateAccounts {
+        accounts: Vec<chorus_core::store::NewAccount>,
+    },
     /// Remove an account.
     RemoveUser { user: String },
     /// Change a password.

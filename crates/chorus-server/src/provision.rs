@@ -19,6 +19,12 @@ use std::time::Instant;
 
 /// Accounts per synced write (and per control-socket request).
 pub const BATCH: usize = 1000;
+/// Accounts per control-socket request (each line of the request stays
+/// well under its 1 MiB bound: credentials and a vCard of a name of
+/// [`DISPLAY_CHARS_MAX`] characters are under 2 KiB).
+const SOCKET_BATCH: usize = 250;
+/// Characters of a person's name at most.
+const DISPLAY_CHARS_MAX: usize = 256;
 /// Characters of a generated password.
 const GENERATED_CHARS: usize = 20;
 
@@ -35,20 +41,13 @@ pub struct Entry {
     pub generated: bool,
 }
 
-/// What a provisioning run did.
-#[derive(Debug, Default)]
-pub struct Report {
-    /// Accounts created.
-    pub created: Vec<Entry>,
-    /// Names that existed already.
-    pub existing: Vec<String>,
-}
-
 /// `NAME=PASSWORD` arguments.
 pub fn seed_entries(args: &[String]) -> anyhow::Result<Vec<Entry>> {
     args.iter()
         .map(|a| {
-            let (name, pw) = a.split_once('=').with_context(|| format!("{a:?}: use NAME=PASSWORD"))?;
+            let (name, pw) = a
+                .split_once('=')
+                .with_context(|| format!("{a:?}: use NAME=PASSWORD"))?;
             anyhow::ensure!(!pw.is_empty(), "{name}: empty password");
             Ok(Entry {
                 name: name.to_owned(),
@@ -96,15 +95,25 @@ fn generated_password() -> String {
 /// password gets a generated one, printed once for the admin to hand out.
 pub fn csv_entries(text: &str) -> anyhow::Result<Vec<Entry>> {
     let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
+    let mut first = true;
+    let mut seen = std::collections::HashMap::new();
+    for (n, line) in text.trim_start_matches('\u{feff}').lines().enumerate() {
         let line = line.trim_end_matches('\r');
         if line.trim().is_empty() || line.trim_start().starts_with('#') {
             continue;
         }
         let f = csv_fields(line).map_err(|e| anyhow::anyhow!("line {}: {e}", n + 1))?;
-        if n == 0 && f[0].eq_ignore_ascii_case("user") {
+        if std::mem::take(&mut first) && f[0].eq_ignore_ascii_case("user") {
             continue;
         }
+        if let Some(earlier) = seen.insert(f[0].to_lowercase(), n + 1) {
+            anyhow::bail!("line {}: {} is on line {earlier} already", n + 1, f[0]);
+        }
+        anyhow::ensure!(
+            f.get(1).is_none_or(|d| d.chars().count() <= DISPLAY_CHARS_MAX),
+            "line {}: a name of at most {DISPLAY_CHARS_MAX} characters",
+            n + 1
+        );
         anyhow::ensure!(
             (1..=3).contains(&f.len()) && !f[0].is_empty(),
             "line {}: want user,name,password (got {} fields)",
@@ -156,25 +165,33 @@ fn derive(config: &Config, entries: &[Entry]) -> anyhow::Result<Vec<NewAccount>>
             .collect();
         let mut out = Vec::with_capacity(entries.len());
         for w in workers {
-            out.extend(w.join().map_err(|_| anyhow::anyhow!("a derivation thread panicked"))??);
+            out.extend(
+                w.join()
+                    .map_err(|_| anyhow::anyhow!("a derivation thread panicked"))??,
+            );
         }
         Ok(out)
     })
 }
 
-/// Writes the accounts; returns the names that existed.
-fn write(config: &Config, accounts: &[NewAccount]) -> anyhow::Result<Vec<String>> {
+/// Writes the accounts a batch at a time, telling `done` each batch's
+/// names that existed once it is durable.
+fn write(
+    config: &Config,
+    accounts: &[NewAccount],
+    done: &mut dyn FnMut(&[NewAccount], &[String]),
+) -> anyhow::Result<()> {
     crate::private_fs::private_dir(&config.server.data_dir)?;
-    let mut existing = Vec::new();
     match RocksStore::open(&config.server.data_dir.join("db"), config.node_tag()) {
         Ok(store) => {
             for batch in accounts.chunks(BATCH) {
-                existing.extend(store.create_accounts(batch)?);
+                let existing = store.create_accounts(batch)?;
+                done(batch, &existing);
             }
             store.flush().context("flush storage")?;
         }
         Err(OpenError::Locked(_)) => {
-            for batch in accounts.chunks(BATCH) {
+            for batch in accounts.chunks(SOCKET_BATCH) {
                 let req = Request::CreateAccounts {
                     accounts: batch.to_vec(),
                 };
@@ -182,36 +199,43 @@ fn write(config: &Config, accounts: &[NewAccount]) -> anyhow::Result<Vec<String>
                 if let Some(e) = resp.error {
                     anyhow::bail!(e);
                 }
-                existing.extend(resp.users);
+                done(batch, &resp.users);
             }
         }
         Err(e) => return Err(e.into()),
     }
-    Ok(existing)
+    Ok(())
 }
 
-/// Creates the accounts that do not exist yet.
-pub fn provision(config: &Config, entries: Vec<Entry>) -> anyhow::Result<Report> {
+/// Creates the accounts that do not exist yet, calling `report` for each
+/// entry (with whether it existed) as soon as its batch is durable, so a
+/// failure later leaves nothing unreported (generated passwords included).
+pub fn provision(
+    config: &Config,
+    entries: Vec<Entry>,
+    report: &mut dyn FnMut(&Entry, bool),
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let accounts = derive(config, &entries)?;
-    let existing = write(config, &accounts)?;
-    let report = Report {
-        created: entries
-            .into_iter()
-            .zip(&accounts)
-            .filter(|(_, a)| !existing.contains(&a.user))
-            .map(|(e, _)| e)
-            .collect(),
-        existing,
-    };
+    let (mut created, mut existed, mut at) = (0usize, 0usize, 0usize);
+    write(config, &accounts, &mut |batch, existing| {
+        for (e, a) in entries[at..at + batch.len()].iter().zip(batch) {
+            let was = existing.contains(&a.user);
+            if was {
+                existed += 1;
+            } else {
+                created += 1;
+            }
+            report(e, was);
+        }
+        at += batch.len();
+    })?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "{} accounts created, {} existed, in {secs:.2} s ({:.0} accounts/s)",
-        report.created.len(),
-        report.existing.len(),
-        report.created.len() as f64 / secs.max(1e-9)
+        "{created} accounts created, {existed} existed, in {secs:.2} s ({:.0} accounts/s)",
+        created as f64 / secs.max(1e-9)
     );
-    Ok(report)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -223,7 +247,10 @@ mod tests {
         let text = "user,name,password\r\nalice,\"Alice Liddell, CFO\",pw-1\n# a comment\n\nbob,\"Bob \"\"B\"\" Jones\",\ncarol\n";
         let e = csv_entries(text).expect("valid");
         assert_eq!(e.len(), 3);
-        assert_eq!((e[0].name.as_str(), e[0].display.as_deref()), ("alice", Some("Alice Liddell, CFO")));
+        assert_eq!(
+            (e[0].name.as_str(), e[0].display.as_deref()),
+            ("alice", Some("Alice Liddell, CFO"))
+        );
         assert_eq!((e[0].password.as_str(), e[0].generated), ("pw-1", false));
         assert_eq!(e[1].display.as_deref(), Some("Bob \"B\" Jones"));
         assert!(e[1].generated && e[1].password.len() == GENERATED_CHARS);
@@ -237,6 +264,13 @@ mod tests {
         assert!(err.to_string().contains("line 2"), "{err}");
         let err = csv_entries("a,b,c,d\n").expect_err("four fields");
         assert!(err.to_string().contains("line 1"), "{err}");
+        let err = csv_entries("alice,A,pw\nAlice,B,pw2\n").expect_err("twice");
+        assert!(err.to_string().contains("on line 1 already"), "{err}");
+        // A byte-order mark and a comment before the header do not make
+        // the header an account.
+        let e = csv_entries("\u{feff}# people\nuser,name,password\nbob,Bob,pw\n").expect("valid");
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].name, "bob");
         assert!(seed_entries(&["alice".into()]).is_err());
         assert!(seed_entries(&["alice=".into()]).is_err());
     }
@@ -256,13 +290,32 @@ mod tests {
                 generated: false,
             })
             .collect();
-        let r = provision(&config, entries.clone()).expect("provision");
-        assert_eq!((r.created.len(), r.existing.len()), (50, 0));
-        let again = provision(&config, entries[..3].to_vec()).expect("again");
-        assert_eq!(again.existing, ["user0", "user1", "user2"]);
+        let mut seen = Vec::new();
+        provision(&config, entries.clone(), &mut |e, existed| {
+            seen.push((e.name.clone(), existed))
+        })
+        .expect("provision");
+        assert_eq!(seen.len(), 50);
+        assert!(seen.iter().all(|(_, existed)| !existed));
+        let mut again = Vec::new();
+        let some = vec![
+            entries[0].clone(),
+            Entry {
+                name: "new".into(),
+                ..entries[1].clone()
+            },
+        ];
+        provision(&config, some, &mut |e, existed| {
+            again.push((e.name.clone(), existed))
+        })
+        .expect("again");
+        assert_eq!(again, [("User0".to_owned(), true), ("new".to_owned(), false)]);
         let store = RocksStore::open(&dir.path().join("db"), config.node_tag()).expect("open");
         let c = store.credentials("user7").expect("read").expect("created");
-        assert!(c.sha256.verify_password(chorus_core::credentials::ScramHash::Sha256, "pw-7"));
+        assert!(
+            c.sha256
+                .verify_password(chorus_core::credentials::ScramHash::Sha256, "pw-7")
+        );
         let card = store.vcard("user0").expect("read").expect("vcard");
         assert!(card.contains("Zero &lt;Z&gt;"), "{card}");
     }

@@ -93,35 +93,25 @@ pub fn run(config: &Config, action: UserAction) -> anyhow::Result<()> {
 /// Creates missing accounts (`user seed`).
 fn seed(config: &Config, accounts: &[String]) -> anyhow::Result<()> {
     let entries = crate::provision::seed_entries(accounts)?;
-    let report = crate::provision::provision(config, entries)?;
-    for name in &report.existing {
-        println!("{name}: exists");
-    }
-    for e in &report.created {
-        println!("{}: created", e.name);
-    }
-    Ok(())
+    crate::provision::provision(config, entries, &mut |e, existed| {
+        println!("{}: {}", e.name, if existed { "exists" } else { "created" });
+    })
 }
 
-/// Creates the accounts of a CSV file (`user import`).
+/// Creates the accounts of a CSV file (`user import`); a generated
+/// password is printed with its account, once.
 fn import(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
     let text = if file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin()).context("read standard input")?
     } else {
         std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?
     };
-    let report = crate::provision::provision(config, crate::provision::csv_entries(&text)?)?;
-    for name in &report.existing {
-        println!("{name}: exists");
-    }
-    for e in &report.created {
-        if e.generated {
-            println!("{}: created, password {}", e.name, e.password);
-        } else {
-            println!("{}: created", e.name);
-        }
-    }
-    Ok(())
+    let entries = crate::provision::csv_entries(&text)?;
+    crate::provision::provision(config, entries, &mut |e, existed| match (existed, e.generated) {
+        (true, _) => println!("{}: exists", e.name),
+        (false, true) => println!("{}: created, password {}", e.name, e.password),
+        (false, false) => println!("{}: created", e.name),
+    })
 }
 
 /// Runs one request against the database or the running node.
@@ -191,7 +181,11 @@ pub fn apply(store: &dyn Store, realm: &Realm, req: Request) -> anyhow::Result<V
         Request::ListUsers => return Ok(store.list_accounts()?),
         Request::CreateAccounts { accounts } => {
             for a in &accounts {
-                anyhow::ensure!(normalize(&a.user, domain)? == a.user, "{:?} is not a normalized name", a.user);
+                anyhow::ensure!(
+                    normalize(&a.user, domain)? == a.user,
+                    "{:?} is not a normalized name",
+                    a.user
+                );
                 anyhow::ensure!(
                     a.creds.sha1.iterations >= iterations && a.creds.sha256.iterations >= iterations,
                     "{}: credentials derived with fewer than {iterations} iterations",

@@ -204,9 +204,17 @@ impl Store for RocksStore {
                 existing.push(a.user.clone());
                 continue;
             }
-            writes.push((Table::Accounts, a.user.as_bytes().to_vec(), Some(encode(&a.creds))));
+            writes.push((
+                Table::Accounts,
+                a.user.as_bytes().to_vec(),
+                Some(encode(&a.creds)),
+            ));
             if let Some(v) = &a.vcard {
-                writes.push((Table::Vcards, a.user.as_bytes().to_vec(), Some(v.as_bytes().to_vec())));
+                writes.push((
+                    Table::Vcards,
+                    a.user.as_bytes().to_vec(),
+                    Some(v.as_bytes().to_vec()),
+                ));
             }
         }
         // One synced write for the lot (the caller bounds how many).

@@ -8,7 +8,7 @@
 
 use crate::context::Context;
 use crate::router::Routed;
-use chorus_core::store::is_disabled;
+use chorus_core::store::DISABLED_SETTING;
 use std::time::Duration;
 
 /// The per-user setting holding when (ms since the epoch) an administrator
@@ -19,8 +19,12 @@ pub const SESSIONS_ENDED_SETTING: &str = "account.sessions_ended_ms";
 pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Why `user`'s session bound at `bound_ms` must end, if it must.
+/// (A store that cannot be read revokes nothing here: a disk hiccup must
+/// not end every session; logins stay refused by the fail-closed check.)
 fn revoked(ctx: &Context, user: &str, bound_ms: u64) -> Option<&'static str> {
-    if is_disabled(&*ctx.store, user) {
+    if let Ok(Some(v)) = ctx.store.setting(user, DISABLED_SETTING)
+        && v == "1"
+    {
         return Some("this account is disabled");
     }
     let ended = ctx.store.setting(user, SESSIONS_ENDED_SETTING).ok().flatten()?;
@@ -68,7 +72,6 @@ pub async fn run(ctx: std::sync::Arc<Context>, mut stop: tokio::sync::watch::Rec
 mod tests {
     use super::*;
     use crate::router::{LocalRouter, Router};
-    use chorus_core::store::DISABLED_SETTING;
     use std::sync::Arc;
 
     fn ctx() -> (Arc<Context>, Arc<LocalRouter>) {
