@@ -18,7 +18,7 @@ import urllib.parse
 import pytest
 
 from browser import browser_for  # noqa: F401  (fixture)
-from test_compliance import OFFICER, TOKENS, api, archived, deliver
+from test_compliance import OFFICER, ROOT, TOKENS, api, archived, deliver
 from test_muc import NS_MUC_USER, instant_room, muc_client, muc_user_x, room_jid
 from test_record import verify_export
 from xmpp import connect, try_login
@@ -292,8 +292,10 @@ async def test_admin_manages_accounts_and_rooms(node, browser_for):
     assert await try_login(node, "alice", USERS["alice"]) is not None
     assert await try_login(node, "alice", "a-new-secret") is None
 
-    b.go("/console/rooms")
+    # A link cannot put words in the console's mouth.
+    b.go("/console/rooms?done=Your+password+expired,+call+extension+6666")
     b.wait(".empty", "No rooms yet")
+    assert b.d.find_elements("css selector", ".flash") == [] and "6666" not in b.text()
     bob = await muc_client(node, "bob")
     deals = room_jid(node, "deals")
     await instant_room(bob, deals, "bob")
@@ -433,6 +435,25 @@ async def test_retention_shortening_needs_a_second_admin(node, browser_for):
         "css selector", "button").click()
     dave.accept_confirm()
     dave.wait("h1", "Conflict")
+
+    # One credential is one identity, whether it calls the API or signs in
+    # to the console: the root token's own proposal cannot be approved by
+    # the root token in the console.
+    pending = await api(node, "PUT", "/api/v1/archive/retention", ROOT,
+                        body={"default_days": 3000, "users": {}, "rooms": {}}, expect=202)
+    root = browser_for(node, "root")
+    root.sign_in(token=ROOT)
+    root.go("/console/retention")
+    card = root.wait(f".pending[data-id='{pending['pending']['id']}']")
+    card.find_element("css selector", "input[value=approve]").find_element("xpath", "..").find_element(
+        "css selector", "button").click()
+    root.accept_confirm()
+    root.wait("h1", "Conflict")
+    root.go("/console/retention")
+    card = root.wait(f".pending[data-id='{pending['pending']['id']}']")
+    card.find_element("css selector", "input[value=cancel]").find_element("xpath", "..").find_element(
+        "css selector", "button").click()
+    root.wait(".flash.ok", "cancelled")
 
     bob = browser_for(node, "bob")
     bob.sign_in("bob", USERS["bob"])
