@@ -199,6 +199,7 @@ fn console(
         cluster_status: None,
         archive_status: runtime.status.clone(),
         metrics: Arc::new(String::new),
+        directory_status: None,
     })
 }
 

@@ -199,6 +199,16 @@ pub(crate) async fn page(State(c): State<Arc<Console>>, v: Viewer) -> Response {
             Some(a) => (archive_card(&c, a)),
             None => (page::empty("Archiving is off on this node.", "[archive] enabled = true turns it on.")),
         }
+        @if let Some(d) = c.deps.directory_status.as_ref().map(|f| f()) {
+            div.card #directory {
+                h2 { "Directory" }
+                p { (d["people"]) " people. Last synchronized: "
+                    @match d["last_ok_ms"].as_u64() { Some(ms) => (page::time(ms)), None => span.tag.bad { "never" } } }
+                @if let Some(e) = d["last_error"].as_str() {
+                    p { span.tag.bad { "unreachable" } " " (e) " — the last synchronization keeps serving searches, and people who logged in recently keep logging in (directory.login_grace_hours)." }
+                }
+            }
+        }
         h2 { "The last hour" }
         div.grid {
             (chart("Messages/s", &series(|s| s.messages_per_s), ""))

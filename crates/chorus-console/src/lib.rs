@@ -55,6 +55,8 @@ pub struct Deps {
     pub archive_status: Option<StatusFn>,
     /// The node's metrics.
     pub metrics: MetricsFn,
+    /// The enterprise directory's synchronization status, when there is one.
+    pub directory_status: Option<StatusFn>,
 }
 
 /// The console's state, shared by its handlers.

@@ -15,6 +15,7 @@ mod cluster;
 mod components;
 mod console;
 mod contacts;
+mod directory;
 mod extdisco;
 mod http;
 mod limits;
@@ -25,6 +26,7 @@ mod upload;
 pub use components::{ComponentService, ComponentsConfig};
 pub use console::ConsoleConfig;
 pub use contacts::ContactsConfig;
+pub use directory::DirectoryConfig;
 pub use extdisco::{ExtdiscoConfig, ExternalService};
 pub use http::{Cidr, HttpConfig};
 pub use limits::LimitsConfig;
@@ -92,6 +94,8 @@ pub struct Config {
     pub contacts: ContactsConfig,
     /// The compliance and operations console at `/console/`.
     pub console: ConsoleConfig,
+    /// An LDAP / Active Directory server whose people are accounts.
+    pub directory: DirectoryConfig,
 }
 
 /// `[api]`: who may call the compliance and admin API under `/api/v1/`.
@@ -446,6 +450,14 @@ impl Config {
         self.components.validate(&taken)?;
         self.contacts.validate()?;
         self.console.validate()?;
+        self.directory.validate()?;
+        if self.directory.url.is_some() && !self.c2s.allow_plain {
+            return Err((
+                "c2s.allow_plain",
+                "directory accounts log in with PLAIN over TLS (their password is checked by the directory)"
+                    .into(),
+            ));
+        }
         self.extdisco.validate()?;
         self.http.validate()?;
         let l = &self.limits;

@@ -6,6 +6,7 @@ pub mod api_query;
 pub mod archive;
 pub mod config;
 pub mod credentials;
+pub mod directory;
 pub mod failpoint;
 pub mod fatal;
 pub mod files;

@@ -65,6 +65,9 @@ pub trait Store: Send + Sync + 'static {
                     if let Some(v) = &a.vcard {
                         self.set_vcard(&a.user, v)?;
                     }
+                    for (name, value) in &a.settings {
+                        self.set_setting(&a.user, name, value)?;
+                    }
                 }
                 Err(StoreError::AccountExists(u)) => existing.push(u),
                 Err(e) => return Err(e),
@@ -161,6 +164,9 @@ pub struct NewAccount {
     pub creds: Credentials,
     /// The vCard (vcard-temp XML), e.g. with the person's name.
     pub vcard: Option<String>,
+    /// Settings written with the account: (name, value).
+    #[serde(default)]
+    pub settings: Vec<(String, String)>,
 }
 
 /// The per-user setting that marks an account disabled (`"1"`): it cannot
@@ -168,11 +174,13 @@ pub struct NewAccount {
 /// enabled. Settings replicate, so every site agrees.
 pub const DISABLED_SETTING: &str = "account.disabled";
 
-/// Whether `user`'s account is disabled; a store that cannot be read
+/// Whether `user`'s account is disabled (by an admin, or by the
+/// directory's sync); a store that cannot be read
 /// answers yes (a login refused is safer than one let through).
 pub fn is_disabled(store: &dyn Store, user: &str) -> bool {
-    match store.setting(user, DISABLED_SETTING) {
+    let flag = |name| match store.setting(user, name) {
         Ok(v) => v.as_deref() == Some("1"),
         Err(_) => true,
-    }
+    };
+    flag(DISABLED_SETTING) || flag(crate::directory::DIRECTORY_DISABLED_SETTING)
 }

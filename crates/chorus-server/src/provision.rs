@@ -157,7 +157,12 @@ fn derive(config: &Config, entries: &[Entry]) -> anyhow::Result<Vec<NewAccount>>
                             let creds = Credentials::from_password_with(&e.password, iterations)
                                 .with_context(|| format!("{}: bad password", e.name))?;
                             let vcard = e.display.as_deref().map(vcard);
-                            Ok(NewAccount { user, creds, vcard })
+                            Ok(NewAccount {
+                                user,
+                                creds,
+                                vcard,
+                                settings: Vec::new(),
+                            })
                         })
                         .collect::<anyhow::Result<Vec<_>>>()
                 })

@@ -168,6 +168,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     // Sessions an administrator revoked (disabled, or ended from any site).
     tasks.spawn(chorus_xmpp::revoke::run(ctx.clone(), stop_rx.clone()));
+    let directory = start_directory(&config, &ctx, store.clone(), &mut tasks, stop_rx.clone())?;
     if let Some(addr) = config.components.listen {
         let l = TcpListener::bind(addr)
             .await
@@ -197,6 +198,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 cluster_status: cluster_status.clone(),
                 archive_status: archive.status.clone(),
                 metrics: Arc::new(move || render.render()),
+                directory_status: directory.clone().map(|d| {
+                    let f: chorus_console::StatusFn =
+                        Arc::new(move || serde_json::to_value(d.status()).unwrap_or_default());
+                    f
+                }),
             }));
         }
         let state = HttpState {
@@ -261,6 +267,33 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     watch.at("done");
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Starts the enterprise directory's synchronization when `[directory]`
+/// names a server, and makes it check its people's logins.
+fn start_directory(
+    config: &Config,
+    ctx: &Arc<Context>,
+    store: Arc<RocksStore>,
+    tasks: &mut JoinSet<()>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<Arc<chorus_directory::Directory>>> {
+    if config.directory.url.is_none() {
+        return Ok(None);
+    }
+    let client = chorus_directory::ldap::Client::new(&config.directory).map_err(|e| anyhow::anyhow!(e))?;
+    let grace = Duration::from_secs(config.directory.login_grace_hours.saturating_mul(3600));
+    let dir = Arc::new(chorus_directory::Directory::new(client, grace));
+    let _ = ctx.people.set(dir.clone());
+    tasks.spawn(chorus_directory::sync::run(
+        dir.clone(),
+        store,
+        config.c2s.scram_iterations,
+        Duration::from_secs(config.directory.sync_interval_secs),
+        stop,
+    ));
+    tracing::info!(url = ?config.directory.url, "enterprise directory configured");
+    Ok(Some(dir))
 }
 
 async fn wait_for_signal() {

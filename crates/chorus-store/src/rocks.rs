@@ -216,6 +216,13 @@ impl Store for RocksStore {
                     Some(v.as_bytes().to_vec()),
                 ));
             }
+            for (name, value) in &a.settings {
+                writes.push((
+                    Table::Settings,
+                    key2(&a.user, name.as_bytes()),
+                    Some(value.as_bytes().to_vec()),
+                ));
+            }
         }
         // One synced write for the lot (the caller bounds how many).
         if !writes.is_empty() {

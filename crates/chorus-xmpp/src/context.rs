@@ -43,6 +43,8 @@ pub struct Context {
     pub caps: crate::caps::CapsCache,
     /// When this node started (XEP-0012 uptime of the server).
     pub started_ms: u64,
+    /// The enterprise directory, when `[directory]` is configured.
+    pub people: std::sync::OnceLock<Arc<dyn chorus_core::directory::People>>,
     next_session_id: AtomicU64,
 }
 
@@ -72,6 +74,7 @@ impl Context {
             turn_secrets: std::sync::OnceLock::new(),
             caps: crate::caps::CapsCache::default(),
             started_ms: chorus_core::time::now_millis(),
+            people: std::sync::OnceLock::new(),
             next_session_id: AtomicU64::new(1),
         }
     }

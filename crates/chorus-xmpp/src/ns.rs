@@ -64,6 +64,8 @@ pub const REGISTER: &str = "jabber:iq:register";
 pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
 /// XEP-0004 data forms.
 pub const DATA: &str = "jabber:x:data";
+/// XEP-0055 Jabber Search.
+pub const SEARCH: &str = "jabber:iq:search";
 /// Chorus-internal signals between nodes (never sent to clients).
 pub const CHORUS_CLUSTER: &str = "urn:xmpp:chorus:cluster:0";
 /// XEP-0359 unique and stable stanza ids.

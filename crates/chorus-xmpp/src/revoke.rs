@@ -22,9 +22,8 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// (A store that cannot be read revokes nothing here: a disk hiccup must
 /// not end every session; logins stay refused by the fail-closed check.)
 fn revoked(ctx: &Context, user: &str, bound_ms: u64) -> Option<&'static str> {
-    if let Ok(Some(v)) = ctx.store.setting(user, DISABLED_SETTING)
-        && v == "1"
-    {
+    let flag = |name| matches!(ctx.store.setting(user, name), Ok(Some(v)) if v == "1");
+    if flag(DISABLED_SETTING) || flag(chorus_core::directory::DIRECTORY_DISABLED_SETTING) {
         return Some("this account is disabled");
     }
     let ended = ctx.store.setting(user, SESSIONS_ENDED_SETTING).ok().flatten()?;

@@ -49,6 +49,12 @@ pub trait CredentialLookup {
     /// (derived with a server secret), so replies do not reveal which
     /// accounts exist.
     fn fake(&self, username: &str, hash: ScramHash) -> (Vec<u8>, u32);
+    /// For an account whose password another system checks (an
+    /// enterprise directory): whether `password` is right; `None` for an
+    /// account checked against its stored keys. Only PLAIN can use it.
+    fn check_external(&self, _username: &str, _password: &str) -> Option<bool> {
+        None
+    }
 }
 
 /// What the TLS channel under a stream offers for channel binding.
@@ -178,6 +184,18 @@ fn plain(data: &[u8], creds: &dyn CredentialLookup) -> Step {
     let user = user.to_owned();
     if !authzid.is_empty() && !authzid.starts_with(&format!("{user}@")) && authzid != user {
         return fail("invalid-authzid", Some(user));
+    }
+    if let Some(verified) = creds.check_external(&user, pass) {
+        return if verified {
+            // No password to keep: the directory holds it.
+            Step::Success {
+                username: user,
+                additional: Vec::new(),
+                password: None,
+            }
+        } else {
+            fail("not-authorized", Some(user))
+        };
     }
     let verified = match creds.lookup(&user) {
         Some(c) => c.sha256.verify_password(ScramHash::Sha256, pass),

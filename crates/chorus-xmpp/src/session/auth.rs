@@ -16,6 +16,8 @@ const SASL_FAILURES_PER_STREAM_MAX: u32 = 5;
 
 struct StoreLookup<'a> {
     store: &'a dyn Store,
+    /// The directory that checks its people's passwords.
+    people: Option<&'a dyn chorus_core::directory::People>,
     domain: &'a str,
     /// Iterations new credentials get (and unknown accounts show).
     iterations: u32,
@@ -54,6 +56,23 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl CredentialLookup for StoreLookup<'_> {
+    fn check_external(&self, username: &str, password: &str) -> Option<bool> {
+        let user = normalize_user(username, self.domain)?;
+        let dn = self
+            .store
+            .setting(&user, chorus_core::directory::DIRECTORY_DN_SETTING)
+            .ok()
+            .flatten()?;
+        if chorus_core::store::is_disabled(self.store, &user) {
+            return Some(false);
+        }
+        // A directory account with no directory configured here: refused.
+        let people = self.people?;
+        let ok = people.check_password(&user, password);
+        tracing::debug!(user = %user, dn = %dn, ok = ?ok, "directory login");
+        Some(ok.unwrap_or(false))
+    }
+
     fn fake(&self, username: &str, hash: ScramHash) -> (Vec<u8>, u32) {
         use hmac::{Hmac, Mac};
         let secret = fake_salt_secret(self.store);
@@ -179,6 +198,7 @@ impl Session {
         let step = {
             let lookup = StoreLookup {
                 store: self.ctx.store.as_ref(),
+                people: self.ctx.people.get().map(|p| p.as_ref()),
                 domain: &self.ctx.domain,
                 iterations: self.ctx.config.c2s.scram_iterations,
             };

@@ -224,6 +224,7 @@ impl Session {
                 self.send(xml::iq_result(iq).with_child(items))
             }
             ("ping", ns::PING) => self.send(xml::iq_result(iq)),
+            ("query", ns::SEARCH) => self.on_search(iq, &payload, get),
             ("query", ns::VERSION) if get => {
                 let q = xml::new("query", ns::VERSION)
                     .with_child(xml::new("name", ns::VERSION).with_text("Chorus"))
@@ -344,6 +345,9 @@ impl Session {
         }
         if self.ctx.archive.enabled() {
             features.extend([ns::MAM, ns::MAM_EXTENDED, ns::SID, ns::FULLTEXT]);
+        }
+        if self.ctx.people.get().is_some() {
+            features.push(ns::SEARCH);
         }
         for f in features {
             query.append_child(xml::new("feature", ns::DISCO_INFO).with_attr("var", f));

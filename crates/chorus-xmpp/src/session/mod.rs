@@ -23,6 +23,7 @@ mod private;
 mod push;
 mod room_archive;
 mod roster;
+mod search;
 mod shared_files;
 mod sm;
 mod upload;

@@ -1,0 +1,129 @@
+//! `[directory]`: an LDAP server (OpenLDAP or Active Directory) whose
+//! people are accounts of the domain. Off unless `url` is set.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// `[directory]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DirectoryConfig {
+    /// `ldaps://host:636` or `ldap://host:389` (then `starttls` is
+    /// required); unset, there is no directory.
+    pub url: Option<String>,
+    /// Upgrade an `ldap://` connection with StartTLS.
+    pub starttls: bool,
+    /// CA certificates (PEM) that sign the directory server's certificate;
+    /// unset, the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// The DN the node binds as to read the directory.
+    pub bind_dn: String,
+    /// A file holding that DN's password (one line).
+    pub bind_password_file: Option<PathBuf>,
+    /// Or the environment variable holding it.
+    pub bind_password_env: Option<String>,
+    /// Where people are.
+    pub user_base: String,
+    /// Which entries are people.
+    pub user_filter: String,
+    /// Entries matching this filter (within `user_filter`) are disabled:
+    /// they cannot log in and their sessions end. For Active Directory:
+    /// `(userAccountControl:1.2.840.113556.1.4.803:=2)`.
+    pub disabled_filter: Option<String>,
+    /// The attribute holding the account name (`uid`; `sAMAccountName` for
+    /// Active Directory).
+    pub attr_uid: String,
+    /// Display name.
+    pub attr_name: String,
+    /// E-mail.
+    pub attr_mail: String,
+    /// Job title.
+    pub attr_title: String,
+    /// Department.
+    pub attr_department: String,
+    /// Office or site.
+    pub attr_office: String,
+    /// Manager (a DN).
+    pub attr_manager: String,
+    /// Telephone.
+    pub attr_phone: String,
+    /// Skills (multi-valued).
+    pub attr_skills: String,
+    /// Seconds between synchronizations.
+    pub sync_interval_secs: u64,
+    /// Seconds a search or bind may take.
+    pub timeout_secs: u64,
+    /// Entries read at most (a bound on memory).
+    pub entries_max: usize,
+    /// Hours a person who logged in keeps logging in with the same password
+    /// while the directory cannot be reached (0: never without it).
+    pub login_grace_hours: u64,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        DirectoryConfig {
+            url: None,
+            starttls: false,
+            ca_file: None,
+            bind_dn: String::new(),
+            bind_password_file: None,
+            bind_password_env: None,
+            user_base: String::new(),
+            user_filter: "(objectClass=inetOrgPerson)".into(),
+            disabled_filter: None,
+            attr_uid: "uid".into(),
+            attr_name: "cn".into(),
+            attr_mail: "mail".into(),
+            attr_title: "title".into(),
+            attr_department: "departmentNumber".into(),
+            attr_office: "physicalDeliveryOfficeName".into(),
+            attr_manager: "manager".into(),
+            attr_phone: "telephoneNumber".into(),
+            attr_skills: "description".into(),
+            sync_interval_secs: 300,
+            timeout_secs: 10,
+            entries_max: 500_000,
+            login_grace_hours: 24,
+        }
+    }
+}
+
+impl DirectoryConfig {
+    /// Checks the values (the caller names the key in its error).
+    pub(super) fn validate(&self) -> Result<(), (&'static str, String)> {
+        let Some(url) = &self.url else { return Ok(()) };
+        if !(url.starts_with("ldaps://") || url.starts_with("ldap://")) {
+            return Err((
+                "directory.url",
+                format!("{url:?} is not an ldaps:// or ldap:// URL"),
+            ));
+        }
+        if url.starts_with("ldap://") && !self.starttls {
+            return Err((
+                "directory.starttls",
+                "an ldap:// directory needs starttls = true: passwords never cross the network in the clear"
+                    .into(),
+            ));
+        }
+        if self.user_base.trim().is_empty() {
+            return Err(("directory.user_base", "say where people are".into()));
+        }
+        if self.bind_password_file.is_none() && self.bind_password_env.is_none() && !self.bind_dn.is_empty() {
+            return Err((
+                "directory.bind_password_file",
+                "give bind_password_file or bind_password_env for bind_dn".into(),
+            ));
+        }
+        for (key, v) in [
+            ("directory.sync_interval_secs", self.sync_interval_secs),
+            ("directory.timeout_secs", self.timeout_secs),
+            ("directory.entries_max", self.entries_max as u64),
+        ] {
+            if v == 0 {
+                return Err((key, "must be at least 1".into()));
+            }
+        }
+        Ok(())
+    }
+}

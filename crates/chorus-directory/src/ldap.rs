@@ -1,0 +1,220 @@
+//! The LDAP side: connections (LDAPS, or StartTLS; the server's
+//! certificate checked against `ca_file` or the system's roots), the
+//! node's service bind, a paged search of every person (and of the
+//! disabled ones), and a person's own bind to check a password. Every
+//! operation is bounded by `timeout_secs`.
+
+use chorus_core::config::DirectoryConfig;
+use chorus_core::directory::Person;
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Entries asked for per page.
+const PAGE: i32 = 500;
+
+/// Why the directory could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LdapError {
+    /// Connecting, TLS, a bind or a search failed.
+    #[error("directory: {0}")]
+    Ldap(#[from] ldap3::LdapError),
+    /// The configuration cannot be used (CA file, password).
+    #[error("directory configuration: {0}")]
+    Config(String),
+    /// More entries than `entries_max`.
+    #[error("the directory lists more than {0} people (directory.entries_max)")]
+    TooMany(usize),
+}
+
+/// A connection factory for one configured directory.
+#[derive(Clone)]
+pub struct Client {
+    cfg: DirectoryConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    bind_password: String,
+}
+
+fn tls_config(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, LdapError> {
+    let pem = std::fs::read(ca_file).map_err(|e| LdapError::Config(format!("{}: {e}", ca_file.display())))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| LdapError::Config(format!("{}: {e}", ca_file.display())))?;
+        roots
+            .add(cert)
+            .map_err(|e| LdapError::Config(format!("{}: {e}", ca_file.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(LdapError::Config(format!(
+            "{}: no certificates",
+            ca_file.display()
+        )));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| LdapError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+fn first(e: &SearchEntry, attr: &str) -> String {
+    e.attrs
+        .get(attr)
+        .and_then(|v| v.first())
+        .cloned()
+        .unwrap_or_default()
+}
+
+impl Client {
+    /// A client for `cfg` (reads the CA file and the bind password now, so
+    /// a broken configuration fails at start).
+    pub fn new(cfg: &DirectoryConfig) -> Result<Client, LdapError> {
+        let tls = cfg.ca_file.as_deref().map(tls_config).transpose()?;
+        let bind_password = match (&cfg.bind_password_file, &cfg.bind_password_env) {
+            (Some(f), _) => std::fs::read_to_string(f)
+                .map_err(|e| LdapError::Config(format!("{}: {e}", f.display())))?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+            (None, Some(var)) => {
+                std::env::var(var).map_err(|_| LdapError::Config(format!("${var} is not set")))?
+            }
+            (None, None) => String::new(),
+        };
+        Ok(Client {
+            cfg: cfg.clone(),
+            tls,
+            bind_password,
+        })
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.cfg.timeout_secs)
+    }
+
+    async fn connect(&self) -> Result<Ldap, LdapError> {
+        let mut settings = LdapConnSettings::new()
+            .set_conn_timeout(self.timeout())
+            .set_starttls(self.cfg.starttls);
+        if let Some(tls) = &self.tls {
+            settings = settings.set_config(tls.clone());
+        }
+        let url = self.cfg.url.clone().unwrap_or_default();
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &url).await?;
+        ldap3::drive!(conn);
+        ldap.with_timeout(self.timeout());
+        Ok(ldap)
+    }
+
+    /// Whether `dn` binds with `password` (an empty password is refused
+    /// here: LDAP would take it as an anonymous bind).
+    pub async fn check(&self, dn: &str, password: &str) -> Result<bool, LdapError> {
+        if password.is_empty() || dn.is_empty() {
+            return Ok(false);
+        }
+        let mut ldap = self.connect().await?;
+        let r = ldap.simple_bind(dn, password).await?;
+        let _ = ldap.unbind().await;
+        // 49 is invalidCredentials; anything else is the directory's trouble.
+        match r.rc {
+            0 => Ok(true),
+            49 => Ok(false),
+            _ => {
+                r.success()?;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn search(
+        &self,
+        ldap: &mut Ldap,
+        filter: &str,
+        attrs: Vec<String>,
+    ) -> Result<Vec<SearchEntry>, LdapError> {
+        let adapters: Vec<Box<dyn Adapter<_, _>>> =
+            vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(PAGE))];
+        let mut stream = ldap
+            .streaming_search_with(adapters, &self.cfg.user_base, Scope::Subtree, filter, attrs)
+            .await?;
+        let mut out = Vec::new();
+        while let Some(entry) = stream.next().await? {
+            if out.len() >= self.cfg.entries_max {
+                return Err(LdapError::TooMany(self.cfg.entries_max));
+            }
+            out.push(SearchEntry::construct(entry));
+        }
+        stream.finish().await.success()?;
+        Ok(out)
+    }
+
+    /// Every person of the directory, with managers' names resolved and
+    /// the disabled ones marked.
+    pub async fn people(&self) -> Result<Vec<Person>, LdapError> {
+        let mut ldap = self.connect().await?;
+        if !self.cfg.bind_dn.is_empty() {
+            ldap.simple_bind(&self.cfg.bind_dn, &self.bind_password)
+                .await?
+                .success()?;
+        }
+        let c = &self.cfg;
+        let attrs: Vec<String> = [
+            &c.attr_uid,
+            &c.attr_name,
+            &c.attr_mail,
+            &c.attr_title,
+            &c.attr_department,
+            &c.attr_office,
+            &c.attr_manager,
+            &c.attr_phone,
+            &c.attr_skills,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let entries = self.search(&mut ldap, &c.user_filter, attrs).await?;
+        let disabled: Vec<String> = match &c.disabled_filter {
+            Some(f) => {
+                let both = format!("(&{}{})", c.user_filter, f);
+                let found = self.search(&mut ldap, &both, vec![c.attr_uid.clone()]).await?;
+                found
+                    .iter()
+                    .map(|e| first(e, &c.attr_uid).to_lowercase())
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let _ = ldap.unbind().await;
+        let names: HashMap<String, String> = entries
+            .iter()
+            .map(|e| (e.dn.to_lowercase(), first(e, &c.attr_name)))
+            .collect();
+        Ok(entries
+            .iter()
+            .filter(|e| !first(e, &c.attr_uid).is_empty())
+            .map(|e| {
+                let uid = first(e, &c.attr_uid).to_lowercase();
+                let manager_dn = first(e, &c.attr_manager);
+                Person {
+                    disabled: disabled.contains(&uid),
+                    uid,
+                    dn: e.dn.clone(),
+                    name: first(e, &c.attr_name),
+                    mail: first(e, &c.attr_mail),
+                    title: first(e, &c.attr_title),
+                    department: first(e, &c.attr_department),
+                    office: first(e, &c.attr_office),
+                    manager: names
+                        .get(&manager_dn.to_lowercase())
+                        .cloned()
+                        .unwrap_or(manager_dn),
+                    phone: first(e, &c.attr_phone),
+                    skills: e.attrs.get(&c.attr_skills).cloned().unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+}

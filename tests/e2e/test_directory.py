@@ -1,0 +1,139 @@
+"""The enterprise directory against a real OpenLDAP server (Debian's
+slapd, started and seeded by the test): its people become accounts and log
+in with their directory password over PLAIN (never stored), a disabled
+person is refused, a person disabled while online loses the session within
+the sync interval, vCards come from the entries, the people finder
+(XEP-0055) searches by skill and department with presence, local accounts
+keep working beside it, and with the directory unreachable a person who
+logged in recently still can while a newcomer cannot."""
+
+from __future__ import annotations
+
+import asyncio
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from chorus_node import Node
+from ldap_server import PEOPLE, Slapd, available, person
+from xmpp import connect, try_login
+
+NS_SEARCH = "jabber:iq:search"
+NS_DATA = "jabber:x:data"
+SLOW = pytest.mark.timeout(120)
+
+ENTRIES = [
+    person("ada", "Ada Lovelace", "ada-ldap-pw", title="Chief Scientist", department="Research",
+           office="London", skills=("rust", "analytical engines")),
+    person("grace", "Grace Hopper", "grace-ldap-pw", title="Engineer", department="Research",
+           office="New York", skills=("compilers", "cobol"), manager="ada"),
+    person("linus", "Linus Example", "linus-ldap-pw", title="Engineer", department="Platform",
+           office="Tokyo", skills=("kernels", "rust")),
+    person("eve", "Eve Gone", "eve-ldap-pw", department="Sales", disabled=True),
+]
+
+
+@pytest.fixture
+def slapd(tmp_path):
+    if not available():
+        pytest.fail("slapd and ldap-utils are required (scripts/deps installs them)")
+    s = Slapd(tmp_path / "ldap", ENTRIES)
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def dnode(slapd, tmp_path):
+    """A node whose [directory] is the test's slapd, with one local account."""
+    n = Node(tmp_path / "node", config=slapd.config(), users={"local": "local-secret"})
+    n.add_user("local", "local-secret")
+    n.start()
+    yield n
+    assert n.stop() == 0, n.log_tail()
+
+
+async def synced(node, *users: str, timeout: float = 20) -> None:
+    """Waits until the directory's people are accounts (the sync is
+    periodic: there is no event to wait for)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        names = node.cli("user", "list").stdout.split()
+        if all(any(n.split("@")[0] == u for n in names) for u in users):
+            return
+        assert loop.time() < deadline, f"{users} never synchronized: {names}\n{node.log_tail()}"
+        await asyncio.sleep(0.2)
+
+
+def form_values(x: ET.Element) -> list[dict[str, str]]:
+    out = []
+    for item in x.findall(f"{{{NS_DATA}}}item"):
+        out.append({f.get("var"): (f.findtext(f"{{{NS_DATA}}}value") or "")
+                    for f in item.findall(f"{{{NS_DATA}}}field")})
+    return out
+
+
+async def people_search(client, **fields) -> list[dict[str, str]]:
+    x = ET.Element(f"{{{NS_DATA}}}x", {"type": "submit"})
+    for var, value in {"FORM_TYPE": NS_SEARCH, **fields}.items():
+        f = ET.SubElement(x, f"{{{NS_DATA}}}field", {"var": var})
+        ET.SubElement(f, f"{{{NS_DATA}}}value").text = value
+    q = ET.Element(f"{{{NS_SEARCH}}}query")
+    q.append(x)
+    r = await client.iq_set(q, to=client.node.domain)
+    result = r.xml.find(f"{{{NS_SEARCH}}}query/{{{NS_DATA}}}x")
+    assert result is not None and result.get("type") == "result", ET.tostring(r.xml)
+    return form_values(result)
+
+
+@SLOW
+async def test_directory_people_log_in_and_are_found(dnode, slapd):
+    await synced(dnode, "ada", "grace", "linus")
+    assert await try_login(dnode, "ada", "ada-ldap-pw", mech="PLAIN") is None
+    assert await try_login(dnode, "ada", "wrong", mech="PLAIN") == "not-authorized"
+    # SCRAM cannot log a directory person in: the server holds no keys for
+    # the password.
+    assert await try_login(dnode, "grace", "grace-ldap-pw", mech="SCRAM-SHA-256") == "not-authorized"
+    # A person the directory disables never becomes a usable account.
+    assert await try_login(dnode, "eve", "eve-ldap-pw", mech="PLAIN") is not None
+    # Local accounts live beside the directory's.
+    assert await try_login(dnode, "local", "local-secret") is None
+
+    ada = await connect(dnode, "ada", "ada-ldap-pw", mech="PLAIN", presence=True)
+    local = await connect(dnode, "local", "local-secret")
+    card = await local.plugin["xep_0054"].get_vcard(f"grace@{dnode.domain}")
+    assert card["vcard_temp"]["FN"] == "Grace Hopper"
+    assert card["vcard_temp"]["TITLE"] == "Engineer", card
+
+    form = await local.iq_get(ET.Element(f"{{{NS_SEARCH}}}query"), to=dnode.domain)
+    fields = {f.get("var") for f in form.xml.iter(f"{{{NS_DATA}}}field")}
+    assert {"name", "department", "title", "office", "skill", "manager"} <= fields, fields
+    found = await people_search(local, skill="rust")
+    assert [p["name"] for p in found] == ["Ada Lovelace", "Linus Example"], found
+    assert found[0]["presence"] == "available" and found[1]["presence"] == "offline", found
+    found = await people_search(local, department="research", manager="ada")
+    assert [(p["jid"], p["manager"]) for p in found] == [(f"grace@{dnode.domain}", "Ada Lovelace")]
+    assert await people_search(local, department="sales") == [], "the disabled are not found"
+
+
+@SLOW
+async def test_a_person_disabled_in_the_directory_loses_the_session(dnode, slapd):
+    await synced(dnode, "linus")
+    linus = await connect(dnode, "linus", "linus-ldap-pw", mech="PLAIN", presence=True)
+    slapd.modify(f"dn: uid=linus,{PEOPLE}\nchangetype: modify\nadd: employeeType\n"
+                 "employeeType: disabled\n")
+    # Within the sync interval (1 s) and a sweep (5 s).
+    await linus.wait_disconnected(20)
+    assert await try_login(dnode, "linus", "linus-ldap-pw", mech="PLAIN") == "not-authorized"
+
+
+@SLOW
+async def test_with_the_directory_down_recent_people_still_log_in(dnode, slapd):
+    await synced(dnode, "ada", "grace")
+    assert await try_login(dnode, "ada", "ada-ldap-pw", mech="PLAIN") is None
+    slapd.stop()
+    assert await try_login(dnode, "ada", "ada-ldap-pw", mech="PLAIN") is None, "within the grace"
+    assert await try_login(dnode, "ada", "not-her-password", mech="PLAIN") == "not-authorized"
+    assert await try_login(dnode, "grace", "grace-ldap-pw", mech="PLAIN") == "not-authorized", \
+        "never seen: nothing to check against"
