@@ -145,13 +145,8 @@ impl People for Directory {
 
     fn search(&self, q: &PeopleQuery, max: usize) -> Vec<Person> {
         let people = self.people.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut out: Vec<Person> = people
-            .values()
-            .filter(|p| q.matches(p))
-            .take(max)
-            .cloned()
-            .collect();
-        out.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
-        out
+        let mut out: Vec<&Person> = people.values().filter(|p| q.matches(p)).collect();
+        out.sort_by_key(|p| p.name.to_lowercase());
+        out.into_iter().take(max).cloned().collect()
     }
 }

@@ -310,6 +310,24 @@ pub const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "Sessions ended because an administrator disabled the account or ended its sessions.",
     ),
     (
+        "chorus_directory_people",
+        Gauge,
+        None,
+        "People in the enterprise directory's index after the last good synchronization.",
+    ),
+    (
+        "chorus_directory_errors_total",
+        Counter,
+        None,
+        "Directory operations that failed, by operation (sync, bind).",
+    ),
+    (
+        "chorus_people_searches_total",
+        Counter,
+        None,
+        "XEP-0055 people-finder searches answered.",
+    ),
+    (
         "chorus_console_logins_total",
         Counter,
         None,

@@ -115,6 +115,21 @@ fn crates_depend_downwards_only() {
             "chorus-console must not depend on {banned}"
         );
     }
+    // The directory talks LDAP and writes through the Store trait only.
+    let directory = dependencies("chorus-directory");
+    for banned in [
+        "chorus-store",
+        "chorus-xmpp",
+        "chorus-cluster",
+        "chorus-archive",
+        "tonic",
+        "axum",
+    ] {
+        assert!(
+            !directory.contains(banned),
+            "chorus-directory must not depend on {banned}"
+        );
+    }
     // The archive has one home: only chorus-archive drives openraft, and it
     // knows nothing of the transport that carries its bytes.
     for krate in ["chorus-cluster", "chorus-server", "chorus-xmpp", "chorus-admin"] {
