@@ -144,18 +144,26 @@ mod tests {
     fn plain_ldap_without_starttls_and_missing_pieces_are_refused() {
         assert!(DirectoryConfig::default().validate().is_ok(), "off by default");
         assert!(with_url("ldaps://ldap.example.com").validate().is_ok());
-        let clear = with_url("ldap://ldap.example.com").validate().expect_err("clear text");
+        let clear = with_url("ldap://ldap.example.com")
+            .validate()
+            .expect_err("clear text");
         assert_eq!(clear.0, "directory.starttls");
         let ok = DirectoryConfig {
             starttls: true,
             ..with_url("ldap://ldap.example.com")
         };
         assert!(ok.validate().is_ok());
-        assert_eq!(with_url("http://x").validate().expect_err("scheme").0, "directory.url");
+        assert_eq!(
+            with_url("http://x").validate().expect_err("scheme").0,
+            "directory.url"
+        );
         let no_pw = DirectoryConfig {
             bind_dn: "cn=chorus".into(),
             ..with_url("ldaps://x")
         };
-        assert_eq!(no_pw.validate().expect_err("password").0, "directory.bind_password_file");
+        assert_eq!(
+            no_pw.validate().expect_err("password").0,
+            "directory.bind_password_file"
+        );
     }
 }
