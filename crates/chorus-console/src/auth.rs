@@ -86,6 +86,21 @@ impl Viewer {
         Err(page::error_page(c, Some(self), StatusCode::FORBIDDEN, &msg))
     }
 
+    /// A form posted by a viewer holding `role`: the role is checked
+    /// first, then the CSRF token and origin, then the form is parsed.
+    pub(crate) fn posted<T: serde::de::DeserializeOwned>(
+        &self,
+        c: &Console,
+        role: ApiRole,
+        body: &[u8],
+    ) -> Result<(Caller, T), Response> {
+        let who = self.require(c, role)?;
+        let token: CsrfForm = page::form(body).unwrap_or_default();
+        self.check_form(c, &token.csrf)?;
+        let f = page::form(body).map_err(|e| page::error_page(c, Some(self), StatusCode::BAD_REQUEST, &e))?;
+        Ok((who, f))
+    }
+
     /// Checks a form's CSRF token and the request's origin.
     pub(crate) fn check_form(&self, c: &Console, token: &str) -> Result<(), Response> {
         let cross = self

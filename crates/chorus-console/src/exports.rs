@@ -94,7 +94,6 @@ impl Jobs {
 #[derive(serde::Deserialize, Default)]
 #[serde(default)]
 struct StartForm {
-    csrf: String,
     hold: String,
     format: String,
     #[serde(flatten)]
@@ -109,10 +108,8 @@ pub(crate) async fn start(State(c): State<Arc<Console>>, v: Viewer, body: axum::
 }
 
 fn start_export(c: &Arc<Console>, v: &Viewer, body: &[u8]) -> Result<Response, Response> {
-    let who = v.require(c, ApiRole::Compliance)?;
+    let (who, f): (_, StartForm) = v.posted(c, ApiRole::Compliance, body)?;
     let bad = |e: String| page::error_page(c, Some(v), StatusCode::BAD_REQUEST, &e);
-    let f: StartForm = page::form(body).map_err(bad)?;
-    v.check_form(c, &f.csrf)?;
     let archive = page::archive(c, v)?.clone();
     let format = match f.format.as_str() {
         "" | "jsonl" => Format::Jsonl,

@@ -18,7 +18,6 @@ use std::sync::Arc;
 #[derive(serde::Deserialize, Default)]
 #[serde(default)]
 struct PlaceForm {
-    csrf: String,
     id: String,
     reason: String,
     users: String,
@@ -31,7 +30,6 @@ struct PlaceForm {
 #[derive(serde::Deserialize, Default)]
 #[serde(default)]
 struct ReleaseForm {
-    csrf: String,
     reason: String,
 }
 
@@ -141,10 +139,7 @@ pub(crate) async fn place(State(c): State<Arc<Console>>, v: Viewer, body: axum::
 }
 
 async fn place_hold(c: &Console, v: &Viewer, body: &[u8]) -> Result<Response, Response> {
-    let who = v.require(c, ApiRole::Compliance)?;
-    let f: PlaceForm =
-        page::form(body).map_err(|e| page::error_page(c, Some(v), StatusCode::BAD_REQUEST, &e))?;
-    v.check_form(c, &f.csrf)?;
+    let (who, f): (_, PlaceForm) = v.posted(c, ApiRole::Compliance, body)?;
     let archive = page::archive(c, v)?;
     let bad = |e: String| page::error_page(c, Some(v), StatusCode::BAD_REQUEST, &e);
     let rooms = c.deps.ctx.config.muc_domain();
@@ -181,10 +176,7 @@ pub(crate) async fn release(
 }
 
 async fn release_hold(c: &Console, v: &Viewer, id: &str, body: &[u8]) -> Result<Response, Response> {
-    let who = v.require(c, ApiRole::Compliance)?;
-    let f: ReleaseForm =
-        page::form(body).map_err(|e| page::error_page(c, Some(v), StatusCode::BAD_REQUEST, &e))?;
-    v.check_form(c, &f.csrf)?;
+    let (who, f): (_, ReleaseForm) = v.posted(c, ApiRole::Compliance, body)?;
     if f.reason.trim().is_empty() {
         return Err(page::error_page(
             c,

@@ -28,7 +28,6 @@ const PASSWORD_MIN: usize = 8;
 #[derive(serde::Deserialize, Default)]
 #[serde(default)]
 struct UserForm {
-    csrf: String,
     user: String,
     password: String,
     action: String,
@@ -175,13 +174,10 @@ pub(crate) async fn create_user(
     v: Viewer,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = v.require(&c, ApiRole::Admin) {
-        return r;
-    }
-    let f: UserForm = page::form(&body).unwrap_or_default();
-    if let Err(r) = v.check_form(&c, &f.csrf) {
-        return r;
-    }
+    let f: UserForm = match v.posted(&c, ApiRole::Admin, &body) {
+        Ok((_, f)) => f,
+        Err(r) => return r,
+    };
     let ctx = c.deps.ctx.clone();
     let Some(user) = account_name(&f.user, &ctx.domain) else {
         return bad(
@@ -278,13 +274,10 @@ pub(crate) async fn change_user(
     Path(user): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = v.require(&c, ApiRole::Admin) {
-        return r;
-    }
-    let f: UserForm = page::form(&body).unwrap_or_default();
-    if let Err(r) = v.check_form(&c, &f.csrf) {
-        return r;
-    }
+    let f: UserForm = match v.posted(&c, ApiRole::Admin, &body) {
+        Ok((_, f)) => f,
+        Err(r) => return r,
+    };
     let ctx = c.deps.ctx.clone();
     if !matches!(ctx.store.credentials(&user), Ok(Some(_))) {
         return page::error_page(
@@ -330,7 +323,6 @@ pub(crate) async fn change_user(
 #[derive(serde::Deserialize, Default)]
 #[serde(default)]
 struct RoomForm {
-    csrf: String,
     action: String,
     owners: String,
     reason: String,
@@ -394,13 +386,10 @@ pub(crate) async fn change_room(
     Path(room): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = v.require(&c, ApiRole::Admin) {
-        return r;
-    }
-    let f: RoomForm = page::form(&body).unwrap_or_default();
-    if let Err(r) = v.check_form(&c, &f.csrf) {
-        return r;
-    }
+    let f: RoomForm = match v.posted(&c, ApiRole::Admin, &body) {
+        Ok((_, f)) => f,
+        Err(r) => return r,
+    };
     let ctx = &c.deps.ctx;
     if chorus_xmpp::muc::room(ctx, &room).is_none() {
         return page::error_page(&c, Some(&v), StatusCode::NOT_FOUND, &format!("No room {room}."));

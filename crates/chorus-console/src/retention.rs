@@ -21,7 +21,6 @@ use std::sync::Arc;
 #[derive(serde::Deserialize, Default)]
 #[serde(default)]
 struct PolicyForm {
-    csrf: String,
     default_days: String,
     users: String,
     rooms: String,
@@ -31,7 +30,6 @@ struct PolicyForm {
 #[derive(serde::Deserialize, Default)]
 #[serde(default)]
 struct DecideForm {
-    csrf: String,
     action: String,
 }
 
@@ -153,10 +151,8 @@ pub(crate) async fn propose(State(c): State<Arc<Console>>, v: Viewer, body: axum
 }
 
 async fn propose_policy(c: &Console, v: &Viewer, body: &[u8]) -> Result<Response, Response> {
-    let who = v.require(c, ApiRole::Admin)?;
+    let (who, f): (_, PolicyForm) = v.posted(c, ApiRole::Admin, body)?;
     let bad = |e: String| page::error_page(c, Some(v), StatusCode::BAD_REQUEST, &e);
-    let f: PolicyForm = page::form(body).map_err(bad)?;
-    v.check_form(c, &f.csrf)?;
     let archive = page::archive(c, v)?;
     let default_days = match f.default_days.trim() {
         "" => None,
@@ -197,10 +193,7 @@ pub(crate) async fn decide(
 }
 
 async fn decide_change(c: &Console, v: &Viewer, id: &str, body: &[u8]) -> Result<Response, Response> {
-    let who = v.require(c, ApiRole::Admin)?;
-    let f: DecideForm =
-        page::form(body).map_err(|e| page::error_page(c, Some(v), StatusCode::BAD_REQUEST, &e))?;
-    v.check_form(c, &f.csrf)?;
+    let (who, f): (_, DecideForm) = v.posted(c, ApiRole::Admin, body)?;
     let archive = page::archive(c, v)?;
     let err = |e| page::compliance_error(c, v, e);
     let msg = match f.action.as_str() {
