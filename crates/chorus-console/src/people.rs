@@ -37,6 +37,18 @@ fn bad(c: &Console, v: &Viewer, msg: &str) -> Response {
     page::error_page(c, Some(v), StatusCode::BAD_REQUEST, msg)
 }
 
+/// Refuses a password shorter than [`PASSWORD_MIN`].
+fn long_enough(c: &Console, v: &Viewer, password: &str) -> Result<(), Response> {
+    if password.chars().count() >= PASSWORD_MIN {
+        return Ok(());
+    }
+    Err(bad(
+        c,
+        v,
+        &format!("A password has at least {PASSWORD_MIN} characters."),
+    ))
+}
+
 /// Refuses to set the password of (or create, or re-enable) an account
 /// that `[console]` gives a role: an admin could otherwise sign in as an
 /// officer, or as a second admin and pass dual control. Such accounts are
@@ -189,12 +201,8 @@ pub(crate) async fn create_user(
     if let Err(r) = guard_role_holder(&c, &v, &user) {
         return r;
     }
-    if f.password.chars().count() < PASSWORD_MIN {
-        return bad(
-            &c,
-            &v,
-            &format!("A password has at least {PASSWORD_MIN} characters."),
-        );
+    if let Err(r) = long_enough(&c, &v, &f.password) {
+        return r;
     }
     if let Err(r) = crate::trail::view(
         &c,
@@ -296,12 +304,10 @@ pub(crate) async fn change_user(
     {
         return r;
     }
-    if f.action == "password" && f.password.chars().count() < PASSWORD_MIN {
-        return bad(
-            &c,
-            &v,
-            &format!("A password has at least {PASSWORD_MIN} characters."),
-        );
+    if f.action == "password"
+        && let Err(r) = long_enough(&c, &v, &f.password)
+    {
+        return r;
     }
     if let Err(r) = crate::trail::view(
         &c,
