@@ -200,6 +200,7 @@ fn console(
         archive_status: runtime.status.clone(),
         metrics: Arc::new(String::new),
         directory_status: None,
+        recent_errors: None,
     })
 }
 

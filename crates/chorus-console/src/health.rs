@@ -1,6 +1,6 @@
 //! The admin's health page: this node, every peer with its link state,
 //! outbox and replication lag, the archive's Raft role, leader and apply
-//! lag, the spool, a fatal error if any, and small charts of the last hour
+//! lag, the spool, a fatal error if any, the last warnings and errors, and small charts of the last hour
 //! (messages/s, sessions, message handling p99 latency, spool, apply lag)
 //! drawn from the node's own metrics, sampled every 10 seconds.
 
@@ -158,6 +158,32 @@ fn archive_card(c: &Console, a: &serde_json::Value) -> Markup {
     }
 }
 
+/// The node's last warnings and errors, newest first.
+fn last_errors(c: &Console) -> Markup {
+    let lines = c.deps.recent_errors.as_ref().map(|f| f()).unwrap_or_default();
+    let empty = Vec::new();
+    let lines = lines.as_array().unwrap_or(&empty);
+    html! {
+        @if lines.is_empty() {
+            (page::empty("No warnings or errors since the node started.", "The node's log has the rest."))
+        } @else {
+            table #errors {
+                thead { tr { th { "When" } th { "Level" } th { "Where" } th { "What" } } }
+                tbody {
+                    @for l in lines.iter().take(20) {
+                        tr {
+                            td { (page::time(l["at_ms"].as_u64().unwrap_or(0))) }
+                            td { @if l["level"] == "ERROR" { span.tag.bad { "error" } } @else { span.tag.warn { "warning" } } }
+                            td { code { (l["target"].as_str().unwrap_or("")) } }
+                            td.body { (l["text"].as_str().unwrap_or("")) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `GET /console/health`
 pub(crate) async fn page(State(c): State<Arc<Console>>, v: Viewer) -> Response {
     if let Err(r) = v.require(&c, ApiRole::Admin) {
@@ -209,6 +235,8 @@ pub(crate) async fn page(State(c): State<Arc<Console>>, v: Viewer) -> Response {
                 }
             }
         }
+        h2 { "Last warnings and errors" }
+        (last_errors(&c))
         h2 { "The last hour" }
         div.grid {
             (chart("Messages/s", &series(|s| s.messages_per_s), ""))

@@ -57,6 +57,9 @@ pub struct Deps {
     pub metrics: MetricsFn,
     /// The enterprise directory's synchronization status, when there is one.
     pub directory_status: Option<StatusFn>,
+    /// The node's last warnings and errors (a JSON array, newest first:
+    /// `at_ms`, `level`, `target`, `text`).
+    pub recent_errors: Option<StatusFn>,
 }
 
 /// The console's state, shared by its handlers.

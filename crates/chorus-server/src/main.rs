@@ -12,6 +12,7 @@ mod gauges;
 mod metrics_help;
 mod private_fs;
 mod provision;
+mod recent_log;
 mod serve;
 mod shutdown_watch;
 mod telemetry;

@@ -198,6 +198,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 cluster_status: cluster_status.clone(),
                 archive_status: archive.status.clone(),
                 metrics: Arc::new(move || render.render()),
+                recent_errors: Some(Arc::new(crate::recent_log::lines)),
                 directory_status: directory.clone().map(|d| {
                     let f: chorus_console::StatusFn =
                         Arc::new(move || serde_json::to_value(d.status()).unwrap_or_default());

@@ -35,6 +35,12 @@ impl Drop for Telemetry {
     }
 }
 
+/// The layer keeping the last warnings and errors for the console.
+fn recent<S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>>()
+-> impl tracing_subscriber::Layer<S> {
+    crate::recent_log::RecentLayer.with_filter(tracing_subscriber::filter::LevelFilter::WARN)
+}
+
 /// Installs the global subscriber. Must run inside the Tokio runtime (the
 /// exporter's batches run on it).
 pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
@@ -53,6 +59,7 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
     if t.otlp_endpoint.is_empty() {
         tracing_subscriber::registry()
             .with(fmt.with_filter(filter))
+            .with(recent())
             .init();
         return Ok(Telemetry(None));
     }
@@ -92,6 +99,7 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
         .with_filter(targets);
     tracing_subscriber::registry()
         .with(fmt.with_filter(filter))
+        .with(recent())
         .with(otel)
         .init();
     tracing::info!(endpoint = %t.otlp_endpoint, ratio = t.sample_ratio, "exporting traces over OTLP");
