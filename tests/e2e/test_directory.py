@@ -14,6 +14,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from browser import browser_for  # noqa: F401  (fixture)
 from chorus_node import Node
 from ldap_server import PEOPLE, Slapd, available, person
 from xmpp import connect, try_login
@@ -46,7 +47,8 @@ def slapd(tmp_path):
 @pytest.fixture
 def dnode(slapd, tmp_path):
     """A node whose [directory] is the test's slapd, with one local account."""
-    n = Node(tmp_path / "node", config=slapd.config(), users={"local": "local-secret"})
+    config = {**slapd.config(), "console": {"compliance": ["local"], "admin": ["local"]}}
+    n = Node(tmp_path / "node", config=config, users={"local": "local-secret"})
     n.add_user("local", "local-secret")
     n.start()
     yield n
@@ -137,3 +139,23 @@ async def test_with_the_directory_down_recent_people_still_log_in(dnode, slapd):
     assert await try_login(dnode, "ada", "not-her-password", mech="PLAIN") == "not-authorized"
     assert await try_login(dnode, "grace", "grace-ldap-pw", mech="PLAIN") == "not-authorized", \
         "never seen: nothing to check against"
+
+
+@SLOW
+async def test_the_console_finds_people_and_shows_the_directory(dnode, slapd, browser_for):
+    from test_console import element_text, reload_until
+    await synced(dnode, "ada", "linus")
+    b = browser_for(dnode)
+    b.sign_in("local", "local-secret")
+    b.go("/console/people?skill=RUST")
+    rows = b.wait("#people").find_elements("css selector", "tbody tr")
+    assert [r.get_attribute("data-uid") for r in rows] == ["ada", "linus"]
+    assert "Chief Scientist" in rows[0].text and "Records" in rows[0].text
+    b.shot("people")
+    b.go("/console/people?department=sales")
+    b.wait(".empty", "Nobody matches")
+    b.go("/console/health")
+    assert "4 people" in b.wait("#directory").text
+    slapd.stop()
+    reload_until(b, "the directory reported unreachable",
+                 lambda: "unreachable" in element_text(b, "#directory"))

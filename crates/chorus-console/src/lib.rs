@@ -19,6 +19,7 @@
 mod assets;
 mod auth;
 mod exports;
+mod finder;
 mod health;
 mod holds;
 mod page;
@@ -107,6 +108,7 @@ pub fn routes(deps: Deps) -> Router {
         .route("/console/rooms", get(people::rooms))
         .route("/console/rooms/{room}", post(people::change_room))
         .route("/console/tokens", get(people::tokens))
+        .route("/console/people", get(finder::page))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(console)
 }

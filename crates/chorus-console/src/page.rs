@@ -84,7 +84,8 @@ fn banner(c: &Console) -> Markup {
     }
 }
 
-fn nav(v: &Viewer) -> Markup {
+fn nav(c: &Console, v: &Viewer) -> Markup {
+    let people = c.deps.ctx.people.get().is_some();
     html! {
         nav aria-label="Console" {
             a.brand href="/console/" { "Chorus" }
@@ -95,6 +96,7 @@ fn nav(v: &Viewer) -> Markup {
                 a href="/console/audit" { "Audit trail" }
             }
             a href="/console/retention" { "Retention" }
+            @if people { a href="/console/people" { "People" } }
             @if v.has(ApiRole::Admin) {
                 a href="/console/health" { "Health" }
                 a href="/console/users" { "Users" }
@@ -130,7 +132,7 @@ pub(crate) fn layout(c: &Console, v: Option<&Viewer>, title: &str, flash: Flash,
             }
             body {
                 a.skip href="#main" { "Skip to content" }
-                @if let Some(v) = v { header { (nav(v)) } }
+                @if let Some(v) = v { header { (nav(c, v)) } }
                 (banner(c))
                 main #main {
                     @match &flash {

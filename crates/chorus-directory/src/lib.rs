@@ -41,7 +41,8 @@ const RECENT_MAX: usize = 100_000;
 /// The directory: the LDAP client and the index of its people.
 pub struct Directory {
     client: ldap::Client,
-    people: RwLock<Arc<BTreeMap<String, Person>>>,
+    /// Each person, and a lower-cased copy to search.
+    people: RwLock<Arc<BTreeMap<String, (Person, Person)>>>,
     status: RwLock<SyncStatus>,
     /// Recent good logins: a salted verifier and when, for the grace period.
     recent: Mutex<HashMap<String, (ScramKeys, Instant)>>,
@@ -101,11 +102,17 @@ impl Directory {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(uid)
-            .cloned()
+            .map(|(p, _)| p.clone())
     }
 
     fn replace(&self, people: Vec<Person>) {
-        let map: BTreeMap<String, Person> = people.into_iter().map(|p| (p.uid.clone(), p)).collect();
+        let map: BTreeMap<String, (Person, Person)> = people
+            .into_iter()
+            .map(|p| {
+                let lower = p.lowercased();
+                (p.uid.clone(), (p, lower))
+            })
+            .collect();
         let n = map.len();
         *self.people.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(map);
         let mut s = self.status.write().unwrap_or_else(|e| e.into_inner());
@@ -145,8 +152,9 @@ impl People for Directory {
 
     fn search(&self, q: &PeopleQuery, max: usize) -> Vec<Person> {
         let people = self.people.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut out: Vec<&Person> = people.values().filter(|p| q.matches(p)).collect();
-        out.sort_by_key(|p| p.name.to_lowercase());
-        out.into_iter().take(max).cloned().collect()
+        let q = q.lowercased();
+        let mut out: Vec<&(Person, Person)> = people.values().filter(|(_, l)| q.matches_lowered(l)).collect();
+        out.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+        out.into_iter().take(max).map(|(p, _)| p.clone()).collect()
     }
 }
