@@ -321,3 +321,46 @@ pub(crate) async fn download(State(c): State<Arc<Console>>, v: Viewer, Path(id):
     ];
     (headers, axum::body::Body::from_stream(stream)).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(owner: &str, id: &str, progress: Progress) -> Job {
+        Job {
+            id: id.into(),
+            owner: owner.into(),
+            asked: String::new(),
+            format: Format::Jsonl,
+            started_ms: 0,
+            started: Instant::now(),
+            progress,
+        }
+    }
+
+    #[test]
+    fn one_officer_holds_a_few_exports_and_the_node_a_bounded_number() {
+        let jobs = Jobs::default();
+        for i in 0..JOBS_PER_OWNER_MAX {
+            assert!(jobs.add(job("carol", &format!("c{i}"), Progress::Running)));
+        }
+        assert!(
+            !jobs.add(job("carol", "c-more", Progress::Running)),
+            "all of hers are running"
+        );
+        jobs.finish("c0", Progress::Failed("x".into()));
+        assert!(
+            jobs.add(job("carol", "c-next", Progress::Running)),
+            "her finished one makes room"
+        );
+        assert!(jobs.lock().iter().all(|j| j.id != "c0"));
+        for i in 0..(JOBS_MAX - JOBS_PER_OWNER_MAX) {
+            assert!(jobs.add(job(&format!("officer{i}"), &format!("o{i}"), Progress::Running)));
+        }
+        assert!(
+            !jobs.add(job("dave", "d0", Progress::Running)),
+            "the node is full of running exports"
+        );
+        assert_eq!(jobs.lock().len(), JOBS_MAX);
+    }
+}
