@@ -26,7 +26,7 @@ use axum::http::{HeaderMap, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Redirect, Response};
 use chorus_archive::compliance::Caller;
 use chorus_core::config::ApiRole;
-use chorus_core::credentials::{Credentials, ScramHash};
+use chorus_core::credentials::{ScramHash, ScramKeys};
 use maud::html;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -321,13 +321,17 @@ async fn authenticate(c: &Console, f: &LoginForm) -> Option<(String, Option<Stri
     let iterations = c.deps.ctx.config.c2s.scram_iterations;
     let (u, pw) = (user.clone(), f.password.clone());
     // An unknown account, or one without a role, costs the same key
-    // derivation as a known one: the time taken tells nothing.
-    let ok = tokio::task::spawn_blocking(move || {
-        let creds = store.credentials(&u).ok().flatten();
-        let known = creds.is_some();
-        let creds = creds.or_else(|| Credentials::from_password_with("-", iterations).ok())?;
-        let good = creds.sha256.verify_password(ScramHash::Sha256, &pw);
-        Some(known && good && !chorus_core::store::is_disabled(&*store, &u))
+    // derivation as a known one (one PBKDF2-SHA-256 at the configured
+    // iterations): the time taken tells nothing.
+    let ok = tokio::task::spawn_blocking(move || match store.credentials(&u).ok().flatten() {
+        Some(creds) => {
+            let good = creds.sha256.verify_password(ScramHash::Sha256, &pw);
+            Some(good && !chorus_core::store::is_disabled(&*store, &u))
+        }
+        None => {
+            let _ = ScramKeys::derive(ScramHash::Sha256, &pw, &[0u8; 16], iterations);
+            Some(false)
+        }
     })
     .await
     .ok()
