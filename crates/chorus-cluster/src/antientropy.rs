@@ -8,6 +8,7 @@ use chorus_core::replication::{DIGEST_BUCKETS, Table};
 use chorus_proto::v1::cluster_client::ClusterClient;
 use chorus_proto::v1::{AckRequest, DigestRequest, FetchRequest, ItemBatch, PullRequest};
 use std::sync::Arc;
+use std::time::Duration;
 use tonic::transport::Channel;
 
 /// Buckets exchanged per request, to bound message sizes.
@@ -26,10 +27,13 @@ const OUTBOX_DRAIN_WAIT_MS: u64 = 5000;
 /// whichever direction of the link comes back first.
 pub async fn run(cluster: Arc<Cluster>, mut client: ClusterClient<Channel>, peer: String) {
     let started = std::time::Instant::now();
-    let deadline = started + std::time::Duration::from_millis(OUTBOX_DRAIN_WAIT_MS);
-    while cluster.store.outbox_len(&peer).unwrap_or(0) > 0 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    outbox_delivered(
+        &cluster,
+        &peer,
+        Duration::from_millis(OUTBOX_DRAIN_WAIT_MS),
+        false,
+    )
+    .await;
     if let Err(e) = pull_outbox(&cluster, &mut client, &peer).await {
         tracing::debug!(peer = %peer, error = %e, "outbox pull interrupted");
         return;
@@ -50,6 +54,30 @@ pub async fn run(cluster: Arc<Cluster>, mut client: ClusterClient<Channel>, peer
     metrics::counter!("chorus_antientropy_rounds_total").increment(1);
     if exchanged > 0 {
         tracing::info!(peer = %peer, items = exchanged, ms = started.elapsed().as_millis() as u64, "anti-entropy repaired differences");
+    }
+}
+
+/// Waits, at most `max`, until `peer` has acknowledged every stanza queued
+/// for it before the call (later ones do not prolong the wait, so steady
+/// traffic cannot hold it up); with `while_up`, stops as soon as our link
+/// to the peer is down, as nothing drains the outbox then. Returns whether
+/// they were all acknowledged.
+pub(crate) async fn outbox_delivered(cluster: &Cluster, peer: &str, max: Duration, while_up: bool) -> bool {
+    let deadline = tokio::time::Instant::now() + max;
+    let Ok((target, _)) = cluster.store.outbox_marks(peer) else {
+        return false;
+    };
+    loop {
+        match cluster.store.outbox_marks(peer) {
+            Ok((_, acked)) if acked >= target => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+        let up = cluster.links.get(peer).is_some_and(|l| l.is_up());
+        if (while_up && !up) || tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 

@@ -19,6 +19,10 @@ use tonic::{Request, Response, Status, Streaming};
 /// Stanzas returned by one outbox pull.
 const PULL_BATCH_MAX: usize = 256;
 
+/// How long a pull waits for our live link to the puller to deliver what
+/// it already carries before handing the rest out.
+const PULL_DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Acks buffered towards a peer.
 const ACKS_IN_FLIGHT_MAX: usize = 64;
 
@@ -129,6 +133,14 @@ impl ClusterApi for Service {
         self.cluster
             .access
             .same_node(&caller, &r.node_id, "pull_stanzas")?;
+        // Our own link to the caller streams these stanzas in order, each
+        // behind the replicated items written before it; pulled, one could
+        // overtake them (a subscription request ahead of the roster change
+        // that records it, answered as a pre-approval). While that link is
+        // up, let it deliver them; hand out only what it could not.
+        if r.after_seq == 0 {
+            crate::antientropy::outbox_delivered(&self.cluster, &r.node_id, PULL_DRAIN_WAIT, true).await;
+        }
         let store = self.cluster.store.clone();
         let pending = tokio::task::spawn_blocking(move || {
             store.outbox_pending(&r.node_id, r.after_seq, PULL_BATCH_MAX)

@@ -195,6 +195,57 @@ async fn cross_site_chat_presence_and_roster_replication() {
     .await;
 }
 
+/// A stanza queued for a peer travels on our link to it behind the
+/// replicated items written before it. The peer's anti-entropy also pulls
+/// our outbox (at every reconnect and every 30 s); a pull must not hand out
+/// what the live link is carrying, or a subscription request reaches the
+/// contact before the roster change that records it, and the contact's
+/// approval is taken for a pre-approval: the requester never hears back.
+/// (This raced in `cross_site_chat_presence_and_roster_replication` when the
+/// pull at connect came late.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pulled_stanza_never_overtakes_the_roster_change_before_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (nodes, net) = start(dir.path()).await;
+    ready(&nodes).await;
+    let mut alice = Client::login(&nodes[0], "alice", "pc").await;
+    let mut carol = Client::login(&nodes[2], "carol", "phone").await;
+    visible(&nodes, "alice", "pc").await;
+    visible(&nodes, "carol", "phone").await;
+    // a's stream to c holds its bytes; c's link to a reconnects, so c's
+    // anti-entropy pulls a's outbox for c.
+    net.0[&(0, 2)].set_paused(true);
+    alice.send("<presence xmlns='jabber:client' type='subscribe' to='carol@chorus.test'/>");
+    let c_to_a = nodes[2].cluster.links["a1"].clone();
+    net.0[&(2, 0)].set_cut(true);
+    eventually("c's link to a down", || !c_to_a.is_up()).await;
+    net.0[&(2, 0)].set_cut(false);
+    eventually("c's link to a back", || c_to_a.is_up()).await;
+    let is_subscribe = |e: &minidom::Element| e.attr("type") == Some("subscribe");
+    let early = tokio::time::timeout(
+        Duration::from_millis(1500),
+        carol.wait_for("subscribe", is_subscribe),
+    )
+    .await
+    .is_ok();
+    let answer = "<presence xmlns='jabber:client' type='subscribed' to='alice@chorus.test'/>";
+    if early {
+        // Answered while a's stream still holds alice's roster change.
+        carol.send(answer);
+    }
+    net.0[&(0, 2)].set_paused(false);
+    if !early {
+        carol.wait_for("subscribe", is_subscribe).await;
+        carol.send(answer);
+    }
+    alice
+        .wait_for("carol's approval", |e| {
+            e.attr("type") == Some("subscribed") && e.attr("from") == Some("carol@chorus.test")
+        })
+        .await;
+    assert!(!early, "the pulled request overtook the link that carried it");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_site_keeps_working_and_heals_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -112,10 +112,18 @@ impl RocksStore {
 
     /// Records waiting for `peer`.
     pub fn outbox_len(&self, peer: &str) -> Result<u64, StoreError> {
+        let (queued, acked) = self.outbox_marks(peer)?;
+        Ok(queued.saturating_sub(acked))
+    }
+
+    /// The sequence of the last record queued for `peer` and of the last
+    /// one it acknowledged: everything queued up to now is delivered once
+    /// the second reaches today's first.
+    pub fn outbox_marks(&self, peer: &str) -> Result<(u64, u64), StoreError> {
         let meta = self.cf(CF_META);
         let acked = read_u64(self.db.get_cf(meta, seq_key("outack", peer)).map_err(io)?)?;
-        let sent = read_u64(self.db.get_cf(meta, seq_key("outseq", peer)).map_err(io)?)?;
-        Ok(sent.saturating_sub(acked))
+        let queued = read_u64(self.db.get_cf(meta, seq_key("outseq", peer)).map_err(io)?)?;
+        Ok((queued, acked))
     }
 
     /// The highest sequence handled from `origin`.

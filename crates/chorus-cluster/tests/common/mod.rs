@@ -20,7 +20,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, watch};
 
@@ -28,11 +29,29 @@ pub const DOMAIN: &str = "chorus.test";
 pub const NODES: [(&str, &str); 3] = [("a1", "a"), ("b1", "b"), ("c1", "c")];
 pub const STEP: Duration = Duration::from_secs(10);
 
-/// A TCP proxy in front of one node's cluster port that can cut its traffic.
+/// A TCP proxy in front of one node's cluster port that can cut its traffic
+/// (close every connection and refuse new ones) or pause it (hold every
+/// byte, connections stay open, as a congested path would).
 pub struct Proxy {
     port: u16,
     cut: Arc<AtomicBool>,
     kill: broadcast::Sender<()>,
+    paused: watch::Sender<bool>,
+}
+
+/// Copies one direction of a proxied connection, holding bytes while paused.
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut paused: watch::Receiver<bool>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if paused.wait_for(|p| !*p).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 impl Proxy {
@@ -41,7 +60,8 @@ impl Proxy {
         let port = l.local_addr().expect("addr").port();
         let cut = Arc::new(AtomicBool::new(false));
         let (kill, _) = broadcast::channel(4);
-        let (c2, k2) = (cut.clone(), kill.clone());
+        let paused = watch::Sender::new(false);
+        let (c2, k2, p2) = (cut.clone(), kill.clone(), paused.clone());
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = l.accept().await {
                 if c2.load(Ordering::SeqCst) {
@@ -49,21 +69,33 @@ impl Proxy {
                     continue;
                 }
                 let mut killed = k2.subscribe();
+                let (up, down) = (p2.subscribe(), p2.subscribe());
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", target)).await else {
+                    let Ok(outbound) = TcpStream::connect(("127.0.0.1", target)).await else {
                         return;
                     };
+                    let ((ir, iw), (or, ow)) = (inbound.into_split(), outbound.into_split());
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = async { tokio::join!(pump(ir, ow, up), pump(or, iw, down)) } => {}
                         _ = killed.recv() => {}
                     }
                 });
             }
         });
-        Proxy { port, cut, kill }
+        Proxy {
+            port,
+            cut,
+            kill,
+            paused,
+        }
     }
 
-    fn set_cut(&self, cut: bool) {
+    /// Holds (or releases) every byte through this proxy.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.send_replace(paused);
+    }
+
+    pub fn set_cut(&self, cut: bool) {
         self.cut.store(cut, Ordering::SeqCst);
         if cut {
             let _ = self.kill.send(());
