@@ -26,7 +26,7 @@ mod upload;
 pub use components::{ComponentService, ComponentsConfig};
 pub use console::ConsoleConfig;
 pub use contacts::ContactsConfig;
-pub use directory::DirectoryConfig;
+pub use directory::{DirectoryConfig, SharedGroupConfig};
 pub use extdisco::{ExtdiscoConfig, ExternalService};
 pub use http::{Cidr, HttpConfig};
 pub use limits::LimitsConfig;
@@ -96,6 +96,8 @@ pub struct Config {
     pub console: ConsoleConfig,
     /// An LDAP / Active Directory server whose people are accounts.
     pub directory: DirectoryConfig,
+    /// Shared roster groups defined here (`[[shared_groups]]`).
+    pub shared_groups: Vec<SharedGroupConfig>,
 }
 
 /// `[api]`: who may call the compliance and admin API under `/api/v1/`.
@@ -451,6 +453,7 @@ impl Config {
         self.contacts.validate()?;
         self.console.validate()?;
         self.directory.validate()?;
+        directory::validate_groups(&self.shared_groups)?;
         if self.directory.url.is_some() && !self.c2s.allow_plain {
             return Err((
                 "c2s.allow_plain",

@@ -17,6 +17,7 @@ pub mod lww;
 pub mod mem_store;
 pub mod replication;
 pub mod roster;
+pub mod shared_groups;
 pub mod store;
 pub mod time;
 

@@ -176,6 +176,12 @@ impl Store for MemStore {
         Ok(())
     }
 
+    fn settings(&self, user: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self.with(user, |u| {
+            u.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        }))
+    }
+
     fn room(&self, room: &str) -> Result<Option<String>, StoreError> {
         Ok(self.lock_rooms().configs.get(room).cloned())
     }

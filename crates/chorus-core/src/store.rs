@@ -111,6 +111,8 @@ pub trait Store: Send + Sync + 'static {
     fn setting(&self, user: &str, name: &str) -> Result<Option<String>, StoreError>;
     /// Sets a per-user setting.
     fn set_setting(&self, user: &str, name: &str, value: &str) -> Result<(), StoreError>;
+    /// Every setting of a user, by name (empty values included).
+    fn settings(&self, user: &str) -> Result<Vec<(String, String)>, StoreError>;
     /// A room's configuration (JSON), if the room exists.
     fn room(&self, room: &str) -> Result<Option<String>, StoreError>;
     /// Every room with its configuration.

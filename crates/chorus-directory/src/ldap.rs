@@ -129,16 +129,44 @@ impl Client {
         }
     }
 
+    /// The configuration this client was made for.
+    pub fn config(&self) -> &DirectoryConfig {
+        &self.cfg
+    }
+
+    /// A connection bound as the node's service account.
+    pub(crate) async fn bound(&self) -> Result<Ldap, LdapError> {
+        let mut ldap = self.connect().await?;
+        if !self.cfg.bind_dn.is_empty() {
+            ldap.simple_bind(&self.cfg.bind_dn, &self.bind_password)
+                .await?
+                .success()?;
+        }
+        Ok(ldap)
+    }
+
     async fn search(
         &self,
         ldap: &mut Ldap,
         filter: &str,
         attrs: Vec<String>,
     ) -> Result<Vec<SearchEntry>, LdapError> {
+        let base = self.cfg.user_base.clone();
+        self.search_in(ldap, &base, filter, attrs).await
+    }
+
+    /// A paged subtree search under `base`, bounded by `entries_max`.
+    pub(crate) async fn search_in(
+        &self,
+        ldap: &mut Ldap,
+        base: &str,
+        filter: &str,
+        attrs: Vec<String>,
+    ) -> Result<Vec<SearchEntry>, LdapError> {
         let adapters: Vec<Box<dyn Adapter<_, _>>> =
             vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(PAGE))];
         let mut stream = ldap
-            .streaming_search_with(adapters, &self.cfg.user_base, Scope::Subtree, filter, attrs)
+            .streaming_search_with(adapters, base, Scope::Subtree, filter, attrs)
             .await?;
         let mut out = Vec::new();
         while let Some(entry) = stream.next().await? {
@@ -154,12 +182,7 @@ impl Client {
     /// Every person of the directory, with managers' names resolved and
     /// the disabled ones marked.
     pub async fn people(&self) -> Result<Vec<Person>, LdapError> {
-        let mut ldap = self.connect().await?;
-        if !self.cfg.bind_dn.is_empty() {
-            ldap.simple_bind(&self.cfg.bind_dn, &self.bind_password)
-                .await?
-                .success()?;
-        }
+        let mut ldap = self.bound().await?;
         let c = &self.cfg;
         let attrs: Vec<String> = [
             &c.attr_uid,

@@ -15,6 +15,7 @@
 //! logging in with the same password (checked against a salted PBKDF2
 //! verifier kept in memory, never the password).
 
+pub mod groups;
 pub mod ldap;
 pub mod sync;
 
@@ -47,7 +48,11 @@ pub struct Directory {
     /// Recent good logins: a salted verifier and when, for the grace period.
     recent: Mutex<HashMap<String, (ScramKeys, Instant)>>,
     grace: Duration,
+    on_groups_changed: Mutex<Option<GroupsChanged>>,
 }
+
+/// Called after a synchronization changed the shared groups.
+pub type GroupsChanged = Box<dyn Fn() + Send + Sync>;
 
 impl Directory {
     /// The directory of `client`, with an empty index until the first sync.
@@ -58,6 +63,19 @@ impl Directory {
             status: RwLock::default(),
             recent: Mutex::default(),
             grace,
+            on_groups_changed: Mutex::default(),
+        }
+    }
+
+    /// Sets what to call when a synchronization changed the groups (the
+    /// node refreshes its shared roster and tells its sessions at once).
+    pub fn on_groups_changed(&self, f: GroupsChanged) {
+        *self.on_groups_changed.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+    }
+
+    fn groups_changed(&self) {
+        if let Some(f) = &*self.on_groups_changed.lock().unwrap_or_else(|e| e.into_inner()) {
+            f();
         }
     }
 

@@ -11,6 +11,8 @@
 //!   sweeper ends the sessions); one enabled again is unmarked.
 //! * An account of the same name that is not a directory account is left
 //!   alone (local accounts and directory accounts coexist).
+//! * With `group_base`, the groups ([`crate::groups`]) are written as the
+//!   replicated shared roster groups, and the node's sessions are told.
 //!
 //! When the directory cannot be reached nothing changes: the index of the
 //! last good synchronization keeps serving, and the status says so.
@@ -37,6 +39,8 @@ pub struct Changes {
     pub disabled: usize,
     /// Accounts enabled again.
     pub enabled: usize,
+    /// Shared groups written or removed.
+    pub groups: usize,
 }
 
 /// Keys that match no password: a directory account opens only by a bind.
@@ -146,7 +150,9 @@ pub fn apply(store: &dyn Store, people: &[Person], iterations: u32) -> Result<Ch
 /// Synchronizes once: reads the directory, applies it, replaces the index.
 pub async fn once(dir: &Directory, store: Arc<dyn Store>, iterations: u32) -> Result<Changes, String> {
     let started = std::time::Instant::now();
-    let people = match dir.client.people().await {
+    let read =
+        async { Ok::<_, crate::ldap::LdapError>((dir.client.people().await?, dir.client.groups().await?)) };
+    let (people, raw_groups) = match read.await {
         Ok(p) => p,
         Err(e) => {
             metrics::counter!("chorus_directory_errors_total", "op" => "sync").increment(1);
@@ -154,15 +160,26 @@ pub async fn once(dir: &Directory, store: Arc<dyn Store>, iterations: u32) -> Re
             return Err(e.to_string());
         }
     };
+    let with_groups = !dir.client.config().group_base.trim().is_empty();
     let (store2, people2) = (store.clone(), people.clone());
-    let changes = tokio::task::spawn_blocking(move || apply(&*store2, &people2, iterations))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| {
-            dir.failed(e.to_string());
-            e.to_string()
-        })?;
+    let changes = tokio::task::spawn_blocking(move || {
+        let mut changes = apply(&*store2, &people2, iterations)?;
+        if with_groups {
+            let groups = crate::groups::resolve(&raw_groups, &people2);
+            changes.groups = chorus_core::shared_groups::store(&*store2, &groups)?;
+        }
+        Ok::<_, StoreError>(changes)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| {
+        dir.failed(e.to_string());
+        e.to_string()
+    })?;
     dir.replace(people);
+    if changes.groups > 0 {
+        dir.groups_changed();
+    }
     metrics::gauge!("chorus_directory_people").set(dir.status().people as f64);
     tracing::info!(
         ?changes,

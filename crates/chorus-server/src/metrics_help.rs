@@ -304,6 +304,12 @@ pub const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "Archive records applied on this node's replica.",
     ),
     (
+        "chorus_shared_roster_refreshes_total",
+        Counter,
+        None,
+        "Times the shared roster groups changed and this node told its online members.",
+    ),
+    (
         "chorus_sessions_revoked_total",
         Counter,
         None,

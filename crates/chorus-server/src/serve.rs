@@ -168,6 +168,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     // Sessions an administrator revoked (disabled, or ended from any site).
     tasks.spawn(chorus_xmpp::revoke::run(ctx.clone(), stop_rx.clone()));
+    // Shared roster groups (directory and configured): pushes on change.
+    tasks.spawn(chorus_xmpp::shared::run(ctx.clone(), stop_rx.clone()));
     let directory = start_directory(&config, &ctx, store.clone(), &mut tasks, stop_rx.clone())?;
     if let Some(addr) = config.components.listen {
         let l = TcpListener::bind(addr)
@@ -286,6 +288,12 @@ fn start_directory(
     let grace = Duration::from_secs(config.directory.login_grace_hours.saturating_mul(3600));
     let dir = Arc::new(chorus_directory::Directory::new(client, grace));
     let _ = ctx.people.set(dir.clone());
+    let weak = Arc::downgrade(ctx);
+    dir.on_groups_changed(Box::new(move || {
+        if let Some(ctx) = weak.upgrade() {
+            tokio::task::spawn_blocking(move || chorus_xmpp::shared::refresh(&ctx));
+        }
+    }));
     tasks.spawn(chorus_directory::sync::run(
         dir.clone(),
         store,

@@ -350,6 +350,10 @@ impl Store for RocksStore {
         Ok(())
     }
 
+    fn settings(&self, user: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.scan_strings(Table::Settings, &prefix(user))
+    }
+
     fn room(&self, room: &str) -> Result<Option<String>, StoreError> {
         self.live_string(Table::Rooms, room.as_bytes(), "room")
     }

@@ -45,6 +45,8 @@ pub struct Context {
     pub started_ms: u64,
     /// The enterprise directory, when `[directory]` is configured.
     pub people: std::sync::OnceLock<Arc<dyn chorus_core::directory::People>>,
+    /// Shared roster groups (refreshed by [`crate::shared::run`]).
+    pub shared: crate::shared::Shared,
     next_session_id: AtomicU64,
 }
 
@@ -57,7 +59,7 @@ impl Context {
         archive: Arc<dyn Archive>,
     ) -> Context {
         let l = &config.limits;
-        Context {
+        let ctx = Context {
             domain: config.server.domain.clone(),
             auth_throttle: AuthThrottle::new(
                 Duration::from_secs(l.auth_failure_window_secs),
@@ -75,8 +77,11 @@ impl Context {
             caps: crate::caps::CapsCache::default(),
             started_ms: chorus_core::time::now_millis(),
             people: std::sync::OnceLock::new(),
+            shared: crate::shared::Shared::default(),
             next_session_id: AtomicU64::new(1),
-        }
+        };
+        crate::shared::refresh(&ctx);
+        ctx
     }
 
     /// A fresh session id, unique on this node.

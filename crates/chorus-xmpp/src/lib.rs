@@ -22,5 +22,6 @@ pub mod router;
 pub mod runtime;
 pub mod sasl;
 pub mod session;
+pub mod shared;
 pub mod throttle;
 pub mod xml;

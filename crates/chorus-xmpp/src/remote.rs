@@ -101,16 +101,18 @@ pub fn remote_presence_changed(ctx: &Context, user: &str, resource: &str, presen
     let full = format!("{bare}/{resource}");
     let mut p = presence.unwrap_or_else(|| xml::new("presence", ns::CLIENT).with_attr("type", "unavailable"));
     p.put_attr("from", full);
+    let shared = ctx.shared.roster();
     for (local_user, info) in ctx.router.local_resources() {
         if !info.available {
             continue;
         }
-        let subscribed = ctx
-            .store
-            .roster_item(&local_user, &bare)
-            .ok()
-            .flatten()
-            .is_some_and(|i| i.subscription.has_to());
+        let subscribed = shared.are_fellows(&local_user, user)
+            || ctx
+                .store
+                .roster_item(&local_user, &bare)
+                .ok()
+                .flatten()
+                .is_some_and(|i| i.subscription.has_to());
         if subscribed {
             let mut p = p.clone();
             p.put_attr("to", format!("{local_user}@{}", ctx.domain));

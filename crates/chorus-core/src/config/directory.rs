@@ -49,6 +49,17 @@ pub struct DirectoryConfig {
     pub attr_phone: String,
     /// Skills (multi-valued).
     pub attr_skills: String,
+    /// Where groups are; each one found becomes a shared roster group
+    /// (empty: no directory groups).
+    pub group_base: String,
+    /// Which entries are groups.
+    pub group_filter: String,
+    /// The attribute holding a group's name (the roster group members see).
+    pub attr_group_name: String,
+    /// The attribute listing a group's members: DNs of people or of nested
+    /// groups (`member`, `uniqueMember`), or account names (`memberUid`).
+    /// Active Directory's range retrieval (over 1,500 members) is followed.
+    pub attr_member: String,
     /// Seconds between synchronizations.
     pub sync_interval_secs: u64,
     /// Seconds a search or bind may take.
@@ -81,6 +92,10 @@ impl Default for DirectoryConfig {
             attr_manager: "manager".into(),
             attr_phone: "telephoneNumber".into(),
             attr_skills: "description".into(),
+            group_base: String::new(),
+            group_filter: "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=group)(objectClass=posixGroup))".into(),
+            attr_group_name: "cn".into(),
+            attr_member: "member".into(),
             sync_interval_secs: 300,
             timeout_secs: 10,
             entries_max: 500_000,
@@ -126,6 +141,45 @@ impl DirectoryConfig {
         }
         Ok(())
     }
+}
+
+/// `[[shared_groups]]`: a shared roster group defined in the configuration
+/// (every node's configuration should list the same ones).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SharedGroupConfig {
+    /// The roster group name members see.
+    pub name: String,
+    /// Its members' account names.
+    pub members: Vec<String>,
+}
+
+/// Members one configured group may list.
+const CONFIG_GROUP_MEMBERS_MAX: usize = 100_000;
+
+/// Checks `[[shared_groups]]`.
+pub(super) fn validate_groups(groups: &[SharedGroupConfig]) -> Result<(), (&'static str, String)> {
+    for g in groups {
+        if g.name.trim().is_empty() || g.name.len() > 1024 {
+            return Err((
+                "shared_groups.name",
+                format!("{:?} is not a group name (1 to 1,024 bytes)", g.name),
+            ));
+        }
+        if g.members.len() > CONFIG_GROUP_MEMBERS_MAX {
+            return Err((
+                "shared_groups.members",
+                format!("{:?} lists over {CONFIG_GROUP_MEMBERS_MAX} members", g.name),
+            ));
+        }
+        if let Some(m) = g.members.iter().find(|m| jid::NodePart::new(m).is_err()) {
+            return Err((
+                "shared_groups.members",
+                format!("{m:?} (in {:?}) is not an account name", g.name),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ mod sm;
 mod upload;
 
 pub use muc::occupants_gone;
+pub(crate) use roster::item_element as roster_item_element;
 
 use crate::context::{Context, ParkedSession};
 use crate::ns;
@@ -575,6 +576,8 @@ mod pep_tests;
 mod room_archive_tests;
 #[cfg(test)]
 mod shared_files_tests;
+#[cfg(test)]
+mod shared_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -73,11 +73,15 @@ impl Session {
         let user = self.user().to_owned();
         let me = self.full();
         let roster = self.ctx.store.roster(&user).map(|r| r.items).unwrap_or_default();
+        let shared = self.ctx.shared.roster();
+        let fellows = shared.fellow_users(&user);
+        let mut covered = Vec::new();
         for item in roster.iter().filter(|i| i.subscription.has_from()) {
             if self.blocks(&user, &item.jid) {
                 continue;
             }
             if let Some(contact) = self.local_user_of(&item.jid) {
+                covered.push(contact.clone());
                 if self.blocks(&contact, &me) {
                     continue;
                 }
@@ -86,6 +90,21 @@ impl Session {
                 self.deliver_to_available(&contact, &p);
             }
             self.directed.remove(&item.jid);
+        }
+        // Fellows of a shared group get it as if subscribed.
+        covered.sort_unstable();
+        for contact in fellows {
+            if covered.binary_search_by(|c| c.as_str().cmp(contact)).is_ok() {
+                continue;
+            }
+            let jid = format!("{contact}@{}", self.ctx.domain);
+            if self.blocks(&user, &jid) || self.blocks(contact, &me) {
+                continue;
+            }
+            let mut p = el.clone();
+            p.put_attr("to", jid.clone());
+            self.deliver_to_available(contact, &p);
+            self.directed.remove(&jid);
         }
         let bare = self.bare();
         for r in self.ctx.router.resources(&user) {
@@ -175,7 +194,8 @@ impl Session {
             return;
         };
         let item = self.ctx.store.roster_item(self.user(), &to).ok().flatten();
-        if item.is_some_and(|i| i.subscription.has_to()) {
+        let fellow = self.ctx.shared.roster().are_fellows(self.user(), &contact);
+        if fellow || item.is_some_and(|i| i.subscription.has_to()) {
             self.send_presences_of(&contact, &to);
         }
     }
@@ -208,13 +228,31 @@ impl Session {
     fn probe_contacts(&mut self) {
         let user = self.user().to_owned();
         let roster = self.ctx.store.roster(&user).map(|r| r.items).unwrap_or_default();
+        let shared = self.ctx.shared.roster();
+        let fellows = shared.fellow_users(&user);
+        let domain = self.ctx.domain.clone();
+        // Fellows of a shared group first (known accounts: no lookup each).
+        let mut contacts: Vec<(String, Option<String>)> = fellows
+            .iter()
+            .map(|f| (format!("{f}@{domain}"), Some(f.to_string())))
+            .collect();
         for item in roster.iter().filter(|i| i.subscription.has_to()) {
-            if let Some(contact) = self.local_user_of(&item.jid) {
-                let me = self.full();
-                let any_available = self.ctx.router.resources(&contact).iter().any(|r| r.available);
-                if any_available && !self.blocks(&contact, &me) && !self.blocks(&user, &item.jid) {
-                    self.send_presences_of(&contact, &item.jid);
-                }
+            let local = item
+                .jid
+                .strip_suffix(domain.as_str())
+                .and_then(|l| l.strip_suffix('@'));
+            if local.is_none_or(|l| fellows.binary_search(&l).is_err()) {
+                contacts.push((item.jid.clone(), None));
+            }
+        }
+        let me = self.full();
+        for (jid, known) in &contacts {
+            let Some(contact) = known.clone().or_else(|| self.local_user_of(jid)) else {
+                continue;
+            };
+            let any_available = self.ctx.router.resources(&contact).iter().any(|r| r.available);
+            if any_available && !self.blocks(&contact, &me) && !self.blocks(&user, jid) {
+                self.send_presences_of(&contact, jid);
             }
         }
         let bare = self.bare();

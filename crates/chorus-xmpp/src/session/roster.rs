@@ -14,7 +14,7 @@ const ROSTER_TEXT_BYTES_MAX: usize = 1024;
 const ROSTER_GROUPS_MAX: usize = 64;
 
 /// Serializes a roster item.
-pub(super) fn item_element(item: &RosterItem) -> Element {
+pub(crate) fn item_element(item: &RosterItem) -> Element {
     let mut e = xml::new("item", ns::ROSTER)
         .with_attr("jid", item.jid.clone())
         .with_attr("subscription", item.subscription.as_str());
@@ -59,14 +59,30 @@ impl Session {
         self.ctx
             .router
             .update(&user, &res, id, &mut |i| i.interested = true);
-        let ver = roster.version.to_string();
+        let shared = self.ctx.shared.roster();
+        let ver = crate::shared::version(roster.version, &shared, &user);
         if q.attr("ver") == Some(ver.as_str()) {
             // RFC 6121 section 2.6.3: unchanged; pushes will follow.
             return self.send(xml::iq_result(iq));
         }
         let mut query = xml::new("query", ns::ROSTER).with_attr("ver", ver);
-        for item in roster.items.iter().filter(|i| !i.hidden) {
-            query.append_child(item_element(item));
+        let mut fellows = shared.fellows(&user);
+        let domain = self.ctx.domain.clone();
+        for item in roster.items.iter() {
+            let fellow = item
+                .jid
+                .strip_suffix(domain.as_str())
+                .and_then(|l| l.strip_suffix('@'))
+                .and_then(|l| fellows.remove(l));
+            if let Some(i) = crate::shared::view(Some(item), fellow.as_ref(), &item.jid) {
+                query.append_child(item_element(&i));
+            }
+        }
+        for (contact, f) in fellows {
+            let jid = format!("{contact}@{domain}");
+            if let Some(i) = crate::shared::view(None, Some(&f), &jid) {
+                query.append_child(item_element(&i));
+            }
         }
         self.send(xml::iq_result(iq).with_child(query));
     }
@@ -205,12 +221,19 @@ impl Session {
     }
 
     fn push_roster(&mut self, user: &str, item: &RosterItem, ver: u64, removal: bool) {
-        let mut el = item_element(item);
-        if removal {
-            el = xml::new("item", ns::ROSTER)
+        // A fellow of a shared group stays, as the group shows them.
+        let shared = self.ctx.shared.roster();
+        let fellow = self
+            .local_user_of(&item.jid)
+            .and_then(|c| shared.fellow(user, &c));
+        let personal = (!removal).then_some(item);
+        let el = match crate::shared::view(personal, fellow.as_ref(), &item.jid) {
+            Some(i) => item_element(&i),
+            None => xml::new("item", ns::ROSTER)
                 .with_attr("jid", item.jid.clone())
-                .with_attr("subscription", "remove");
-        }
+                .with_attr("subscription", "remove"),
+        };
+        let ver = crate::shared::version(ver, &shared, user);
         let bare = format!("{user}@{}", self.ctx.domain);
         for r in self.ctx.router.resources(user) {
             let interested = r.interested || (r.session_id == self.id && self.interested);
@@ -223,7 +246,7 @@ impl Session {
                 .with_attr("to", format!("{bare}/{}", r.resource))
                 .with_child(
                     xml::new("query", ns::ROSTER)
-                        .with_attr("ver", ver.to_string())
+                        .with_attr("ver", ver.clone())
                         .with_child(el.clone()),
                 );
             if r.session_id == self.id {
