@@ -1,11 +1,12 @@
 """A real OpenLDAP server (Debian's slapd) for the directory tests: its own
 configuration, database and certificate (from ``chorus cert``) in a
 temporary directory, LDAPS and plain LDAP (for the test's own changes with
-ldapmodify) on free loopback ports, seeded with people before it starts.
+ldapmodify) on free loopback ports, seeded with people and groups before it starts.
 It stops with the test."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ SUFFIX = "dc=example,dc=com"
 ADMIN_DN = f"cn=admin,{SUFFIX}"
 ADMIN_PW = "directory-admin-secret"
 PEOPLE = f"ou=people,{SUFFIX}"
+GROUPS = f"ou=groups,{SUFFIX}"
 READY_S = 20.0
 
 
@@ -49,6 +51,20 @@ def person(uid: str, name: str, password: str, *, title: str = "", department: s
     if disabled:
         lines.append("employeeType: disabled")
     return "\n".join(lines) + "\n"
+
+
+def group(cn: str, members: list[str]) -> str:
+    """One groupOfNames entry as LDIF; members are uids of people or, as
+    ``cn=...``, other groups (nested)."""
+    lines = [f"dn: cn={cn},{GROUPS}", "objectClass: groupOfNames", f"cn: {cn}"]
+    for m in members:
+        dn = f"{m},{GROUPS}" if m.startswith("cn=") else f"uid={m},{PEOPLE}"
+        lines.append(f"member: {dn}")
+    return "\n".join(lines) + "\n"
+
+
+def member_dn(uid: str) -> str:
+    return f"uid={uid},{PEOPLE}"
 
 
 class Slapd:
@@ -85,7 +101,8 @@ access to attrs=userPassword by self read by anonymous auth by * none
 access to * by * read
 """)
         base = (f"dn: {SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\ndc: example\n"
-                f"o: Example\n\ndn: {PEOPLE}\nobjectClass: organizationalUnit\nou: people\n")
+                f"o: Example\n\ndn: {PEOPLE}\nobjectClass: organizationalUnit\nou: people\n\n"
+                f"dn: {GROUPS}\nobjectClass: organizationalUnit\nou: groups\n")
         ldif = self.dir / "seed.ldif"
         ldif.write_text(base + "\n" + "\n".join(entries))
         subprocess.run([SLAPADD, "-f", str(self.conf), "-l", str(ldif)], check=True,
@@ -134,5 +151,19 @@ access to * by * read
             "url": self.url, "ca_file": str(self.ca), "bind_dn": ADMIN_DN,
             "bind_password_file": str(self.password_file), "user_base": PEOPLE,
             "disabled_filter": "(employeeType=disabled)", "sync_interval_secs": sync_secs,
+            "group_base": GROUPS,
             "timeout_secs": 5,
         }}
+
+
+async def synced(node, *users: str, timeout: float = 20) -> None:
+    """Waits until the directory's people are accounts (the sync is
+    periodic: there is no event to wait for)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        names = node.cli("user", "list").stdout.split()
+        if all(any(n.split("@")[0] == u for n in names) for u in users):
+            return
+        assert loop.time() < deadline, f"{users} never synchronized: {names}\n{node.log_tail()}"
+        await asyncio.sleep(0.2)

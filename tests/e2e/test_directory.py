@@ -16,7 +16,7 @@ import pytest
 
 from browser import browser_for  # noqa: F401  (fixture)
 from chorus_node import Node
-from ldap_server import PEOPLE, Slapd, available, person
+from ldap_server import PEOPLE, Slapd, available, person, synced
 from xmpp import connect, try_login
 
 NS_SEARCH = "jabber:iq:search"
@@ -53,19 +53,6 @@ def dnode(slapd, tmp_path):
     n.start()
     yield n
     assert n.stop() == 0, n.log_tail()
-
-
-async def synced(node, *users: str, timeout: float = 20) -> None:
-    """Waits until the directory's people are accounts (the sync is
-    periodic: there is no event to wait for)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        names = node.cli("user", "list").stdout.split()
-        if all(any(n.split("@")[0] == u for n in names) for u in users):
-            return
-        assert loop.time() < deadline, f"{users} never synchronized: {names}\n{node.log_tail()}"
-        await asyncio.sleep(0.2)
 
 
 def form_values(x: ET.Element) -> list[dict[str, str]]:
