@@ -354,3 +354,50 @@ async fn t_subscription_request_reaches_a_contact_who_just_logged_in_elsewhere()
         .await;
     assert_eq!(req.attr("from"), Some("alice@chorus.test"));
 }
+
+/// Directory groups written at one site (where the directory is read)
+/// reach every site as replicated settings; a site without a directory
+/// refreshes its shared roster from them, pushes the new fellow to its
+/// online member, and presence flows between sites without subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_groups_written_at_one_site_reach_every_site() {
+    use chorus_core::shared_groups::{Member, SharedGroup};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (nodes, _net) = start(dir.path()).await;
+    ready(&nodes).await;
+    let mut carol = Client::login(&nodes[2], "carol", "phone").await;
+    let member = |u: &str| Member {
+        user: u.into(),
+        name: u.to_uppercase(),
+    };
+    let groups: std::collections::BTreeMap<String, SharedGroup> = [(
+        "dir:cn=eng".to_string(),
+        SharedGroup {
+            name: "Engineering".into(),
+            members: vec![member("alice"), member("carol")],
+        },
+    )]
+    .into();
+    chorus_core::shared_groups::store(&*nodes[0].store, &groups).expect("store at a");
+    let store_c = nodes[2].store.clone();
+    eventually("site c holds the groups", || {
+        chorus_core::shared_groups::load(&*store_c).ok().as_ref() == Some(&groups)
+    })
+    .await;
+    assert_eq!(chorus_xmpp::shared::refresh(&nodes[2].ctx), 1, "carol told at c");
+    let push = carol
+        .wait_for("a roster push of alice", |e| {
+            e.get_child("query", "jabber:iq:roster")
+                .and_then(|q| q.get_child("item", "jabber:iq:roster"))
+                .is_some_and(|i| i.attr("jid") == Some("alice@chorus.test") && i.attr("subscription") == Some("both"))
+        })
+        .await;
+    assert_eq!(push.attr("type"), Some("set"));
+    chorus_xmpp::shared::refresh(&nodes[0].ctx);
+    let _alice = Client::login(&nodes[0], "alice", "pc").await;
+    carol
+        .wait_for("alice's presence from site a", |e| {
+            e.name() == "presence" && e.attr("from") == Some("alice@chorus.test/pc") && e.attr("type").is_none()
+        })
+        .await;
+}
