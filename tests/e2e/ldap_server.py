@@ -7,6 +7,7 @@ It stops with the test."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import shutil
 import signal
@@ -34,7 +35,7 @@ def available() -> bool:
 
 def person(uid: str, name: str, password: str, *, title: str = "", department: str = "",
            office: str = "", skills: tuple[str, ...] = (), manager: str | None = None,
-           disabled: bool = False, mail: str | None = None) -> str:
+           disabled: bool = False, mail: str | None = None, photo: bytes = b"") -> str:
     """One inetOrgPerson entry as LDIF."""
     lines = [f"dn: uid={uid},{PEOPLE}", "objectClass: inetOrgPerson", f"uid: {uid}",
              f"cn: {name}", f"sn: {name.split()[-1]}", f"userPassword: {password}",
@@ -50,6 +51,8 @@ def person(uid: str, name: str, password: str, *, title: str = "", department: s
         lines.append(f"manager: uid={manager},{PEOPLE}")
     if disabled:
         lines.append("employeeType: disabled")
+    if photo:
+        lines.append("jpegPhoto:: " + base64.b64encode(photo).decode())
     return "\n".join(lines) + "\n"
 
 
@@ -151,7 +154,7 @@ access to * by * read
             "url": self.url, "ca_file": str(self.ca), "bind_dn": ADMIN_DN,
             "bind_password_file": str(self.password_file), "user_base": PEOPLE,
             "disabled_filter": "(employeeType=disabled)", "sync_interval_secs": sync_secs,
-            "group_base": GROUPS,
+            "group_base": GROUPS, "attr_photo": "jpegPhoto",
             "timeout_secs": 5,
         }}
 

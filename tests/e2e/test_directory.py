@@ -20,6 +20,7 @@ from ldap_server import PEOPLE, Slapd, available, person, synced
 from xmpp import connect, try_login
 
 NS_SEARCH = "jabber:iq:search"
+PHOTO = b"\xff\xd8\xff\xe0 a small JPEG from the directory \xff\xd9"
 NS_DATA = "jabber:x:data"
 SLOW = pytest.mark.timeout(120)
 
@@ -27,7 +28,7 @@ ENTRIES = [
     person("ada", "Ada Lovelace", "ada-ldap-pw", title="Chief Scientist", department="Research",
            office="London", skills=("rust", "analytical engines")),
     person("grace", "Grace Hopper", "grace-ldap-pw", title="Engineer", department="Research",
-           office="New York", skills=("compilers", "cobol"), manager="ada"),
+           office="New York", skills=("compilers", "cobol"), manager="ada", photo=PHOTO),
     person("linus", "Linus Example", "linus-ldap-pw", title="Engineer", department="Platform",
            office="Tokyo", skills=("kernels", "rust")),
     person("eve", "Eve Gone", "eve-ldap-pw", department="Sales", disabled=True),
@@ -94,6 +95,18 @@ async def test_directory_people_log_in_and_are_found(dnode, slapd):
     card = await local.plugin["xep_0054"].get_vcard(f"grace@{dnode.domain}")
     assert card["vcard_temp"]["FN"] == "Grace Hopper"
     assert card["vcard_temp"]["TITLE"] == "Engineer", card
+    assert card["vcard_temp"]["PHOTO"]["BINVAL"] == PHOTO, "the avatar comes from jpegPhoto"
+    assert card["vcard_temp"]["PHOTO"]["TYPE"] == "image/jpeg"
+    # The fields the directory owns are marked read-only; grace cannot
+    # retitle herself, but her own fields are hers.
+    marker = card.xml.find(".//{urn:chorus:directory:0}read-only")
+    assert marker is not None and "TITLE" in [f.text for f in marker]
+    grace = await connect(dnode, "grace", "grace-ldap-pw", mech="PLAIN")
+    mine = ET.fromstring("<vCard xmlns='vcard-temp'><FN>Grace</FN><TITLE>Admiral</TITLE>"
+                         "<NICKNAME>Amazing Grace</NICKNAME></vCard>")
+    await grace.iq_set(mine)
+    card = await local.plugin["xep_0054"].get_vcard(f"grace@{dnode.domain}", cached=False)
+    assert (card["vcard_temp"]["TITLE"], card["vcard_temp"]["NICKNAME"]) == ("Engineer", ["Amazing Grace"])
 
     form = await local.iq_get(ET.Element(f"{{{NS_SEARCH}}}query"), to=dnode.domain)
     fields = {f.get("var") for f in form.xml.iter(f"{{{NS_DATA}}}field")}

@@ -389,7 +389,9 @@ async fn shared_groups_written_at_one_site_reach_every_site() {
         .wait_for("a roster push of alice", |e| {
             e.get_child("query", "jabber:iq:roster")
                 .and_then(|q| q.get_child("item", "jabber:iq:roster"))
-                .is_some_and(|i| i.attr("jid") == Some("alice@chorus.test") && i.attr("subscription") == Some("both"))
+                .is_some_and(|i| {
+                    i.attr("jid") == Some("alice@chorus.test") && i.attr("subscription") == Some("both")
+                })
         })
         .await;
     assert_eq!(push.attr("type"), Some("set"));
@@ -397,7 +399,9 @@ async fn shared_groups_written_at_one_site_reach_every_site() {
     let _alice = Client::login(&nodes[0], "alice", "pc").await;
     carol
         .wait_for("alice's presence from site a", |e| {
-            e.name() == "presence" && e.attr("from") == Some("alice@chorus.test/pc") && e.attr("type").is_none()
+            e.name() == "presence"
+                && e.attr("from") == Some("alice@chorus.test/pc")
+                && e.attr("type").is_none()
         })
         .await;
 }

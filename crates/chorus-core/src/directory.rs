@@ -16,6 +16,11 @@ use serde::{Deserialize, Serialize};
 /// The per-user setting naming the directory entry (DN) behind an account.
 pub const DIRECTORY_DN_SETTING: &str = "account.directory_dn";
 
+/// The namespace of the element a directory account's vCard carries to
+/// list the fields the directory owns (`<read-only><field>FN</field>…`):
+/// a client's vCard update keeps the directory's values of those.
+pub const VCARD_READ_ONLY_NS: &str = "urn:chorus:directory:0";
+
 /// The per-user setting the directory sync sets to `"1"` for a person the
 /// directory disabled or no longer lists (apart from an admin's own
 /// [`crate::store::DISABLED_SETTING`], so either can disable).
@@ -46,6 +51,10 @@ pub struct Person {
     pub skills: Vec<String>,
     /// Whether the directory disables the person.
     pub disabled: bool,
+    /// The photo (JPEG or PNG bytes; empty without `attr_photo`). Only the
+    /// synchronization holds it: the index drops it.
+    #[serde(skip)]
+    pub photo: Vec<u8>,
 }
 
 /// A people-finder search: every field given must match (case-insensitive
@@ -137,6 +146,7 @@ impl Person {
             phone: String::new(),
             skills: self.skills.iter().map(|s| s.to_lowercase()).collect(),
             disabled: self.disabled,
+            photo: Vec::new(),
         }
     }
 }

@@ -8,7 +8,7 @@ use chorus_core::config::DirectoryConfig;
 use chorus_core::directory::Person;
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,6 +67,35 @@ fn first(e: &SearchEntry, attr: &str) -> String {
         .and_then(|v| v.first())
         .cloned()
         .unwrap_or_default()
+}
+
+/// Photos larger than this are skipped (the vCard must stay under the
+/// 64 KiB `limits.vcard_bytes_max` once base64-encoded).
+pub const PHOTO_BYTES_MAX: usize = 48 * 1024;
+
+/// The entry's photo, if it has one of an acceptable size (binary values
+/// arrive in `bin_attrs`; a server may send a JPEG as text if it is valid
+/// UTF-8, rarely).
+fn photo(e: &SearchEntry, attr: &str) -> Vec<u8> {
+    if attr.is_empty() {
+        return Vec::new();
+    }
+    let bytes = e
+        .bin_attrs
+        .get(attr)
+        .and_then(|v| v.first().cloned())
+        .or_else(|| {
+            e.attrs
+                .get(attr)
+                .and_then(|v| v.first())
+                .map(|s| s.as_bytes().to_vec())
+        })
+        .unwrap_or_default();
+    if bytes.len() > PHOTO_BYTES_MAX {
+        tracing::warn!(dn = %e.dn, bytes = bytes.len(), "skipping a directory photo over 48 KiB");
+        return Vec::new();
+    }
+    bytes
 }
 
 impl Client {
@@ -194,12 +223,14 @@ impl Client {
             &c.attr_manager,
             &c.attr_phone,
             &c.attr_skills,
+            &c.attr_photo,
         ]
         .iter()
+        .filter(|s| !s.is_empty())
         .map(|s| s.to_string())
         .collect();
         let entries = self.search(&mut ldap, &c.user_filter, attrs).await?;
-        let disabled: Vec<String> = match &c.disabled_filter {
+        let disabled: HashSet<String> = match &c.disabled_filter {
             Some(f) => {
                 let both = format!("(&{}{})", c.user_filter, f);
                 let found = self.search(&mut ldap, &both, vec![c.attr_uid.clone()]).await?;
@@ -208,7 +239,7 @@ impl Client {
                     .map(|e| first(e, &c.attr_uid).to_lowercase())
                     .collect()
             }
-            None => Vec::new(),
+            None => HashSet::new(),
         };
         let _ = ldap.unbind().await;
         let names: HashMap<String, String> = entries
@@ -236,6 +267,7 @@ impl Client {
                         .unwrap_or(manager_dn),
                     phone: first(e, &c.attr_phone),
                     skills: e.attrs.get(&c.attr_skills).cloned().unwrap_or_default(),
+                    photo: photo(e, &c.attr_photo),
                 }
             })
             .collect())

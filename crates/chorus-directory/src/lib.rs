@@ -18,6 +18,7 @@
 pub mod groups;
 pub mod ldap;
 pub mod sync;
+pub mod vcard;
 
 use chorus_core::credentials::{ScramHash, ScramKeys};
 use chorus_core::directory::{People, PeopleQuery, Person};
@@ -126,7 +127,8 @@ impl Directory {
     fn replace(&self, people: Vec<Person>) {
         let map: BTreeMap<String, (Person, Person)> = people
             .into_iter()
-            .map(|p| {
+            .map(|mut p| {
+                p.photo = Vec::new();
                 let lower = p.lowercased();
                 (p.uid.clone(), (p, lower))
             })

@@ -5,7 +5,8 @@
 //!   opens it; the person logs in with PLAIN, checked by a bind), the
 //!   entry's DN in [`DIRECTORY_DN_SETTING`] and a vCard from the entry,
 //!   1,000 per synced write.
-//! * A person whose entry changed gets the new vCard.
+//! * A person whose entry changed gets the new vCard fields
+//!   ([`crate::vcard`]; the person's own fields stay).
 //! * A person the directory disables or no longer lists is marked with
 //!   [`DIRECTORY_DISABLED_SETTING`] (logins are refused and every node's
 //!   sweeper ends the sessions); one enabled again is unmarked.
@@ -57,45 +58,6 @@ fn unusable_credentials(iterations: u32) -> Credentials {
     }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// The person's vCard (vcard-temp), the fields the directory owns.
-pub fn vcard(p: &Person) -> String {
-    let mut v = format!("<vCard xmlns='vcard-temp'><FN>{}</FN>", escape(&p.name));
-    if !p.title.is_empty() {
-        v.push_str(&format!("<TITLE>{}</TITLE>", escape(&p.title)));
-    }
-    if !p.department.is_empty() || !p.office.is_empty() {
-        v.push_str(&format!(
-            "<ORG><ORGNAME>{}</ORGNAME><ORGUNIT>{}</ORGUNIT></ORG>",
-            escape(&p.office),
-            escape(&p.department)
-        ));
-    }
-    if !p.mail.is_empty() {
-        v.push_str(&format!(
-            "<EMAIL><INTERNET/><USERID>{}</USERID></EMAIL>",
-            escape(&p.mail)
-        ));
-    }
-    if !p.phone.is_empty() {
-        v.push_str(&format!(
-            "<TEL><WORK/><VOICE/><NUMBER>{}</NUMBER></TEL>",
-            escape(&p.phone)
-        ));
-    }
-    v.push_str(
-        "<NOTE>Name, title, department, office, e-mail and phone come from the company directory.</NOTE>",
-    );
-    v.push_str("</vCard>");
-    v
-}
-
 /// Brings the store in line with `people` (see the module documentation).
 pub fn apply(store: &dyn Store, people: &[Person], iterations: u32) -> Result<Changes, StoreError> {
     let mut changes = Changes::default();
@@ -123,8 +85,9 @@ pub fn apply(store: &dyn Store, people: &[Person], iterations: u32) -> Result<Ch
             }
         }
         if let Some(p) = person {
-            let card = vcard(p);
-            if store.vcard(user)?.as_deref() != Some(card.as_str()) {
+            let stored = store.vcard(user)?;
+            let card = crate::vcard::merge(stored.as_deref(), p);
+            if stored.as_deref() != Some(card.as_str()) {
                 store.set_vcard(user, &card)?;
                 changes.updated += 1;
             }
@@ -136,7 +99,7 @@ pub fn apply(store: &dyn Store, people: &[Person], iterations: u32) -> Result<Ch
         .map(|p| NewAccount {
             user: p.uid.clone(),
             creds: unusable_credentials(iterations),
-            vcard: Some(vcard(p)),
+            vcard: Some(crate::vcard::merge(None, p)),
             settings: vec![(DIRECTORY_DN_SETTING.to_owned(), p.dn.clone())],
         })
         .collect();

@@ -49,6 +49,10 @@ pub struct DirectoryConfig {
     pub attr_phone: String,
     /// Skills (multi-valued).
     pub attr_skills: String,
+    /// The photo (`jpegPhoto`; `thumbnailPhoto` for Active Directory),
+    /// shown as the vCard avatar. Empty: no photos (a synchronization
+    /// holds every photo in memory while it runs).
+    pub attr_photo: String,
     /// Where groups are; each one found becomes a shared roster group
     /// (empty: no directory groups).
     pub group_base: String,
@@ -92,6 +96,7 @@ impl Default for DirectoryConfig {
             attr_manager: "manager".into(),
             attr_phone: "telephoneNumber".into(),
             attr_skills: "description".into(),
+            attr_photo: String::new(),
             group_base: String::new(),
             group_filter: "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=group)(objectClass=posixGroup))".into(),
             attr_group_name: "cn".into(),

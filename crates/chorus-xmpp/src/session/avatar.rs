@@ -2,12 +2,43 @@
 //! XEP-0153) are one avatar. A vCard read shows the PEP avatar as its
 //! PHOTO; a vCard written with a PHOTO publishes it to PEP, so older
 //! clients and newer ones see the same picture.
+//!
+//! A directory account's card lists the fields the directory owns
+//! ([`chorus_core::directory::VCARD_READ_ONLY_NS`]); a vCard the person
+//! writes keeps the directory's values of those ([`keep_read_only`]).
 
 use super::Session;
 use crate::ns;
 use crate::pep;
 use crate::xml::{self, ElementExt};
 use minidom::Element;
+
+/// `submitted` with the fields the stored card marks read-only taken from
+/// the stored card (and its marker kept); `submitted` itself when the
+/// stored card marks none.
+pub(super) fn keep_read_only(stored: Option<&str>, submitted: &Element) -> Element {
+    use chorus_core::directory::VCARD_READ_ONLY_NS;
+    let Some(stored) = stored.and_then(|s| s.parse::<Element>().ok()) else {
+        return submitted.clone();
+    };
+    let Some(marker) = stored.get_child("read-only", VCARD_READ_ONLY_NS) else {
+        return submitted.clone();
+    };
+    let fields: Vec<String> = marker.children().map(|f| f.text()).collect();
+    let owned = |c: &Element| c.ns() == ns::VCARD && fields.iter().any(|f| f == c.name());
+    let mut card = xml::new("vCard", ns::VCARD);
+    for c in submitted
+        .children()
+        .filter(|c| !owned(c) && c.ns() != VCARD_READ_ONLY_NS)
+    {
+        card.append_child(c.clone());
+    }
+    for c in stored.children().filter(|c| owned(c)) {
+        card.append_child(c.clone());
+    }
+    card.append_child(marker.clone());
+    card
+}
 
 impl Session {
     /// `vcard` with its PHOTO replaced by `user`'s PEP avatar, if any and

@@ -379,15 +379,18 @@ impl Session {
         if iq.attr("to").is_some_and(|t| t != self.bare()) {
             return self.send(xml::error_reply(iq, "auth", "forbidden"));
         }
-        let text = vcard.to_xml();
-        if text.len() > self.ctx.config.limits.vcard_bytes_max {
+        if vcard.to_xml().len() > self.ctx.config.limits.vcard_bytes_max {
             return self.send(xml::error_reply(iq, "modify", "not-acceptable"));
         }
         let user = self.user().to_owned();
+        // A directory account keeps the directory's fields.
+        let stored = self.ctx.store.vcard(&user).ok().flatten();
+        let vcard = super::avatar::keep_read_only(stored.as_deref(), vcard);
+        let text = vcard.to_xml();
         match self.ctx.store.set_vcard(&user, &text) {
             Ok(()) => {
                 self.send(xml::iq_result(iq));
-                self.avatar_from_vcard(vcard);
+                self.avatar_from_vcard(&vcard);
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot store vCard");

@@ -134,3 +134,40 @@ fn a_group_change_pushes_the_roster_and_presence_and_a_removal_withdraws_them() 
     let q = roster_get(&mut a, &mut arx);
     assert!(item(&q, "carol@chorus.test").is_none());
 }
+
+/// A directory account's card marks the fields the directory owns: the
+/// person's own vCard update keeps the directory's values of those and
+/// its other fields.
+#[test]
+fn a_directory_persons_vcard_update_keeps_the_directorys_fields() {
+    let (ctx, _) = context(|_| {});
+    ctx.store
+        .set_vcard(
+            "alice",
+            "<vCard xmlns='vcard-temp'><FN>Alice Directory</FN><TITLE>Engineer</TITLE>\
+             <read-only xmlns='urn:chorus:directory:0'><field>FN</field><field>TITLE</field></read-only></vCard>",
+        )
+        .expect("card");
+    let (mut a, mut arx) = login(&ctx, "alice", "apw", "pc");
+    a.on_element(parse(
+        "<iq xmlns='jabber:client' type='set' id='v'><vCard xmlns='vcard-temp'><FN>Queen Alice</FN>\
+         <NICKNAME>Al</NICKNAME></vCard></iq>",
+    ));
+    let got = drain(&mut a, &mut arx);
+    assert!(
+        got.iter()
+            .any(|e| e.attr("id") == Some("v") && e.attr("type") == Some("result"))
+    );
+    let stored: Element = ctx
+        .store
+        .vcard("alice")
+        .expect("read")
+        .expect("card")
+        .parse()
+        .expect("xml");
+    let text = |n: &str| stored.get_child(n, ns::VCARD).map(|e| e.text());
+    assert_eq!(text("FN").as_deref(), Some("Alice Directory"));
+    assert_eq!(text("TITLE").as_deref(), Some("Engineer"));
+    assert_eq!(text("NICKNAME").as_deref(), Some("Al"));
+    assert!(stored.get_child("read-only", "urn:chorus:directory:0").is_some());
+}
