@@ -10,6 +10,7 @@ logged in recently still can while a newcomer cannot."""
 from __future__ import annotations
 
 import asyncio
+import json
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -139,6 +140,19 @@ async def test_with_the_directory_down_recent_people_still_log_in(dnode, slapd):
     assert await try_login(dnode, "ada", "not-her-password", mech="PLAIN") == "not-authorized"
     assert await try_login(dnode, "grace", "grace-ldap-pw", mech="PLAIN") == "not-authorized", \
         "never seen: nothing to check against"
+    # The node says so in its health status.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while True:
+        code, body = dnode.http_get("/directory/status")
+        assert code == 200, body
+        status = json.loads(body)
+        if not status["reachable"]:
+            break
+        assert loop.time() < deadline, f"the directory never reported unreachable: {status}"
+        await asyncio.sleep(0.2)  # the next sync attempt (1 s) finds it gone
+    assert status["last_error"] and status["people"] == 4, status
+    assert status["recent_logins"] == 1 and status["grace_hours"] == 24, status
 
 
 @SLOW

@@ -1,6 +1,7 @@
 //! The node's HTTP endpoint: XMPP over WebSocket (RFC 7395) at
 //! `/xmpp-websocket`, Prometheus metrics at `/metrics`, the `/healthz` and
-//! `/readyz` probes, `/cluster/status`, `/archive/status` and the API's
+//! `/readyz` probes, `/cluster/status`, `/archive/status`,
+//! `/directory/status` and the API's
 //! routes. Served over TLS with the node's certificate unless the
 //! configuration turns TLS off for a trusted proxy in front. The listener
 //! bounds connections and times out slow clients ([`server`]); the
@@ -47,6 +48,10 @@ pub struct HttpState {
     /// Archive status for `/archive/status`: Raft state, record count and
     /// the digest that proves two sites hold identical archives.
     pub archive_status: Option<StatusFn>,
+    /// Directory status for `/directory/status`, with `[directory]`: the
+    /// last synchronization, its error, and whether logins run on the
+    /// grace period because the directory cannot be reached.
+    pub directory_status: Option<StatusFn>,
     /// The XMPP context, for WebSocket sessions.
     pub ctx: Arc<Context>,
     /// Renders `/metrics`.
@@ -70,6 +75,7 @@ pub(crate) struct App {
     pub(crate) s: HttpState,
     cluster: Option<Arc<status::Cached>>,
     archive: Option<Arc<status::Cached>>,
+    directory: Option<Arc<status::Cached>>,
     rate: Arc<status::RateLimiter>,
     /// Upload slots being written on this node (one upload per slot).
     pub(crate) uploading: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
@@ -83,6 +89,7 @@ pub fn routes(state: HttpState) -> Router {
     let app = Arc::new(App {
         cluster: cache(&state.cluster_status),
         archive: cache(&state.archive_status),
+        directory: cache(&state.directory_status),
         rate: Arc::new(status::RateLimiter::new(http.status_requests_per_sec)),
         uploading: Arc::default(),
         s: state.clone(),
@@ -93,6 +100,7 @@ pub fn routes(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/cluster/status", get(cluster_status))
         .route("/archive/status", get(archive_status))
+        .route("/directory/status", get(directory_status))
         .route("/.well-known/host-meta", get(host_meta_xrd))
         .route("/.well-known/host-meta.json", get(host_meta_jrd));
     if http.websocket {
@@ -191,6 +199,13 @@ async fn cluster_status(State(app): State<Arc<App>>, Extension(client): Extensio
     match limited(&app, &client) {
         Some(r) => r,
         None => status_json(&app.cluster, "this node is not clustered").await,
+    }
+}
+
+async fn directory_status(State(app): State<Arc<App>>, Extension(client): Extension<Client>) -> Response {
+    match limited(&app, &client) {
+        Some(r) => r,
+        None => status_json(&app.directory, "no [directory] is configured").await,
     }
 }
 

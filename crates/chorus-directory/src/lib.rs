@@ -35,6 +35,13 @@ pub struct SyncStatus {
     pub last_error: Option<String>,
     /// People in the index.
     pub people: usize,
+    /// Whether the last attempt reached the directory (false: logins run
+    /// on the grace period, the people finder on the last good index).
+    pub reachable: bool,
+    /// People who may log in on the grace period (seen within it).
+    pub recent_logins: usize,
+    /// The grace period, in hours.
+    pub grace_hours: u64,
 }
 
 /// Verifiers of recent directory logins kept at most.
@@ -112,7 +119,11 @@ impl Directory {
 
     /// How the last synchronization went.
     pub fn status(&self) -> SyncStatus {
-        self.status.read().unwrap_or_else(|e| e.into_inner()).clone()
+        let mut s = self.status.read().unwrap_or_else(|e| e.into_inner()).clone();
+        s.reachable = s.last_ok_ms.is_some() && s.last_error.is_none();
+        s.recent_logins = self.recent.lock().unwrap_or_else(|e| e.into_inner()).len();
+        s.grace_hours = self.grace.as_secs() / 3600;
+        s
     }
 
     /// The person behind an account, from the index.
@@ -138,8 +149,8 @@ impl Directory {
         let mut s = self.status.write().unwrap_or_else(|e| e.into_inner());
         *s = SyncStatus {
             last_ok_ms: Some(chorus_core::time::now_millis()),
-            last_error: None,
             people: n,
+            ..SyncStatus::default()
         };
     }
 

@@ -190,6 +190,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 Arc::new(move || crate::cluster_cli::status_json(&chorus_cluster::service::status(&c)));
             f
         });
+        let directory_status: Option<chorus_admin::StatusFn> = directory.clone().map(|d| {
+            let f: chorus_admin::StatusFn = Arc::new(move || serde_json::to_value(d.status()).unwrap_or_default());
+            f
+        });
         let mut api = crate::api::routes(archive.compliance.clone(), config.api.tokens.clone());
         if config.console.enabled {
             let render = metrics.clone();
@@ -201,16 +205,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 archive_status: archive.status.clone(),
                 metrics: Arc::new(move || render.render()),
                 recent_errors: Some(Arc::new(crate::recent_log::lines)),
-                directory_status: directory.clone().map(|d| {
-                    let f: chorus_console::StatusFn =
-                        Arc::new(move || serde_json::to_value(d.status()).unwrap_or_default());
-                    f
-                }),
+                directory_status: directory_status.clone(),
             }));
         }
         let state = HttpState {
             api: Some(api),
             archive_status: archive.status.clone(),
+            directory_status,
             cluster_status,
             ctx: ctx.clone(),
             metrics,
