@@ -66,16 +66,8 @@ impl ScramHash {
     /// `Hi(password, salt, iterations)`, that is PBKDF2 with this HMAC.
     pub fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
         match self {
-            ScramHash::Sha1 => {
-                let mut out = [0u8; 20];
-                pbkdf2::pbkdf2_hmac::<Sha1>(password, salt, iterations, &mut out);
-                out.to_vec()
-            }
-            ScramHash::Sha256 => {
-                let mut out = [0u8; 32];
-                pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out);
-                out.to_vec()
-            }
+            ScramHash::Sha1 => crate::hi::hi_sha1(password, salt, iterations).to_vec(),
+            ScramHash::Sha256 => crate::hi::hi_sha256(password, salt, iterations).to_vec(),
         }
     }
 }

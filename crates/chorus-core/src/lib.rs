@@ -11,6 +11,7 @@ pub mod failpoint;
 pub mod fatal;
 pub mod files;
 pub mod group_commit;
+pub mod hi;
 pub mod hlc;
 pub mod jids;
 pub mod lww;

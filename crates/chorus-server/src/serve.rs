@@ -191,7 +191,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             f
         });
         let directory_status: Option<chorus_admin::StatusFn> = directory.clone().map(|d| {
-            let f: chorus_admin::StatusFn = Arc::new(move || serde_json::to_value(d.status()).unwrap_or_default());
+            let f: chorus_admin::StatusFn =
+                Arc::new(move || serde_json::to_value(d.status()).unwrap_or_default());
             f
         });
         let mut api = crate::api::routes(archive.compliance.clone(), config.api.tokens.clone());
