@@ -137,7 +137,7 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 pub(crate) struct Peer {
     addr: String,
     ip: Option<IpAddr>,
-    secure: bool,
+    pub(crate) secure: bool,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Peer {
@@ -159,7 +159,22 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
     }
 }
 
-fn insecure(c: &Console) -> Response {
+impl Peer {
+    /// The address the attempt counters key on (IPv6 by its /64).
+    pub(crate) fn key(&self) -> String {
+        self.ip
+            .map(chorus_xmpp::runtime::address_key)
+            .map(|i| i.to_string())
+            .unwrap_or_default()
+    }
+
+    /// The client's address, for logs.
+    pub(crate) fn addr(&self) -> &str {
+        &self.addr
+    }
+}
+
+pub(crate) fn insecure(c: &Console) -> Response {
     page::error_page(
         c,
         None,
@@ -362,13 +377,7 @@ pub(crate) async fn login(
         let why = "The sign-in form expired or was not sent from this page; try again.";
         return login_form(&c, &next, Some(why), StatusCode::FORBIDDEN);
     }
-    let address = format!(
-        "ip:{}",
-        peer.ip
-            .map(chorus_xmpp::runtime::address_key)
-            .map(|i| i.to_string())
-            .unwrap_or_default()
-    );
+    let address = format!("ip:{}", peer.key());
     let account = format!("acct:{}", account_of(&c, &f).unwrap_or_else(|| "(token)".into()));
     if !c.sessions.attempt(&[address.clone(), account]) {
         let why = "Too many sign-in attempts from this address or for this account; wait a few minutes.";

@@ -28,6 +28,7 @@ mod retention;
 mod search;
 mod sessions;
 mod trail;
+mod welcome;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -109,6 +110,10 @@ pub fn routes(deps: Deps) -> Router {
         .route("/console/rooms/{room}", post(people::change_room))
         .route("/console/tokens", get(people::tokens))
         .route("/console/people", get(finder::page))
+        .route(
+            "/console/welcome/{user}/{token}",
+            get(welcome::page).post(welcome::set),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(console)
 }

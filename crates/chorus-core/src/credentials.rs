@@ -148,6 +148,22 @@ impl Credentials {
         })
     }
 
+    /// Keys that no password matches (random keys, random salts): an
+    /// account that opens only another way (a directory bind, or a
+    /// one-time link that sets its password).
+    pub fn unusable(iterations: u32) -> Credentials {
+        let keys = |len: usize| ScramKeys {
+            salt: (0..SALT_BYTES).map(|_| rand::random::<u8>()).collect(),
+            iterations,
+            stored_key: (0..len).map(|_| rand::random::<u8>()).collect(),
+            server_key: (0..len).map(|_| rand::random::<u8>()).collect(),
+        };
+        Credentials {
+            sha1: keys(20),
+            sha256: keys(32),
+        }
+    }
+
     /// The keys for one hash function.
     pub fn keys(&self, hash: ScramHash) -> &ScramKeys {
         match hash {

@@ -18,6 +18,7 @@ pub mod lww;
 pub mod mem_store;
 pub mod replication;
 pub mod roster;
+pub mod setup_link;
 pub mod shared_groups;
 pub mod store;
 pub mod time;

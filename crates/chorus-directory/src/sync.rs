@@ -19,7 +19,7 @@
 //! last good synchronization keeps serving, and the status says so.
 
 use crate::Directory;
-use chorus_core::credentials::{Credentials, ScramKeys};
+use chorus_core::credentials::Credentials;
 use chorus_core::directory::{DIRECTORY_DISABLED_SETTING, DIRECTORY_DN_SETTING, Person};
 use chorus_core::store::{NewAccount, Store, StoreError};
 use std::collections::HashMap;
@@ -42,20 +42,6 @@ pub struct Changes {
     pub enabled: usize,
     /// Shared groups written or removed.
     pub groups: usize,
-}
-
-/// Keys that match no password: a directory account opens only by a bind.
-fn unusable_credentials(iterations: u32) -> Credentials {
-    let keys = |len: usize| ScramKeys {
-        salt: (0..16).map(|_| rand::random::<u8>()).collect(),
-        iterations,
-        stored_key: (0..len).map(|_| rand::random::<u8>()).collect(),
-        server_key: (0..len).map(|_| rand::random::<u8>()).collect(),
-    };
-    Credentials {
-        sha1: keys(20),
-        sha256: keys(32),
-    }
 }
 
 /// Brings the store in line with `people` (see the module documentation).
@@ -98,7 +84,7 @@ pub fn apply(store: &dyn Store, people: &[Person], iterations: u32) -> Result<Ch
         .filter(|p| !known.contains(p.uid.as_str()) && !p.disabled)
         .map(|p| NewAccount {
             user: p.uid.clone(),
-            creds: unusable_credentials(iterations),
+            creds: Credentials::unusable(iterations),
             vcard: Some(crate::vcard::merge(None, p)),
             settings: vec![(DIRECTORY_DN_SETTING.to_owned(), p.dn.clone())],
         })

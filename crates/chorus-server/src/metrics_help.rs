@@ -334,6 +334,12 @@ pub const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "XEP-0055 people-finder searches answered.",
     ),
     (
+        "chorus_setup_links_total",
+        Counter,
+        None,
+        "One-time password links, by result: used (a password was set) or refused (wrong, used or expired).",
+    ),
+    (
         "chorus_console_logins_total",
         Counter,
         None,

@@ -1,5 +1,7 @@
 //! Bulk provisioning of local accounts: `chorus user import FILE` (CSV:
-//! user, name, password) and `chorus user seed NAME=PASSWORD...`.
+//! user, name, password; with `--links`, an empty password becomes a
+//! one-time link to set it, [`chorus_core::setup_link`]) and `chorus user
+//! seed NAME=PASSWORD...`.
 //!
 //! What made seeding slow was opening the database (or the control
 //! socket) and syncing once per account. Here credentials are derived on
@@ -39,6 +41,9 @@ pub struct Entry {
     pub display: Option<String>,
     /// Whether the password was generated here (and must be handed out).
     pub generated: bool,
+    /// Instead of a password: a one-time link's token and when it expires
+    /// (ms since the epoch).
+    pub link: Option<(String, u64)>,
 }
 
 /// `NAME=PASSWORD` arguments.
@@ -54,6 +59,7 @@ pub fn seed_entries(args: &[String]) -> anyhow::Result<Vec<Entry>> {
                 password: pw.to_owned(),
                 display: None,
                 generated: false,
+                link: None,
             })
         })
         .collect()
@@ -92,8 +98,9 @@ fn generated_password() -> String {
 
 /// Reads an import file: `user,name,password` per line (a header line
 /// naming `user` is skipped; `#` lines and blank lines too). An empty
-/// password gets a generated one, printed once for the admin to hand out.
-pub fn csv_entries(text: &str) -> anyhow::Result<Vec<Entry>> {
+/// password gets a generated one, printed once for the admin to hand out,
+/// or with `links_until` (an expiry, ms since the epoch) a one-time link.
+pub fn csv_entries(text: &str, links_until: Option<u64>) -> anyhow::Result<Vec<Entry>> {
     let mut out = Vec::new();
     let mut first = true;
     let mut seen = std::collections::HashMap::new();
@@ -121,12 +128,16 @@ pub fn csv_entries(text: &str) -> anyhow::Result<Vec<Entry>> {
             f.len()
         );
         let password = f.get(2).cloned().unwrap_or_default();
-        let generated = password.is_empty();
+        let link = links_until
+            .filter(|_| password.is_empty())
+            .map(|until| (chorus_core::setup_link::new_token(), until));
+        let generated = password.is_empty() && link.is_none();
         out.push(Entry {
             name: f[0].clone(),
             password: if generated { generated_password() } else { password },
             display: f.get(1).filter(|d| !d.is_empty()).cloned(),
             generated,
+            link,
         });
     }
     Ok(out)
@@ -154,14 +165,26 @@ fn derive(config: &Config, entries: &[Entry]) -> anyhow::Result<Vec<NewAccount>>
                     part.iter()
                         .map(|e| {
                             let user = crate::users::normalize(&e.name, domain)?;
-                            let creds = Credentials::from_password_with(&e.password, iterations)
-                                .with_context(|| format!("{}: bad password", e.name))?;
+                            let (creds, settings) = match &e.link {
+                                Some((token, until)) => (
+                                    Credentials::unusable(iterations),
+                                    vec![(
+                                        chorus_core::setup_link::SETUP_LINK_SETTING.to_owned(),
+                                        chorus_core::setup_link::setting_value(token, *until),
+                                    )],
+                                ),
+                                None => (
+                                    Credentials::from_password_with(&e.password, iterations)
+                                        .with_context(|| format!("{}: bad password", e.name))?,
+                                    Vec::new(),
+                                ),
+                            };
                             let vcard = e.display.as_deref().map(vcard);
                             Ok(NewAccount {
                                 user,
                                 creds,
                                 vcard,
-                                settings: Vec::new(),
+                                settings,
                             })
                         })
                         .collect::<anyhow::Result<Vec<_>>>()
@@ -250,7 +273,7 @@ mod tests {
     #[test]
     fn csv_lines_with_quotes_headers_and_generated_passwords() {
         let text = "user,name,password\r\nalice,\"Alice Liddell, CFO\",pw-1\n# a comment\n\nbob,\"Bob \"\"B\"\" Jones\",\ncarol\n";
-        let e = csv_entries(text).expect("valid");
+        let e = csv_entries(text, None).expect("valid");
         assert_eq!(e.len(), 3);
         assert_eq!(
             (e[0].name.as_str(), e[0].display.as_deref()),
@@ -264,16 +287,38 @@ mod tests {
     }
 
     #[test]
+    fn with_links_an_empty_password_gets_a_one_time_link_kept_as_a_digest() {
+        let e = csv_entries("ann,Ann,\nben,Ben,ben-pw\n", Some(5_000)).expect("valid");
+        let (token, until) = e[0].link.clone().expect("ann gets a link");
+        assert!(!e[0].generated && e[1].link.is_none() && e[1].password == "ben-pw");
+        assert_eq!(until, 5_000);
+        let mut config = Config::default();
+        config.server.domain = "example.com".into();
+        let a = derive(&config, &e).expect("derive");
+        let (name, value) = &a[0].settings[0];
+        assert_eq!(name, chorus_core::setup_link::SETUP_LINK_SETTING);
+        assert!(!value.contains(&token), "the token itself is not stored");
+        assert!(chorus_core::setup_link::admits(Some(value), &token, 4_999));
+        assert!(
+            !a[0]
+                .creds
+                .sha256
+                .verify_password(chorus_core::credentials::ScramHash::Sha256, "")
+        );
+        assert!(a[1].settings.is_empty());
+    }
+
+    #[test]
     fn bad_lines_are_named() {
-        let err = csv_entries("alice,A,pw\nbob,\"B,pw\n").expect_err("unclosed quote");
+        let err = csv_entries("alice,A,pw\nbob,\"B,pw\n", None).expect_err("unclosed quote");
         assert!(err.to_string().contains("line 2"), "{err}");
-        let err = csv_entries("a,b,c,d\n").expect_err("four fields");
+        let err = csv_entries("a,b,c,d\n", None).expect_err("four fields");
         assert!(err.to_string().contains("line 1"), "{err}");
-        let err = csv_entries("alice,A,pw\nAlice,B,pw2\n").expect_err("twice");
+        let err = csv_entries("alice,A,pw\nAlice,B,pw2\n", None).expect_err("twice");
         assert!(err.to_string().contains("on line 1 already"), "{err}");
         // A byte-order mark and a comment before the header do not make
         // the header an account.
-        let e = csv_entries("\u{feff}# people\nuser,name,password\nbob,Bob,pw\n").expect("valid");
+        let e = csv_entries("\u{feff}# people\nuser,name,password\nbob,Bob,pw\n", None).expect("valid");
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].name, "bob");
         assert!(seed_entries(&["alice".into()]).is_err());
@@ -293,6 +338,7 @@ mod tests {
                 password: format!("pw-{i}"),
                 display: (i == 0).then(|| "Zero <Z>".to_owned()),
                 generated: false,
+                link: None,
             })
             .collect();
         let mut seen = Vec::new();

@@ -47,6 +47,18 @@ pub enum UserAction {
     Import {
         /// The CSV file (`-` for standard input).
         file: std::path::PathBuf,
+        /// Instead of generating the passwords left empty, print a one-time
+        /// link per account where the person sets their own (the console's
+        /// welcome page, on any site).
+        #[arg(long)]
+        links: bool,
+        /// Days a link stays valid.
+        #[arg(long, default_value_t = 7)]
+        link_days: u64,
+        /// The links' base URL (default: the HTTPS listener at the domain,
+        /// or the origin of `http.websocket_url`).
+        #[arg(long)]
+        link_base: Option<String>,
     },
 }
 
@@ -77,7 +89,17 @@ pub fn run(config: &Config, action: UserAction) -> anyhow::Result<()> {
         },
         UserAction::List => Request::ListUsers,
         UserAction::Seed { accounts } => return seed(config, &accounts),
-        UserAction::Import { file } => return import(config, &file),
+        UserAction::Import {
+            file,
+            links,
+            link_days,
+            link_base,
+        } => {
+            let links = links
+                .then(|| Links::new(config, link_days, link_base))
+                .transpose()?;
+            return import(config, &file, links);
+        }
     };
     let list = matches!(req, Request::ListUsers);
     let mut users = Vec::new();
@@ -98,20 +120,72 @@ fn seed(config: &Config, accounts: &[String]) -> anyhow::Result<()> {
     })
 }
 
+/// Where one-time links point, and until when they hold.
+struct Links {
+    base: String,
+    until_ms: u64,
+}
+
+impl Links {
+    fn new(config: &Config, days: u64, base: Option<String>) -> anyhow::Result<Links> {
+        anyhow::ensure!(
+            config.console.enabled,
+            "the console serves one-time links: set [console] enabled = true"
+        );
+        anyhow::ensure!((1..=90).contains(&days), "--link-days: 1 to 90");
+        let base = match base {
+            Some(b) => b,
+            None => match config
+                .http
+                .websocket_url
+                .as_deref()
+                .and_then(|u| u.strip_prefix("wss://"))
+            {
+                Some(rest) => format!("https://{}", rest.split('/').next().unwrap_or(rest)),
+                None => {
+                    let port = config.http.listen.filter(|_| config.http.tls).map(|a| a.port()).context(
+                        "no HTTPS listener of this node to point links at: give --link-base https://chat.example.com",
+                    )?;
+                    format!("https://{}:{port}", config.server.domain)
+                }
+            },
+        };
+        anyhow::ensure!(base.starts_with("https://"), "--link-base: an https:// URL");
+        let until_ms = chorus_core::time::now_millis() + days * 86_400_000;
+        Ok(Links {
+            base: base.trim_end_matches('/').to_owned(),
+            until_ms,
+        })
+    }
+}
+
 /// Creates the accounts of a CSV file (`user import`); a generated
-/// password is printed with its account, once.
-fn import(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
+/// password, or a one-time link, is printed with its account, once.
+fn import(config: &Config, file: &std::path::Path, links: Option<Links>) -> anyhow::Result<()> {
     let text = if file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin()).context("read standard input")?
     } else {
         std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?
     };
-    let entries = crate::provision::csv_entries(&text)?;
-    crate::provision::provision(config, entries, &mut |e, existed| match (existed, e.generated) {
-        (true, _) => println!("{}: exists", e.name),
-        (false, true) => println!("{}: created, password {}", e.name, e.password),
-        (false, false) => println!("{}: created", e.name),
-    })
+    let entries = crate::provision::csv_entries(&text, links.as_ref().map(|l| l.until_ms))?;
+    let domain = config.server.domain.clone();
+    crate::provision::provision(
+        config,
+        entries,
+        &mut |e, existed| match (existed, &e.link, e.generated) {
+            (true, _, _) => println!("{}: exists", e.name),
+            (false, Some((token, _)), _) => {
+                let base = links.as_ref().map(|l| l.base.as_str()).unwrap_or_default();
+                let user = normalize(&e.name, &domain).unwrap_or_else(|_| e.name.clone());
+                println!(
+                    "{}: created, one-time link {base}/console/welcome/{user}/{token}",
+                    e.name
+                );
+            }
+            (false, None, true) => println!("{}: created, password {}", e.name, e.password),
+            (false, None, false) => println!("{}: created", e.name),
+        },
+    )
 }
 
 /// Runs one request against the database or the running node.

@@ -1,0 +1,159 @@
+//! The welcome page behind a one-time link (`chorus user import --links`):
+//! `/console/welcome/<user>/<token>` asks the person for a password, sets
+//! it and spends the link ([`chorus_core::setup_link`]). Any site serves
+//! it, since the link's setting is replicated.
+//!
+//! The token in the URL is the only credential: it is checked (in
+//! constant time, against the SHA-256 the node keeps) before anything
+//! else, so a stranger cannot make the node derive keys; a wrong, used or
+//! expired link is one failed attempt for the address (the sign-in form's
+//! counters). A form posted from another origin is refused. The page is
+//! served only over HTTPS, and asks for at least [`PASSWORD_CHARS_MIN`]
+//! characters, twice.
+
+use crate::Console;
+use crate::auth::Peer;
+use crate::page::{self, Flash};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use chorus_core::setup_link::{SETUP_LINK_SETTING, admits};
+use maud::html;
+use std::sync::Arc;
+
+/// Characters a password set through a link has at least.
+pub const PASSWORD_CHARS_MIN: usize = 10;
+
+/// The password form's fields.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct SetupForm {
+    password: String,
+    confirm: String,
+}
+
+fn form_page(c: &Console, user: &str, error: Option<&str>, status: StatusCode) -> Response {
+    let body = html! {
+        section.signin {
+            h1 { "Welcome to Chorus" }
+            p.muted { "Choose the password of " strong { (user) "@" (c.deps.ctx.domain) } ". This link works once." }
+            @if let Some(e) = error { p.flash.error role="alert" { (e) } }
+            form #setup method="post" {
+                label { "New password" input name="password" type="password" autocomplete="new-password" autofocus; }
+                label { "Again" input name="confirm" type="password" autocomplete="new-password"; }
+                button type="submit" { "Set my password" }
+            }
+        }
+    };
+    let mut r = page::layout(c, None, "Welcome", Flash::None, body);
+    *r.status_mut() = status;
+    r
+}
+
+/// Whether the link is good, counting a bad one against the address.
+fn link_ok(c: &Console, peer: &Peer, user: &str, token: &str) -> Result<(), Response> {
+    let address = format!("ip:{}", peer.key());
+    if !c.sessions.attempt(std::slice::from_ref(&address)) {
+        let why = "Too many attempts from this address; wait a few minutes.";
+        return Err(page::error_page(c, None, StatusCode::TOO_MANY_REQUESTS, why));
+    }
+    let store = &*c.deps.ctx.store;
+    let setting = store.setting(user, SETUP_LINK_SETTING).ok().flatten();
+    let now = chorus_core::time::now_millis();
+    if admits(setting.as_deref(), token, now) && !chorus_core::store::is_disabled(store, user) {
+        c.sessions.succeeded(&address);
+        return Ok(());
+    }
+    metrics::counter!("chorus_setup_links_total", "result" => "refused").increment(1);
+    let why = "This link is not valid: it was used already, it expired, or it was mistyped. Ask your administrator for a new one.";
+    Err(page::error_page(c, None, StatusCode::NOT_FOUND, why))
+}
+
+/// `GET /console/welcome/{user}/{token}`
+pub(crate) async fn page(
+    State(c): State<Arc<Console>>,
+    peer: Peer,
+    Path((user, token)): Path<(String, String)>,
+) -> Response {
+    if !peer.secure {
+        return crate::auth::insecure(&c);
+    }
+    match link_ok(&c, &peer, &user, &token) {
+        Ok(()) => form_page(&c, &user, None, StatusCode::OK),
+        Err(r) => r,
+    }
+}
+
+/// `POST /console/welcome/{user}/{token}`
+pub(crate) async fn set(
+    State(c): State<Arc<Console>>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path((user, token)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    if !peer.secure {
+        return crate::auth::insecure(&c);
+    }
+    if !same_origin(&headers) {
+        let why = "This form was not sent from this page.";
+        return page::error_page(&c, None, StatusCode::FORBIDDEN, why);
+    }
+    if let Err(r) = link_ok(&c, &peer, &user, &token) {
+        return r;
+    }
+    let f: SetupForm = page::form(&body).unwrap_or_default();
+    if f.password.chars().count() < PASSWORD_CHARS_MIN {
+        let why = format!("Choose at least {PASSWORD_CHARS_MIN} characters.");
+        return form_page(&c, &user, Some(&why), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    if f.password != f.confirm {
+        return form_page(
+            &c,
+            &user,
+            Some("The two passwords differ."),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        );
+    }
+    match spend(&c, &user, f.password).await {
+        Ok(()) => {
+            metrics::counter!("chorus_setup_links_total", "result" => "used").increment(1);
+            tracing::info!(user = %user, addr = %peer.addr(), "password set through a one-time link");
+            let body = html! {
+                section.signin {
+                    h1 { "Your password is set" }
+                    p { "Sign in to " (c.deps.ctx.domain) " with your chat app as "
+                        strong { (user) "@" (c.deps.ctx.domain) } "." }
+                }
+            };
+            page::layout(&c, None, "Password set", Flash::None, body)
+        }
+        Err(e) => page::error_page(&c, None, StatusCode::INTERNAL_SERVER_ERROR, &e),
+    }
+}
+
+/// Sets the password and spends the link.
+async fn spend(c: &Console, user: &str, password: String) -> Result<(), String> {
+    let iterations = c.deps.ctx.config.c2s.scram_iterations;
+    let creds = tokio::task::spawn_blocking(move || {
+        chorus_core::credentials::Credentials::from_password_with(&password, iterations)
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let store = &*c.deps.ctx.store;
+    store.set_credentials(user, &creds).map_err(|e| e.to_string())?;
+    store
+        .set_setting(user, SETUP_LINK_SETTING, "")
+        .map_err(|e| e.to_string())
+}
+
+/// Whether the request's `Origin`, if any, names the host it was sent to.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let get = |h| headers.get(h).and_then(|v| v.to_str().ok());
+    match (get(header::ORIGIN), get(header::HOST)) {
+        (None, _) => true,
+        (Some(o), Some(host)) => o.strip_prefix("https://").is_some_and(|o| o == host),
+        (Some(_), None) => false,
+    }
+}
