@@ -55,6 +55,10 @@ pub struct Person {
     /// synchronization holds it: the index drops it.
     #[serde(skip)]
     pub photo: Vec<u8>,
+    /// DNs of the groups the entry says it belongs to (`attr_member_of`;
+    /// only the synchronization holds them).
+    #[serde(skip)]
+    pub member_of: Vec<String>,
 }
 
 /// A people-finder search: every field given must match (case-insensitive
@@ -147,6 +151,7 @@ impl Person {
             skills: self.skills.iter().map(|s| s.to_lowercase()).collect(),
             disabled: self.disabled,
             photo: Vec::new(),
+            member_of: Vec::new(),
         }
     }
 }

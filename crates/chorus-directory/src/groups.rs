@@ -5,7 +5,9 @@
 //! for range by range), then resolved: a member DN naming a person is that
 //! person's account, one naming another group brings in that group's
 //! members (nested groups, cycles cut), and a value that is no DN
-//! (`memberUid`) is an account name.
+//! (`memberUid`) is an account name. With `attr_member_of` (Active
+//! Directory's `memberOf`), a person listing a group is one of its members
+//! too.
 
 use crate::ldap::{Client, LdapError};
 use chorus_core::directory::Person;
@@ -132,6 +134,15 @@ pub fn resolve(groups: &[RawGroup], people: &[Person]) -> BTreeMap<String, Share
         .enumerate()
         .map(|(i, g)| (g.dn.to_lowercase(), i))
         .collect();
+    // People who list a group themselves (memberOf), by group.
+    let mut listed: HashMap<usize, Vec<&Person>> = HashMap::new();
+    for p in people {
+        for dn in &p.member_of {
+            if let Some(&i) = group_dns.get(&dn.to_lowercase()) {
+                listed.entry(i).or_default().push(p);
+            }
+        }
+    }
     let mut out = BTreeMap::new();
     for g in groups {
         let mut members: BTreeMap<String, String> = BTreeMap::new();
@@ -140,6 +151,9 @@ pub fn resolve(groups: &[RawGroup], people: &[Person]) -> BTreeMap<String, Share
         while let Some(i) = stack.pop() {
             if !seen.insert(i) {
                 continue;
+            }
+            for p in listed.get(&i).into_iter().flatten().filter(|p| !p.disabled) {
+                members.insert(p.uid.clone(), p.name.clone());
             }
             for value in &groups[i].members {
                 let key = value.to_lowercase();
@@ -220,11 +234,14 @@ mod tests {
 
     #[test]
     fn nested_groups_are_expanded_cycles_cut_and_disabled_people_left_out() {
+        let mut eve = person("eve", false);
+        eve.member_of = vec!["CN=Leads,OU=Groups,DC=x".into(), "cn=unknown,dc=x".into()];
         let people = [
             person("ada", false),
             person("bob", false),
             person("cy", true),
             person("dee", false),
+            eve,
         ];
         let groups = vec![
             RawGroup {
@@ -253,10 +270,14 @@ mod tests {
         ];
         let r = resolve(&groups, &people);
         let users = |k: &str| r[k].members.iter().map(|m| m.user.as_str()).collect::<Vec<_>>();
-        assert_eq!(users("dir:cn=eng,ou=groups,dc=x"), ["ada", "bob"]);
+        assert_eq!(
+            users("dir:cn=eng,ou=groups,dc=x"),
+            ["ada", "bob", "eve"],
+            "eve lists leads (memberOf), which eng nests"
+        );
         assert_eq!(
             users("dir:cn=leads,ou=groups,dc=x"),
-            ["ada", "bob"],
+            ["ada", "bob", "eve"],
             "the cycle brings eng in"
         );
         assert_eq!(users("dir:cn=posix,dc=x"), ["dee"]);

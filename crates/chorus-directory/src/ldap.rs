@@ -69,6 +69,12 @@ fn first(e: &SearchEntry, attr: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The account name an entry's `attr_uid` value gives: lower-cased, and
+/// for a `userPrincipalName` (`Ada@corp.example`) the part before the `@`.
+pub fn account_name(value: &str) -> String {
+    value.split('@').next().unwrap_or_default().trim().to_lowercase()
+}
+
 /// Photos larger than this are skipped (the vCard must stay under the
 /// 64 KiB `limits.vcard_bytes_max` once base64-encoded).
 pub const PHOTO_BYTES_MAX: usize = 48 * 1024;
@@ -224,6 +230,7 @@ impl Client {
             &c.attr_phone,
             &c.attr_skills,
             &c.attr_photo,
+            &c.attr_member_of,
         ]
         .iter()
         .filter(|s| !s.is_empty())
@@ -236,7 +243,7 @@ impl Client {
                 let found = self.search(&mut ldap, &both, vec![c.attr_uid.clone()]).await?;
                 found
                     .iter()
-                    .map(|e| first(e, &c.attr_uid).to_lowercase())
+                    .map(|e| account_name(&first(e, &c.attr_uid)))
                     .collect()
             }
             None => HashSet::new(),
@@ -250,7 +257,7 @@ impl Client {
             .iter()
             .filter(|e| !first(e, &c.attr_uid).is_empty())
             .map(|e| {
-                let uid = first(e, &c.attr_uid).to_lowercase();
+                let uid = account_name(&first(e, &c.attr_uid));
                 let manager_dn = first(e, &c.attr_manager);
                 Person {
                     disabled: disabled.contains(&uid),
@@ -268,8 +275,22 @@ impl Client {
                     phone: first(e, &c.attr_phone),
                     skills: e.attrs.get(&c.attr_skills).cloned().unwrap_or_default(),
                     photo: photo(e, &c.attr_photo),
+                    member_of: if c.attr_member_of.is_empty() {
+                        Vec::new()
+                    } else {
+                        e.attrs.get(&c.attr_member_of).cloned().unwrap_or_default()
+                    },
                 }
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn user_principal_names_give_their_local_part() {
+        assert_eq!(super::account_name("Ada.Lovelace@Corp.Example"), "ada.lovelace");
+        assert_eq!(super::account_name("GRACE"), "grace");
     }
 }

@@ -140,6 +140,7 @@ impl Directory {
             .into_iter()
             .map(|mut p| {
                 p.photo = Vec::new();
+                p.member_of = Vec::new();
                 let lower = p.lowercased();
                 (p.uid.clone(), (p, lower))
             })

@@ -30,8 +30,9 @@ pub struct DirectoryConfig {
     /// they cannot log in and their sessions end. For Active Directory:
     /// `(userAccountControl:1.2.840.113556.1.4.803:=2)`.
     pub disabled_filter: Option<String>,
-    /// The attribute holding the account name (`uid`; `sAMAccountName` for
-    /// Active Directory).
+    /// The attribute holding the account name (`uid`; `sAMAccountName` or
+    /// `userPrincipalName` for Active Directory: a value with `@` gives the
+    /// part before it).
     pub attr_uid: String,
     /// Display name.
     pub attr_name: String,
@@ -64,6 +65,9 @@ pub struct DirectoryConfig {
     /// groups (`member`, `uniqueMember`), or account names (`memberUid`).
     /// Active Directory's range retrieval (over 1,500 members) is followed.
     pub attr_member: String,
+    /// An attribute of people listing the groups they belong to (Active
+    /// Directory's `memberOf`), added to what groups list; empty: off.
+    pub attr_member_of: String,
     /// Seconds between synchronizations.
     pub sync_interval_secs: u64,
     /// Seconds a search or bind may take.
@@ -101,6 +105,7 @@ impl Default for DirectoryConfig {
             group_filter: "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=group)(objectClass=posixGroup))".into(),
             attr_group_name: "cn".into(),
             attr_member: "member".into(),
+            attr_member_of: String::new(),
             sync_interval_secs: 300,
             timeout_secs: 10,
             entries_max: 500_000,
