@@ -57,15 +57,18 @@ impl SharedGroup {
 /// The replicated directory groups, by key (an unreadable one, which a
 /// newer node may have written, is left out).
 pub fn load(store: &dyn Store) -> Result<BTreeMap<String, SharedGroup>, StoreError> {
-    Ok(store
-        .settings(GROUPS_OWNER)?
-        .into_iter()
+    Ok(parse(store.settings(GROUPS_OWNER)?))
+}
+
+/// The groups in the rows of [`GROUPS_OWNER`]'s settings.
+pub fn parse(rows: Vec<(String, String)>) -> BTreeMap<String, SharedGroup> {
+    rows.into_iter()
         .filter(|(_, value)| !value.is_empty())
         .filter_map(|(key, value)| {
             let g = serde_json::from_str::<SharedGroup>(&value).ok()?;
             Some((key, g.normalized()))
         })
-        .collect())
+        .collect()
 }
 
 /// Makes the replicated groups equal `groups`: writes the ones that

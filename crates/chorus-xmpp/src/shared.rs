@@ -25,10 +25,12 @@ use std::time::Duration;
 /// How often each node re-reads the groups.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
 
-/// The current index and the groups it was built from.
+/// The current index, the groups it was built from, and the stored rows
+/// they were read from (unchanged rows are not parsed again).
 #[derive(Default)]
 pub struct Shared {
     current: RwLock<(Vec<SharedGroup>, Arc<SharedRoster>)>,
+    rows: std::sync::Mutex<Option<Vec<(String, String)>>>,
 }
 
 impl Shared {
@@ -61,8 +63,24 @@ fn touched(old: &[SharedGroup], new: &[SharedGroup]) -> BTreeSet<String> {
     out
 }
 
-/// The groups of the configuration and of the store, normalized.
-fn groups(ctx: &Context) -> Vec<SharedGroup> {
+/// The groups of the configuration and of the store, normalized; `None`
+/// when the stored rows are those of the last call, or cannot be read (a
+/// read error must not take everyone's shared contacts away).
+fn groups(ctx: &Context) -> Option<Vec<SharedGroup>> {
+    let rows = match ctx.store.settings(shared_groups::GROUPS_OWNER) {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the shared groups; keeping the last ones");
+            return None;
+        }
+    };
+    {
+        let mut last = ctx.shared.rows.lock().unwrap_or_else(|e| e.into_inner());
+        if last.as_ref() == Some(&rows) {
+            return None;
+        }
+        *last = Some(rows.clone());
+    }
     let mut out: Vec<SharedGroup> = ctx
         .config
         .shared_groups
@@ -79,19 +97,14 @@ fn groups(ctx: &Context) -> Vec<SharedGroup> {
                 .collect(),
         })
         .collect();
-    match shared_groups::load(&*ctx.store) {
-        Ok(stored) => out.extend(stored.into_values()),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the shared groups; keeping the directory's last ones")
-        }
-    }
-    out.into_iter().map(SharedGroup::normalized).collect()
+    out.extend(shared_groups::parse(rows).into_values());
+    Some(out.into_iter().map(SharedGroup::normalized).collect())
 }
 
 /// Re-reads the groups; when they changed, tells this node's online
 /// members. Returns how many accounts were told.
 pub fn refresh(ctx: &Context) -> usize {
-    let Some((old, touched)) = ctx.shared.install(groups(ctx)) else {
+    let Some((old, touched)) = groups(ctx).and_then(|g| ctx.shared.install(g)) else {
         return 0;
     };
     let new = ctx.shared.roster();
