@@ -95,7 +95,8 @@ pub fn deliver_from_peer(ctx: &Context, user: &str, resource: &str, el: Element)
 
 /// A session on another node appeared, changed or vanished without being
 /// able to say so itself (lease expiry, restart, heal): tell local users
-/// who are subscribed to its presence. `presence` is `None` for gone.
+/// who are subscribed to its presence, or share a group with it, unless
+/// either blocks the other. `presence` is `None` for gone.
 pub fn remote_presence_changed(ctx: &Context, user: &str, resource: &str, presence: Option<Element>) {
     let bare = format!("{user}@{}", ctx.domain);
     let full = format!("{bare}/{resource}");
@@ -113,7 +114,7 @@ pub fn remote_presence_changed(ctx: &Context, user: &str, resource: &str, presen
                 .ok()
                 .flatten()
                 .is_some_and(|i| i.subscription.has_to());
-        if subscribed {
+        if subscribed && !crate::shared::blocked_either(ctx, &local_user, user) {
             let mut p = p.clone();
             p.put_attr("to", format!("{local_user}@{}", ctx.domain));
             let _ = ctx.router.deliver(&local_user, &info.resource, Routed::Stanza(p));

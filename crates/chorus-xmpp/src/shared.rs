@@ -154,6 +154,20 @@ pub fn version(personal: u64, shared: &SharedRoster, user: &str) -> String {
     }
 }
 
+/// Whether `a` or `b` (local accounts) blocks the other (XEP-0191: no
+/// presence crosses a block in either direction).
+pub fn blocked_either(ctx: &Context, a: &str, b: &str) -> bool {
+    let domain = &ctx.domain;
+    let blocks = |owner: &str, other: &str| {
+        let jid = format!("{other}@{domain}");
+        ctx.store
+            .blocklist(owner)
+            .map(|l| l.iter().any(|x| *x == jid || x == domain || x.starts_with(&format!("{jid}/"))))
+            .unwrap_or(false)
+    };
+    blocks(a, b) || blocks(b, a)
+}
+
 /// Pushes the changed items to `user`'s interested resources here and
 /// exchanges presence with the fellows gained or lost.
 fn tell(ctx: &Context, user: &str, before: &BTreeMap<String, Fellow>, after: &BTreeMap<String, Fellow>) {
@@ -179,6 +193,7 @@ fn tell(ctx: &Context, user: &str, before: &BTreeMap<String, Fellow>, after: &BT
         push(ctx, user, &ver, item);
         let subscribed = personal.is_some_and(|i| i.subscription.has_to());
         match (b, a) {
+            _ if blocked_either(ctx, user, contact) => {}
             (None, Some(_)) => presence_of(ctx, user, contact, false),
             (Some(_), None) if !subscribed => presence_of(ctx, user, contact, true),
             _ => {}

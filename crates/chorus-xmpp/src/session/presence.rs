@@ -91,20 +91,25 @@ impl Session {
             }
             self.directed.remove(&item.jid);
         }
-        // Fellows of a shared group get it as if subscribed.
+        // Fellows of a shared group get it as if subscribed: those online
+        // (known from memory), minus blocks either way (our own list read
+        // once, each online fellow's list once).
         covered.sort_unstable();
+        let own_blocks = self.ctx.store.blocklist(&user).unwrap_or_default();
+        let domain = self.ctx.domain.clone();
         for contact in fellows {
             if covered.binary_search_by(|c| c.as_str().cmp(contact)).is_ok() {
                 continue;
             }
-            let jid = format!("{contact}@{}", self.ctx.domain);
-            if self.blocks(&user, &jid) || self.blocks(contact, &me) {
+            let jid = format!("{contact}@{domain}");
+            self.directed.remove(&jid);
+            let online = self.ctx.router.resources(contact).iter().any(|r| r.available);
+            if !online || own_blocks.iter().any(|b| *b == jid || *b == domain) || self.blocks(contact, &me) {
                 continue;
             }
             let mut p = el.clone();
-            p.put_attr("to", jid.clone());
+            p.put_attr("to", jid);
             self.deliver_to_available(contact, &p);
-            self.directed.remove(&jid);
         }
         let bare = self.bare();
         for r in self.ctx.router.resources(&user) {

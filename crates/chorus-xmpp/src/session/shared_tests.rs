@@ -171,3 +171,55 @@ fn a_directory_persons_vcard_update_keeps_the_directorys_fields() {
     assert_eq!(text("NICKNAME").as_deref(), Some("Al"));
     assert!(stored.get_child("read-only", "urn:chorus:directory:0").is_some());
 }
+
+/// XEP-0191: no presence crosses a block, also when it comes from another
+/// node's lease expiry or heal, or from a shared group. (Before, a session
+/// elsewhere reappearing after a heal sent its presence to every local
+/// subscriber, blocked or not.)
+#[test]
+fn presence_from_another_node_or_a_group_change_respects_blocks() {
+    let (ctx, _) = context(|_| {});
+    ctx.store
+        .create_account("carol", &Credentials::from_password_with("cpw", 64).expect("creds"))
+        .expect("carol");
+    let (mut a, mut arx) = online(&ctx, "alice", "apw");
+    drain(&mut a, &mut arx);
+    // alice is subscribed to bob and carol, and blocks bob.
+    for c in ["bob", "carol"] {
+        let item = chorus_core::roster::RosterItem {
+            jid: format!("{c}@chorus.test"),
+            subscription: chorus_core::roster::Subscription::Both,
+            ..Default::default()
+        };
+        ctx.store.put_roster_item("alice", &item).expect("item");
+    }
+    ctx.store
+        .set_blocked("alice", &["bob@chorus.test".to_string()], true)
+        .expect("block");
+    let presence = parse("<presence xmlns='jabber:client'/>");
+    crate::remote::remote_presence_changed(&ctx, "bob", "phone", Some(presence.clone()));
+    crate::remote::remote_presence_changed(&ctx, "carol", "phone", Some(presence));
+    let got = drain(&mut a, &mut arx);
+    let from: Vec<_> = got.iter().filter_map(|e| e.attr("from")).collect();
+    assert_eq!(from, ["carol@chorus.test/phone"], "bob is blocked: {got:?}");
+
+    // A group change brings bob's presence neither.
+    let (mut b, mut brx) = online(&ctx, "bob", "bpw");
+    drain(&mut a, &mut arx);
+    drain(&mut b, &mut brx);
+    let member = |u: &str| Member { user: u.into(), name: String::new() };
+    let groups: BTreeMap<String, SharedGroup> = [(
+        "dir:cn=all".to_string(),
+        SharedGroup { name: "All".into(), members: vec![member("alice"), member("bob")] },
+    )]
+    .into();
+    chorus_core::shared_groups::store(&*ctx.store, &groups).expect("store");
+    crate::shared::refresh(&ctx);
+    let got = drain(&mut b, &mut brx);
+    assert!(
+        !got.iter().any(|e| e.is("presence", ns::CLIENT) && e.attr("from") == Some("alice@chorus.test/pc")),
+        "bob sees nothing of alice, who blocks him: {got:?}"
+    );
+    let got = drain(&mut a, &mut arx);
+    assert!(!got.iter().any(|e| e.is("presence", ns::CLIENT) && e.attr("from").is_some_and(|f| f.starts_with("bob@"))));
+}
