@@ -3,7 +3,8 @@ person given a link (instead of a password) sets their own password on the
 console's welcome page and logs in with it over SCRAM; before that no
 password opens the account; the link works once; a mistyped token, a
 password typed differently twice or too short, and a form posted from
-another origin are refused; and the node keeps only the token's digest."""
+another origin are refused; a password an admin sets spends the link; and
+the node keeps only the token's digest."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def post(node, path: str, data: bytes, origin: str) -> int:
 @SLOW
 async def test_a_person_sets_their_password_through_a_one_time_link(node, browser_for, tmp_path):
     csv = tmp_path / "people.csv"
-    csv.write_text("user,name,password\nnadia,Nadia Newhire,\nolaf,Olaf Old,olaf-secret-pw\n")
+    csv.write_text("user,name,password\nnadia,Nadia Newhire,\nolaf,Olaf Old,olaf-secret-pw\n"
+                   "pia,Pia Reset,\n")
     out = node.cli("user", "import", str(csv), "--links", "--link-base", node.http_base)
     assert out.returncode == 0, out.stderr
     links = re.findall(r"nadia: created, one-time link (\S+)", out.stdout)
@@ -79,6 +81,14 @@ async def test_a_person_sets_their_password_through_a_one_time_link(node, browse
     assert await try_login(node, "olaf", "olaf-secret-pw") is None
     b.go(path)
     b.wait(".flash.error", "used already")
+
+    # A password set another way (here an admin's reset) spends the link.
+    pia = re.findall(r"pia: created, one-time link (\S+)", out.stdout)[0][len(node.http_base):]
+    reset = node.cli("user", "passwd", "pia", "--password", "set-by-the-admin")
+    assert reset.returncode == 0, reset.stderr
+    b.go(pia)
+    b.wait(".flash.error", "not valid")
+    assert await try_login(node, "pia", "set-by-the-admin") is None
 
     # Links are bounded in time; the CLI refuses what it cannot honour.
     bad = node.cli("user", "import", str(csv), "--links", "--link-days", "0")

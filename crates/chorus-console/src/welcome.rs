@@ -9,7 +9,9 @@
 //! expired link is one failed attempt for the address (the sign-in form's
 //! counters). A form posted from another origin is refused. The page is
 //! served only over HTTPS, and asks for at least [`PASSWORD_CHARS_MIN`]
-//! characters, twice.
+//! characters, twice. The link is spent before the password is set, under
+//! a lock, and a password set any other way (an admin's reset, the
+//! person's own change) spends it too.
 
 use crate::Console;
 use crate::auth::Peer;
@@ -115,7 +117,7 @@ pub(crate) async fn set(
             StatusCode::UNPROCESSABLE_ENTITY,
         );
     }
-    match spend(&c, &user, f.password).await {
+    match spend(&c, &user, &token, f.password).await {
         Ok(()) => {
             metrics::counter!("chorus_setup_links_total", "result" => "used").increment(1);
             tracing::info!(user = %user, addr = %peer.addr(), "password set through a one-time link");
@@ -128,25 +130,46 @@ pub(crate) async fn set(
             };
             page::layout(&c, None, "Password set", Flash::None, body)
         }
-        Err(e) => page::error_page(&c, None, StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err((status, e)) => page::error_page(&c, None, status, &e),
     }
 }
 
-/// Sets the password and spends the link.
-async fn spend(c: &Console, user: &str, password: String) -> Result<(), String> {
+/// Spends the link, then sets the password. The link is checked again
+/// and cleared under one lock, so two forms posted at once cannot both
+/// use it (a derivation that fails after that leaves the link spent: the
+/// person asks for a new one).
+async fn spend(c: &Console, user: &str, token: &str, password: String) -> Result<(), (StatusCode, String)> {
+    let internal = |e: String| (StatusCode::INTERNAL_SERVER_ERROR, e);
+    {
+        let _one = SPEND.lock().unwrap_or_else(|e| e.into_inner());
+        let store = &*c.deps.ctx.store;
+        let setting = store
+            .setting(user, SETUP_LINK_SETTING)
+            .map_err(|e| internal(e.to_string()))?;
+        if !admits(setting.as_deref(), token, chorus_core::time::now_millis()) {
+            return Err((StatusCode::CONFLICT, "This link was used already.".into()));
+        }
+        store
+            .set_setting(user, SETUP_LINK_SETTING, "")
+            .map_err(|e| internal(e.to_string()))?;
+    }
     let iterations = c.deps.ctx.config.c2s.scram_iterations;
     let creds = tokio::task::spawn_blocking(move || {
         chorus_core::credentials::Credentials::from_password_with(&password, iterations)
             .map_err(|e| e.to_string())
     })
     .await
-    .map_err(|e| e.to_string())??;
-    let store = &*c.deps.ctx.store;
-    store.set_credentials(user, &creds).map_err(|e| e.to_string())?;
-    store
-        .set_setting(user, SETUP_LINK_SETTING, "")
-        .map_err(|e| e.to_string())
+    .map_err(|e| internal(e.to_string()))?
+    .map_err(internal)?;
+    c.deps
+        .ctx
+        .store
+        .set_credentials(user, &creds)
+        .map_err(|e| internal(e.to_string()))
 }
+
+/// Serializes the spending of links on this node.
+static SPEND: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Whether the request's `Origin`, if any, names the host it was sent to.
 fn same_origin(headers: &HeaderMap) -> bool {

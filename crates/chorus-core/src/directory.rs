@@ -26,6 +26,12 @@ pub const VCARD_READ_ONLY_NS: &str = "urn:chorus:directory:0";
 /// [`crate::store::DISABLED_SETTING`], so either can disable).
 pub const DIRECTORY_DISABLED_SETTING: &str = "account.directory_disabled";
 
+/// Whether `s` is an account name as it is stored: a valid localpart,
+/// already in its normalized (nodeprep) form.
+pub fn is_account_name(s: &str) -> bool {
+    jid::NodePart::new(s).is_ok_and(|n| n.as_str() == s)
+}
+
 /// One person of the directory.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Person {

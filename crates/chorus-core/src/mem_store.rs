@@ -65,6 +65,10 @@ impl Store for MemStore {
         self.with(user, |u| match u.creds {
             Some(_) => {
                 u.creds = Some(creds.clone());
+                // A password set any way spends a one-time link still out.
+                if let Some(link) = u.settings.get_mut(crate::setup_link::SETUP_LINK_SETTING) {
+                    link.clear();
+                }
                 Ok(())
             }
             None => Err(StoreError::NoSuchAccount(user.to_owned())),

@@ -50,7 +50,8 @@ pub struct Roster {
 pub trait Store: Send + Sync + 'static {
     /// Creates an account; fails with [`StoreError::AccountExists`].
     fn create_account(&self, user: &str, creds: &Credentials) -> Result<(), StoreError>;
-    /// Replaces an account's credentials.
+    /// Replaces an account's credentials; spends any one-time link
+    /// ([`crate::setup_link::SETUP_LINK_SETTING`]) still out for it.
     fn set_credentials(&self, user: &str, creds: &Credentials) -> Result<(), StoreError>;
     /// Reads an account's credentials; `None` if it does not exist.
     fn credentials(&self, user: &str) -> Result<Option<Credentials>, StoreError>;

@@ -38,23 +38,61 @@ pub fn parse_range(attr: &str) -> Option<(&str, u64, Option<u64>)> {
     let (lo, hi) = range.split_once('-')?;
     let lo = lo.parse().ok()?;
     let hi = if hi == "*" { None } else { Some(hi.parse().ok()?) };
-    Some((name, lo, hi))
+    hi.is_none_or(|h| h >= lo).then_some((name, lo, hi))
+}
+
+/// Some of a group's member values, as one answer gave them.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Values {
+    /// The values.
+    pub values: Vec<String>,
+    /// Where the range started, when the directory sent a range.
+    pub from: Option<u64>,
+    /// Where the next range starts, when there are more.
+    pub next: Option<u64>,
 }
 
 /// The values of `attr` in an entry's attributes and, when the directory
-/// sent only a range of them, the attribute to ask for next.
-pub fn values_and_next(attrs: &HashMap<String, Vec<String>>, attr: &str) -> (Vec<String>, Option<String>) {
+/// sent only a range of them, where the next range starts.
+pub fn values_and_next(attrs: &HashMap<String, Vec<String>>, attr: &str) -> Values {
     for (key, values) in attrs {
         if key.eq_ignore_ascii_case(attr) {
-            return (values.clone(), None);
+            return Values {
+                values: values.clone(),
+                from: None,
+                next: None,
+            };
         }
-        if let Some((name, _, hi)) = parse_range(key)
+        if let Some((name, lo, hi)) = parse_range(key)
             && name.eq_ignore_ascii_case(attr)
         {
-            return (values.clone(), hi.map(|h| format!("{attr};range={}-*", h + 1)));
+            return Values {
+                values: values.clone(),
+                from: Some(lo),
+                next: hi.and_then(|h| h.checked_add(1)),
+            };
         }
     }
-    (Vec::new(), None)
+    Values {
+        values: Vec::new(),
+        from: None,
+        next: None,
+    }
+}
+
+/// Checks that an answer to "the values from `asked` on" is that range and
+/// moves on (a server answering another range, or an empty one that is not
+/// the last, would otherwise keep the synchronization asking forever).
+fn check_range(asked: u64, got: &Values) -> Result<(), LdapError> {
+    let bad = got.from != Some(asked) || (got.next.is_some() && got.values.is_empty());
+    if bad {
+        return Err(LdapError::Protocol(format!(
+            "asked for member values from {asked}, got {} from {:?}",
+            got.values.len(),
+            got.from
+        )));
+    }
+    Ok(())
 }
 
 fn first(e: &SearchEntry, attr: &str) -> String {
@@ -82,14 +120,16 @@ impl Client {
         let mut out = Vec::with_capacity(entries.len());
         let mut total = 0usize;
         for e in entries {
-            let (mut members, mut next) = values_and_next(&e.attrs, &c.attr_member);
-            while let Some(attr) = next.take() {
+            let first_answer = values_and_next(&e.attrs, &c.attr_member);
+            let (mut members, mut next) = (first_answer.values, first_answer.next);
+            while let Some(lo) = next.take() {
                 if total + members.len() > c.entries_max {
                     return Err(LdapError::TooMany(c.entries_max));
                 }
-                let (more, after) = more_members(&mut ldap, &e.dn, &attr, &c.attr_member).await?;
-                members.extend(more);
-                next = after;
+                let more = more_members(&mut ldap, &e.dn, lo, &c.attr_member).await?;
+                check_range(lo, &more)?;
+                members.extend(more.values);
+                next = more.next;
             }
             total += members.len();
             if total > c.entries_max {
@@ -106,27 +146,31 @@ impl Client {
     }
 }
 
-/// Asks for the next range of a group's members.
-async fn more_members(
-    ldap: &mut Ldap,
-    dn: &str,
-    attr: &str,
-    member_attr: &str,
-) -> Result<(Vec<String>, Option<String>), LdapError> {
+/// Asks for a group's member values from `lo` on.
+async fn more_members(ldap: &mut Ldap, dn: &str, lo: u64, member_attr: &str) -> Result<Values, LdapError> {
+    let attr = format!("{member_attr};range={lo}-*");
     let (entries, _) = ldap
-        .search(dn, Scope::Base, "(objectClass=*)", vec![attr])
+        .search(dn, Scope::Base, "(objectClass=*)", vec![attr.as_str()])
         .await?
         .success()?;
     let Some(e) = entries.into_iter().next().map(SearchEntry::construct) else {
-        return Ok((Vec::new(), None));
+        return Err(LdapError::Protocol(format!(
+            "{dn} vanished while its members were read"
+        )));
     };
     Ok(values_and_next(&e.attrs, member_attr))
 }
 
 /// Resolves groups to shared groups keyed by DN (lower-cased): members
 /// are the accounts of `people` (enabled ones only), nested groups
-/// expanded.
-pub fn resolve(groups: &[RawGroup], people: &[Person]) -> BTreeMap<String, SharedGroup> {
+/// expanded. Nesting multiplies members (a chain of nested groups repeats
+/// every inner member in each outer group), so the memberships in all are
+/// bounded by `max`.
+pub fn resolve(
+    groups: &[RawGroup],
+    people: &[Person],
+    max: usize,
+) -> Result<BTreeMap<String, SharedGroup>, LdapError> {
     let by_dn: HashMap<String, &Person> = people.iter().map(|p| (p.dn.to_lowercase(), p)).collect();
     let by_uid: HashMap<&str, &Person> = people.iter().map(|p| (p.uid.as_str(), p)).collect();
     let group_dns: HashMap<String, usize> = groups
@@ -144,6 +188,7 @@ pub fn resolve(groups: &[RawGroup], people: &[Person]) -> BTreeMap<String, Share
         }
     }
     let mut out = BTreeMap::new();
+    let mut total = 0usize;
     for g in groups {
         let mut members: BTreeMap<String, String> = BTreeMap::new();
         let mut seen: HashSet<usize> = HashSet::new();
@@ -171,6 +216,12 @@ pub fn resolve(groups: &[RawGroup], people: &[Person]) -> BTreeMap<String, Share
                 }
             }
         }
+        total += members.len();
+        if total > max {
+            return Err(LdapError::Protocol(format!(
+                "the groups, nested ones expanded, hold over {max} memberships"
+            )));
+        }
         let group = SharedGroup {
             name: if g.name.is_empty() {
                 g.dn.clone()
@@ -184,7 +235,7 @@ pub fn resolve(groups: &[RawGroup], people: &[Person]) -> BTreeMap<String, Share
         };
         out.insert(format!("dir:{}", g.dn.to_lowercase()), group);
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -200,26 +251,40 @@ mod tests {
         assert_eq!(parse_range("member;Range=1500-*"), Some(("member", 1500, None)));
         assert_eq!(parse_range("member"), None);
         assert_eq!(parse_range("member;range=x-1"), None);
-        let mut attrs = HashMap::new();
-        attrs.insert("member;range=0-1499".to_string(), vec!["cn=a".to_string()]);
-        let (v, next) = values_and_next(&attrs, "member");
-        assert_eq!((v.len(), next.as_deref()), (1, Some("member;range=1500-*")));
-        let mut last = HashMap::new();
-        last.insert("member;range=1500-1700".to_string(), vec!["cn=b".to_string()]);
+        assert_eq!(parse_range("member;range=9-3"), None, "backwards");
+        let answer = |key: &str, n: usize| {
+            let mut attrs = HashMap::new();
+            attrs.insert(key.to_string(), (0..n).map(|i| format!("cn=m{i}")).collect());
+            values_and_next(&attrs, "member")
+        };
+        let v = answer("member;range=0-1499", 1500);
+        assert_eq!((v.values.len(), v.from, v.next), (1500, Some(0), Some(1500)));
         // A server may answer the open range with a closed one: go on.
-        assert_eq!(
-            values_and_next(&last, "member").1.as_deref(),
-            Some("member;range=1701-*")
+        let v = answer("member;range=1500-1700", 201);
+        assert!(check_range(1500, &v).is_ok());
+        assert_eq!(v.next, Some(1701));
+        let v = answer("member;range=1701-*", 0);
+        assert!(
+            check_range(1701, &v).is_ok() && v.next.is_none(),
+            "an empty last range ends"
         );
-        let mut end = HashMap::new();
-        end.insert("member;range=1701-*".to_string(), vec![]);
-        assert_eq!(values_and_next(&end, "member").1, None);
-        let mut plain = HashMap::new();
-        plain.insert("Member".to_string(), vec!["cn=c".to_string()]);
+        let v = answer("Member", 1);
         assert_eq!(
-            values_and_next(&plain, "member"),
-            (vec!["cn=c".to_string()], None)
+            (v.values, v.from, v.next),
+            (vec!["cn=m0".to_string()], None, None)
         );
+        // A misbehaving server cannot keep the synchronization asking.
+        assert!(
+            check_range(1500, &answer("member;range=0-1499", 1500)).is_err(),
+            "same range again"
+        );
+        assert!(
+            check_range(5, &answer("member;range=5-5", 0)).is_err(),
+            "empty, not the last"
+        );
+        assert!(check_range(5, &answer("other", 3)).is_err(), "no range at all");
+        let v = answer(&format!("member;range=1-{}", u64::MAX), 1);
+        assert_eq!(v.next, None, "the end of the numbers ends it, no overflow");
     }
 
     fn person(uid: &str, disabled: bool) -> Person {
@@ -268,7 +333,8 @@ mod tests {
                 members: vec!["dee".into(), "nobody".into()],
             },
         ];
-        let r = resolve(&groups, &people);
+        assert!(resolve(&groups, &people, 5).is_err(), "over the bound");
+        let r = resolve(&groups, &people, 100).expect("within the bound");
         let users = |k: &str| r[k].members.iter().map(|m| m.user.as_str()).collect::<Vec<_>>();
         assert_eq!(
             users("dir:cn=eng,ou=groups,dc=x"),

@@ -24,6 +24,9 @@ pub enum LdapError {
     /// The configuration cannot be used (CA file, password).
     #[error("directory configuration: {0}")]
     Config(String),
+    /// The directory answered something that cannot be right.
+    #[error("directory: {0}")]
+    Protocol(String),
     /// More entries than `entries_max`.
     #[error("the directory lists more than {0} people (directory.entries_max)")]
     TooMany(usize),
@@ -75,9 +78,32 @@ pub fn account_name(value: &str) -> String {
     value.split('@').next().unwrap_or_default().trim().to_lowercase()
 }
 
+/// The people whose account names can be accounts: an entry whose name is
+/// not a valid localpart is left out, and so is every entry after the
+/// first with a name already taken (`ada@corp` and `ada@lab` both give
+/// `ada`), each with a warning; merging them would merge two people.
+fn usable(people: Vec<Person>) -> Vec<Person> {
+    let mut seen = HashSet::new();
+    people
+        .into_iter()
+        .filter(|p| {
+            if !chorus_core::directory::is_account_name(&p.uid) {
+                tracing::warn!(dn = %p.dn, uid = %p.uid, "skipping a directory entry whose name cannot be an account");
+                return false;
+            }
+            if !seen.insert(p.uid.clone()) {
+                tracing::warn!(dn = %p.dn, uid = %p.uid, "skipping a directory entry whose account name another entry has");
+                return false;
+            }
+            true
+        })
+        .collect()
+}
+
 /// Photos larger than this are skipped (the vCard must stay under the
-/// 64 KiB `limits.vcard_bytes_max` once base64-encoded).
-pub const PHOTO_BYTES_MAX: usize = 48 * 1024;
+/// 64 KiB `limits.vcard_bytes_max` once base64-encoded, with room for
+/// the other fields).
+pub const PHOTO_BYTES_MAX: usize = 46 * 1024;
 
 /// The entry's photo, if it has one of an acceptable size (binary values
 /// arrive in `bin_attrs`; a server may send a JPEG as text if it is valid
@@ -98,7 +124,7 @@ fn photo(e: &SearchEntry, attr: &str) -> Vec<u8> {
         })
         .unwrap_or_default();
     if bytes.len() > PHOTO_BYTES_MAX {
-        tracing::warn!(dn = %e.dn, bytes = bytes.len(), "skipping a directory photo over 48 KiB");
+        tracing::warn!(dn = %e.dn, bytes = bytes.len(), "skipping a directory photo over 46 KiB");
         return Vec::new();
     }
     bytes
@@ -253,7 +279,7 @@ impl Client {
             .iter()
             .map(|e| (e.dn.to_lowercase(), first(e, &c.attr_name)))
             .collect();
-        Ok(entries
+        let people = entries
             .iter()
             .filter(|e| !first(e, &c.attr_uid).is_empty())
             .map(|e| {
@@ -282,12 +308,31 @@ impl Client {
                     },
                 }
             })
-            .collect())
+            .collect();
+        Ok(usable(people))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn invalid_and_colliding_account_names_are_left_out() {
+        let p = |uid: &str, dn: &str| chorus_core::directory::Person {
+            uid: uid.into(),
+            dn: dn.into(),
+            ..Default::default()
+        };
+        let kept = super::usable(vec![
+            p("ada", "a1"),
+            p("", "e"),
+            p("a b", "s"),
+            p("ada", "a2"),
+            p("bob", "b"),
+        ]);
+        let dns: Vec<_> = kept.iter().map(|p| p.dn.as_str()).collect();
+        assert_eq!(dns, ["a1", "b"]);
+    }
+
     #[test]
     fn user_principal_names_give_their_local_part() {
         assert_eq!(super::account_name("Ada.Lovelace@Corp.Example"), "ada.lovelace");

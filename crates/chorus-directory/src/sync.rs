@@ -29,6 +29,9 @@ use std::time::Duration;
 /// Accounts created per synced write.
 const BATCH: usize = 1000;
 
+/// Group memberships (nested groups expanded) allowed per `entries_max`.
+const MEMBERSHIPS_PER_ENTRY: usize = 4;
+
 /// What one synchronization changed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
@@ -110,11 +113,17 @@ pub async fn once(dir: &Directory, store: Arc<dyn Store>, iterations: u32) -> Re
         }
     };
     let with_groups = !dir.client.config().group_base.trim().is_empty();
+    let memberships_max = dir
+        .client
+        .config()
+        .entries_max
+        .saturating_mul(MEMBERSHIPS_PER_ENTRY);
     let (store2, people2) = (store.clone(), people.clone());
     let changes = tokio::task::spawn_blocking(move || {
         let mut changes = apply(&*store2, &people2, iterations)?;
         if with_groups {
-            let groups = crate::groups::resolve(&raw_groups, &people2);
+            let groups = crate::groups::resolve(&raw_groups, &people2, memberships_max)
+                .map_err(|e| StoreError::Io(e.to_string()))?;
             changes.groups = chorus_core::shared_groups::store(&*store2, &groups)?;
         }
         Ok::<_, StoreError>(changes)

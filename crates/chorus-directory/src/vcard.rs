@@ -60,15 +60,24 @@ pub fn owned(p: &Person) -> Vec<Element> {
     out
 }
 
-/// The marker listing the owned fields of `owned`.
-fn marker(owned: &[Element]) -> Element {
+/// The fields the directory owns whether or not the entry fills them (a
+/// person must not pass off a title of their own as the directory's).
+const ALWAYS_OWNED: [&str; 6] = ["FN", "TITLE", "ORG", "EMAIL", "TEL", "NOTE"];
+
+/// The names of the fields the directory owns for `p`.
+fn owned_names(p: &Person) -> Vec<&'static str> {
+    let mut names = ALWAYS_OWNED.to_vec();
+    if !p.photo.is_empty() {
+        names.push("PHOTO");
+    }
+    names
+}
+
+/// The marker listing `names`.
+fn marker(names: &[&str]) -> Element {
     let mut m = Element::builder("read-only", VCARD_READ_ONLY_NS).build();
-    for e in owned {
-        m.append_child(
-            Element::builder("field", VCARD_READ_ONLY_NS)
-                .append(e.name())
-                .build(),
-        );
+    for n in names {
+        m.append_child(Element::builder("field", VCARD_READ_ONLY_NS).append(*n).build());
     }
     m
 }
@@ -89,15 +98,16 @@ pub fn merge(stored: Option<&str>, p: &Person) -> String {
         .filter(|c| c.is("vCard", VCARD))
         .unwrap_or_else(|| Element::builder("vCard", VCARD).build());
     let fields = owned(p);
+    let names = owned_names(p);
     let mut drop: Vec<String> = read_only_fields(&card);
-    drop.extend(fields.iter().map(|e| e.name().to_owned()));
+    drop.extend(names.iter().map(|n| n.to_string()));
     let kept: Vec<Element> = card
         .children()
         .filter(|c| !(c.ns() == VCARD && drop.iter().any(|d| d == c.name())) && c.ns() != VCARD_READ_ONLY_NS)
         .cloned()
         .collect();
     card = Element::builder("vCard", VCARD).build();
-    let m = marker(&fields);
+    let m = marker(&names);
     for c in kept.into_iter().chain(fields).chain([m]) {
         card.append_child(c);
     }
@@ -126,7 +136,11 @@ mod tests {
             card.get_child("FN", VCARD).map(|e| e.text()).as_deref(),
             Some("Ada <Lovelace>")
         );
-        assert_eq!(read_only_fields(&card), ["FN", "TITLE", "PHOTO", "NOTE"]);
+        assert_eq!(
+            read_only_fields(&card),
+            ["FN", "TITLE", "ORG", "EMAIL", "TEL", "NOTE", "PHOTO"],
+            "owned even where the entry has nothing"
+        );
         assert_eq!(merge(Some(&first), &ada()), first, "unchanged: same text");
         // The person adds a nickname and tries to retitle themselves.
         let edited = first.replace(
@@ -163,5 +177,9 @@ mod tests {
         .parse()
         .expect("xml");
         assert!(no_photo.get_child("PHOTO", VCARD).is_none());
+        // A field the entry leaves empty is still the directory's.
+        let own_org = first.replace("</vCard>", "<ORG><ORGNAME>Fake Corp</ORGNAME></ORG></vCard>");
+        let again: Element = merge(Some(&own_org), &ada()).parse().expect("xml");
+        assert!(again.get_child("ORG", VCARD).is_none());
     }
 }

@@ -131,6 +131,12 @@ pub fn csv_entries(text: &str, links_until: Option<u64>) -> anyhow::Result<Vec<E
         let link = links_until
             .filter(|_| password.is_empty())
             .map(|until| (chorus_core::setup_link::new_token(), until));
+        anyhow::ensure!(
+            link.is_none() || !matches!(f[0].as_str(), "." | ".."),
+            "line {}: {:?} cannot be part of a link: give it a password",
+            n + 1,
+            f[0]
+        );
         let generated = password.is_empty() && link.is_none();
         out.push(Entry {
             name: f[0].clone(),

@@ -159,6 +159,17 @@ impl Links {
     }
 }
 
+/// `s` percent-encoded for a URL path segment (an account name may hold
+/// `#`, `?`, `%` or `/`-free oddities that would break the link).
+fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Creates the accounts of a CSV file (`user import`); a generated
 /// password, or a one-time link, is printed with its account, once.
 fn import(config: &Config, file: &std::path::Path, links: Option<Links>) -> anyhow::Result<()> {
@@ -176,7 +187,7 @@ fn import(config: &Config, file: &std::path::Path, links: Option<Links>) -> anyh
             (true, _, _) => println!("{}: exists", e.name),
             (false, Some((token, _)), _) => {
                 let base = links.as_ref().map(|l| l.base.as_str()).unwrap_or_default();
-                let user = normalize(&e.name, &domain).unwrap_or_else(|_| e.name.clone());
+                let user = path_segment(&normalize(&e.name, &domain).unwrap_or_else(|_| e.name.clone()));
                 println!(
                     "{}: created, one-time link {base}/console/welcome/{user}/{token}",
                     e.name
@@ -276,6 +287,13 @@ pub fn apply(store: &dyn Store, realm: &Realm, req: Request) -> anyhow::Result<V
 mod tests {
     use super::*;
     use chorus_core::mem_store::MemStore;
+
+    #[test]
+    fn link_paths_encode_what_would_break_a_url() {
+        assert_eq!(path_segment("nadia"), "nadia");
+        assert_eq!(path_segment("a#b?c%d"), "a%23b%3Fc%25d");
+        assert_eq!(path_segment("zoë"), "zo%C3%AB");
+    }
 
     #[test]
     fn accounts_made_or_reset_by_the_cli_get_the_configured_iterations() {

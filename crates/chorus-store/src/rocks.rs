@@ -236,11 +236,13 @@ impl Store for RocksStore {
         if self.live(Table::Accounts, user.as_bytes())?.is_none() {
             return Err(StoreError::NoSuchAccount(user.to_owned()));
         }
-        self.write_local(vec![(
-            Table::Accounts,
-            user.as_bytes().to_vec(),
-            Some(encode(creds)),
-        )])?;
+        let mut rows = vec![(Table::Accounts, user.as_bytes().to_vec(), Some(encode(creds)))];
+        // A password set any way spends a one-time link still out.
+        let link = key2(user, chorus_core::setup_link::SETUP_LINK_SETTING.as_bytes());
+        if self.live(Table::Settings, &link)?.is_some_and(|v| !v.is_empty()) {
+            rows.push((Table::Settings, link, Some(Vec::new())));
+        }
+        self.write_local(rows)?;
         Ok(())
     }
 

@@ -162,7 +162,10 @@ pub fn blocked_either(ctx: &Context, a: &str, b: &str) -> bool {
         let jid = format!("{other}@{domain}");
         ctx.store
             .blocklist(owner)
-            .map(|l| l.iter().any(|x| *x == jid || x == domain || x.starts_with(&format!("{jid}/"))))
+            .map(|l| {
+                l.iter()
+                    .any(|x| *x == jid || x == domain || x.starts_with(&format!("{jid}/")))
+            })
             .unwrap_or(false)
     };
     blocks(a, b) || blocks(b, a)

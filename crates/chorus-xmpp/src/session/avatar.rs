@@ -18,19 +18,21 @@ use minidom::Element;
 /// stored card marks none.
 pub(super) fn keep_read_only(stored: Option<&str>, submitted: &Element) -> Element {
     use chorus_core::directory::VCARD_READ_ONLY_NS;
+    // Only the directory's synchronization writes a marker.
+    let mut own = xml::new("vCard", ns::VCARD);
+    for c in submitted.children().filter(|c| c.ns() != VCARD_READ_ONLY_NS) {
+        own.append_child(c.clone());
+    }
     let Some(stored) = stored.and_then(|s| s.parse::<Element>().ok()) else {
-        return submitted.clone();
+        return own;
     };
     let Some(marker) = stored.get_child("read-only", VCARD_READ_ONLY_NS) else {
-        return submitted.clone();
+        return own;
     };
     let fields: Vec<String> = marker.children().map(|f| f.text()).collect();
     let owned = |c: &Element| c.ns() == ns::VCARD && fields.iter().any(|f| f == c.name());
     let mut card = xml::new("vCard", ns::VCARD);
-    for c in submitted
-        .children()
-        .filter(|c| !owned(c) && c.ns() != VCARD_READ_ONLY_NS)
-    {
+    for c in own.children().filter(|c| !owned(c)) {
         card.append_child(c.clone());
     }
     for c in stored.children().filter(|c| owned(c)) {
@@ -48,6 +50,13 @@ impl Session {
         let Some(hash) = self.avatar_hash(user) else {
             return vcard;
         };
+        let directory_photo = vcard
+            .get_child("read-only", chorus_core::directory::VCARD_READ_ONLY_NS)
+            .is_some_and(|m| m.children().any(|f| f.text() == "PHOTO"));
+        if directory_photo {
+            // The directory's photo stands; a PEP avatar does not replace it.
+            return vcard;
+        }
         let me = self.user().to_owned();
         let readable = [ns::AVATAR_METADATA, ns::AVATAR_DATA].iter().all(
             |node| matches!(self.pep_node(user, node), Ok(Some(cfg)) if self.pep_may_read(user, &me, &cfg)),

@@ -379,14 +379,16 @@ impl Session {
         if iq.attr("to").is_some_and(|t| t != self.bare()) {
             return self.send(xml::error_reply(iq, "auth", "forbidden"));
         }
-        if vcard.to_xml().len() > self.ctx.config.limits.vcard_bytes_max {
-            return self.send(xml::error_reply(iq, "modify", "not-acceptable"));
-        }
         let user = self.user().to_owned();
-        // A directory account keeps the directory's fields.
+        // A directory account keeps the directory's fields (the size is
+        // checked after: a card sent back whole carries the directory's
+        // photo, which is not the person's to count).
         let stored = self.ctx.store.vcard(&user).ok().flatten();
         let vcard = super::avatar::keep_read_only(stored.as_deref(), vcard);
         let text = vcard.to_xml();
+        if text.len() > self.ctx.config.limits.vcard_bytes_max {
+            return self.send(xml::error_reply(iq, "modify", "not-acceptable"));
+        }
         match self.ctx.store.set_vcard(&user, &text) {
             Ok(()) => {
                 self.send(xml::iq_result(iq));

@@ -180,7 +180,10 @@ fn a_directory_persons_vcard_update_keeps_the_directorys_fields() {
 fn presence_from_another_node_or_a_group_change_respects_blocks() {
     let (ctx, _) = context(|_| {});
     ctx.store
-        .create_account("carol", &Credentials::from_password_with("cpw", 64).expect("creds"))
+        .create_account(
+            "carol",
+            &Credentials::from_password_with("cpw", 64).expect("creds"),
+        )
         .expect("carol");
     let (mut a, mut arx) = online(&ctx, "alice", "apw");
     drain(&mut a, &mut arx);
@@ -207,19 +210,48 @@ fn presence_from_another_node_or_a_group_change_respects_blocks() {
     let (mut b, mut brx) = online(&ctx, "bob", "bpw");
     drain(&mut a, &mut arx);
     drain(&mut b, &mut brx);
-    let member = |u: &str| Member { user: u.into(), name: String::new() };
+    let member = |u: &str| Member {
+        user: u.into(),
+        name: String::new(),
+    };
     let groups: BTreeMap<String, SharedGroup> = [(
         "dir:cn=all".to_string(),
-        SharedGroup { name: "All".into(), members: vec![member("alice"), member("bob")] },
+        SharedGroup {
+            name: "All".into(),
+            members: vec![member("alice"), member("bob")],
+        },
     )]
     .into();
     chorus_core::shared_groups::store(&*ctx.store, &groups).expect("store");
     crate::shared::refresh(&ctx);
     let got = drain(&mut b, &mut brx);
     assert!(
-        !got.iter().any(|e| e.is("presence", ns::CLIENT) && e.attr("from") == Some("alice@chorus.test/pc")),
+        !got.iter()
+            .any(|e| e.is("presence", ns::CLIENT) && e.attr("from") == Some("alice@chorus.test/pc")),
         "bob sees nothing of alice, who blocks him: {got:?}"
     );
     let got = drain(&mut a, &mut arx);
-    assert!(!got.iter().any(|e| e.is("presence", ns::CLIENT) && e.attr("from").is_some_and(|f| f.starts_with("bob@"))));
+    assert!(
+        !got.iter()
+            .any(|e| e.is("presence", ns::CLIENT) && e.attr("from").is_some_and(|f| f.starts_with("bob@")))
+    );
+}
+
+/// Only the directory's synchronization marks fields read-only: a local
+/// account's own marker is dropped, so its card cannot pass for the
+/// directory's.
+#[test]
+fn a_client_cannot_mark_its_own_vcard_fields_as_the_directorys() {
+    let (ctx, _) = context(|_| {});
+    let (mut a, mut arx) = login(&ctx, "alice", "apw", "pc");
+    a.on_element(parse(
+        "<iq xmlns='jabber:client' type='set' id='v'><vCard xmlns='vcard-temp'><TITLE>CEO</TITLE>\
+         <read-only xmlns='urn:chorus:directory:0'><field>TITLE</field></read-only></vCard></iq>",
+    ));
+    drain(&mut a, &mut arx);
+    let stored = ctx.store.vcard("alice").expect("read").expect("card");
+    assert!(
+        stored.contains("CEO") && !stored.contains("urn:chorus:directory:0"),
+        "{stored}"
+    );
 }
