@@ -25,12 +25,17 @@ use std::time::Duration;
 /// How often each node re-reads the groups.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
 
+/// Groups by key (`dir:<dn>`, `config:<n>:<name>`).
+type Keyed = BTreeMap<String, SharedGroup>;
+
 /// The current index, the groups it was built from, and the stored rows
-/// they were read from (unchanged rows are not parsed again).
+/// they were read from (unchanged rows are not parsed again). Refreshes
+/// run one at a time, so an older read never replaces a newer one.
 #[derive(Default)]
 pub struct Shared {
-    current: RwLock<(Vec<SharedGroup>, Arc<SharedRoster>)>,
+    current: RwLock<(Keyed, Arc<SharedRoster>)>,
     rows: std::sync::Mutex<Option<Vec<(String, String)>>>,
+    refreshing: std::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -39,25 +44,55 @@ impl Shared {
         self.current.read().unwrap_or_else(|e| e.into_inner()).1.clone()
     }
 
-    /// Installs `groups`; returns the previous index and the accounts whose
-    /// fellows may have changed, or `None` when nothing changed.
-    fn install(&self, groups: Vec<SharedGroup>) -> Option<(Arc<SharedRoster>, BTreeSet<String>)> {
+    /// Installs `groups`; returns the previous index and groups, or `None`
+    /// when nothing changed.
+    fn install(&self, groups: Keyed) -> Option<(Arc<SharedRoster>, Keyed)> {
         let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
         if cur.0 == groups {
             return None;
         }
-        let touched = touched(&cur.0, &groups);
-        let old = std::mem::replace(&mut *cur, (groups.clone(), Arc::new(SharedRoster::new(groups))));
-        Some((old.1, touched))
+        let index = Arc::new(SharedRoster::new(groups.values().cloned()));
+        let (old_groups, old) = std::mem::replace(&mut *cur, (groups, index));
+        Some((old, old_groups))
     }
 }
 
-/// Members of every group that is not in both lists unchanged.
-fn touched(old: &[SharedGroup], new: &[SharedGroup]) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for (a, b) in [(old, new), (new, old)] {
-        for g in a.iter().filter(|g| !b.contains(g)) {
-            out.extend(g.members.iter().map(|m| m.user.clone()));
+fn users(g: &SharedGroup) -> BTreeSet<&str> {
+    g.members.iter().map(|m| m.user.as_str()).collect()
+}
+
+/// For each account, the contacts whose shared standing with it may have
+/// changed between `old` and `new`: pairs of a member who joined or left a
+/// group with that group's other members (both ways), and every pair of a
+/// group whose name changed. A member joining a group of thousands costs
+/// thousands of pairs, not thousands squared.
+fn changed_pairs(old: &Keyed, new: &Keyed) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut pair = |a: &str, b: &str| {
+        if a != b {
+            out.entry(a.to_owned()).or_default().insert(b.to_owned());
+            out.entry(b.to_owned()).or_default().insert(a.to_owned());
+        }
+    };
+    let empty = SharedGroup::default();
+    let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    for key in keys {
+        let (o, n) = (old.get(key).unwrap_or(&empty), new.get(key).unwrap_or(&empty));
+        if o == n {
+            continue;
+        }
+        let (ou, nu) = (users(o), users(n));
+        let renamed = o.name != n.name || o.members != n.members && ou == nu;
+        for (moved, within) in [(&nu - &ou, &nu), (&ou - &nu, &ou)] {
+            for m in &moved {
+                within.iter().for_each(|x| pair(m, x));
+            }
+        }
+        if renamed {
+            let all: Vec<&str> = ou.union(&nu).copied().collect();
+            for (i, a) in all.iter().enumerate() {
+                all[i + 1..].iter().for_each(|b| pair(a, b));
+            }
         }
     }
     out
@@ -66,7 +101,7 @@ fn touched(old: &[SharedGroup], new: &[SharedGroup]) -> BTreeSet<String> {
 /// The groups of the configuration and of the store, normalized; `None`
 /// when the stored rows are those of the last call, or cannot be read (a
 /// read error must not take everyone's shared contacts away).
-fn groups(ctx: &Context) -> Option<Vec<SharedGroup>> {
+fn groups(ctx: &Context) -> Option<Keyed> {
     let rows = match ctx.store.settings(shared_groups::GROUPS_OWNER) {
         Ok(rows) => rows,
         Err(e) => {
@@ -81,39 +116,59 @@ fn groups(ctx: &Context) -> Option<Vec<SharedGroup>> {
         }
         *last = Some(rows.clone());
     }
-    let mut out: Vec<SharedGroup> = ctx
+    let mut out: Keyed = ctx
         .config
         .shared_groups
         .iter()
-        .map(|g| SharedGroup {
-            name: g.name.clone(),
-            members: g
-                .members
-                .iter()
-                .map(|u| Member {
-                    user: u.to_lowercase(),
-                    name: String::new(),
-                })
-                .collect(),
+        .enumerate()
+        .map(|(i, g)| {
+            let group = SharedGroup {
+                name: g.name.clone(),
+                members: g
+                    .members
+                    .iter()
+                    .map(|u| Member {
+                        user: u.to_lowercase(),
+                        name: String::new(),
+                    })
+                    .collect(),
+            };
+            (format!("config:{i}:{}", g.name), group.normalized())
         })
         .collect();
-    out.extend(shared_groups::parse(rows).into_values());
-    Some(out.into_iter().map(SharedGroup::normalized).collect())
+    out.extend(shared_groups::parse(rows));
+    Some(out)
 }
 
 /// Re-reads the groups; when they changed, tells this node's online
 /// members. Returns how many accounts were told.
 pub fn refresh(ctx: &Context) -> usize {
-    let Some((old, touched)) = groups(ctx).and_then(|g| ctx.shared.install(g)) else {
+    let _one = ctx.shared.refreshing.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(groups) = groups(ctx) else {
+        return 0;
+    };
+    let Some((old, old_groups)) = ctx.shared.install(groups) else {
         return 0;
     };
     let new = ctx.shared.roster();
-    let online: BTreeSet<String> = ctx.router.local_users().into_iter().collect();
+    let pairs = {
+        let cur = ctx.shared.current.read().unwrap_or_else(|e| e.into_inner());
+        changed_pairs(&old_groups, &cur.0)
+    };
     let mut told = 0;
-    for user in touched.intersection(&online) {
-        let (before, after) = (old.fellows(user), new.fellows(user));
-        if before != after {
-            tell(ctx, user, &before, &after);
+    for user in ctx.router.local_users() {
+        let Some(contacts) = pairs.get(&user) else {
+            continue;
+        };
+        let changes: Vec<Change> = contacts
+            .iter()
+            .filter_map(|c| {
+                let (before, after) = (old.fellow(&user, c), new.fellow(&user, c));
+                (before != after).then(|| (c.clone(), before, after))
+            })
+            .collect();
+        if !changes.is_empty() {
+            tell(ctx, &user, &changes);
             told += 1;
         }
     }
@@ -171,20 +226,19 @@ pub fn blocked_either(ctx: &Context, a: &str, b: &str) -> bool {
     blocks(a, b) || blocks(b, a)
 }
 
+/// A contact whose shared standing changed: before and after.
+type Change = (String, Option<Fellow>, Option<Fellow>);
+
 /// Pushes the changed items to `user`'s interested resources here and
 /// exchanges presence with the fellows gained or lost.
-fn tell(ctx: &Context, user: &str, before: &BTreeMap<String, Fellow>, after: &BTreeMap<String, Fellow>) {
+fn tell(ctx: &Context, user: &str, changes: &[Change]) {
     let Ok(roster) = ctx.store.roster(user) else {
         return;
     };
     let ver = version(roster.version, &ctx.shared.roster(), user);
     let domain = &ctx.domain;
-    let contacts: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
-    for contact in contacts {
-        let (b, a) = (before.get(contact), after.get(contact));
-        if b == a {
-            continue;
-        }
+    for (contact, b, a) in changes {
+        let (b, a) = (b.as_ref(), a.as_ref());
         let jid = format!("{contact}@{domain}");
         let personal = roster.items.iter().find(|i| i.jid == jid);
         let item = match view(personal, a, &jid) {
@@ -265,5 +319,48 @@ pub async fn run(ctx: Arc<Context>, mut stop: tokio::sync::watch::Receiver<bool>
         if let Err(e) = tokio::task::spawn_blocking(move || refresh(&c)).await {
             tracing::error!(error = %e, "shared roster refresh failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(name: &str, users: &[&str]) -> SharedGroup {
+        SharedGroup {
+            name: name.into(),
+            members: users
+                .iter()
+                .map(|u| Member {
+                    user: u.to_string(),
+                    name: String::new(),
+                })
+                .collect(),
+        }
+        .normalized()
+    }
+
+    #[test]
+    fn a_join_pairs_the_newcomer_with_each_member_only() {
+        let crowd: Vec<String> = (0..1000).map(|i| format!("p{i:04}")).collect();
+        let names: Vec<&str> = crowd.iter().map(String::as_str).collect();
+        let old: Keyed = [("dir:all".to_string(), group("All", &names))].into();
+        let mut joined = names.clone();
+        joined.push("zed");
+        let new: Keyed = [("dir:all".to_string(), group("All", &joined))].into();
+        let pairs = changed_pairs(&old, &new);
+        assert_eq!(pairs["zed"].len(), 1000);
+        assert_eq!(pairs["p0001"].iter().collect::<Vec<_>>(), ["zed"]);
+        assert_eq!(
+            pairs.values().map(BTreeSet::len).sum::<usize>(),
+            2000,
+            "linear, not quadratic"
+        );
+        // A rename changes every member's view of every other.
+        let renamed: Keyed = [("dir:all".to_string(), group("Everyone", &["a", "b", "c"]))].into();
+        let before: Keyed = [("dir:all".to_string(), group("All", &["a", "b", "c"]))].into();
+        let pairs = changed_pairs(&before, &renamed);
+        assert_eq!(pairs["a"].iter().collect::<Vec<_>>(), ["b", "c"]);
+        assert!(changed_pairs(&before, &before).is_empty());
     }
 }
