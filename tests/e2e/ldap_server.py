@@ -159,6 +159,20 @@ access to * by * read
         }}
 
 
+def serving(workdir: Path, entries: list[str]):
+    """A started slapd seeded with ``entries`` (a generator for fixtures:
+    it stops when the test is done)."""
+    import pytest
+    if not available():
+        pytest.fail("slapd and ldap-utils are required (scripts/deps installs them)")
+    s = Slapd(workdir, entries)
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
 async def synced(node, *users: str, timeout: float = 20) -> None:
     """Waits until the directory's people are accounts (the sync is
     periodic: there is no event to wait for)."""

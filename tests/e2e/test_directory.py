@@ -17,7 +17,7 @@ import pytest
 
 from browser import browser_for  # noqa: F401  (fixture)
 from chorus_node import Node
-from ldap_server import PEOPLE, Slapd, available, person, synced
+from ldap_server import PEOPLE, person, serving, synced
 from xmpp import connect, try_login
 
 NS_SEARCH = "jabber:iq:search"
@@ -38,12 +38,7 @@ ENTRIES = [
 
 @pytest.fixture
 def slapd(tmp_path):
-    if not available():
-        pytest.fail("slapd and ldap-utils are required (scripts/deps installs them)")
-    s = Slapd(tmp_path / "ldap", ENTRIES)
-    s.start()
-    yield s
-    s.stop()
+    yield from serving(tmp_path / "ldap", ENTRIES)
 
 
 @pytest.fixture

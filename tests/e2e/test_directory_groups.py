@@ -12,7 +12,7 @@ import asyncio
 import pytest
 
 from chorus_node import Node
-from ldap_server import GROUPS, Slapd, available, group, member_dn, person, synced
+from ldap_server import GROUPS, group, member_dn, person, serving, synced
 from xmpp import connect
 
 SLOW = pytest.mark.timeout(180)
@@ -32,12 +32,7 @@ ENTRIES = [
 
 @pytest.fixture
 def slapd(tmp_path):
-    if not available():
-        pytest.fail("slapd and ldap-utils are required (scripts/deps installs them)")
-    s = Slapd(tmp_path / "ldap", ENTRIES)
-    s.start()
-    yield s
-    s.stop()
+    yield from serving(tmp_path / "ldap", ENTRIES)
 
 
 @pytest.fixture

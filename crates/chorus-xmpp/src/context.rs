@@ -90,6 +90,32 @@ impl Context {
     }
 }
 
+/// Runs `work` off the async workers every `period` (the first time at
+/// once) until `stop` turns true: the node's periodic sweeps over its
+/// sessions and the store.
+pub async fn every(
+    period: Duration,
+    ctx: Arc<Context>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    work: fn(&Context),
+) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let c = ctx.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || work(&c)).await {
+            tracing::error!(error = %e, "a periodic task failed");
+        }
+    }
+}
+
 /// A session waiting for resumption, with the queue of stanzas routed to it.
 pub struct ParkedSession {
     /// The session state.

@@ -49,22 +49,13 @@ pub fn sweep(ctx: &Context) -> usize {
     ended
 }
 
-/// Sweeps every [`SWEEP_EVERY`] until `stop` turns true.
-pub async fn run(ctx: std::sync::Arc<Context>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(SWEEP_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
-        let c = ctx.clone();
-        // Store reads for every local session: off the async workers.
-        let _ = tokio::task::spawn_blocking(move || sweep(&c)).await;
-    }
+/// Sweeps every [`SWEEP_EVERY`] until `stop` turns true (store reads for
+/// every local session: off the async workers).
+pub async fn run(ctx: std::sync::Arc<Context>, stop: tokio::sync::watch::Receiver<bool>) {
+    crate::context::every(SWEEP_EVERY, ctx, stop, |c| {
+        sweep(c);
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -304,22 +304,11 @@ fn presence_of(ctx: &Context, user: &str, contact: &str, gone: bool) {
 }
 
 /// Refreshes every [`REFRESH_EVERY`] until `stop` turns true.
-pub async fn run(ctx: Arc<Context>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(REFRESH_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
-        let c = ctx.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || refresh(&c)).await {
-            tracing::error!(error = %e, "shared roster refresh failed");
-        }
-    }
+pub async fn run(ctx: Arc<Context>, stop: tokio::sync::watch::Receiver<bool>) {
+    crate::context::every(REFRESH_EVERY, ctx, stop, |c| {
+        refresh(c);
+    })
+    .await
 }
 
 #[cfg(test)]
