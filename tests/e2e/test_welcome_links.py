@@ -3,8 +3,9 @@ person given a link (instead of a password) sets their own password on the
 console's welcome page and logs in with it over SCRAM; before that no
 password opens the account; the link works once; a mistyped token, a
 password typed differently twice or too short, and a form posted from
-another origin are refused; a password an admin sets spends the link; and
-the node keeps only the token's digest."""
+another origin are refused; a password an admin sets spends the link; an
+existing account gets a new link with `user link`; and the node keeps only
+the token's digest."""
 
 from __future__ import annotations
 
@@ -89,6 +90,20 @@ async def test_a_person_sets_their_password_through_a_one_time_link(node, browse
     b.go(pia)
     b.wait(".flash.error", "not valid")
     assert await try_login(node, "pia", "set-by-the-admin") is None
+
+    # An existing account can get a new link (`user link`); the password it
+    # had keeps working until the link is used.
+    again = node.cli("user", "link", "olaf", "--link-base", node.http_base)
+    assert again.returncode == 0, again.stderr
+    olaf = re.findall(r"olaf: one-time link (\S+)", again.stdout)[0][len(node.http_base):]
+    assert await try_login(node, "olaf", "olaf-secret-pw") is None
+    b.go(olaf)
+    b.fill("form#setup", password="olafs-new-password", confirm="olafs-new-password")
+    b.submit("form#setup")
+    b.wait("h1", "Your password is set")
+    assert await try_login(node, "olaf", "olafs-new-password") is None
+    assert await try_login(node, "olaf", "olaf-secret-pw") == "not-authorized"
+    assert node.cli("user", "link", "nobody", "--link-base", node.http_base).returncode != 0
 
     # Links are bounded in time; the CLI refuses what it cannot honour.
     bad = node.cli("user", "import", str(csv), "--links", "--link-days", "0")

@@ -33,6 +33,9 @@ pub enum Request {
     SetPassword { user: String, password: String },
     /// List accounts.
     ListUsers,
+    /// Give an existing account a one-time link (the setting's value:
+    /// the token's digest and expiry, never the token).
+    SetupLink { user: String, value: String },
 }
 
 /// The answer.

@@ -44,6 +44,18 @@ pub enum UserAction {
     /// Create accounts from a CSV file of `user,name,password` lines (an
     /// empty password gets a generated one, printed once); existing
     /// accounts are left alone.
+    /// Print a new one-time link for an existing account, where its
+    /// person sets a password (the old password keeps working until then).
+    Link {
+        /// The account's localpart.
+        name: String,
+        /// Days the link stays valid.
+        #[arg(long, default_value_t = 7)]
+        link_days: u64,
+        /// The link's base URL (as for `import --links`).
+        #[arg(long)]
+        link_base: Option<String>,
+    },
     Import {
         /// The CSV file (`-` for standard input).
         file: std::path::PathBuf,
@@ -89,6 +101,11 @@ pub fn run(config: &Config, action: UserAction) -> anyhow::Result<()> {
         },
         UserAction::List => Request::ListUsers,
         UserAction::Seed { accounts } => return seed(config, &accounts),
+        UserAction::Link {
+            name,
+            link_days,
+            link_base,
+        } => return link(config, &name, Links::new(config, link_days, link_base)?),
         UserAction::Import {
             file,
             links,
@@ -168,6 +185,28 @@ fn path_segment(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// Gives an existing account a new one-time link and prints it (`user
+/// link`); an earlier link of the account stops working.
+fn link(config: &Config, name: &str, links: Links) -> anyhow::Result<()> {
+    let user = normalize(name, &config.server.domain)?;
+    let token = chorus_core::setup_link::new_token();
+    let value = chorus_core::setup_link::setting_value(&token, links.until_ms);
+    run_one(
+        config,
+        Request::SetupLink {
+            user: user.clone(),
+            value,
+        },
+        &mut Vec::new(),
+    )?;
+    println!(
+        "{name}: one-time link {}/console/welcome/{}/{token}",
+        links.base,
+        path_segment(&user)
+    );
+    Ok(())
 }
 
 /// Creates the accounts of a CSV file (`user import`); a generated
@@ -264,6 +303,20 @@ pub fn apply(store: &dyn Store, realm: &Realm, req: Request) -> anyhow::Result<V
             store.set_credentials(&user, &Credentials::from_password_with(&password, iterations)?)?;
         }
         Request::ListUsers => return Ok(store.list_accounts()?),
+        Request::SetupLink { user, value } => {
+            let user = normalize(&user, domain)?;
+            anyhow::ensure!(
+                store.credentials(&user)?.is_some(),
+                "account {user} does not exist"
+            );
+            anyhow::ensure!(
+                store
+                    .setting(&user, chorus_core::directory::DIRECTORY_DN_SETTING)?
+                    .is_none(),
+                "{user} is a directory account: its password is the directory's"
+            );
+            store.set_setting(&user, chorus_core::setup_link::SETUP_LINK_SETTING, &value)?;
+        }
         Request::CreateAccounts { accounts } => {
             for a in &accounts {
                 anyhow::ensure!(
