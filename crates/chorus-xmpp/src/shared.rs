@@ -61,40 +61,55 @@ fn users(g: &SharedGroup) -> BTreeSet<&str> {
     g.members.iter().map(|m| m.user.as_str()).collect()
 }
 
-/// For each account, the contacts whose shared standing with it may have
-/// changed between `old` and `new`: pairs of a member who joined or left a
-/// group with that group's other members (both ways), and every pair of a
-/// group whose name changed. A member joining a group of thousands costs
-/// thousands of pairs, not thousands squared.
-fn changed_pairs(old: &Keyed, new: &Keyed) -> BTreeMap<String, BTreeSet<String>> {
-    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut pair = |a: &str, b: &str| {
-        if a != b {
-            out.entry(a.to_owned()).or_default().insert(b.to_owned());
-            out.entry(b.to_owned()).or_default().insert(a.to_owned());
-        }
+/// What changed in one group: all its members before and after, who joined
+/// or left, and whether every member's view of every other changed (a
+/// rename, or new display names).
+struct GroupChange<'a> {
+    all: BTreeSet<&'a str>,
+    moved: BTreeSet<&'a str>,
+    whole: bool,
+}
+
+/// The groups that differ between `old` and `new`.
+fn group_changes<'a>(old: &'a Keyed, new: &'a Keyed) -> Vec<GroupChange<'a>> {
+    static EMPTY: SharedGroup = SharedGroup {
+        name: String::new(),
+        members: Vec::new(),
     };
-    let empty = SharedGroup::default();
     let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    let mut out = Vec::new();
     for key in keys {
-        let (o, n) = (old.get(key).unwrap_or(&empty), new.get(key).unwrap_or(&empty));
+        let (o, n) = (old.get(key).unwrap_or(&EMPTY), new.get(key).unwrap_or(&EMPTY));
         if o == n {
             continue;
         }
         let (ou, nu) = (users(o), users(n));
-        let renamed = o.name != n.name || o.members != n.members && ou == nu;
-        for (moved, within) in [(&nu - &ou, &nu), (&ou - &nu, &ou)] {
-            for m in &moved {
-                within.iter().for_each(|x| pair(m, x));
-            }
-        }
-        if renamed {
-            let all: Vec<&str> = ou.union(&nu).copied().collect();
-            for (i, a) in all.iter().enumerate() {
-                all[i + 1..].iter().for_each(|b| pair(a, b));
-            }
+        let moved: BTreeSet<&str> = ou.symmetric_difference(&nu).copied().collect();
+        let whole = o.name != n.name || (o.members != n.members && moved.is_empty());
+        out.push(GroupChange {
+            all: ou.union(&nu).copied().collect(),
+            moved,
+            whole,
+        });
+    }
+    out
+}
+
+/// The contacts whose shared standing with `user` may have changed: in a
+/// group `user` joined or left (or that was renamed), every member; in a
+/// group `user` stayed in, those who joined or left. Worked out only for
+/// the members online here, so a new group of thousands costs each online
+/// member one pass over it, and nothing for those offline.
+fn candidates<'a>(changes: &[GroupChange<'a>], user: &str) -> BTreeSet<&'a str> {
+    let mut out = BTreeSet::new();
+    for c in changes.iter().filter(|c| c.all.contains(user)) {
+        if c.whole || c.moved.contains(user) {
+            out.extend(c.all.iter().copied());
+        } else {
+            out.extend(c.moved.iter().copied());
         }
     }
+    out.remove(user);
     out
 }
 
@@ -151,20 +166,21 @@ pub fn refresh(ctx: &Context) -> usize {
         return 0;
     };
     let new = ctx.shared.roster();
-    let pairs = {
-        let cur = ctx.shared.current.read().unwrap_or_else(|e| e.into_inner());
-        changed_pairs(&old_groups, &cur.0)
-    };
+    let cur = ctx
+        .shared
+        .current
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .0
+        .clone();
+    let groups_changed = group_changes(&old_groups, &cur);
     let mut told = 0;
     for user in ctx.router.local_users() {
-        let Some(contacts) = pairs.get(&user) else {
-            continue;
-        };
-        let changes: Vec<Change> = contacts
-            .iter()
+        let changes: Vec<Change> = candidates(&groups_changed, &user)
+            .into_iter()
             .filter_map(|c| {
                 let (before, after) = (old.fellow(&user, c), new.fellow(&user, c));
-                (before != after).then(|| (c.clone(), before, after))
+                (before != after).then(|| (c.to_owned(), before, after))
             })
             .collect();
         if !changes.is_empty() {
@@ -330,26 +346,28 @@ mod tests {
     }
 
     #[test]
-    fn a_join_pairs_the_newcomer_with_each_member_only() {
+    fn a_join_costs_each_member_one_comparison_and_the_newcomer_one_pass() {
         let crowd: Vec<String> = (0..1000).map(|i| format!("p{i:04}")).collect();
         let names: Vec<&str> = crowd.iter().map(String::as_str).collect();
         let old: Keyed = [("dir:all".to_string(), group("All", &names))].into();
         let mut joined = names.clone();
         joined.push("zed");
         let new: Keyed = [("dir:all".to_string(), group("All", &joined))].into();
-        let pairs = changed_pairs(&old, &new);
-        assert_eq!(pairs["zed"].len(), 1000);
-        assert_eq!(pairs["p0001"].iter().collect::<Vec<_>>(), ["zed"]);
+        let changes = group_changes(&old, &new);
+        assert_eq!(candidates(&changes, "zed").len(), 1000);
         assert_eq!(
-            pairs.values().map(BTreeSet::len).sum::<usize>(),
-            2000,
-            "linear, not quadratic"
+            candidates(&changes, "p0001").into_iter().collect::<Vec<_>>(),
+            ["zed"]
         );
+        assert!(candidates(&changes, "outsider").is_empty());
         // A rename changes every member's view of every other.
-        let renamed: Keyed = [("dir:all".to_string(), group("Everyone", &["a", "b", "c"]))].into();
         let before: Keyed = [("dir:all".to_string(), group("All", &["a", "b", "c"]))].into();
-        let pairs = changed_pairs(&before, &renamed);
-        assert_eq!(pairs["a"].iter().collect::<Vec<_>>(), ["b", "c"]);
-        assert!(changed_pairs(&before, &before).is_empty());
+        let renamed: Keyed = [("dir:all".to_string(), group("Everyone", &["a", "b", "c"]))].into();
+        let changes = group_changes(&before, &renamed);
+        assert_eq!(
+            candidates(&changes, "a").into_iter().collect::<Vec<_>>(),
+            ["b", "c"]
+        );
+        assert!(group_changes(&before, &before).is_empty());
     }
 }
