@@ -103,11 +103,7 @@ impl Viewer {
 
     /// Checks a form's CSRF token and the request's origin.
     pub(crate) fn check_form(&self, c: &Console, token: &str) -> Result<(), Response> {
-        let cross = self
-            .origin
-            .as_ref()
-            .is_some_and(|(origin, host)| origin.split_once("://").map(|(_, h)| h) != Some(host.as_str()));
-        if cross || !same(token, &self.csrf) {
+        if foreign_origin(self.origin.as_ref()) || !same(token, &self.csrf) {
             metrics::counter!("chorus_console_csrf_refused_total").increment(1);
             return Err(page::error_page(
                 c,
@@ -119,6 +115,18 @@ impl Viewer {
         }
         Ok(())
     }
+}
+
+/// The request's `Origin` and `Host`, when it names an origin.
+pub(crate) fn origin_of(headers: &HeaderMap) -> Option<(String, String)> {
+    let get = |h| headers.get(h).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    get(header::ORIGIN).map(|o| (o, get(header::HOST).unwrap_or_default()))
+}
+
+/// Whether a request's `Origin` names another host than the one it was
+/// sent to (no `Origin`: a same-site navigation, allowed).
+pub(crate) fn foreign_origin(origin: Option<&(String, String)>) -> bool {
+    origin.is_some_and(|(origin, host)| origin.split_once("://").map(|(_, h)| h) != Some(host.as_str()))
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -223,14 +231,7 @@ impl FromRequestParts<Arc<Console>> for Viewer {
             let to = format!("/console/login?next={}", page::encode(next));
             return Err(Redirect::to(&to).into_response());
         };
-        let header = |h: header::HeaderName| {
-            parts
-                .headers
-                .get(h)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let origin = header(header::ORIGIN).map(|o| (o, header(header::HOST).unwrap_or_default()));
+        let origin = origin_of(&parts.headers);
         Ok(Viewer {
             name: f.name,
             roles: f.roles,

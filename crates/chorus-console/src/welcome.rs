@@ -17,7 +17,7 @@ use crate::Console;
 use crate::auth::Peer;
 use crate::page::{self, Flash};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use chorus_core::setup_link::{SETUP_LINK_SETTING, admits};
 use maud::html;
@@ -97,7 +97,7 @@ pub(crate) async fn set(
     if !peer.secure {
         return crate::auth::insecure(&c);
     }
-    if !same_origin(&headers) {
+    if crate::auth::foreign_origin(crate::auth::origin_of(&headers).as_ref()) {
         let why = "This form was not sent from this page.";
         return page::error_page(&c, None, StatusCode::FORBIDDEN, why);
     }
@@ -105,8 +105,15 @@ pub(crate) async fn set(
         return r;
     }
     let f: SetupForm = page::form(&body).unwrap_or_default();
-    if f.password.chars().count() < PASSWORD_CHARS_MIN {
-        let why = format!("Choose at least {PASSWORD_CHARS_MIN} characters.");
+    // Checked before the link is spent: a password the key derivation
+    // would refuse must not use the link up.
+    if f.password.chars().count() < PASSWORD_CHARS_MIN
+        || f.password.len() > chorus_core::credentials::PASSWORD_BYTES_MAX
+    {
+        let why = format!(
+            "Choose at least {PASSWORD_CHARS_MIN} characters (and at most {} bytes).",
+            chorus_core::credentials::PASSWORD_BYTES_MAX
+        );
         return form_page(&c, &user, Some(&why), StatusCode::UNPROCESSABLE_ENTITY);
     }
     if f.password != f.confirm {
@@ -170,13 +177,3 @@ async fn spend(c: &Console, user: &str, token: &str, password: String) -> Result
 
 /// Serializes the spending of links on this node.
 static SPEND: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Whether the request's `Origin`, if any, names the host it was sent to.
-fn same_origin(headers: &HeaderMap) -> bool {
-    let get = |h| headers.get(h).and_then(|v| v.to_str().ok());
-    match (get(header::ORIGIN), get(header::HOST)) {
-        (None, _) => true,
-        (Some(o), Some(host)) => o.strip_prefix("https://").is_some_and(|o| o == host),
-        (Some(_), None) => false,
-    }
-}
