@@ -10,6 +10,8 @@
 #   bash bench/run.sh                  # the full run (about 40 minutes)
 #   BENCH_SCALE=smoke bash bench/run.sh   # tiny sizes, to check the harness
 #   BENCH_SERVERS="chorus prosody" bash bench/run.sh
+#   BENCH_ONLY_MEMORY=1 bash bench/run.sh # only the fresh-server memory
+#                                         # and tsung scenarios
 #
 # Results: bench/results/<timestamp>/{results.jsonl,table.md,*.log}.
 set -euo pipefail
@@ -37,6 +39,7 @@ full)
     ROOMS=10 OCCUPANTS=20 ROOM_MESSAGES=10
     MAM_MESSAGES=5000 MAM_QUERIES=200
     CROSS_PAIRS=50 CROSS_RATES=100,1000,2000
+    MEM_SESSIONS="5000 19000" TSUNG_CHAT_USERS=1000 TSUNG_CHAT_RATE=2000 TSUNG_CHAT_SECS=30
     PRESENCE_BIG_SERVERS=${PRESENCE_BIG_SERVERS:-chorus} ;;
 smoke)
     USERS=60 LOGIN_USERS=40 IDLE_SESSIONS=60
@@ -46,6 +49,7 @@ smoke)
     ROOMS=2 OCCUPANTS=5 ROOM_MESSAGES=2
     MAM_MESSAGES=200 MAM_QUERIES=10
     CROSS_PAIRS=5 CROSS_RATES=50
+    MEM_SESSIONS="100" TSUNG_CHAT_USERS=20 TSUNG_CHAT_RATE=40 TSUNG_CHAT_SECS=3
     PRESENCE_BIG_SERVERS=${PRESENCE_BIG_SERVERS:-all} ;;
 *) echo "BENCH_SCALE must be full or smoke" >&2; exit 2 ;;
 esac
@@ -64,6 +68,9 @@ CHORUS=$BIN/chorus
 BENCH=$BIN/chorus-bench
 if [[ "$SERVERS" == *prosody* || "$SERVERS" == *ejabberd* ]]; then
     bash bench/refservers/refserver.sh install
+fi
+if [[ "${BENCH_MEMORY_TOOLS:-tsung}" == *tsung* ]] && ! command -v tsung >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tsung
 fi
 ulimit -n "$(ulimit -Hn)"
 
@@ -138,15 +145,52 @@ run_server() { # NAME PORT
     stop_server "$name"
 }
 
+# Memory per idle session, witnessed twice: by chorus-bench (SCRAM) and by
+# tsung (SASL PLAIN), each against a fresh server that holds only the
+# provisioned accounts, so neither measures memory freed by an earlier
+# scenario (run_server's `idle` follows the login storm). Then tsung's
+# one-to-one chat with every message timed.
+TOOLS=${BENCH_MEMORY_TOOLS:-"chorus-bench tsung"}
+memory_server() { # NAME PORT
+    local name=$1 port=$2 n tool
+    local common=(--addr "127.0.0.1:$port" --domain "$DOMAIN" --label "$name" --concurrency 256)
+    for n in $MEM_SESSIONS; do
+        for tool in $TOOLS; do
+            echo "== $name: $n idle sessions held by $tool, on a fresh server"
+            start_server "$name" "$port"
+            "$BENCH" provision "${common[@]}" --pid "$SERVER_PID" --users "$n" >/dev/null
+            case $tool in
+            chorus-bench) "$BENCH" idle "${common[@]}" --pid "$SERVER_PID" --out "$RESULTS" \
+                --sessions "$n" --name "idle_fresh_$n" ;;
+            tsung) python3 bench/tsung.py idle --port "$port" --pid "$SERVER_PID" --domain "$DOMAIN" \
+                --label "$name" --out "$RESULTS" --work "$OUT/tsung-$name" --sessions "$n" ;;
+            esac
+            stop_server "$name"
+        done
+    done
+    if [[ " $TOOLS " == *" tsung "* ]]; then
+        echo "== $name: tsung one-to-one, $TSUNG_CHAT_USERS users, $TSUNG_CHAT_RATE msg/s"
+        start_server "$name" "$port"
+        "$BENCH" provision "${common[@]}" --pid "$SERVER_PID" --users "$TSUNG_CHAT_USERS" >/dev/null
+        python3 bench/tsung.py chat --port "$port" --pid "$SERVER_PID" --domain "$DOMAIN" \
+            --label "$name" --out "$RESULTS" --work "$OUT/tsung-$name" \
+            --users "$TSUNG_CHAT_USERS" --rate "$TSUNG_CHAT_RATE" --secs "$TSUNG_CHAT_SECS"
+        stop_server "$name"
+    fi
+}
+
 port=25222
 for s in $SERVERS; do
-    run_server "$s" "$port" || echo "!! $s: a scenario failed (see above); going on with the next server"
+    if [ -z "${BENCH_ONLY_MEMORY:-}" ]; then
+        run_server "$s" "$port" || echo "!! $s: a scenario failed (see above); going on with the next server"
+    fi
+    memory_server "$s" "$port" || echo "!! $s: a memory or tsung scenario failed (see above); going on"
     port=$((port + 100))
 done
 
 # Cross-site delivery: three single-node sites whose cluster links each run
 # through a proxy adding WAN_DELAY_MS (+ jitter) in each direction.
-if [[ "$SERVERS" == *chorus* ]]; then
+if [[ "$SERVERS" == *chorus* && -z "${BENCH_ONLY_MEMORY:-}" ]]; then
     echo "== chorus, three sites, +${WAN_DELAY_MS} ms one way between sites"
     X=$OUT/cross
     rm -rf "$X" && mkdir -p "$X"

@@ -86,6 +86,9 @@ enum Cmd {
         /// Seconds to let the server settle before measuring.
         #[arg(long, default_value_t = 5)]
         settle_secs: u64,
+        /// The scenario's name in the results.
+        #[arg(long, default_value = "idle")]
+        name: String,
     },
     /// One-to-one messages at increasing rates until latency breaks.
     One2one(scenarios::one2one::Opts),
@@ -124,8 +127,9 @@ fn main() -> anyhow::Result<()> {
                 server,
                 sessions,
                 settle_secs,
+                name,
             } => {
-                let o = scenarios::idle::run(&server, sessions, settle_secs).await?;
+                let o = scenarios::idle::run(&server, sessions, settle_secs, &name).await?;
                 outcome::emit(&server, o)
             }
             Cmd::One2one(opts) => {

@@ -102,7 +102,11 @@ fn fmt(v: f64) -> String {
 /// Whether more of a metric is better (throughputs) or worse (latencies,
 /// memory, CPU, errors).
 fn higher_is_better(metric: &str) -> bool {
-    metric.ends_with("per_sec") || metric.contains("sustained") || metric.ends_with("_alive")
+    metric.ends_with("per_sec")
+        || metric.contains("sustained")
+        || ["_alive", "_held", "_completed", "_timed"]
+            .iter()
+            .any(|end| metric.ends_with(end))
 }
 
 /// A Markdown table: one row per (scenario, metric), one column per server,

@@ -278,7 +278,7 @@ fn from_component(ctx: &Context, el: Element) {
     if ctx.config.components.serves(&domain) {
         let _ = ctx
             .router
-            .deliver(&router_key(&domain), COMPONENT_RESOURCE, Routed::Stanza(el));
+            .deliver(&router_key(&domain), COMPONENT_RESOURCE, Routed::stanza(el));
         return;
     }
     if domain != ctx.domain {
@@ -380,7 +380,7 @@ fn to_bare(ctx: &Context, user: &str, el: Element) {
     let resources = ctx.router.resources(user);
     if el.name() == "presence" {
         for r in resources.iter().filter(|r| r.available) {
-            let _ = ctx.router.deliver(user, &r.resource, Routed::Stanza(el.clone()));
+            let _ = ctx.router.deliver(user, &r.resource, Routed::stanza(el.clone()));
         }
         return;
     }
@@ -408,7 +408,7 @@ fn back(ctx: &Context, reply: Element) {
     let key = router_key(to.domain().as_str());
     let _ = ctx
         .router
-        .deliver(&key, COMPONENT_RESOURCE, Routed::Stanza(reply));
+        .deliver(&key, COMPONENT_RESOURCE, Routed::stanza(reply));
 }
 
 #[cfg(test)]

@@ -250,7 +250,7 @@ pub fn destroy_room_by_admin(ctx: &Context, room: &str, reason: &str) -> usize {
             .with_child(x);
         let _ = ctx
             .router
-            .deliver(user, resource, crate::router::Routed::Stanza(p));
+            .deliver(user, resource, crate::router::Routed::stanza(p));
     }
     destroy_room(ctx, room);
     live.len()

@@ -145,7 +145,18 @@ impl StreamParser {
             self.failed = true;
             return Err(e);
         }
+        if self.between_stanzas() {
+            // rxml keeps its two token buffers at TOKEN_BYTES_MAX once
+            // used; between stanzas they hold nothing, and an idle session
+            // should not hold 16 KiB of them.
+            self.raw.release_temporaries();
+        }
         Ok(events)
+    }
+
+    /// Whether the stream is open and no stanza is partly read.
+    fn between_stanzas(&self) -> bool {
+        self.header_seen && self.tree.depth() == 1 && self.pending.is_empty()
     }
 
     fn feed_inner(&mut self, data: &[u8], events: &mut Vec<StreamEvent>) -> Result<(), ParseError> {

@@ -97,7 +97,7 @@ pub fn offline_message(ctx: &Context, user: &str, msg: &Element) {
             .with_attr("to", reg.jid.clone())
             .with_child(publish);
         let key = router_key(to.domain().as_str());
-        match ctx.router.deliver(&key, COMPONENT_RESOURCE, Routed::Stanza(iq)) {
+        match ctx.router.deliver(&key, COMPONENT_RESOURCE, Routed::stanza(iq)) {
             Ok(()) => metrics::counter!("chorus_push_sent_total").increment(1),
             Err(e) => tracing::debug!(service = %reg.jid, error = %e, "push service not reachable"),
         }

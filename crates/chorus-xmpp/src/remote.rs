@@ -56,7 +56,7 @@ pub fn deliver_from_peer(ctx: &Context, user: &str, resource: &str, el: Element)
     }
     if ctx
         .router
-        .deliver(user, resource, Routed::Stanza(el.clone()))
+        .deliver(user, resource, Routed::stanza(el.clone()))
         .is_ok()
     {
         if el.name() == "message" {
@@ -71,7 +71,7 @@ pub fn deliver_from_peer(ctx: &Context, user: &str, resource: &str, el: Element)
     for r in best(&resources) {
         if ctx
             .router
-            .deliver(user, &r.resource, Routed::Stanza(el.clone()))
+            .deliver(user, &r.resource, Routed::stanza(el.clone()))
             .is_ok()
         {
             let _ = crate::push::queued_message(ctx, user, &r.resource, &el);
@@ -117,7 +117,7 @@ pub fn remote_presence_changed(ctx: &Context, user: &str, resource: &str, presen
         if subscribed && !crate::shared::blocked_either(ctx, &local_user, user) {
             let mut p = p.clone();
             p.put_attr("to", format!("{local_user}@{}", ctx.domain));
-            let _ = ctx.router.deliver(&local_user, &info.resource, Routed::Stanza(p));
+            let _ = ctx.router.deliver(&local_user, &info.resource, Routed::stanza(p));
         }
     }
 }
@@ -153,7 +153,7 @@ pub fn flush_offline(ctx: &Context, user: &str) {
                         .with_attr("stamp", chorus_core::time::xep0082(m.stamp_ms)),
                 );
             }
-            let _ = ctx.router.deliver(user, &target.resource, Routed::Stanza(el));
+            let _ = ctx.router.deliver(user, &target.resource, Routed::stanza(el));
         }
     }
 }
@@ -171,7 +171,7 @@ pub fn subscription_requested(ctx: &Context, user: &str, contact: &str) {
                 .with_attr("type", "subscribe")
                 .with_attr("from", contact)
                 .with_attr("to", bare.clone());
-            let _ = ctx.router.deliver(user, &r.1.resource, Routed::Stanza(p));
+            let _ = ctx.router.deliver(user, &r.1.resource, Routed::stanza(p));
         }
     }
 }

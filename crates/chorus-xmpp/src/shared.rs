@@ -289,7 +289,7 @@ fn push(ctx: &Context, user: &str, ver: &str, item: Element) {
                     .with_attr("ver", ver)
                     .with_child(item.clone()),
             );
-        let _ = ctx.router.deliver(user, &r.resource, Routed::Stanza(iq));
+        let _ = ctx.router.deliver(user, &r.resource, Routed::stanza(iq));
     }
 }
 
@@ -314,7 +314,7 @@ fn presence_of(ctx: &Context, user: &str, contact: &str, gone: bool) {
         for p in &stanzas {
             let mut p = p.clone();
             p.put_attr("to", format!("{user}@{}/{}", ctx.domain, r.resource));
-            let _ = ctx.router.deliver(user, &r.resource, Routed::Stanza(p));
+            let _ = ctx.router.deliver(user, &r.resource, Routed::stanza(p));
         }
     }
 }

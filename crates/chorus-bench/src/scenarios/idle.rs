@@ -9,8 +9,14 @@ use crate::outcome::Outcome;
 use crate::stats;
 use std::time::Duration;
 
-/// Holds `sessions` sessions of accounts `0..sessions`.
-pub async fn run(server: &ServerArgs, sessions: usize, settle_secs: u64) -> anyhow::Result<Outcome> {
+/// Holds `sessions` sessions of accounts `0..sessions`; the outcome is
+/// named `name`.
+pub async fn run(
+    server: &ServerArgs,
+    sessions: usize,
+    settle_secs: u64,
+    name: &str,
+) -> anyhow::Result<Outcome> {
     let pid = server.pid;
     tokio::time::sleep(Duration::from_secs(settle_secs)).await;
     let before = pid.and_then(stats::rss_kib);
@@ -18,7 +24,7 @@ pub async fn run(server: &ServerArgs, sessions: usize, settle_secs: u64) -> anyh
     tokio::time::sleep(Duration::from_secs(settle_secs)).await;
     let after = pid.and_then(stats::rss_kib);
     let alive = ping_all(&mut held).await;
-    let mut o = Outcome::new("idle");
+    let mut o = Outcome::new(name);
     o.set("sessions_alive", alive as f64);
     o.errors = (sessions - alive) as u64;
     if let (Some(b), Some(a)) = (before, after) {

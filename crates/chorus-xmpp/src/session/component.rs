@@ -19,7 +19,7 @@ impl Session {
         let sent = self.ctx.router.deliver(
             &router_key(domain),
             COMPONENT_RESOURCE,
-            Routed::Stanza(el.clone()),
+            Routed::stanza(el.clone()),
         );
         if sent.is_err() && request {
             self.send(xml::error_reply(&el, "cancel", "service-unavailable"));

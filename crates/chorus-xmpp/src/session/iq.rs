@@ -119,7 +119,7 @@ impl Session {
         if self
             .ctx
             .router
-            .deliver(user, resource, Routed::Stanza(iq.clone()))
+            .deliver(user, resource, Routed::stanza(iq.clone()))
             .is_err()
             && request
         {
@@ -459,7 +459,7 @@ impl Session {
             if r.session_id == self.id {
                 self.send(p);
             } else {
-                let _ = self.ctx.router.deliver(&user, &r.resource, Routed::Stanza(p));
+                let _ = self.ctx.router.deliver(&user, &r.resource, Routed::stanza(p));
             }
         }
     }

@@ -79,7 +79,7 @@ impl Session {
             rx.close();
             while let Ok(item) = rx.try_recv() {
                 if let Routed::Stanza(el) = item {
-                    leftover.push(el);
+                    leftover.push(*el);
                 }
             }
         }

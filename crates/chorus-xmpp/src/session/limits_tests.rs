@@ -116,23 +116,23 @@ fn one_subscription_request_is_one_prompt_whatever_the_path() {
     };
     // The routed request and the replicated roster item's copy (the same
     // stanza, by another path) and a resource-qualified copy: one prompt.
-    b.on_routed(Routed::Stanza(request()));
-    b.on_routed(Routed::Stanza(request()));
+    b.on_routed(Routed::stanza(request()));
+    b.on_routed(Routed::stanza(request()));
     let mut full = request();
     full.put_attr("from", "alice@chorus.test/laptop");
-    b.on_routed(Routed::Stanza(full));
+    b.on_routed(Routed::stanza(full));
     assert_eq!(prompts(&drain(&mut b, &mut brx)), 1);
     // Withdrawn, then asked again: a new request, a new prompt.
-    b.on_routed(Routed::Stanza(parse(
+    b.on_routed(Routed::stanza(parse(
         "<presence xmlns='jabber:client' type='unsubscribe' from='alice@chorus.test' to='bob@chorus.test'/>",
     )));
-    b.on_routed(Routed::Stanza(request()));
+    b.on_routed(Routed::stanza(request()));
     assert_eq!(prompts(&drain(&mut b, &mut brx)), 1);
     // Answered (denied), then asked again: shown again.
     b.on_element(parse(
         "<presence xmlns='jabber:client' type='unsubscribed' to='alice@chorus.test'/>",
     ));
     drain(&mut b, &mut brx);
-    b.on_routed(Routed::Stanza(request()));
+    b.on_routed(Routed::stanza(request()));
     assert_eq!(prompts(&drain(&mut b, &mut brx)), 1);
 }

@@ -170,7 +170,7 @@ impl Session {
                 let delivered = self
                     .ctx
                     .router
-                    .deliver(user, r, Routed::Stanza(el.clone()))
+                    .deliver(user, r, Routed::stanza(el.clone()))
                     .is_ok();
                 if delivered {
                     let _ = crate::push::queued_message(&self.ctx, user, r, el);
@@ -205,7 +205,7 @@ impl Session {
         let mut delivered = Vec::new();
         let mut pushed = false;
         for r in &targets {
-            match self.ctx.router.deliver(user, r, Routed::Stanza(el.clone())) {
+            match self.ctx.router.deliver(user, r, Routed::stanza(el.clone())) {
                 Ok(()) => {
                     // One push per message, however many parked resources.
                     pushed = pushed || crate::push::queued_message(&self.ctx, user, r, el);
@@ -402,7 +402,7 @@ impl Session {
                     &self.bare(),
                     &format!("{}/{}", self.bare(), r.resource),
                 );
-                let _ = self.ctx.router.deliver(&user, &r.resource, Routed::Stanza(c));
+                let _ = self.ctx.router.deliver(&user, &r.resource, Routed::stanza(c));
             }
         }
     }
@@ -415,7 +415,7 @@ impl Session {
         for r in self.ctx.router.resources(user) {
             if r.carbons && r.available && !delivered.contains(&r.resource) {
                 let c = carbon("received", el, &bare, &format!("{bare}/{}", r.resource));
-                let _ = self.ctx.router.deliver(user, &r.resource, Routed::Stanza(c));
+                let _ = self.ctx.router.deliver(user, &r.resource, Routed::stanza(c));
             }
         }
     }

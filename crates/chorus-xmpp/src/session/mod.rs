@@ -523,7 +523,7 @@ impl Session {
                 self.stream_error("conflict", Some("replaced by a new connection"));
             }
             Routed::Revoked(why) => self.stream_error("policy-violation", Some(&why)),
-            Routed::Stanza(el) => self.deliver_routed(el),
+            Routed::Stanza(el) => self.deliver_routed(*el),
         }
     }
 

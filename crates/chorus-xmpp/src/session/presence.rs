@@ -116,7 +116,7 @@ impl Session {
             if r.session_id != self.id && r.available {
                 let mut p = el.clone();
                 p.put_attr("to", bare.clone());
-                let _ = self.ctx.router.deliver(&user, &r.resource, Routed::Stanza(p));
+                let _ = self.ctx.router.deliver(&user, &r.resource, Routed::stanza(p));
             }
         }
         if el.attr("type") == Some("unavailable") {
@@ -136,7 +136,7 @@ impl Session {
                 let _ = self
                     .ctx
                     .router
-                    .deliver(user, &r.resource, Routed::Stanza(p.clone()));
+                    .deliver(user, &r.resource, Routed::stanza(p.clone()));
             }
         }
     }
@@ -150,7 +150,7 @@ impl Session {
             }
             match resource {
                 Some(r) => {
-                    let _ = self.ctx.router.deliver(&user, &r, Routed::Stanza(p.clone()));
+                    let _ = self.ctx.router.deliver(&user, &r, Routed::stanza(p.clone()));
                 }
                 None => self.deliver_to_available(&user, p),
             }
@@ -564,7 +564,7 @@ impl Session {
                 let _ = self
                     .ctx
                     .router
-                    .deliver(contact, &r.resource, Routed::Stanza(stanza.clone()));
+                    .deliver(contact, &r.resource, Routed::stanza(stanza.clone()));
             }
         } else {
             self.deliver_to_available(contact, stanza);

@@ -252,7 +252,7 @@ impl Session {
             if r.session_id == self.id {
                 self.send(push);
             } else {
-                let _ = self.ctx.router.deliver(user, &r.resource, Routed::Stanza(push));
+                let _ = self.ctx.router.deliver(user, &r.resource, Routed::stanza(push));
             }
         }
     }

@@ -226,7 +226,7 @@ impl Session {
                     let _ = self
                         .ctx
                         .router
-                        .deliver(&user, &r.resource, Routed::Stanza(msg.clone()));
+                        .deliver(&user, &r.resource, Routed::stanza(msg.clone()));
                 }
             }
         }

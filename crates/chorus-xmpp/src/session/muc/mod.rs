@@ -67,7 +67,7 @@ impl Session {
         let _ = self
             .ctx
             .router
-            .deliver(&user, j.resource().as_str(), Routed::Stanza(el));
+            .deliver(&user, j.resource().as_str(), Routed::stanza(el));
     }
 
     fn occupant_presence(&self, room_jid: &str, to: &str, v: View<'_>) -> Element {
@@ -239,7 +239,7 @@ pub fn occupants_gone(ctx: &crate::context::Context, gone: &[String]) {
                     ));
                 let _ = ctx
                     .router
-                    .deliver(&user, j.resource().as_str(), Routed::Stanza(p));
+                    .deliver(&user, j.resource().as_str(), Routed::stanza(p));
             }
         }
     }

@@ -140,7 +140,7 @@ impl Session {
                     &format!("{user}@{}/{}", self.ctx.domain, r.resource),
                     &wrapped,
                 );
-                let _ = self.ctx.router.deliver(&user, &r.resource, Routed::Stanza(msg));
+                let _ = self.ctx.router.deliver(&user, &r.resource, Routed::stanza(msg));
             }
         }
     }
@@ -225,7 +225,7 @@ impl Session {
                 let _ =
                     self.ctx
                         .router
-                        .deliver(contact, r, Routed::Stanza(event_message(&from, &to, &wrapped)));
+                        .deliver(contact, r, Routed::stanza(event_message(&from, &to, &wrapped)));
             }
         }
     }
