@@ -135,6 +135,14 @@ def test_side_by_side_run_against_prosody_and_ejabberd(tmp_path):
         assert by[(server, "one2one")]["metrics"]["sustained_msgs_per_sec"] > 0
         assert by[(server, "idle")]["metrics"]["sessions_alive"] == 60
     assert by[("chorus", "cross_site_40ms")]["errors"] == 0
+    # The fresh-server memory phase, witnessed by chorus-bench and by tsung,
+    # and tsung's timed one-to-one chat.
+    for scenario in ("idle_fresh_100", "tsung_idle_100", "tsung_one2one_40"):
+        o = by.get(("chorus", scenario))
+        assert o is not None and o["errors"] == 0, (scenario, o, r.stdout[-3000:])
+    assert by[("chorus", "tsung_idle_100")]["metrics"]["sessions_held"] == 100
+    assert by[("chorus", "tsung_idle_100")]["metrics"]["logins_completed"] == 100
+    assert by[("chorus", "tsung_one2one_40")]["metrics"]["messages_timed"] > 0
     # 40 ms each way through the WAN proxies: no faster than the wire.
     assert by[("chorus", "cross_site_40ms")]["metrics"]["latency_p50_ms"] >= 40
     table = (out / "table.md").read_text().splitlines()
