@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from chorus_chaos.cluster import FAKETIME_LIB, ChaosCluster
+from chorus_chaos.failover import archive_leader, watch_failover
 
 log = logging.getLogger("chaos.faults")
 SITES = ("a", "b", "c")
@@ -60,6 +61,11 @@ def _site(rng: random.Random) -> str:
 
 def _kill9(rng, at):
     return Fault(at, "kill9", _site(rng), rng.uniform(2.0, 5.0))
+
+
+def _kill_leader(rng, at):
+    # The target is whichever node leads the archive when the fault starts.
+    return Fault(at, "kill-leader", None, rng.uniform(3.0, 5.0))
 
 
 def _site_restart(rng, at):
@@ -110,6 +116,9 @@ def _mixed(rng, at):
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("kill9", "kill -9 one node, restart it after 2-5 s", _kill9),
+    Scenario("kill-leader", "kill -9 the archive's Raft leader, restart it after 3-5 s; "
+             "measures time to a new leader and to the first commit", _kill_leader,
+             gap=(4.0, 6.0)),
     Scenario("site-restart", "kill a whole site, bring it back after 8-15 s", _site_restart),
     Scenario("pause", "SIGSTOP a node for 2-6 s, then SIGCONT", _pause),
     Scenario("site-cut", "cut one site off from the others for 5-12 s, heal", _site_cut),
@@ -179,6 +188,8 @@ class Nemesis:
         self.events: list[dict] = []  # what was done, with wall offsets
         self.injected = 0
         self.errors: list[str] = []
+        # One entry per kill-leader fault (failover.watch_failover).
+        self.failovers: list[dict] = []
         self._stop = asyncio.Event()
 
     def _note(self, what: str, **kw) -> None:
@@ -217,11 +228,27 @@ class Nemesis:
         await asyncio.to_thread(self.cl.start, site)
         self._note("started", target=site)
 
+    async def _kill_leader(self, f: Fault) -> None:
+        """kill -9 the archive leader's node, watch the survivors elect a
+        new leader and commit again, restart the node after the hold."""
+        site, raft_id, records = await asyncio.to_thread(archive_leader, self.cl)
+        t = time.monotonic()
+        await asyncio.to_thread(self.cl.kill9, site)
+        m = await asyncio.to_thread(watch_failover, self.cl, site, raft_id, records, t)
+        self.failovers.append(m)
+        self._note("failover", **m)
+        rest = f.hold - (time.monotonic() - t)
+        if rest > 0:
+            await asyncio.sleep(rest)
+        await self._restart(site)
+
     async def _apply(self, f: Fault) -> None:
         cl = self.cl
         k, s = f.kind, f.target
         self._note("begin", fault=k, target=s, hold=round(f.hold, 3), **f.params)
-        if k in ("kill9", "site-restart"):
+        if k == "kill-leader":
+            await self._kill_leader(f)
+        elif k in ("kill9", "site-restart"):
             await asyncio.to_thread(cl.kill9, s)
             await self._hold(f)
             await self._restart(s)

@@ -38,6 +38,7 @@ def write_report(out: Path, info: dict, history: dict, readback: dict, nemesis,
     if nemesis is not None:
         rep["nemesis_events"] = nemesis.events
         rep["nemesis_errors"] = nemesis.errors
+        rep["failovers"] = nemesis.failovers
     rep["checkers"] = [r.to_json() for r in results]
     rep["violations"] = sum(len(r.violations) for r in results)
     if "error" in info or info.get("checker_errors"):
@@ -90,6 +91,9 @@ def summary(rep: dict) -> str:
                      f"hold={f['hold']:.3f}s {extra}")
     for e in rep.get("nemesis_errors", []):
         lines.append(f"  nemesis error: {e}")
+    for fo in rep.get("failovers", []):
+        lines.append(f"  archive failover: leader on {fo['killed']} killed; new leader after "
+                     f"{fo['new_leader_s']} s, first commit after {fo['first_commit_s']} s")
     lines += ["", "checkers:"]
     for r in rep.get("checkers", []):
         state = "skipped" if r["skipped"] else ("ok" if r["ok"] else "VIOLATED")
