@@ -20,12 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Raft heartbeat, in milliseconds (sites may be continents apart).
-const RAFT_HEARTBEAT_MS: u64 = 250;
 /// Log entries between snapshots.
 const RAFT_SNAPSHOT_EVERY: u64 = 100_000;
-/// Raft election timeout range, in milliseconds.
-const RAFT_ELECTION_MS: (u64, u64) = (1000, 2000);
 
 /// A status report (`/archive/status`), cheap to call.
 pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
@@ -67,11 +63,15 @@ pub async fn start(config: &Config, net: ArchiveNet) -> anyhow::Result<ArchiveRu
     let me = config.cluster.node_id.clone();
     let dir = config.server.data_dir.join("archive");
     let (log, sm, spool) = crate::db::open_with_spool(&dir, &me, config.archive.spool_records_max)?;
+    // Sites may be continents apart, but heartbeats are pipelined: what a
+    // follower's timeout must cover is a gap between heartbeats, not the
+    // round trip.
+    let (heartbeat, election_min, election_max) = config.archive.raft_timing_ms();
     let raft_config = openraft::Config {
         cluster_name: "chorus-archive".into(),
-        heartbeat_interval: RAFT_HEARTBEAT_MS,
-        election_timeout_min: RAFT_ELECTION_MS.0,
-        election_timeout_max: RAFT_ELECTION_MS.1,
+        heartbeat_interval: heartbeat,
+        election_timeout_min: election_min,
+        election_timeout_max: election_max,
         // A snapshot streams the whole archive to a file: take one every
         // RAFT_SNAPSHOT_EVERY entries; followers catch up from the log
         // meanwhile.

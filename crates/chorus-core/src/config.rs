@@ -186,6 +186,23 @@ pub struct ArchiveConfig {
     /// The shortest retention, in days, any policy may set: a floor fixed
     /// in the configuration, which no API call can lower.
     pub retention_min_days: u32,
+    /// The shortest Raft election timeout, in milliseconds; the longest is
+    /// 1.8 times it and the leader's heartbeat 0.4 times it. A follower
+    /// starts an election once the leader's lease (the longest timeout)
+    /// and its own random timeout have passed without a heartbeat, so the
+    /// archive commits again about 3 to 3.6 times this after its leader's
+    /// node dies. Raise it where links between sites lose packets often
+    /// enough to delay heartbeats this long.
+    pub election_timeout_ms: u64,
+}
+
+impl ArchiveConfig {
+    /// (heartbeat, shortest election timeout, longest election timeout),
+    /// in milliseconds, from [`ArchiveConfig::election_timeout_ms`].
+    pub fn raft_timing_ms(&self) -> (u64, u64, u64) {
+        let min = self.election_timeout_ms;
+        (min * 2 / 5, min, min * 9 / 5)
+    }
 }
 
 impl Default for ArchiveConfig {
@@ -200,6 +217,7 @@ impl Default for ArchiveConfig {
             mam_page_max: 100,
             retention_interval_secs: 3600,
             retention_min_days: 1,
+            election_timeout_ms: 200,
         }
     }
 }

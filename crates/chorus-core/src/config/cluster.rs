@@ -56,6 +56,12 @@ impl Config {
                 "must be greater than zero".into(),
             ));
         }
+        if !(100..=60_000).contains(&self.archive.election_timeout_ms) {
+            return Err((
+                "archive.election_timeout_ms",
+                "must be between 100 and 60000 (a shorter timeout elects on every scheduling hiccup)".into(),
+            ));
+        }
         if self.archive.retention_min_days == 0 {
             return Err((
                 "archive.retention_min_days",

@@ -48,6 +48,20 @@ fn zero_limit_rejected() {
 }
 
 #[test]
+fn election_timeout_is_bounded_and_sets_the_raft_timing() {
+    for bad in [0, 99, 60_001] {
+        let e = parse(&format!("[archive]\nelection_timeout_ms = {bad}\n")).expect_err("out of range");
+        assert_eq!(e.key, "archive.election_timeout_ms", "{bad}");
+    }
+    let c = parse("").expect("defaults");
+    // The default brings a lost leader's replacement within 1 s: lease
+    // (the longest timeout) plus a random timeout.
+    let (heartbeat, min, max) = c.archive.raft_timing_ms();
+    assert_eq!((heartbeat, min, max), (80, 200, 360));
+    assert!(max + max < 1000 && heartbeat * 4 <= min * 2);
+}
+
+#[test]
 fn environment_overrides_file() {
     let env = vec![
         ("CHORUS_SERVER__DOMAIN".to_string(), "corp.example".to_string()),
