@@ -223,6 +223,22 @@ def test_real_run_has_no_violations(tmp_path, scenario, duration):
 
 @needs_binary
 @pytest.mark.timeout(300)
+def test_kill_leader_measures_the_archive_failover(tmp_path):
+    """The leader's node is killed; the survivors elect and commit again,
+    and the report says after how long. (The times are BENCHMARKS.md's,
+    from a release build; here only that they were measured.)"""
+    code, rep = chaos_run(tmp_path, "--scenario", "kill-leader", "--seed", "1",
+                          "--duration", "20")
+    assert code == 0 and rep["violations"] == 0, describe(rep)
+    assert rep["failovers"], describe(rep)
+    for fo in rep["failovers"]:
+        assert fo["new_leader"] is not None and fo["first_commit_s"] is not None, fo
+        assert fo["new_leader_s"] <= fo["first_commit_s"], fo
+    assert "archive failover: leader on" in (tmp_path / "out" / "summary.txt").read_text()
+
+
+@needs_binary
+@pytest.mark.timeout(300)
 def test_failpoint_skip_outbox_is_caught_as_lost_messages(tmp_path):
     code, rep = chaos_run(tmp_path, "--scenario", "site-cut", "--seed", "1",
                           "--duration", "20", "--failpoints", "skip-outbox-when-down")
