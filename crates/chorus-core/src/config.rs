@@ -196,15 +196,6 @@ pub struct ArchiveConfig {
     pub election_timeout_ms: u64,
 }
 
-impl ArchiveConfig {
-    /// (heartbeat, shortest election timeout, longest election timeout),
-    /// in milliseconds, from [`ArchiveConfig::election_timeout_ms`].
-    pub fn raft_timing_ms(&self) -> (u64, u64, u64) {
-        let min = self.election_timeout_ms;
-        (min * 2 / 5, min, min * 9 / 5)
-    }
-}
-
 impl Default for ArchiveConfig {
     fn default() -> Self {
         ArchiveConfig {

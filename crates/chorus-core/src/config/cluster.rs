@@ -1,7 +1,7 @@
 //! Validation of `[cluster]` and `[archive]` membership: node ids, sites,
-//! peer addresses and the archive's voters.
+//! peer addresses and the archive's voters; and the archive's Raft timing.
 
-use super::Config;
+use super::{ArchiveConfig, Config};
 
 impl Config {
     pub(super) fn validate_cluster(&self) -> Result<(), (&'static str, String)> {
@@ -141,5 +141,14 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl ArchiveConfig {
+    /// (heartbeat, shortest election timeout, longest election timeout),
+    /// in milliseconds, from [`ArchiveConfig::election_timeout_ms`].
+    pub fn raft_timing_ms(&self) -> (u64, u64, u64) {
+        let min = self.election_timeout_ms;
+        (min * 2 / 5, min, min * 9 / 5)
     }
 }
