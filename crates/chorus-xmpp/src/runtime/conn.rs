@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 /// Most bytes taken from the connection in one read. The space is on the
-/// stack of the poll that reads (see [`TcpFraming::read`]), so an idle
+/// stack of the poll that reads (see [`read_chunk`]), so an idle
 /// connection holds no read buffer at all.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
 /// Time allowed for the TLS handshake.
