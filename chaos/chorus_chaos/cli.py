@@ -28,7 +28,7 @@ def cmd_run(a) -> int:
     from chorus_chaos.runner import run
     out = Path(a.out or f"chaos-out/{a.scenario}-{a.seed}")
     code = run(a.scenario, a.seed, a.duration, out, a.users_per_site, _failpoints(a.failpoints),
-               net=a.net)
+               net=a.net, delivery_wait_s=a.delivery_wait)
     print((out / "summary.txt").read_text(), end="")
     print(f"report: {out / 'report.json'}")
     return code
@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", help="output directory (default chaos-out/<scenario>-<seed>)")
     r.add_argument("--failpoints", help="comma-separated CHORUS_FAILPOINTS for every node")
     r.add_argument("--net", choices=NETS, default="proxy", help=NET_HELP)
+    r.add_argument("--delivery-wait", type=float,
+                   help="seconds to wait after the heal for acked messages still missing "
+                        "(default 60; a run expected to lose messages can wait less)")
     r.set_defaults(fn=cmd_run)
     sub.add_parser("list", help="list the scenarios").set_defaults(fn=cmd_list)
     pl = sub.add_parser("plan", help="print a scenario's fault schedule as JSON")

@@ -4,7 +4,9 @@ killed, how long until a survivor names a new leader and how long until a
 record is committed again (a survivor's applied record count passes the
 highest count any site had when the leader was killed). The ``kill-leader``
 scenario (faults.py) records both for every kill, and the report prints
-them."""
+them. ``delivery_during`` adds, from the workload's history, what
+happened meanwhile to chat messages between users of the surviving sites
+(the promise: delivery never pauses while the archive fails over)."""
 
 from __future__ import annotations
 
@@ -78,3 +80,37 @@ def watch_failover(cluster, killed_site: str, killed_id: int, records: int,
     return {"killed": killed_site, "new_leader": new_leader,
             "new_leader_s": None if leader_s is None else round(leader_s, 3),
             "first_commit_s": None if commit_s is None else round(commit_s, 3)}
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def delivery_during(history: dict, fo: dict) -> dict:
+    """Chat messages between users of the surviving sites sent from the
+    kill until the first commit after it (the whole watch if there was
+    none): how many, how many the recipient received, and their delivery
+    latency (send to receipt, seconds). Message delivery does not go
+    through the archive's Raft group, so it must not pause while the group
+    elects."""
+    start = fo.get("killed_at_s")
+    if start is None or not history:
+        return {}
+    end = start + (fo.get("first_commit_s") or WATCH_S)
+    homes = history.get("users", {})
+    killed = fo["killed"]
+    received: dict[tuple[str, str], float] = {}
+    for r in history.get("received", []):
+        if r["kind"] == "chat":
+            received.setdefault((r["user"], r["body"]), r["t"])
+    sent = [m for m in history.get("messages", [])
+            if m["kind"] == "chat" and start <= m["sent_at"] <= end
+            and homes.get(m["sender"]) not in (None, killed)
+            and homes.get(m["recipient"]) not in (None, killed)]
+    lat = sorted(received[(m["recipient"], m["body"])] - m["sent_at"]
+                 for m in sent if (m["recipient"], m["body"]) in received)
+    out = {"window_s": round(end - start, 3), "sent": len(sent), "delivered": len(lat)}
+    if lat:
+        out.update(latency_p50_s=round(_quantile(lat, 0.5), 3),
+                   latency_max_s=round(lat[-1], 3))
+    return out

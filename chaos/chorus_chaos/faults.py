@@ -235,6 +235,7 @@ class Nemesis:
         t = time.monotonic()
         await asyncio.to_thread(self.cl.kill9, site)
         m = await asyncio.to_thread(watch_failover, self.cl, site, raft_id, records, t)
+        m["killed_at_s"] = round(t - self.t0, 3)
         self.failovers.append(m)
         self._note("failover", **m)
         rest = f.hold - (time.monotonic() - t)

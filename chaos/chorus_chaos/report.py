@@ -8,6 +8,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from chorus_chaos.failover import delivery_during
+
 
 def counts(history: dict, nemesis) -> dict:
     msgs = history.get("messages", []) if history else []
@@ -38,7 +40,8 @@ def write_report(out: Path, info: dict, history: dict, readback: dict, nemesis,
     if nemesis is not None:
         rep["nemesis_events"] = nemesis.events
         rep["nemesis_errors"] = nemesis.errors
-        rep["failovers"] = nemesis.failovers
+        rep["failovers"] = [dict(fo, delivery=delivery_during(history, fo))
+                            for fo in nemesis.failovers]
     rep["checkers"] = [r.to_json() for r in results]
     rep["violations"] = sum(len(r.violations) for r in results)
     if "error" in info or info.get("checker_errors"):
@@ -94,6 +97,12 @@ def summary(rep: dict) -> str:
     for fo in rep.get("failovers", []):
         lines.append(f"  archive failover: leader on {fo['killed']} killed; new leader after "
                      f"{fo['new_leader_s']} s, first commit after {fo['first_commit_s']} s")
+        d = fo.get("delivery") or {}
+        if d:
+            lines.append(f"    chat between surviving sites meanwhile ({d['window_s']} s): "
+                         f"{d['delivered']} of {d['sent']} delivered"
+                         + (f", latency p50 {d['latency_p50_s']} s, max {d['latency_max_s']} s"
+                            if d["delivered"] else ""))
     lines += ["", "checkers:"]
     for r in rep.get("checkers", []):
         state = "skipped" if r["skipped"] else ("ok" if r["ok"] else "VIOLATED")

@@ -94,7 +94,8 @@ async def _run(cl: ChaosCluster, scenario: str, seed: int, duration: float,
     if missing:
         recovery.append(f"could not log in again: {missing}")
     await wl.settle_acks()
-    info["undelivered_after_wait"] = await readback.wait_delivered(wl)
+    info["undelivered_after_wait"] = await readback.wait_delivered(
+        wl, info.get("delivery_wait_s", readback.CONVERGE_S))
     info["phases"]["delivered"] = round(time.monotonic() - t0, 2)
     rb: dict = {"recovery": recovery}
     # The archive first: a recipient's MAM at another site than the
@@ -142,10 +143,13 @@ def _stop_all(cl: ChaosCluster) -> dict[str, int | None]:
 
 
 def run(scenario: str, seed: int, duration: float, out: Path, users_per_site: int = 4,
-        failpoints: list[str] | None = None, net: str = "proxy") -> int:
+        failpoints: list[str] | None = None, net: str = "proxy",
+        delivery_wait_s: float | None = None) -> int:
     """Runs one scenario; returns 0 (no violations), 1 (violations) or 2
     (harness error / skipped scenario: see the report). ``net``: "proxy"
-    (links through the TCP proxy) or "netns" (network namespaces, root)."""
+    (links through the TCP proxy) or "netns" (network namespaces, root).
+    ``delivery_wait_s``: how long acked messages still missing after the
+    heal are waited for (default readback.CONVERGE_S)."""
     failpoints = list(failpoints or [])
     out = Path(out).resolve()
     if out.exists():
@@ -159,6 +163,8 @@ def run(scenario: str, seed: int, duration: float, out: Path, users_per_site: in
     info: dict = {"scenario": scenario, "seed": seed, "duration": duration,
                   "users_per_site": users_per_site, "failpoints": failpoints, "net": net,
                   "reproduce": cmd, "schedule": [f.to_json() for f in faults]}
+    if delivery_wait_s is not None:
+        info["delivery_wait_s"] = delivery_wait_s
     started = time.monotonic()
     if net == "netns":
         why = netns_unavailable()

@@ -20,6 +20,7 @@ CHAOS = REPO / "chaos"
 sys.path.insert(0, str(CHAOS))
 
 from chorus_chaos.checkers import archive, delivery, logs, presence, rooms, roster  # noqa: E402
+from chorus_chaos.failover import delivery_during  # noqa: E402
 from chorus_chaos.faults import SCENARIOS, faketime_available, plan  # noqa: E402
 from chorus_chaos.network import netns_unavailable  # noqa: E402
 
@@ -173,6 +174,23 @@ def test_rooms_presence_logs_catch_planted_violations():
     assert "crash" in kinds(logs.check(h, rb))
 
 
+def test_delivery_during_a_failover_counts_only_survivors_inside_the_window():
+    h = {"users": {"ua0": "a", "ub0": "b", "uc0": "c"},
+         "messages": [msg("ub0", 10, "uc0"),           # survivors, in the window
+                      msg("uc0", 11, "ub0"),           # survivors, never received
+                      msg("ub0", 12, "ua0"),           # to the killed site
+                      msg("ub0", 20, "uc0"),           # after the window
+                      msg("ub0", 10, None, kind="room", room=ROOM)],
+         "received": [{"user": "uc0", "body": body("ub0", 10), "kind": "chat", "t": 10.25},
+                      {"user": "ua0", "body": body("ub0", 12), "kind": "chat", "t": 12.1},
+                      {"user": "uc0", "body": body("ub0", 20), "kind": "chat", "t": 20.1}]}
+    fo = {"killed": "a", "killed_at_s": 9.5, "first_commit_s": 3.0}
+    d = delivery_during(h, fo)
+    assert d == {"window_s": 3.0, "sent": 2, "delivered": 1,
+                 "latency_p50_s": 0.25, "latency_max_s": 0.25}, d
+    assert delivery_during(h, {"killed": "a"}) == {}, "no kill time: nothing to say"
+
+
 def test_plan_is_deterministic():
     for name in SCENARIOS:
         a = [f.to_json() for f in plan(name, 7, 60)]
@@ -234,14 +252,19 @@ def test_kill_leader_measures_the_archive_failover(tmp_path):
     for fo in rep["failovers"]:
         assert fo["new_leader"] is not None and fo["first_commit_s"] is not None, fo
         assert fo["new_leader_s"] <= fo["first_commit_s"], fo
+        # Delivery between the surviving sites does not wait for the archive.
+        d = fo["delivery"]
+        assert d["delivered"] == d["sent"], fo
     assert "archive failover: leader on" in (tmp_path / "out" / "summary.txt").read_text()
 
 
 @needs_binary
 @pytest.mark.timeout(300)
 def test_failpoint_skip_outbox_is_caught_as_lost_messages(tmp_path):
+    # The lost messages never come: waiting 60 s for them proves nothing more.
     code, rep = chaos_run(tmp_path, "--scenario", "site-cut", "--seed", "1",
-                          "--duration", "20", "--failpoints", "skip-outbox-when-down")
+                          "--duration", "20", "--failpoints", "skip-outbox-when-down",
+                          "--delivery-wait", "10")
     assert code == 1, describe(rep)
     d = next(c for c in rep["checkers"] if c["name"] == "delivery")
     assert d["by_kind"].get("lost", 0) > 0, describe(rep)

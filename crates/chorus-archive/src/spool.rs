@@ -38,6 +38,11 @@ pub struct Spool {
     /// No record below this sequence remains: reads start here instead of
     /// walking the tombstones of everything already shipped.
     low: Arc<std::sync::atomic::AtomicU64>,
+    /// Serializes removals, so a record removed twice at once (the shipper
+    /// and a strict-mode withdrawal) is counted once. Appenders never take
+    /// it: a batch's lookups and deletes must not hold up the sessions
+    /// spooling new records (they never touch a sequence being removed).
+    removing: Arc<Mutex<()>>,
     records_max: u64,
 }
 
@@ -67,6 +72,7 @@ impl Spool {
             durable: Arc::default(),
             depth: Arc::new(std::sync::atomic::AtomicU64::new(depth)),
             low: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            removing: Arc::default(),
             records_max,
         })
     }
@@ -154,14 +160,18 @@ impl Spool {
     }
 
     /// Drops committed (or withdrawn) records (point deletes: see the
-    /// stanza outbox). Records already gone are skipped.
+    /// stanza outbox). Records already gone are skipped; the lookups are
+    /// one batched read.
     pub fn remove(&self, seqs: &[u64]) -> Result<(), SpoolError> {
-        let _g = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let _g = self.removing.lock().unwrap_or_else(|e| e.into_inner());
+        let cf = self.cf(CF_SPOOL);
+        let keys: Vec<[u8; 8]> = seqs.iter().map(|s| s.to_be_bytes()).collect();
+        let sorted = keys.windows(2).all(|w| w[0] < w[1]);
         let mut b = WriteBatch::default();
         let mut n = 0u64;
-        for s in seqs {
-            if self.contains(*s)? {
-                b.delete_cf(self.cf(CF_SPOOL), s.to_be_bytes());
+        for (k, found) in keys.iter().zip(self.db.batched_multi_get_cf(cf, &keys, sorted)) {
+            if found.map_err(|e| SpoolError::Io(e.into_string()))?.is_some() {
+                b.delete_cf(cf, k);
                 n += 1;
             }
         }
@@ -185,5 +195,55 @@ impl Spool {
     /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spool(dir: &std::path::Path) -> Spool {
+        let (_log, _sm, spool) = crate::db::open_with_spool(&dir.join("archive"), "n", 100).expect("open");
+        spool
+    }
+
+    fn rec(body: &str) -> Record {
+        Record {
+            body: Some(body.into()),
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn removing_counts_each_record_once_and_skips_what_is_gone() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let s = spool(tmp.path());
+        let seqs: Vec<u64> = (0..5)
+            .map(|i| s.append_seq(rec(&format!("m{i}"))).expect("append").1)
+            .collect();
+        assert_eq!(s.len(), 5);
+        s.remove(&seqs[..2]).expect("remove");
+        // Again, overlapping, unsorted, with a sequence never assigned.
+        s.remove(&[seqs[3], seqs[1], seqs[0], 999]).expect("remove");
+        assert_eq!(s.len(), 2, "each record counted once");
+        let left: Vec<u64> = s.oldest(10).expect("read").into_iter().map(|(q, _)| q).collect();
+        assert_eq!(left, [seqs[2], seqs[4]]);
+    }
+
+    #[test]
+    fn spooling_does_not_wait_for_a_removal() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let s = spool(tmp.path());
+        // A removal under way (its lookups and deletes) holds this lock.
+        let _removing = s.removing.lock().expect("lock");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s2 = s.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(s2.append_seq(rec("during a removal")).map(|(_, q)| q).ok());
+        });
+        // Generous: an append takes one fsync; before the fix it waited for
+        // the removal and never came back while the lock was held.
+        let got = rx.recv_timeout(std::time::Duration::from_secs(30));
+        assert!(matches!(got, Ok(Some(_))), "append blocked by a removal: {got:?}");
     }
 }

@@ -14,6 +14,7 @@ mod common;
 
 use chorus_archive::raft::RaftArchive;
 use chorus_archive::search::{SearchIndex, SearchQuery};
+use chorus_archive::state_machine::ArchiveStateMachine;
 use chorus_core::archive::{Archive, ArchiveRecord, MamQuery};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,6 +74,169 @@ fn main() {
     rt.block_on(run());
 }
 
+/// One generated chat record (`i` orders the stamps).
+fn record(rng: &mut Rng, i: u64, users: u64) -> ArchiveRecord {
+    let (from, to) = (rng.below(users), rng.below(users));
+    let body: Vec<String> = (0..8).map(|_| word(rng.below(4096))).collect();
+    let body = body.join(" ");
+    ArchiveRecord {
+        from: format!("user{from}@{DOMAIN}/r"),
+        to: format!("user{to}@{DOMAIN}"),
+        stamp_ms: 1_700_000_000_000 + i,
+        xml: format!("<message xmlns='jabber:client' type='chat'><body>{body}</body></message>"),
+        body: Some(body),
+        ..ArchiveRecord::default()
+    }
+}
+
+/// Appends like a session does (returns once spooled durably); a full
+/// spool is backpressure: wait for the shipper.
+fn append(a: &RaftArchive, rec: &ArchiveRecord) -> String {
+    loop {
+        match a.append(rec.clone()) {
+            Ok(id) => return id.expect("id"),
+            Err(chorus_core::archive::ArchiveError::Unavailable(_)) => {
+                std::thread::sleep(Duration::from_millis(2))
+            }
+            Err(e) => panic!("append failed: {e}"),
+        }
+    }
+}
+
+type Samples = Arc<std::sync::Mutex<Vec<(String, Instant)>>>;
+
+/// Moves sampled ids that every site has applied out of `pending`, with
+/// their lag in milliseconds.
+fn collect_applied(
+    machines: &[ArchiveStateMachine],
+    samples: &Samples,
+    pending: &mut Vec<(String, Instant)>,
+    lags: &mut Vec<f64>,
+) {
+    pending.extend(samples.lock().expect("lock").drain(..));
+    pending.retain(|(id, at)| {
+        let done = machines
+            .iter()
+            .all(|m| m.position_of(id).ok().flatten().is_some());
+        if done {
+            lags.push(at.elapsed().as_secs_f64() * 1000.0);
+        }
+        !done
+    });
+}
+
+/// Phase 1: `writers` concurrent writers per node (sessions, as on a real
+/// node, whose spool writes share group commits) accept a third of the
+/// records each as fast as they can.
+async fn fill(
+    archives: &[Arc<RaftArchive>],
+    machines: &[ArchiveStateMachine],
+    records: u64,
+    users: u64,
+    writers: u64,
+) {
+    let t0 = Instant::now();
+    let samples: Samples = Arc::default();
+    let stride = 3 * writers;
+    let mut producers = Vec::new();
+    for (n, a) in archives.iter().enumerate() {
+        for w in 0..writers {
+            let (a, samples) = (a.clone(), samples.clone());
+            let first = n as u64 + 3 * w;
+            producers.push(tokio::task::spawn_blocking(move || {
+                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (first + 1));
+                for i in (first..records).step_by(stride as usize) {
+                    let id = append(&a, &record(&mut rng, i, users));
+                    if i % LAG_SAMPLE_EVERY < 3 {
+                        samples.lock().expect("lock").push((id, Instant::now()));
+                    }
+                }
+            }));
+        }
+    }
+    let (mut lags, mut pending) = (Vec::new(), Vec::new());
+    let mut all_spooled_at = None;
+    loop {
+        collect_applied(machines, &samples, &mut pending, &mut lags);
+        if all_spooled_at.is_none() && producers.iter().all(|p| p.is_finished()) {
+            all_spooled_at = Some(t0.elapsed());
+        }
+        let applied = machines.iter().map(|m| m.applied_records().unwrap_or(0));
+        if applied.min().unwrap_or(0) >= records && pending.is_empty() && all_spooled_at.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let commit_secs = t0.elapsed().as_secs_f64();
+    let spool_secs = all_spooled_at.map_or(commit_secs, |d| d.as_secs_f64());
+    let (lag50, lag99, lagmax) = percentiles(lags);
+    println!(
+        "  spool writes (3 nodes)      {:>10.0} records/s",
+        records as f64 / spool_secs
+    );
+    println!(
+        "  committed on every site     {:>10.0} records/s ({commit_secs:.1} s)",
+        records as f64 / commit_secs
+    );
+    println!("  archive lag (saturated)     p50 {lag50:.1} ms  p99 {lag99:.1} ms  max {lagmax:.1} ms");
+}
+
+/// Phase 1b: a steady `rate` records/s (open loop: each writer keeps its
+/// schedule whatever the archive does) for `secs`, spread over the three
+/// nodes; every 100th record is timed from its spool write to applied on
+/// all three sites.
+async fn paced_lag(
+    archives: &[Arc<RaftArchive>],
+    machines: &[ArchiveStateMachine],
+    rate: u64,
+    secs: u64,
+    users: u64,
+    writers: u64,
+) {
+    let samples: Samples = Arc::default();
+    let total = rate * secs;
+    let stride = 3 * writers;
+    let interval = Duration::from_secs_f64(stride as f64 / rate as f64);
+    let t0 = Instant::now();
+    let mut producers = Vec::new();
+    for (n, a) in archives.iter().enumerate() {
+        for w in 0..writers {
+            let (a, samples) = (a.clone(), samples.clone());
+            let first = n as u64 + 3 * w;
+            producers.push(tokio::task::spawn_blocking(move || {
+                let mut rng = Rng(0x5DEE_CE66_D1CE_4E5B ^ (first + 1));
+                let mut due = t0 + interval.mul_f64(first as f64 / stride as f64);
+                for i in (first..total).step_by(stride as usize) {
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    due += interval;
+                    let id = append(&a, &record(&mut rng, 10_000_000_000 + i, users));
+                    if i % 100 == 0 {
+                        samples.lock().expect("lock").push((id, Instant::now()));
+                    }
+                }
+            }));
+        }
+    }
+    let (mut lags, mut pending) = (Vec::new(), Vec::new());
+    loop {
+        collect_applied(machines, &samples, &mut pending, &mut lags);
+        if pending.is_empty() && producers.iter().all(|p| p.is_finished()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let sent_secs = t0.elapsed().as_secs_f64();
+    let n = lags.len();
+    let (lag50, lag99, lagmax) = percentiles(lags);
+    println!(
+        "  paced {rate}/s for {secs} s      achieved {:.0} records/s; lag ({n} samples) \
+         p50 {lag50:.1} ms  p99 {lag99:.1} ms  max {lagmax:.1} ms",
+        total as f64 / sent_secs
+    );
+}
+
 async fn run() {
     let records = env("ARCHIVE_BENCH_RECORDS", 1_000_000);
     let users = env("ARCHIVE_BENCH_USERS", 1_000);
@@ -90,83 +254,17 @@ async fn run() {
     for (i, a) in archives.iter().enumerate() {
         common::spawn_shipper(a, &rafts[i], &nets[i], &nodes[i]);
     }
-    println!("archive benchmark: {records} records, {users} users, 3 nodes (one Raft voter per site)");
-
-    // Phase 1: every node accepts a third of the records as fast as it can.
-    let t0 = Instant::now();
-    let mut producers = Vec::new();
-    let samples = Arc::new(std::sync::Mutex::new(Vec::<(String, Instant)>::new()));
-    for (n, a) in archives.iter().enumerate() {
-        let (a, samples) = (a.clone(), samples.clone());
-        producers.push(tokio::task::spawn_blocking(move || {
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (n as u64 + 1));
-            for i in (n as u64..records).step_by(3) {
-                let (from, to) = (rng.below(users), rng.below(users));
-                let body: Vec<String> = (0..8).map(|_| word(rng.below(4096))).collect();
-                let body = body.join(" ");
-                let rec = ArchiveRecord {
-                    from: format!("user{from}@{DOMAIN}/r"),
-                    to: format!("user{to}@{DOMAIN}"),
-                    stamp_ms: 1_700_000_000_000 + i,
-                    xml: format!("<message xmlns='jabber:client' type='chat'><body>{body}</body></message>"),
-                    body: Some(body),
-                    ..ArchiveRecord::default()
-                };
-                // A full spool is backpressure: wait for the shipper.
-                let id = loop {
-                    match a.append(rec.clone()) {
-                        Ok(id) => break id.expect("id"),
-                        Err(chorus_core::archive::ArchiveError::Unavailable(_)) => {
-                            std::thread::sleep(Duration::from_millis(2))
-                        }
-                        Err(e) => panic!("append failed: {e}"),
-                    }
-                };
-                if i % LAG_SAMPLE_EVERY < 3 {
-                    samples.lock().expect("lock").push((id, Instant::now()));
-                }
-            }
-        }));
-    }
-    // Lag: poll sampled ids until every site applied them.
-    let mut lags = Vec::new();
-    let mut pending: Vec<(String, Instant)> = Vec::new();
-    let mut all_spooled_at = None;
-    loop {
-        pending.extend(samples.lock().expect("lock").drain(..));
-        pending.retain(|(id, at)| {
-            let done = machines
-                .iter()
-                .all(|m| m.position_of(id).ok().flatten().is_some());
-            if done {
-                lags.push(at.elapsed().as_secs_f64() * 1000.0);
-            }
-            !done
-        });
-        if all_spooled_at.is_none() && producers.iter().all(|p| p.is_finished()) {
-            all_spooled_at = Some(t0.elapsed());
-        }
-        let applied: Vec<u64> = machines
-            .iter()
-            .map(|m| m.applied_records().unwrap_or(0))
-            .collect();
-        if applied.iter().all(|a| *a >= records) && pending.is_empty() && all_spooled_at.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let commit_secs = t0.elapsed().as_secs_f64();
-    let spool_secs = all_spooled_at.map_or(commit_secs, |d| d.as_secs_f64());
-    let (lag50, lag99, lagmax) = percentiles(lags);
+    let writers = env("ARCHIVE_BENCH_WRITERS", 32);
     println!(
-        "  spool writes (3 nodes)      {:>10.0} records/s",
-        records as f64 / spool_secs
+        "archive benchmark: {records} records, {users} users, 3 nodes (one Raft voter per site), \
+         {writers} writers per node"
     );
-    println!(
-        "  committed on every site     {:>10.0} records/s ({commit_secs:.1} s)",
-        records as f64 / commit_secs
-    );
-    println!("  archive lag                 p50 {lag50:.1} ms  p99 {lag99:.1} ms  max {lagmax:.1} ms");
+    fill(&archives, &machines, records, users, writers).await;
+    let rate = env("ARCHIVE_BENCH_LAG_RATE", 10_000);
+    let secs = env("ARCHIVE_BENCH_LAG_SECS", 20);
+    if rate > 0 && secs > 0 {
+        paced_lag(&archives, &machines, rate, secs, users, writers).await;
+    }
     let digests: Vec<String> = machines.iter().map(|m| m.digest().expect("digest").1).collect();
     assert!(
         digests.iter().all(|d| *d == digests[0]),

@@ -7,8 +7,15 @@
 //! whole handover has a deadline: a successor that does not answer (killed,
 //! paused, behind a dead link) is skipped, never waited for, so the
 //! shutdown always goes on. (A request once waited for the 10 s forwarding
-//! timeout, and a chaos run killed the node for not exiting.)
+//! timeout, and a chaos run killed the node for not exiting.) A successor
+//! whose own Raft node has stopped says so (`ElectRefusal::Stopping`) and
+//! is not asked again, and once every successor in turn has failed to stand
+//! (stopping, unreachable, silent: a whole cluster or site shut down at
+//! once, whose listeners are already closed) the handover ends instead of
+//! asking round and round until its deadline; the others elect on their
+//! own if any is left.
 
+use crate::raft::net::ElectRefusal;
 use crate::raft::{ArchiveNet, ArchiveRaft};
 use std::future::Future;
 use std::time::Duration;
@@ -71,32 +78,51 @@ pub async fn hand_over(raft: &ArchiveRaft, net: &ArchiveNet) {
 
 /// Asks `successors` in turn to stand (each request bounded by
 /// `ASK_TIMEOUT`; one that fails or does not answer makes way for the
-/// next) until `handed(wait)` sees a new leader or `deadline` passes.
+/// next, one that is stopping is dropped) until `handed(wait)` sees a new
+/// leader, `deadline` passes, no successor is left, or every one left has
+/// failed in a row.
 async fn ask_in_turn<A, F, H, G>(successors: &[u64], deadline: Instant, ask: A, mut handed: H) -> bool
 where
     A: Fn(u64) -> F,
-    F: Future<Output = Result<(), String>>,
+    F: Future<Output = Result<(), ElectRefusal>>,
     H: FnMut(Duration) -> G,
     G: Future<Output = bool>,
 {
+    let mut successors = successors.to_vec();
     let mut next = 0;
+    let mut failed_in_a_row = 0;
     loop {
+        if successors.is_empty() {
+            tracing::info!("every successor is shutting down too: no handover");
+            return false;
+        }
         let target = successors[next % successors.len()];
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(ASK_TIMEOUT.min(left), ask(target)).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => failed_in_a_row = 0,
+            Ok(Err(ElectRefusal::Stopping)) => {
+                tracing::debug!(target, "successor is shutting down too");
+                successors.retain(|s| *s != target);
+                continue;
+            }
             Ok(Err(e)) => {
                 tracing::debug!(target, error = %e, "successor did not start an election");
                 next += 1;
+                failed_in_a_row += 1;
             }
             Err(_) => {
                 tracing::debug!(target, "successor did not answer in time");
                 next += 1;
+                failed_in_a_row += 1;
             }
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if handed(RETRY.min(left)).await {
             return true;
+        }
+        if failed_in_a_row >= successors.len() {
+            tracing::info!("no successor could stand: the others elect on their own");
+            return false;
         }
         if Instant::now() >= deadline {
             return false;
@@ -141,12 +167,35 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_handover_ends_at_its_deadline_whatever_the_successors_do() {
+    async fn the_handover_gives_up_after_a_round_in_which_no_successor_answers() {
         let t0 = Instant::now();
+        let asked = std::sync::atomic::AtomicUsize::new(0);
         let handed = ask_in_turn(
             &[1, 2, 3],
             t0 + HANDOVER,
-            |_| std::future::pending::<Result<(), String>>(),
+            |_| {
+                asked.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<Result<(), ElectRefusal>>()
+            },
+            |wait| async move {
+                tokio::time::sleep(wait).await;
+                false
+            },
+        )
+        .await;
+        assert!(!handed);
+        assert_eq!(asked.load(Ordering::SeqCst), 3, "each asked once");
+        assert!(t0.elapsed() <= 3 * (ASK_TIMEOUT + RETRY), "{:?}", t0.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_handover_ends_at_its_deadline_while_a_successor_keeps_accepting() {
+        let t0 = Instant::now();
+        let handed = ask_in_turn(
+            &[1, 2],
+            t0 + HANDOVER,
+            // Accepts, but no election ever completes.
+            |_| std::future::ready(Ok(())),
             |wait| async move {
                 tokio::time::sleep(wait).await;
                 false
@@ -159,5 +208,55 @@ mod tests {
             "{:?}",
             t0.elapsed()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_every_successor_is_stopping_the_handover_ends_at_once() {
+        let t0 = Instant::now();
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        let handed = ask_in_turn(
+            &[1, 2],
+            t0 + HANDOVER,
+            |_| {
+                asked.fetch_add(1, Ordering::SeqCst);
+                std::future::ready(Err(ElectRefusal::Stopping))
+            },
+            |wait| async move {
+                tokio::time::sleep(wait).await;
+                false
+            },
+        )
+        .await;
+        assert!(!handed);
+        assert_eq!(asked.load(Ordering::SeqCst), 2, "each asked once");
+        // Before, it asked again and again until the deadline (5 s).
+        assert!(t0.elapsed() < RETRY, "{:?}", t0.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopping_successor_makes_way_for_one_that_stands() {
+        let stood = AtomicBool::new(false);
+        let handed = ask_in_turn(
+            &[1, 2],
+            Instant::now() + HANDOVER,
+            |target| {
+                let r = if target == 1 {
+                    Err(ElectRefusal::Stopping)
+                } else {
+                    stood.store(true, Ordering::SeqCst);
+                    Ok(())
+                };
+                std::future::ready(r)
+            },
+            |wait| {
+                let done = stood.load(Ordering::SeqCst);
+                async move {
+                    tokio::time::sleep(wait).await;
+                    done
+                }
+            },
+        )
+        .await;
+        assert!(handed);
     }
 }

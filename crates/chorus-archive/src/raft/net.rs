@@ -45,6 +45,18 @@ pub enum TransportError {
     Refused(String),
 }
 
+/// Why a member did not stand for election when the leader handed over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, thiserror::Error)]
+pub enum ElectRefusal {
+    /// Its Raft node has stopped: it is shutting down too (a whole site or
+    /// cluster stopped at once), so asking it again is pointless.
+    #[error("it is shutting down too")]
+    Stopping,
+    /// Anything else (unreachable, refused, failed); it may be asked again.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Carries one archive request to another member and brings its reply
 /// back; implemented by the cluster over its mTLS gRPC.
 pub trait Transport: Send + Sync + 'static {
@@ -137,9 +149,10 @@ impl ArchiveNet {
 
     /// Asks `target` to start an election now (leadership handover before
     /// this node, the leader, shuts down), waiting at most `timeout`.
-    pub async fn ask_to_elect(&self, target: u64, timeout: Duration) -> Result<(), String> {
-        self.ask::<_, Result<(), String>>(target, "elect", &(), timeout)
-            .await?
+    pub async fn ask_to_elect(&self, target: u64, timeout: Duration) -> Result<(), ElectRefusal> {
+        self.ask::<_, Result<(), ElectRefusal>>(target, "elect", &(), timeout)
+            .await
+            .map_err(ElectRefusal::Failed)?
     }
 }
 

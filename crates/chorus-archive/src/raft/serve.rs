@@ -125,7 +125,12 @@ pub async fn handle(
                     from.node_id
                 )));
             }
-            crate::codec::encode(&raft.trigger().elect().await.map_err(|e| e.to_string()))
+            let r = match raft.trigger().elect().await {
+                Ok(()) => Ok(()),
+                Err(openraft::error::Fatal::Stopped) => Err(crate::raft::net::ElectRefusal::Stopping),
+                Err(e) => Err(crate::raft::net::ElectRefusal::Failed(e.to_string())),
+            };
+            crate::codec::encode(&r)
         }
         "members" => {
             let (change, entry) = admit_member_change(parse(body)?, from, chorus_core::time::now_millis())?;
