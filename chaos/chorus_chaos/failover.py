@@ -86,17 +86,22 @@ def _quantile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
+# Delivery is also watched this long after the first commit.
+AFTER_COMMIT_S = 2.0
+
+
 def delivery_during(history: dict, fo: dict) -> dict:
     """Chat messages between users of the surviving sites sent from the
-    kill until the first commit after it (the whole watch if there was
-    none): how many, how many the recipient received, and their delivery
-    latency (send to receipt, seconds). Message delivery does not go
-    through the archive's Raft group, so it must not pause while the group
-    elects."""
+    kill until AFTER_COMMIT_S after the first commit that followed it (the
+    whole watch if there was none): how many, how many the recipient
+    received, and their delivery latency (send to receipt, seconds).
+    Message delivery does not go through the archive's Raft group, so it
+    must not pause while the group elects."""
     start = fo.get("killed_at_s")
     if start is None or not history:
         return {}
-    end = start + (fo.get("first_commit_s") or WATCH_S)
+    commit = fo.get("first_commit_s")
+    end = start + (WATCH_S if commit is None else commit + AFTER_COMMIT_S)
     homes = history.get("users", {})
     killed = fo["killed"]
     received: dict[tuple[str, str], float] = {}

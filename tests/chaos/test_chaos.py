@@ -184,7 +184,7 @@ def test_delivery_during_a_failover_counts_only_survivors_inside_the_window():
          "received": [{"user": "uc0", "body": body("ub0", 10), "kind": "chat", "t": 10.25},
                       {"user": "ua0", "body": body("ub0", 12), "kind": "chat", "t": 12.1},
                       {"user": "uc0", "body": body("ub0", 20), "kind": "chat", "t": 20.1}]}
-    fo = {"killed": "a", "killed_at_s": 9.5, "first_commit_s": 3.0}
+    fo = {"killed": "a", "killed_at_s": 9.5, "first_commit_s": 1.0}  # window 9.5-12.5 s
     d = delivery_during(h, fo)
     assert d == {"window_s": 3.0, "sent": 2, "delivered": 1,
                  "latency_p50_s": 0.25, "latency_max_s": 0.25}, d
