@@ -14,6 +14,7 @@
 
 use crate::chain::{Head, LinkKind, content_hash};
 use crate::db::{CF_AUDIT, CF_CHAIN, CF_IDS, CF_INDEX, CF_RECORDS};
+use crate::sorted_batch::SortedBatch;
 use crate::state_machine::{
     ArchiveStateMachine, HOLD_PREFIX, KEY_APPLIED, KEY_CHAIN_HEAD, KEY_LIVE, KEY_MEMBERSHIP, KEY_NEXT,
     KEY_NEXT_AUDIT, KEY_RETENTION, PENDING_PREFIX, REMOVED_PREFIX, Result, be_u64, index_keys, link_key,
@@ -23,12 +24,12 @@ use crate::types::{
     AuditEntry, Command, DAY_MS, Hold, PendingRetention, Record, Response, Retention, TypeConfig,
 };
 use openraft::{Entry, EntryPayload, StoredMembership};
-use rocksdb::{Direction, IteratorMode, WriteBatch};
+use rocksdb::{Direction, IteratorMode};
 use std::collections::HashSet;
 
 /// The state of one `apply` call.
 struct Cursor {
-    batch: WriteBatch,
+    batch: SortedBatch,
     next: u64,
     next_audit: u64,
     head: Head,
@@ -50,7 +51,7 @@ impl ArchiveStateMachine {
         entries: impl IntoIterator<Item = Entry<TypeConfig>>,
     ) -> Result<Vec<Response>> {
         let mut cx = Cursor {
-            batch: WriteBatch::default(),
+            batch: SortedBatch::default(),
             next: self.next_position()?,
             next_audit: self.get(KEY_NEXT_AUDIT)?.unwrap_or(0),
             head: self.chain_head()?,
@@ -86,7 +87,7 @@ impl ArchiveStateMachine {
         self.put_json(&mut cx.batch, KEY_NEXT_AUDIT, &cx.next_audit)?;
         self.put_json(&mut cx.batch, KEY_CHAIN_HEAD, &cx.head)?;
         self.put_json(&mut cx.batch, KEY_LIVE, &cx.live)?;
-        self.write(std::mem::take(&mut cx.batch))
+        self.write(std::mem::take(&mut cx.batch).into_write_batch(self))
     }
 
     fn apply_command(&self, cx: &mut Cursor, cmd: Command, resp: &mut Response) -> Result<()> {
@@ -118,9 +119,9 @@ impl ArchiveStateMachine {
             Command::Removed { id, removed } => {
                 let key = [REMOVED_PREFIX, &id.to_be_bytes()].concat();
                 if removed {
-                    cx.batch.put_cf(self.cf(crate::db::CF_SM_META), key, []);
+                    cx.batch.put(crate::db::CF_SM_META, key, []);
                 } else {
-                    cx.batch.delete_cf(self.cf(crate::db::CF_SM_META), key);
+                    cx.batch.delete(crate::db::CF_SM_META, key);
                 }
                 cx.membership_touched = true;
             }
@@ -180,7 +181,7 @@ impl ArchiveStateMachine {
             Command::CancelRetention { id } => {
                 let key = [PENDING_PREFIX, id.as_bytes()].concat();
                 if self.get::<PendingRetention>(&key)?.is_some() {
-                    cx.batch.delete_cf(self.cf(crate::db::CF_SM_META), key);
+                    cx.batch.delete(crate::db::CF_SM_META, key);
                 } else {
                     resp.not_found = true;
                 }
@@ -246,7 +247,7 @@ impl ArchiveStateMachine {
             ));
         } else {
             self.put_json(&mut cx.batch, KEY_RETENTION, &p.policy)?;
-            cx.batch.delete_cf(self.cf(crate::db::CF_SM_META), key);
+            cx.batch.delete(crate::db::CF_SM_META, key);
             resp.retention = Some(p.policy);
         }
         Ok(())
@@ -261,20 +262,19 @@ impl ArchiveStateMachine {
         cx.pending.insert(r.id.clone());
         let pos = cx.next;
         self.put_record(&mut cx.batch, pos, r)?;
-        cx.batch
-            .put_cf(self.cf(CF_IDS), r.id.as_bytes(), pos.to_be_bytes());
+        cx.batch.put(CF_IDS, r.id.as_bytes(), pos.to_be_bytes());
         cx.next += 1;
         cx.live += 1;
         cx.batch
-            .put_cf(self.cf(CF_INDEX), link_key(pos), cx.head.length.to_be_bytes());
+            .put(CF_INDEX, link_key(pos), cx.head.length.to_be_bytes());
         self.link(cx, LinkKind::Record, pos, &r.id, content_hash(r), "")?;
         Ok(true)
     }
 
     fn append_audit(&self, cx: &mut Cursor, a: &AuditEntry) -> Result<()> {
         let seq = cx.next_audit;
-        cx.batch.put_cf(
-            self.cf(CF_AUDIT),
+        cx.batch.put(
+            CF_AUDIT,
             seq.to_be_bytes(),
             crate::codec::encode(a).map_err(write_err)?,
         );
@@ -293,8 +293,8 @@ impl ArchiveStateMachine {
     ) -> Result<()> {
         let n = cx.head.length;
         let link = cx.head.link(kind, at, id, content, reason);
-        cx.batch.put_cf(
-            self.cf(CF_CHAIN),
+        cx.batch.put(
+            CF_CHAIN,
             n.to_be_bytes(),
             crate::codec::encode(&link).map_err(write_err)?,
         );
@@ -331,9 +331,9 @@ impl ArchiveStateMachine {
             if !retention.expired(&r, now_ms) || holds.iter().any(|h| h.covers(&r)) {
                 continue;
             }
-            cx.batch.delete_cf(self.cf(CF_RECORDS), pos.to_be_bytes());
+            cx.batch.delete(CF_RECORDS, pos.to_be_bytes());
             for k in index_keys(&r, pos) {
-                cx.batch.delete_cf(self.cf(CF_INDEX), k);
+                cx.batch.delete(CF_INDEX, k);
             }
             let reason = format!("retention: {} days", retention.days_for(&r).unwrap_or_default());
             self.link(cx, LinkKind::Tombstone, pos, &r.id, content_hash(&r), &reason)?;

@@ -26,6 +26,7 @@ pub mod raft;
 pub mod runtime;
 pub mod search;
 pub mod snapshot;
+mod sorted_batch;
 pub mod spool;
 pub mod state_machine;
 #[cfg(test)]

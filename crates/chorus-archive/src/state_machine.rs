@@ -348,23 +348,25 @@ impl ArchiveStateMachine {
         self.numbered(CF_AUDIT, from, limit)
     }
 
-    pub(crate) fn put_json<T: Serialize>(&self, batch: &mut WriteBatch, key: &[u8], v: &T) -> Result<()> {
-        batch.put_cf(
-            self.cf(CF_SM_META),
+    pub(crate) fn put_json<T: Serialize>(&self, batch: &mut impl Writes, key: &[u8], v: &T) -> Result<()> {
+        batch.put(
+            self,
+            CF_SM_META,
             key,
-            crate::codec::encode(v).map_err(write_err)?,
+            &crate::codec::encode(v).map_err(write_err)?,
         );
         Ok(())
     }
 
-    pub(crate) fn put_record(&self, batch: &mut WriteBatch, pos: u64, r: &Record) -> Result<()> {
-        batch.put_cf(
-            self.cf(CF_RECORDS),
-            pos.to_be_bytes(),
-            crate::codec::encode(r).map_err(write_err)?,
+    pub(crate) fn put_record(&self, batch: &mut impl Writes, pos: u64, r: &Record) -> Result<()> {
+        batch.put(
+            self,
+            CF_RECORDS,
+            &pos.to_be_bytes(),
+            &crate::codec::encode(r).map_err(write_err)?,
         );
         for k in index_keys(r, pos) {
-            batch.put_cf(self.cf(CF_INDEX), k, []);
+            batch.put(self, CF_INDEX, &k, &[]);
         }
         Ok(())
     }
@@ -471,5 +473,24 @@ pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
             tokio::task::block_in_place(f)
         }
         _ => f(),
+    }
+}
+
+/// Where the state machine's writes go: a plain RocksDB batch, or a
+/// [`SortedBatch`](crate::sorted_batch::SortedBatch) that orders them first.
+pub(crate) trait Writes {
+    /// Sets `key` in the column family `cf`.
+    fn put(&mut self, sm: &ArchiveStateMachine, cf: &'static str, key: &[u8], value: &[u8]);
+}
+
+impl Writes for WriteBatch {
+    fn put(&mut self, sm: &ArchiveStateMachine, cf: &'static str, key: &[u8], value: &[u8]) {
+        self.put_cf(sm.cf(cf), key, value);
+    }
+}
+
+impl Writes for crate::sorted_batch::SortedBatch {
+    fn put(&mut self, _sm: &ArchiveStateMachine, cf: &'static str, key: &[u8], value: &[u8]) {
+        crate::sorted_batch::SortedBatch::put(self, cf, key, value);
     }
 }
