@@ -15,10 +15,13 @@
 use crate::state_machine::ArchiveStateMachine;
 use rocksdb::WriteBatch;
 
-/// Writes (a value, or `None` for a delete) waiting to be sorted.
+/// One write: column family, key, and the value (`None` deletes).
+type Op = (&'static str, Vec<u8>, Option<Vec<u8>>);
+
+/// Writes waiting to be sorted.
 #[derive(Default)]
 pub(crate) struct SortedBatch {
-    ops: Vec<(&'static str, Vec<u8>, Option<Vec<u8>>)>,
+    ops: Vec<Op>,
 }
 
 impl SortedBatch {
