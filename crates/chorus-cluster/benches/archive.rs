@@ -125,6 +125,25 @@ fn collect_applied(
     });
 }
 
+/// Starts `writers` blocking writers per node; writer `first` (its node
+/// is `first % 3`) takes the records `first, first + stride, ...` where
+/// `stride` is all writers together.
+fn spawn_writers<F>(archives: &[Arc<RaftArchive>], writers: u64, work: F) -> Vec<tokio::task::JoinHandle<()>>
+where
+    F: Fn(&RaftArchive, u64, u64) + Clone + Send + 'static,
+{
+    let stride = 3 * writers;
+    let mut producers = Vec::new();
+    for (n, a) in archives.iter().enumerate() {
+        for w in 0..writers {
+            let (a, work) = (a.clone(), work.clone());
+            let first = n as u64 + 3 * w;
+            producers.push(tokio::task::spawn_blocking(move || work(&a, first, stride)));
+        }
+    }
+    producers
+}
+
 /// Phase 1: `writers` concurrent writers per node (sessions, as on a real
 /// node, whose spool writes share group commits) accept a third of the
 /// records each as fast as they can.
@@ -137,23 +156,16 @@ async fn fill(
 ) {
     let t0 = Instant::now();
     let samples: Samples = Arc::default();
-    let stride = 3 * writers;
-    let mut producers = Vec::new();
-    for (n, a) in archives.iter().enumerate() {
-        for w in 0..writers {
-            let (a, samples) = (a.clone(), samples.clone());
-            let first = n as u64 + 3 * w;
-            producers.push(tokio::task::spawn_blocking(move || {
-                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (first + 1));
-                for i in (first..records).step_by(stride as usize) {
-                    let id = append(&a, &record(&mut rng, i, users));
-                    if i % LAG_SAMPLE_EVERY < 3 {
-                        samples.lock().expect("lock").push((id, Instant::now()));
-                    }
-                }
-            }));
+    let s2 = samples.clone();
+    let producers = spawn_writers(archives, writers, move |a, first, stride| {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (first + 1));
+        for i in (first..records).step_by(stride as usize) {
+            let id = append(a, &record(&mut rng, i, users));
+            if i % LAG_SAMPLE_EVERY < 3 {
+                s2.lock().expect("lock").push((id, Instant::now()));
+            }
         }
-    }
+    });
     let (mut lags, mut pending) = (Vec::new(), Vec::new());
     let mut all_spooled_at = None;
     loop {
@@ -195,30 +207,23 @@ async fn paced_lag(
 ) {
     let samples: Samples = Arc::default();
     let total = rate * secs;
-    let stride = 3 * writers;
-    let interval = Duration::from_secs_f64(stride as f64 / rate as f64);
+    let interval = Duration::from_secs_f64(3.0 * writers as f64 / rate as f64);
     let t0 = Instant::now();
-    let mut producers = Vec::new();
-    for (n, a) in archives.iter().enumerate() {
-        for w in 0..writers {
-            let (a, samples) = (a.clone(), samples.clone());
-            let first = n as u64 + 3 * w;
-            producers.push(tokio::task::spawn_blocking(move || {
-                let mut rng = Rng(0x5DEE_CE66_D1CE_4E5B ^ (first + 1));
-                let mut due = t0 + interval.mul_f64(first as f64 / stride as f64);
-                for i in (first..total).step_by(stride as usize) {
-                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                        std::thread::sleep(wait);
-                    }
-                    due += interval;
-                    let id = append(&a, &record(&mut rng, 10_000_000_000 + i, users));
-                    if i % 100 == 0 {
-                        samples.lock().expect("lock").push((id, Instant::now()));
-                    }
-                }
-            }));
+    let s2 = samples.clone();
+    let producers = spawn_writers(archives, writers, move |a, first, stride| {
+        let mut rng = Rng(0x5DEE_CE66_D1CE_4E5B ^ (first + 1));
+        let mut due = t0 + interval.mul_f64(first as f64 / stride as f64);
+        for i in (first..total).step_by(stride as usize) {
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            due += interval;
+            let id = append(a, &record(&mut rng, 10_000_000_000 + i, users));
+            if i % 100 == 0 {
+                s2.lock().expect("lock").push((id, Instant::now()));
+            }
         }
-    }
+    });
     let (mut lags, mut pending) = (Vec::new(), Vec::new());
     loop {
         collect_applied(machines, &samples, &mut pending, &mut lags);
