@@ -91,10 +91,12 @@ AFTER_COMMIT_S = 2.0
 
 
 def delivery_during(history: dict, fo: dict) -> dict:
-    """Chat messages between users of the surviving sites sent from the
+    """Chat messages between users of the surviving sites, sent from the
     kill until AFTER_COMMIT_S after the first commit that followed it (the
-    whole watch if there was none): how many, how many the recipient
-    received, and their delivery latency (send to receipt, seconds).
+    whole watch if there was none) and acknowledged by the sender's node
+    (XEP-0198; an unacknowledged one may be lost): how many, how many the
+    recipient received, and their delivery latency (send to receipt,
+    seconds).
     Message delivery does not go through the archive's Raft group, so it
     must not pause while the group elects."""
     start = fo.get("killed_at_s")
@@ -109,7 +111,7 @@ def delivery_during(history: dict, fo: dict) -> dict:
         if r["kind"] == "chat":
             received.setdefault((r["user"], r["body"]), r["t"])
     sent = [m for m in history.get("messages", [])
-            if m["kind"] == "chat" and start <= m["sent_at"] <= end
+            if m["kind"] == "chat" and m["status"] == "acked" and start <= m["sent_at"] <= end
             and homes.get(m["sender"]) not in (None, killed)
             and homes.get(m["recipient"]) not in (None, killed)]
     lat = sorted(received[(m["recipient"], m["body"])] - m["sent_at"]

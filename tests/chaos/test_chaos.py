@@ -180,6 +180,7 @@ def test_delivery_during_a_failover_counts_only_survivors_inside_the_window():
                       msg("uc0", 11, "ub0"),           # survivors, never received
                       msg("ub0", 12, "ua0"),           # to the killed site
                       msg("ub0", 20, "uc0"),           # after the window
+                      msg("uc0", 12, "ub0", status="unknown"),  # never acked: may be lost
                       msg("ub0", 10, None, kind="room", room=ROOM)],
          "received": [{"user": "uc0", "body": body("ub0", 10), "kind": "chat", "t": 10.25},
                       {"user": "ua0", "body": body("ub0", 12), "kind": "chat", "t": 12.1},
