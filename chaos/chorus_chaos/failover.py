@@ -90,15 +90,29 @@ def _quantile(sorted_values: list[float], q: float) -> float:
 AFTER_COMMIT_S = 2.0
 
 
+def online_at(history: dict, user: str, t: float) -> bool:
+    """Whether ``user``'s session was up at ``t``: its last connection
+    before ``t`` came after its last disconnection before ``t``. A history
+    without connection times (an older one) counts everyone as online."""
+    if "connects" not in history:
+        return True
+    up = max((c for c in history["connects"].get(user, []) if c <= t), default=None)
+    down = max((d for d in history.get("disconnects", {}).get(user, []) if d <= t), default=None)
+    return up is not None and (down is None or up > down)
+
+
 def delivery_during(history: dict, fo: dict) -> dict:
     """Chat messages between users of the surviving sites, sent from the
     kill until AFTER_COMMIT_S after the first commit that followed it (the
     whole watch if there was none) and acknowledged by the sender's node
-    (XEP-0198; an unacknowledged one may be lost): how many, how many the
-    recipient received, and their delivery latency (send to receipt,
-    seconds).
+    (XEP-0198; an unacknowledged one may be lost): how many went to a
+    recipient online at the time, how many of those the recipient
+    received, and their delivery latency (send to receipt, seconds).
     Message delivery does not go through the archive's Raft group, so it
-    must not pause while the group elects."""
+    must not pause while the group elects. A message to a recipient who
+    was offline then (still reconnecting after an earlier fault) is kept
+    for their next login, so its latency says nothing about the failover:
+    those are counted apart, as ``to_offline``."""
     start = fo.get("killed_at_s")
     if start is None or not history:
         return {}
@@ -110,13 +124,15 @@ def delivery_during(history: dict, fo: dict) -> dict:
     for r in history.get("received", []):
         if r["kind"] == "chat":
             received.setdefault((r["user"], r["body"]), r["t"])
-    sent = [m for m in history.get("messages", [])
-            if m["kind"] == "chat" and m["status"] == "acked" and start <= m["sent_at"] <= end
-            and homes.get(m["sender"]) not in (None, killed)
-            and homes.get(m["recipient"]) not in (None, killed)]
+    window = [m for m in history.get("messages", [])
+              if m["kind"] == "chat" and m["status"] == "acked" and start <= m["sent_at"] <= end
+              and homes.get(m["sender"]) not in (None, killed)
+              and homes.get(m["recipient"]) not in (None, killed)]
+    sent = [m for m in window if online_at(history, m["recipient"], m["sent_at"])]
     lat = sorted(received[(m["recipient"], m["body"])] - m["sent_at"]
                  for m in sent if (m["recipient"], m["body"]) in received)
-    out = {"window_s": round(end - start, 3), "sent": len(sent), "delivered": len(lat)}
+    out = {"window_s": round(end - start, 3), "sent": len(sent), "delivered": len(lat),
+           "to_offline": len(window) - len(sent)}
     if lat:
         out.update(latency_p50_s=round(_quantile(lat, 0.5), 3),
                    latency_max_s=round(lat[-1], 3))

@@ -100,9 +100,11 @@ def summary(rep: dict) -> str:
         d = fo.get("delivery") or {}
         if d:
             lines.append(f"    chat between surviving sites meanwhile ({d['window_s']} s): "
-                         f"{d['delivered']} of {d['sent']} delivered"
+                         f"{d['delivered']} of {d['sent']} to online recipients delivered"
                          + (f", latency p50 {d['latency_p50_s']} s, max {d['latency_max_s']} s"
-                            if d["delivered"] else ""))
+                            if d["delivered"] else "")
+                         + (f"; {d['to_offline']} to recipients still reconnecting (kept for "
+                            "their login)" if d.get("to_offline") else ""))
     lines += ["", "checkers:"]
     for r in rep.get("checkers", []):
         state = "skipped" if r["skipped"] else ("ok" if r["ok"] else "VIOLATED")

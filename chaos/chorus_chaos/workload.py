@@ -63,6 +63,8 @@ class History:
     messages: list[dict] = field(default_factory=list)
     received: list[dict] = field(default_factory=list)  # {user, body, kind, delayed}
     disconnects: dict[str, list[float]] = field(default_factory=dict)
+    # When each user's session was up (bound, initial presence sent).
+    connects: dict[str, list[float]] = field(default_factory=dict)
     roster_edits: dict[str, list[dict]] = field(default_factory=dict)
     room_config: list[dict] = field(default_factory=list)
     presence_changes: int = 0
@@ -113,13 +115,17 @@ class Agent:
         c.xmpp.add_event_handler("groupchat_message", lambda m: self._on_message(m, "room"))
         c.xmpp.add_event_handler("disconnected", lambda _r: self._on_disconnected(c))
         try:
-            await c.connect(timeout=CONNECT_S, presence=True)
+            # A refused connection (the node is down) fails at once: the
+            # back-off in run() retries, so the user is back within
+            # moments of the node, not after CONNECT_S.
+            await c.connect(timeout=CONNECT_S, presence=True, fail_fast=True)
         except Exception as e:  # noqa: BLE001  (node down: retried)
             log.debug("%s: connect failed: %r", self.user, e)
             c.xmpp.abort()
             await c.close(timeout=1)
             return False
         self.client = c
+        self.wl.history.connects.setdefault(self.user, []).append(now(self.wl.t0))
         if join_rooms:
             for room in self.wl.history.rooms:
                 await self.join(room)

@@ -187,9 +187,30 @@ def test_delivery_during_a_failover_counts_only_survivors_inside_the_window():
                       {"user": "uc0", "body": body("ub0", 20), "kind": "chat", "t": 20.1}]}
     fo = {"killed": "a", "killed_at_s": 9.5, "first_commit_s": 1.0}  # window 9.5-12.5 s
     d = delivery_during(h, fo)
-    assert d == {"window_s": 3.0, "sent": 2, "delivered": 1,
+    assert d == {"window_s": 3.0, "sent": 2, "delivered": 1, "to_offline": 0,
                  "latency_p50_s": 0.25, "latency_max_s": 0.25}, d
     assert delivery_during(h, {"killed": "a"}) == {}, "no kill time: nothing to say"
+
+
+def test_delivery_during_a_failover_sets_apart_recipients_still_reconnecting():
+    """uc0's node died in an earlier fault and uc0 logs in again only at
+    11.5 s: what was sent to it before waited for that login, which says
+    nothing about the failover. ub0 was online all along."""
+    h = {"users": {"ua0": "a", "ub0": "b", "uc0": "c"},
+         "connects": {"ub0": [0.5], "uc0": [0.5, 11.5]},
+         "disconnects": {"uc0": [4.0]},
+         "messages": [msg("ub0", 10, "uc0"),           # uc0 offline: kept for its login
+                      msg("uc0", 12, "ub0")],          # online both: must flow
+         "received": [{"user": "uc0", "body": body("ub0", 10), "kind": "chat", "t": 11.6},
+                      {"user": "ub0", "body": body("uc0", 12), "kind": "chat", "t": 12.01}]}
+    fo = {"killed": "a", "killed_at_s": 9.5, "first_commit_s": 1.0}
+    d = delivery_during(h, fo)
+    assert d["sent"] == 1 and d["delivered"] == 1 and d["to_offline"] == 1, d
+    assert d["latency_max_s"] == 0.01, d
+    # Without connection times (an older history) everyone counts as online.
+    del h["connects"]
+    d = delivery_during(h, fo)
+    assert d["sent"] == 2 and d["to_offline"] == 0 and d["latency_max_s"] == 1.6, d
 
 
 def test_plan_is_deterministic():

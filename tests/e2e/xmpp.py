@@ -227,6 +227,9 @@ class Client:
     def _on_failed_all_auth(self, _event):
         self._finish(exc=AuthFailed(list(self.auth_failures)))
 
+    def _on_connection_failed(self, error):
+        self._finish(exc=ConnectFailed(f"{self.name}: cannot connect ({error})"))
+
     def _on_disconnected(self, reason):
         self.disconnected.set()
         self._changed.set()
@@ -248,15 +251,23 @@ class Client:
     def port(self) -> int:
         return self.node.tls_port if self.direct_tls else self.node.c2s_port
 
-    async def connect(self, timeout: float = CONNECT_TIMEOUT, presence: bool = False):
+    async def connect(self, timeout: float = CONNECT_TIMEOUT, presence: bool = False,
+                      fail_fast: bool = False):
         """Connect, authenticate, bind; wait until stream negotiation finished.
 
         Raises AuthFailed (with the SASL condition) or ConnectFailed.
         Returns "session" (or "resumed" for a resumed XEP-0198 stream).
+        slixmpp retries a refused TCP connection by itself until `timeout`;
+        with `fail_fast` a refused connection raises ConnectFailed at once
+        (a caller with its own back-off, like the chaos workload, retries
+        as soon as the node is back instead of waiting out the timeout).
         """
         loop = asyncio.get_running_loop()
         self._done = loop.create_future()
         self.disconnected.clear()
+        if fail_fast:
+            self.xmpp.add_event_handler("connection_failed", self._on_connection_failed,
+                                        disposable=True)
         self.xmpp.connect(host=getattr(self.node, "host", "127.0.0.1"), port=self.port)
         try:
             result = await asyncio.wait_for(asyncio.shield(self._done), timeout)
