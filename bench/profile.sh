@@ -74,7 +74,7 @@ d=$(node_dir memory)
 heaptrack -o "$OUT/heaptrack" "$CHORUS" serve -c "$d/chorus.toml" >"$d/server.log" 2>&1 &
 wait_port $PORT
 # heaptrack runs the node as its child: signal the node itself.
-pid=$(pgrep -f "chorus serve -c $d/chorus.toml" | head -n1)
+pid=$(pgrep -f "^$CHORUS serve -c $d/chorus.toml" | head -n1)
 "$BENCH" provision "${common[@]}" --users "$SESSIONS" >/dev/null
 "$BENCH" idle "${common[@]}" --sessions "$SESSIONS" --settle-secs 3
 kill "$pid" || true

@@ -227,7 +227,7 @@ impl Cluster {
             resource: info.resource.clone(),
             priority: info.priority as i32,
             available: info.available,
-            presence_xml: info.presence.as_ref().map(|p| p.to_xml()).unwrap_or_default(),
+            presence_xml: info.presence.as_deref().map(str::to_owned).unwrap_or_default(),
             interested: info.interested,
             carbons: info.carbons,
         }
@@ -291,7 +291,7 @@ impl Router for ClusterRouter {
         user: &str,
         resource: &str,
         session_id: u64,
-        tx: mpsc::Sender<Routed>,
+        tx: chorus_xmpp::queue::Sender<Routed>,
         resources_max: usize,
     ) -> Result<Option<u64>, BindError> {
         let remote = self.0.directory.resources(user).len();
@@ -335,15 +335,13 @@ impl Router for ClusterRouter {
 
     fn resources(&self, user: &str) -> Vec<ResourceInfo> {
         let mut out = self.0.local.resources(user);
-        let ctx = self.0.ctx();
         for (node, e) in self.0.directory.resources(user) {
             if out.iter().any(|r| r.resource == e.resource) {
                 continue;
             }
-            let presence = match (ctx, e.presence_xml.is_empty()) {
-                (Some(ctx), false) => chorus_xmpp::remote::parse_stanza(ctx, &e.presence_xml),
-                _ => None,
-            };
+            // Kept as the peer sent it: parsed only where it is used
+            // (`ResourceInfo::presence_element`), not on every lookup.
+            let presence = (!e.presence_xml.is_empty()).then(|| Arc::from(e.presence_xml.as_str()));
             out.push(ResourceInfo {
                 resource: e.resource,
                 session_id: 0,

@@ -14,7 +14,6 @@ use common::{DOMAIN, Node, STEP, eventually, ready, start};
 use minidom::Element;
 use std::collections::HashMap;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 fn parse(s: &str) -> Element {
     chorus_xmpp::parser::parse_frame(s.as_bytes(), 1 << 20, 32).expect("valid test XML")
@@ -23,7 +22,7 @@ fn parse(s: &str) -> Element {
 /// A client session driven directly through the session API.
 struct Client {
     s: Session,
-    rx: mpsc::Receiver<Routed>,
+    rx: chorus_xmpp::queue::Receiver<Routed>,
     inbox: Vec<Element>,
 }
 

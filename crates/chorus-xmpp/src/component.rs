@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// XEP-0114 stream namespace.
 pub const NS_COMPONENT: &str = "jabber:component:accept";
@@ -51,7 +51,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut state = Handshake::default();
     let handshake_by = tokio::time::Instant::now() + Duration::from_secs(limits.handshake_timeout_secs);
     let mut buf = vec![0u8; READ_BUFFER_BYTES];
-    let (tx, mut rx) = mpsc::channel::<Routed>(COMPONENT_QUEUE_MAX);
+    let (tx, mut rx) = crate::queue::channel::<Routed>(COMPONENT_QUEUE_MAX);
     let session_id = ctx.next_session_id();
     let mut bound: Option<String> = None;
     loop {

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// Shared state of one node's XMPP service.
 pub struct Context {
@@ -121,7 +120,7 @@ pub struct ParkedSession {
     /// The session state.
     pub session: Box<Session>,
     /// Stanzas routed to it while detached.
-    pub rx: mpsc::Receiver<Routed>,
+    pub rx: crate::queue::Receiver<Routed>,
 }
 
 /// Parked sessions by resumption id.

@@ -16,6 +16,7 @@ pub mod offload;
 pub mod parser;
 pub mod pep;
 pub mod push;
+pub mod queue;
 pub mod remote;
 pub mod revoke;
 pub mod router;

@@ -10,6 +10,7 @@
 
 use minidom::Element;
 use minidom::tree_builder::TreeBuilder;
+use rxml::parser::{EventMetrics, RawQName};
 use rxml::{Parse, RawEvent, RawParser};
 use std::collections::HashMap;
 
@@ -87,7 +88,13 @@ impl ParseError {
 /// each stream restart (after STARTTLS and SASL success).
 pub struct StreamParser {
     raw: RawParser,
-    tree: TreeBuilder,
+    /// `None` while parked between stanzas (see [`StreamParser::park`]).
+    tree: Option<TreeBuilder>,
+    /// The stream element's name and namespace declarations: what the tree
+    /// builder needs to resolve a stanza's namespaces once rebuilt.
+    root: Root,
+    /// Inside a stanza: its head was opened and its foot not yet read.
+    in_stanza: bool,
     stanza_bytes_max: usize,
     depth_max: usize,
     /// Bytes of the current top-level element seen so far.
@@ -107,7 +114,9 @@ impl StreamParser {
     pub fn new(stanza_bytes_max: usize, depth_max: usize) -> StreamParser {
         StreamParser {
             raw: Self::raw_parser(stanza_bytes_max),
-            tree: TreeBuilder::new(),
+            tree: Some(TreeBuilder::new()),
+            root: Root::default(),
+            in_stanza: false,
             stanza_bytes_max,
             depth_max,
             current_bytes: 0,
@@ -150,13 +159,39 @@ impl StreamParser {
             // used; between stanzas they hold nothing, and an idle session
             // should not hold 16 KiB of them.
             self.raw.release_temporaries();
+            self.park();
         }
         Ok(events)
     }
 
     /// Whether the stream is open and no stanza is partly read.
     fn between_stanzas(&self) -> bool {
-        self.header_seen && self.tree.depth() == 1 && self.pending.is_empty()
+        self.header_seen && !self.in_stanza && self.depth() == 1 && self.pending.is_empty()
+    }
+
+    /// Drops the tree builder between stanzas. It holds the stream element
+    /// for the stream's whole life (its attributes, two copies of its
+    /// namespace declarations and the list its children pass through):
+    /// about 3 KiB of every idle connection. The next stanza rebuilds it
+    /// from [`Root`] (a few small allocations per read that carries one).
+    fn park(&mut self) {
+        self.tree = None;
+    }
+
+    /// Elements open in the stream, the stream element included.
+    fn depth(&self) -> usize {
+        match &self.tree {
+            Some(t) => t.depth(),
+            None => 1,
+        }
+    }
+
+    /// The tree builder, rebuilt with the stream element open if parked.
+    fn tree(&mut self) -> Result<&mut TreeBuilder, ParseError> {
+        if self.tree.is_none() {
+            self.tree = Some(self.root.rebuild()?);
+        }
+        Ok(self.tree.as_mut().expect("set above"))
     }
 
     fn feed_inner(&mut self, data: &[u8], events: &mut Vec<StreamEvent>) -> Result<(), ParseError> {
@@ -183,7 +218,7 @@ impl StreamParser {
                 if self.header_bytes > HEADER_BYTES_MAX {
                     return Err(ParseError::HeaderTooLarge("bytes"));
                 }
-            } else if self.tree.depth() >= 1 {
+            } else if self.depth() >= 1 {
                 self.current_bytes += consumed;
                 if self.current_bytes > self.stanza_bytes_max {
                     return Err(ParseError::TooLarge(self.stanza_bytes_max));
@@ -208,25 +243,28 @@ impl StreamParser {
     fn on_event(&mut self, ev: RawEvent, events: &mut Vec<StreamEvent>) -> Result<(), ParseError> {
         let is_head_close = matches!(ev, RawEvent::ElementHeadClose(_));
         let is_foot = matches!(ev, RawEvent::ElementFoot(_));
-        let depth_before = self.tree.depth();
+        let depth_before = self.depth();
         if !self.header_seen {
             self.check_header_event(&ev)?;
+        } else if depth_before == 1 && matches!(ev, RawEvent::ElementHeadOpen(..)) {
+            self.in_stanza = true;
         }
         if is_foot && depth_before == 1 {
             events.push(StreamEvent::Close);
             return Ok(());
         }
-        self.tree
+        self.tree()?
             .process_event(ev)
             .map_err(|e| ParseError::NotWellFormed(e.to_string()))?;
         if is_head_close {
-            let depth = self.tree.depth();
+            let depth = self.depth();
             if depth > self.depth_max + 1 {
                 return Err(ParseError::TooDeep(self.depth_max));
             }
             if depth == 1 && !self.header_seen {
                 self.header_seen = true;
-                let root = self.tree.top().ok_or(ParseError::BadRoot)?;
+                self.root.namespaces.shrink_to_fit();
+                let root = self.tree()?.top().ok_or(ParseError::BadRoot)?;
                 if root.name() != "stream" || root.ns() != crate::ns::STREAM {
                     return Err(ParseError::BadRoot);
                 }
@@ -244,7 +282,8 @@ impl StreamParser {
         }
         if is_foot && depth_before == 2 {
             self.current_bytes = 0;
-            if let Some(el) = self.tree.unshift_child() {
+            self.in_stanza = false;
+            if let Some(el) = self.tree()?.unshift_child() {
                 events.push(StreamEvent::Element(el));
             }
         }
@@ -261,12 +300,20 @@ impl StreamParser {
             RawEvent::ElementHeadOpen(_, (_, local)) if local.as_str() != "stream" => {
                 Err(ParseError::BadRoot)
             }
-            RawEvent::Attribute(_, (prefix, local), _) => {
+            RawEvent::ElementHeadOpen(_, qname) => {
+                self.root.name = Some(qname.clone());
+                Ok(())
+            }
+            RawEvent::Attribute(_, (prefix, local), value) => {
                 self.header_attributes += 1;
                 let is_ns = prefix.as_ref().map(|p| p.as_str()) == Some("xmlns")
                     || (prefix.is_none() && local.as_str() == "xmlns");
                 if is_ns {
                     self.header_namespaces += 1;
+                    if self.header_namespaces <= HEADER_NAMESPACES_MAX {
+                        let qname = (prefix.clone(), local.clone());
+                        self.root.namespaces.push((qname, value.clone()));
+                    }
                 }
                 if self.header_attributes > HEADER_ATTRIBUTES_MAX {
                     Err(ParseError::HeaderTooLarge("attributes"))
@@ -278,6 +325,36 @@ impl StreamParser {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// What rebuilds the stream element in a fresh tree builder: its name and
+/// its namespace declarations (at most [`HEADER_NAMESPACES_MAX`]). Its
+/// other attributes were reported with the header and are not needed.
+#[derive(Default)]
+struct Root {
+    name: Option<RawQName>,
+    namespaces: Vec<(RawQName, String)>,
+}
+
+impl Root {
+    /// A tree builder with the stream element open, as after the header.
+    fn rebuild(&self) -> Result<TreeBuilder, ParseError> {
+        let name = self.name.clone().ok_or(ParseError::BadRoot)?;
+        let mut tree = TreeBuilder::new();
+        let none = EventMetrics::zero();
+        let events = std::iter::once(RawEvent::ElementHeadOpen(none, name))
+            .chain(
+                self.namespaces
+                    .iter()
+                    .map(|(q, v)| RawEvent::Attribute(none, q.clone(), v.clone())),
+            )
+            .chain(std::iter::once(RawEvent::ElementHeadClose(none)));
+        for ev in events {
+            tree.process_event(ev)
+                .map_err(|e| ParseError::NotWellFormed(e.to_string()))?;
+        }
+        Ok(tree)
     }
 }
 

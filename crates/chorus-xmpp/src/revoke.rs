@@ -79,8 +79,8 @@ mod tests {
     #[test]
     fn disabled_accounts_and_sessions_ended_before_the_mark_are_revoked() {
         let (ctx, router) = ctx();
-        let (tx_a, mut rx_a) = tokio::sync::mpsc::channel(4);
-        let (tx_b, mut rx_b) = tokio::sync::mpsc::channel(4);
+        let (tx_a, mut rx_a) = crate::queue::channel(4);
+        let (tx_b, mut rx_b) = crate::queue::channel(4);
         router.bind("alice", "pc", 1, tx_a, 8).expect("bind");
         router.bind("bob", "pc", 2, tx_b, 8).expect("bind");
         assert_eq!(sweep(&ctx), 0, "nothing revoked yet");

@@ -6,8 +6,7 @@
 
 use minidom::Element;
 use std::collections::HashMap;
-use std::sync::Mutex;
-use tokio::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 /// Something delivered into a session's queue.
 #[derive(Debug, Clone)]
@@ -42,8 +41,11 @@ pub struct ResourceInfo {
     pub priority: i8,
     /// Whether the resource sent initial presence and is not unavailable.
     pub available: bool,
-    /// The last broadcast presence stanza.
-    pub presence: Option<Element>,
+    /// The last broadcast presence stanza, serialized and shared: about a
+    /// hundred bytes where its element tree takes a kilobyte, and every
+    /// lookup of a user's resources (each delivery) copies this info.
+    /// [`ResourceInfo::presence_element`] parses it where it is used.
+    pub presence: Option<Arc<str>>,
     /// Whether the resource requested the roster (receives roster pushes).
     pub interested: bool,
     /// Whether XEP-0280 carbons are enabled.
@@ -53,6 +55,27 @@ pub struct ResourceInfo {
     /// When the resource was bound (ms since the epoch; 0 when another
     /// node holds it).
     pub bound_ms: u64,
+}
+
+/// Largest stored presence parsed back, in bytes (a local one was bounded
+/// by the stanza limit when it arrived, a peer's by the cluster link).
+const PRESENCE_BYTES_MAX: usize = 1024 * 1024;
+/// Deepest stored presence parsed back.
+const PRESENCE_DEPTH_MAX: usize = 64;
+
+impl ResourceInfo {
+    /// The stored presence as an element (`None` if there is none, or if a
+    /// peer's does not parse).
+    pub fn presence_element(&self) -> Option<Element> {
+        let xml = self.presence.as_deref()?;
+        match crate::parser::parse_frame(xml.as_bytes(), PRESENCE_BYTES_MAX, PRESENCE_DEPTH_MAX) {
+            Ok(el) => Some(el),
+            Err(e) => {
+                tracing::warn!(error = %e, resource = %self.resource, "stored presence does not parse");
+                None
+            }
+        }
+    }
 }
 
 /// Why a resource could not be bound.
@@ -83,7 +106,7 @@ pub trait Router: Send + Sync + 'static {
         user: &str,
         resource: &str,
         session_id: u64,
-        tx: mpsc::Sender<Routed>,
+        tx: crate::queue::Sender<Routed>,
         resources_max: usize,
     ) -> Result<Option<u64>, BindError>;
     /// Unbinds a resource if `session_id` still holds it.
@@ -109,7 +132,7 @@ pub trait Router: Send + Sync + 'static {
 
 struct Entry {
     info: ResourceInfo,
-    tx: mpsc::Sender<Routed>,
+    tx: crate::queue::Sender<Routed>,
 }
 
 /// The in-process router of one node.
@@ -131,7 +154,7 @@ impl Router for LocalRouter {
         user: &str,
         resource: &str,
         session_id: u64,
-        tx: mpsc::Sender<Routed>,
+        tx: crate::queue::Sender<Routed>,
         resources_max: usize,
     ) -> Result<Option<u64>, BindError> {
         let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
@@ -156,6 +179,9 @@ impl Router for LocalRouter {
         if list.len() >= resources_max {
             return Err(BindError::TooManyResources);
         }
+        // Most users have one or two resources: grow one at a time (a
+        // plain push reserves four entries, 0.7 KiB, for the first).
+        list.reserve_exact(1);
         list.push(Entry { info, tx });
         Ok(None)
     }
@@ -207,11 +233,11 @@ impl Router for LocalRouter {
                 metrics::histogram!("chorus_session_queue_depth").record(depth as f64);
                 Ok(())
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(crate::queue::TrySendError::Full(_)) => {
                 metrics::counter!("chorus_router_queue_full_total").increment(1);
                 Err(DeliverError::QueueFull)
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(DeliverError::NotFound),
+            Err(crate::queue::TrySendError::Closed(_)) => Err(DeliverError::NotFound),
         }
     }
 
@@ -241,8 +267,8 @@ mod tests {
     #[test]
     fn bind_conflict_replaces_and_signals_old_session() {
         let r = LocalRouter::new();
-        let (tx1, mut rx1) = mpsc::channel(4);
-        let (tx2, _rx2) = mpsc::channel(4);
+        let (tx1, mut rx1) = crate::queue::channel(4);
+        let (tx2, _rx2) = crate::queue::channel(4);
         assert_eq!(r.bind("a", "phone", 1, tx1, 4), Ok(None));
         assert_eq!(r.bind("a", "phone", 2, tx2, 4), Ok(Some(1)));
         assert!(matches!(rx1.try_recv(), Ok(Routed::Conflict)));
@@ -256,7 +282,7 @@ mod tests {
     #[test]
     fn resource_limit_and_queue_full() {
         let r = LocalRouter::new();
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = crate::queue::channel(1);
         r.bind("a", "1", 1, tx.clone(), 2).expect("bind");
         r.bind("a", "2", 2, tx.clone(), 2).expect("bind");
         assert_eq!(r.bind("a", "3", 3, tx, 2), Err(BindError::TooManyResources));

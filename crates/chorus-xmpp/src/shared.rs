@@ -299,7 +299,7 @@ fn presence_of(ctx: &Context, user: &str, contact: &str, gone: bool) {
     let from_bare = format!("{contact}@{}", ctx.domain);
     let mut stanzas = Vec::new();
     for r in ctx.router.resources(contact).into_iter().filter(|r| r.available) {
-        let mut p = match (gone, r.presence) {
+        let mut p = match (gone, r.presence_element()) {
             (false, Some(p)) => p,
             (false, None) => continue,
             (true, _) => xml::new("presence", ns::CLIENT).with_attr("type", "unavailable"),

@@ -162,6 +162,7 @@ impl AuthThrottle {
         if v.len() >= USUAL_ADDRESSES_PER_ACCOUNT {
             v.remove(0);
         }
+        v.reserve_exact(1); // one or two addresses is usual: no room for four
         v.push((key, now));
     }
 

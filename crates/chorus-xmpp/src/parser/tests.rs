@@ -278,3 +278,47 @@ fn bytes_that_are_not_a_stream_header_end_the_stream_at_once() {
         }
     }
 }
+
+#[test]
+fn the_tree_builder_is_parked_between_stanzas_and_namespaces_still_resolve() {
+    // The stream element under another prefix, and a prefix declared on it
+    // that a stanza uses: both must survive the rebuild.
+    let header = "<s:stream xmlns:s='http://etherx.jabber.org/streams' xmlns='jabber:client' \
+                  xmlns:x='urn:example:x' to='chorus.test' version='1.0'>";
+    let mut p = parser();
+    p.feed(header.as_bytes()).expect("header");
+    assert!(p.tree.is_none(), "idle after the header: nothing held");
+    let stanza = "<message to='a@b'><x:tag/><body>hi</body></message>";
+    let ev = p.feed(stanza.as_bytes()).expect("stanza");
+    assert!(p.tree.is_none(), "idle again after the stanza");
+    let StreamEvent::Element(e) = &ev[0] else {
+        panic!("expected element, got {ev:?}")
+    };
+    assert!(e.is("message", "jabber:client"));
+    assert!(e.get_child("tag", "urn:example:x").is_some(), "{e:?}");
+    // The same bytes without a pause between them give the same element.
+    let mut whole = parser();
+    let all = whole.feed(format!("{header}{stanza}").as_bytes()).expect("valid");
+    assert_eq!(all[1], ev[0]);
+    assert_eq!(p.feed(b"</s:stream>").expect("close"), vec![StreamEvent::Close]);
+}
+
+#[test]
+fn a_read_that_ends_inside_a_stanza_keeps_the_tree_builder() {
+    let mut p = parser();
+    p.feed(HEADER.as_bytes()).expect("header");
+    p.feed(b"<message to='a@b' type='chat'").expect("part of a head");
+    assert!(p.tree.is_some(), "the open head lives in the tree builder");
+    p.feed(b"><body>h").expect("more");
+    assert!(p.tree.is_some());
+    let ev = p.feed(b"i</body></message>").expect("rest");
+    let StreamEvent::Element(e) = &ev[0] else {
+        panic!("expected element, got {ev:?}")
+    };
+    assert_eq!(e.attr("type"), Some("chat"));
+    assert_eq!(
+        e.get_child("body", "jabber:client").map(|b| b.text()),
+        Some("hi".into())
+    );
+    assert!(p.tree.is_none());
+}

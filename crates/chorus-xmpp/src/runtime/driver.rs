@@ -15,7 +15,7 @@ use crate::throttle::TokenBucket;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// How often a session with unacknowledged stanzas is asked for an ack.
 pub const ACK_REQUEST_INTERVAL_SECS: u64 = 30;
@@ -82,7 +82,7 @@ pub async fn drive<F: Framing>(
     let limits = &ctx.config.limits;
     let rate = limits.connection_bytes_per_sec as f64;
     let mut shaper = TokenBucket::new(rate, rate.max(limits.stanza_bytes_max as f64), Instant::now());
-    let mut rx: Option<mpsc::Receiver<Routed>> = None;
+    let mut rx: Option<crate::queue::Receiver<Routed>> = None;
     let handshake_deadline = slot.handshake_deadline(Duration::from_secs(limits.handshake_timeout_secs));
     let mut ack_timer = tokio::time::interval(Duration::from_secs(ACK_REQUEST_INTERVAL_SECS));
     ack_timer.tick().await;
@@ -176,7 +176,7 @@ pub async fn drive<F: Framing>(
 
 /// Receives from a session's queue once it has one; pends forever before
 /// binding, so it can sit in a `select!` from the start.
-pub async fn recv_routed(rx: &mut Option<mpsc::Receiver<Routed>>) -> Option<Routed> {
+pub async fn recv_routed(rx: &mut Option<crate::queue::Receiver<Routed>>) -> Option<Routed> {
     match rx {
         Some(r) => r.recv().await,
         None => std::future::pending().await,

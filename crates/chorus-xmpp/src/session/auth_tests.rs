@@ -121,7 +121,7 @@ fn password_changes_are_spaced_on_one_session() {
     let (ctx, _) = context(|_| {});
     let (mut a, mut arx) = login(&ctx, "alice", "apw", "pc");
     let t0 = std::time::Instant::now();
-    let change = |s: &mut Session, rx: &mut tokio::sync::mpsc::Receiver<crate::router::Routed>, pw: &str| {
+    let change = |s: &mut Session, rx: &mut crate::queue::Receiver<crate::router::Routed>, pw: &str| {
         s.on_element(parse(&format!(
             "<iq xmlns='jabber:client' type='set' id='pw'><query xmlns='{}'><username>alice</username><password>{pw}</password></query></iq>",
             ns::REGISTER

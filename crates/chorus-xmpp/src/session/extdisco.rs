@@ -120,7 +120,7 @@ mod tests {
         });
         let _ = ctx.turn_secrets.set(vec![None, Some(b"s3cret".to_vec())]);
         let (mut a, mut arx) = login(&ctx, "alice", "apw", "pc");
-        let ask = |s: &mut Session, rx: &mut tokio::sync::mpsc::Receiver<crate::router::Routed>, q: &str| {
+        let ask = |s: &mut Session, rx: &mut crate::queue::Receiver<crate::router::Routed>, q: &str| {
             s.on_element(parse(&format!(
                 "<iq xmlns='jabber:client' type='get' id='x' to='chorus.test'>{q}</iq>"
             )));

@@ -9,7 +9,6 @@ use crate::ns;
 use crate::router::Routed;
 use crate::xml::{self, ElementExt};
 use minidom::Element;
-use tokio::sync::mpsc;
 
 /// A parked session's resumption window: the driver ends the session with
 /// [`expire_parked`] once `after` has passed, unless it was resumed.
@@ -28,7 +27,7 @@ impl Session {
     /// unavailable, unacknowledged messages kept offline).
     pub fn on_disconnect(
         mut self,
-        rx: Option<mpsc::Receiver<Routed>>,
+        rx: Option<crate::queue::Receiver<Routed>>,
         ended_by_error: bool,
     ) -> Option<ParkTimer> {
         let rx = rx.or_else(|| self.rx.take());
@@ -65,7 +64,7 @@ impl Session {
     }
 
     /// Ends the session for good.
-    pub(super) fn finish(&mut self, rx: Option<mpsc::Receiver<Routed>>) {
+    pub(super) fn finish(&mut self, rx: Option<crate::queue::Receiver<Routed>>) {
         if self.state != State::Bound {
             return;
         }

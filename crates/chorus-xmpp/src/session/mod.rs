@@ -40,7 +40,6 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::mpsc;
 
 pub use lifecycle::{ParkTimer, expire_parked, finish_parked};
 pub use sm::SmState;
@@ -107,8 +106,8 @@ pub struct Session {
     resource: Option<String>,
     out: Vec<Output>,
     restart: bool,
-    tx: mpsc::Sender<Routed>,
-    rx: Option<mpsc::Receiver<Routed>>,
+    tx: crate::queue::Sender<Routed>,
+    rx: Option<crate::queue::Receiver<Routed>>,
     available: bool,
     priority: i8,
     directed: HashSet<String>,
@@ -136,7 +135,7 @@ pub struct Session {
 impl Session {
     /// A new session for a connection from `peer`.
     pub fn new(ctx: Arc<Context>, transport: Transport, peer: IpAddr) -> Session {
-        let (tx, rx) = mpsc::channel(queue_len(&ctx));
+        let (tx, rx) = crate::queue::channel(queue_len(&ctx));
         let secure = transport != Transport::Tcp;
         Session {
             id: ctx.next_session_id(),
@@ -190,7 +189,7 @@ impl Session {
     }
 
     /// The receiving end of this session's queue, once, after binding.
-    pub fn take_rx(&mut self) -> Option<mpsc::Receiver<Routed>> {
+    pub fn take_rx(&mut self) -> Option<crate::queue::Receiver<Routed>> {
         if self.state == State::Bound {
             self.rx.take()
         } else {

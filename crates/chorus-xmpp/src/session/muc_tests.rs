@@ -39,7 +39,7 @@ fn error_condition(e: &Element) -> Option<String> {
 }
 
 /// Alice creates and unlocks (instant room) `team`; returns her session.
-fn create_room(ctx: &Arc<Context>) -> (Session, mpsc::Receiver<Routed>) {
+fn create_room(ctx: &Arc<Context>) -> (Session, crate::queue::Receiver<Routed>) {
     let (mut a, mut arx) = login(ctx, "alice", "apw", "pc");
     presence_to(&mut a, &format!("{ROOM}/Alice"), "");
     let out = drain(&mut a, &mut arx);
@@ -380,7 +380,7 @@ fn self_ping_tells_an_occupant_it_is_joined_and_anyone_else_it_is_not() {
     let (ctx, _) = context(|_| {});
     let (mut a, mut arx) = create_room(&ctx);
     let ping = "<ping xmlns='urn:xmpp:ping'/>";
-    let answer = |s: &mut Session, rx: &mut mpsc::Receiver<Routed>, to: &str| {
+    let answer = |s: &mut Session, rx: &mut crate::queue::Receiver<Routed>, to: &str| {
         iq(s, to, "get", ping);
         let out = drain(s, rx);
         let reply = out

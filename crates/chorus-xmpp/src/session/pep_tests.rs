@@ -27,7 +27,7 @@ fn disco(features: &[&str]) -> Element {
 
 /// Sends available presence with caps for `features` and answers the
 /// server's caps query if it asks; returns what the session sent.
-fn announce(s: &mut Session, rx: &mut mpsc::Receiver<Routed>, features: &[&str]) -> Vec<Element> {
+fn announce(s: &mut Session, rx: &mut crate::queue::Receiver<Routed>, features: &[&str]) -> Vec<Element> {
     let q = disco(features);
     let ver = crate::caps::ver_of(&q).expect("ver");
     s.on_element(parse(&format!(

@@ -43,7 +43,7 @@ impl Session {
         );
         self.available = available;
         self.priority = priority;
-        let stored = el.clone();
+        let stored: std::sync::Arc<str> = el.to_xml().into();
         let stored_caps = el.clone();
         self.ctx.router.update(&user, &res, id, &mut |i| {
             i.available = available;
@@ -214,7 +214,7 @@ impl Session {
         let me = self.full();
         let mut any = false;
         for r in self.ctx.router.resources(user) {
-            if let (true, Some(mut p)) = (r.available, r.presence.clone()) {
+            if let (true, Some(mut p)) = (r.available, r.presence_element()) {
                 p.put_attr("from", format!("{bare}/{}", r.resource));
                 p.put_attr("to", me.clone());
                 self.send(p);
@@ -262,7 +262,7 @@ impl Session {
         }
         let bare = self.bare();
         for r in self.ctx.router.resources(&user) {
-            if let (true, Some(mut p)) = (r.session_id != self.id && r.available, r.presence.clone()) {
+            if let (true, Some(mut p)) = (r.session_id != self.id && r.available, r.presence_element()) {
                 p.put_attr("from", format!("{bare}/{}", r.resource));
                 p.put_attr("to", bare.clone());
                 self.send(p);
@@ -404,7 +404,7 @@ impl Session {
                         let full = self.full();
                         let bare_to2 = bare_to.clone();
                         for r in self.ctx.router.resources(&user) {
-                            if let (true, Some(mut p)) = (r.available, r.presence.clone()) {
+                            if let (true, Some(mut p)) = (r.available, r.presence_element()) {
                                 p.put_attr("from", format!("{me}/{}", r.resource));
                                 p.put_attr("to", bare_to2.clone());
                                 self.deliver_to_available(&contact, &p);

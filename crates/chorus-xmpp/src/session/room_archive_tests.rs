@@ -12,7 +12,7 @@ fn send(s: &mut Session, xml: &str) {
 }
 
 /// Alice's room, configured with `fields` (`var=value` pairs).
-fn room_with(ctx: &Arc<Context>, fields: &[(&str, &str)]) -> (Session, mpsc::Receiver<Routed>) {
+fn room_with(ctx: &Arc<Context>, fields: &[(&str, &str)]) -> (Session, crate::queue::Receiver<Routed>) {
     let (mut a, mut arx) = login(ctx, "alice", "apw", "pc");
     send(
         &mut a,
@@ -30,7 +30,7 @@ fn room_with(ctx: &Arc<Context>, fields: &[(&str, &str)]) -> (Session, mpsc::Rec
     (a, arx)
 }
 
-fn owner_set(a: &mut Session, arx: &mut mpsc::Receiver<Routed>, fields: &str) {
+fn owner_set(a: &mut Session, arx: &mut crate::queue::Receiver<Routed>, fields: &str) {
     send(
         a,
         &format!(
@@ -44,7 +44,7 @@ fn owner_set(a: &mut Session, arx: &mut mpsc::Receiver<Routed>, fields: &str) {
     assert_eq!(answer.and_then(|e| e.attr("type")), Some("result"), "{out:?}");
 }
 
-fn set_affiliation(a: &mut Session, arx: &mut mpsc::Receiver<Routed>, jid: &str, aff: &str) {
+fn set_affiliation(a: &mut Session, arx: &mut crate::queue::Receiver<Routed>, jid: &str, aff: &str) {
     send(
         a,
         &format!(
@@ -61,7 +61,7 @@ fn set_affiliation(a: &mut Session, arx: &mut mpsc::Receiver<Routed>, jid: &str,
     );
 }
 
-fn join(s: &mut Session, rx: &mut mpsc::Receiver<Routed>, nick: &str, extra: &str) -> Vec<Element> {
+fn join(s: &mut Session, rx: &mut crate::queue::Receiver<Routed>, nick: &str, extra: &str) -> Vec<Element> {
     send(
         s,
         &format!(
@@ -73,7 +73,11 @@ fn join(s: &mut Session, rx: &mut mpsc::Receiver<Routed>, nick: &str, extra: &st
 }
 
 /// The answer to a MAM query on the room: `Ok(results)` or `Err(condition)`.
-fn room_mam(s: &mut Session, rx: &mut mpsc::Receiver<Routed>, with: Option<&str>) -> Result<usize, String> {
+fn room_mam(
+    s: &mut Session,
+    rx: &mut crate::queue::Receiver<Routed>,
+    with: Option<&str>,
+) -> Result<usize, String> {
     let form = with.map_or(String::new(), |w| {
         format!(
             "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>{}</value></field>\
@@ -103,7 +107,7 @@ fn room_mam(s: &mut Session, rx: &mut mpsc::Receiver<Routed>, with: Option<&str>
     Err(cond.unwrap_or_default())
 }
 
-fn say(s: &mut Session, rx: &mut mpsc::Receiver<Routed>, body: &str) {
+fn say(s: &mut Session, rx: &mut crate::queue::Receiver<Routed>, body: &str) {
     send(
         s,
         &format!("<message xmlns='jabber:client' to='{ROOM}' type='groupchat'><body>{body}</body></message>"),

@@ -8,7 +8,7 @@ use chorus_core::credentials::Credentials;
 use chorus_core::shared_groups::{Member, SharedGroup};
 use std::collections::BTreeMap;
 
-fn roster_get(s: &mut Session, rx: &mut mpsc::Receiver<Routed>) -> Element {
+fn roster_get(s: &mut Session, rx: &mut crate::queue::Receiver<Routed>) -> Element {
     s.on_element(parse(
         "<iq xmlns='jabber:client' type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>",
     ));
@@ -23,7 +23,7 @@ fn item<'a>(q: &'a Element, jid: &str) -> Option<&'a Element> {
     q.children().find(|i| i.attr("jid") == Some(jid))
 }
 
-fn online(ctx: &Arc<Context>, user: &str, pw: &str) -> (Session, mpsc::Receiver<Routed>) {
+fn online(ctx: &Arc<Context>, user: &str, pw: &str) -> (Session, crate::queue::Receiver<Routed>) {
     let (mut s, mut rx) = login(ctx, user, pw, "pc");
     roster_get(&mut s, &mut rx);
     s.on_element(parse(

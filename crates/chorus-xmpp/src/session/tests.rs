@@ -358,7 +358,12 @@ fn subscription_and_blocking_events_are_archived() {
 
 /// Sends a MAM query (form fields and RSM set as XML) and returns the
 /// result messages' ids and the final iq.
-fn mam(s: &mut Session, rx: &mut mpsc::Receiver<Routed>, fields: &str, rsm: &str) -> (Vec<String>, Element) {
+fn mam(
+    s: &mut Session,
+    rx: &mut crate::queue::Receiver<Routed>,
+    fields: &str,
+    rsm: &str,
+) -> (Vec<String>, Element) {
     s.on_element(parse(&format!(
         "<iq xmlns='jabber:client' type='set' id='q'><query xmlns='{}' queryid='f'>\
          <x xmlns='jabber:x:data' type='submit'>\

@@ -62,7 +62,7 @@ pub(super) fn login(
     user: &str,
     pass: &str,
     resource: &str,
-) -> (Session, mpsc::Receiver<Routed>) {
+) -> (Session, crate::queue::Receiver<Routed>) {
     let mut s = Session::new(
         ctx.clone(),
         Transport::DirectTls,
@@ -85,7 +85,7 @@ pub(super) fn login(
     (s, rx)
 }
 
-pub(super) fn drain(s: &mut Session, rx: &mut mpsc::Receiver<Routed>) -> Vec<Element> {
+pub(super) fn drain(s: &mut Session, rx: &mut crate::queue::Receiver<Routed>) -> Vec<Element> {
     while let Ok(r) = rx.try_recv() {
         s.on_routed(r);
     }

@@ -285,7 +285,7 @@ impl Session {
             .resources(&me)
             .into_iter()
             .find(|r| r.session_id == self.id)
-            .and_then(|r| r.presence);
+            .and_then(|r| r.presence_element());
         if let Some(p) = stored {
             let p = self.with_avatar_hash(p);
             self.broadcast_presence(p);
