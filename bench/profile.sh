@@ -6,7 +6,9 @@
 #  2. memory: `heaptrack` of a node holding BENCH_PROFILE_SESSIONS idle
 #     sessions, then the allocation sites that hold the most memory.
 # Needs perf and heaptrack (Debian: linux-perf, heaptrack); run as root.
-# Output: bench/results/profile-<time>/{cpu.txt,memory.txt}.
+# Output: bench/results/profile-<time>/{cpu.txt,memory.txt,memory-top.txt}
+# (memory-top.txt: the heap at its peak grouped by holder, per session;
+# bench/heap_groups.py).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -82,5 +84,9 @@ wait || true
 trap - EXIT
 heaptrack_print -f "$OUT"/heaptrack*.zst --print-peaks 1 --print-allocators 0 --print-temporary 0 \
     --print-leaks 0 --peak-limit 25 2>/dev/null >"$OUT/memory.txt" || true
+# The same peak, grouped by what holds it, per session.
+heaptrack_print -f "$OUT"/heaptrack*.zst -F "$OUT/peak-stacks.txt" --flamegraph-cost-type peak \
+    >/dev/null 2>&1 || true
+python3 bench/heap_groups.py "$OUT/peak-stacks.txt" "$SESSIONS" >"$OUT/memory-top.txt" || true
 fi
-echo "profile written to $OUT (cpu.txt, memory.txt)"
+echo "profile written to $OUT (cpu.txt, memory.txt, memory-top.txt)"
