@@ -32,9 +32,6 @@ import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout  # noqa: F401  (re-exported)
 
 from stanzas import (  # noqa: F401  (re-exported)
-
-log = logging.getLogger("e2e.xmpp")
-
     NS_CLIENT,
     NS_STREAM,
     NS_STREAMS,
@@ -65,6 +62,8 @@ log = logging.getLogger("e2e.xmpp")
     parse_roster,
     stanza_error_condition,
 )
+
+log = logging.getLogger("e2e.xmpp")
 
 DEFAULT_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 20.0
