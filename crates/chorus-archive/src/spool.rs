@@ -100,29 +100,59 @@ impl Spool {
     /// Returns once the record is on disk. Sequence numbers are assigned
     /// and staged for the group commit under one lock, and the next one is
     /// written with each record, so none is reused after a crash.
-    pub fn append_seq(&self, mut record: Record) -> Result<(String, u64), SpoolError> {
-        let (seq, ticket) = {
-            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
-            let depth = self.len();
-            if depth >= self.records_max {
-                return Err(SpoolError::Full(depth));
-            }
-            let seq = *next;
-            record.id = format!("{}-{seq}", self.node_id);
-            let bytes = crate::codec::encode(&record).map_err(|e| SpoolError::Io(e.to_string()))?;
-            let mut b = WriteBatch::default();
-            b.put_cf(self.cf(CF_SPOOL), seq.to_be_bytes(), bytes);
-            b.put_cf(self.cf(CF_SPOOL_META), KEY_NEXT, (seq + 1).to_be_bytes());
-            *next = seq + 1;
-            (seq, self.durable.stage(b))
-        };
-        let written = self.durable.wait(&self.db, ticket);
+    pub fn append_seq(&self, record: Record) -> Result<(String, u64), SpoolError> {
+        let staged = self.stage(record)?;
+        let written = self.durable.wait(&self.db, staged.ticket);
+        self.settle(staged.seq, written)?;
+        Ok((staged.id, staged.seq))
+    }
+
+    /// Assigns the record its id and stages it for the next group commit,
+    /// without waiting: the record is on disk (and counts as spooled) once
+    /// [`Spool::durable`] resolves. An async caller waits there without
+    /// holding a thread.
+    pub fn stage(&self, mut record: Record) -> Result<Staged, SpoolError> {
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let depth = self.len();
+        if depth >= self.records_max {
+            return Err(SpoolError::Full(depth));
+        }
+        let seq = *next;
+        record.id = format!("{}-{seq}", self.node_id);
+        let bytes = crate::codec::encode(&record).map_err(|e| SpoolError::Io(e.to_string()))?;
+        let mut b = WriteBatch::default();
+        b.put_cf(self.cf(CF_SPOOL), seq.to_be_bytes(), bytes);
+        b.put_cf(self.cf(CF_SPOOL_META), KEY_NEXT, (seq + 1).to_be_bytes());
+        *next = seq + 1;
+        Ok(Staged {
+            id: record.id,
+            seq,
+            ticket: self.durable.stage(b),
+        })
+    }
+
+    /// Resolves once the staged record is on disk (or its write failed).
+    pub fn durable(
+        &self,
+        staged: &Staged,
+    ) -> impl std::future::Future<Output = Result<(), SpoolError>> + Send + 'static {
+        let this = self.clone();
+        let seq = staged.seq;
+        let flushed = self.durable.flushed(self.db.clone(), staged.ticket);
+        async move {
+            let written = flushed.await;
+            this.settle(seq, written)
+        }
+    }
+
+    /// Books the outcome of a staged record's flush.
+    fn settle(&self, seq: u64, written: Result<(), String>) -> Result<(), SpoolError> {
         // Flushes finish in order: everything below is settled either way.
         self.flushed_next
             .fetch_max(seq + 1, std::sync::atomic::Ordering::AcqRel);
         written.map_err(SpoolError::Io)?;
         self.depth.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok((record.id, seq))
+        Ok(())
     }
 
     /// Up to `limit` of the oldest spooled records with their sequence numbers.
@@ -198,6 +228,16 @@ impl Spool {
     }
 }
 
+/// A record staged for the spool's next group commit.
+#[derive(Debug)]
+pub struct Staged {
+    /// Its archive id.
+    pub id: String,
+    /// Its spool sequence number.
+    pub seq: u64,
+    ticket: chorus_core::group_commit::Ticket,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,5 +285,34 @@ mod tests {
         // the removal and never came back while the lock was held.
         let got = rx.recv_timeout(std::time::Duration::from_secs(30));
         assert!(matches!(got, Ok(Some(_))), "append blocked by a removal: {got:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn staged_records_count_once_durable_and_survive_a_reopen() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let s = spool(tmp.path());
+        let staged: Vec<Staged> = (0..64)
+            .map(|i| s.stage(rec(&format!("m{i}"))).expect("stage"))
+            .collect();
+        assert_eq!(s.len(), 0, "counted before it is on disk");
+        let waits: Vec<_> = staged.iter().map(|st| s.durable(st)).collect();
+        for w in waits {
+            w.await.expect("durable");
+        }
+        assert_eq!(s.len(), 64);
+        let want: Vec<u64> = staged.iter().map(|st| st.seq).collect();
+        drop(s);
+        let s = spool(tmp.path());
+        let got: Vec<(u64, String)> = s
+            .oldest(100)
+            .expect("read")
+            .into_iter()
+            .map(|(q, r)| (q, r.id))
+            .collect();
+        let ids: Vec<(u64, String)> = staged.iter().map(|st| (st.seq, st.id.clone())).collect();
+        assert_eq!(got, ids, "every staged record, in order, after a reopen");
+        assert_eq!(want.len(), 64);
+        let next = s.stage(rec("after")).expect("stage");
+        assert!(next.seq > want[63], "no sequence reused after a reopen");
     }
 }

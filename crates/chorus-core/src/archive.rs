@@ -234,12 +234,33 @@ pub enum ArchiveError {
     NotFound(String),
 }
 
+/// Resolves once a record accepted by [`Archive::append_deferred`] is
+/// durable, or with why it could not be made so.
+pub type Durable =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ArchiveError>> + Send + Sync>>;
+
+/// A record accepted by [`Archive::append_deferred`].
+pub struct Accepted {
+    /// Its archive id, if the archive keeps ids.
+    pub id: Option<String>,
+    /// The wait for its durability; `None` when it is durable already.
+    /// Until it resolves with `Ok`, nothing may depend on the record (a
+    /// message carrying its id must not be delivered or acknowledged).
+    pub durable: Option<Durable>,
+}
+
 /// Accepts records durably (spool write) and answers history queries.
 pub trait Archive: Send + Sync + 'static {
     /// Whether this archive keeps records at all (controls disco features).
     fn enabled(&self) -> bool;
     /// Durably accepts a record; returns its archive id, if it keeps one.
     fn append(&self, record: ArchiveRecord) -> Result<Option<String>, ArchiveError>;
+    /// Accepts a record and returns its id at once, with a wait for its
+    /// durability that blocks no thread (an async caller awaits it). By
+    /// default the record is appended durably before this returns.
+    fn append_deferred(&self, record: ArchiveRecord) -> Result<Accepted, ArchiveError> {
+        self.append(record).map(|id| Accepted { id, durable: None })
+    }
     /// Answers a history query from what this node holds.
     fn query(&self, _query: &MamQuery) -> Result<MamPage, ArchiveError> {
         Err(ArchiveError::Unavailable("this node keeps no archive".into()))

@@ -4,7 +4,9 @@
 //! order and syncs the write-ahead log once with the last, which covers
 //! them all. Waiting threads hand their tokio worker's other tasks to a
 //! fresh thread (`block_in_place`), so many sessions can wait at once and
-//! their writes share flushes.
+//! their writes share flushes. An async writer ([`DurableWriter::flushed`])
+//! blocks no thread at all: it awaits, and the flushes run on a blocking
+//! thread that one of the waiters starts.
 //!
 //! Writes that may be lost in a crash (replicated items that anti-entropy
 //! repairs, state the Raft log rebuilds) use [`unsynced`]. Under the
@@ -15,11 +17,41 @@
 use chorus_core::failpoint::{self, Failpoint};
 use chorus_core::group_commit::{GroupCommit, Ticket};
 use rocksdb::{DB, WriteBatch, WriteOptions};
+use std::future::Future;
+use std::sync::Arc;
 
 /// Group commit of synced writes to one database.
 #[derive(Default)]
 pub struct DurableWriter {
-    gc: GroupCommit<Vec<WriteBatch>>,
+    gc: Arc<GroupCommit<Vec<WriteBatch>>>,
+}
+
+/// The flusher's role, claimed by an async waiter: flushes until nothing
+/// staged is left. Run on a blocking thread; if the runtime drops it
+/// unrun (it is shutting down), it flushes where it is dropped, so the
+/// role is never lost and no writer waits forever.
+struct FlushRole {
+    gc: Arc<GroupCommit<Vec<WriteBatch>>>,
+    db: Arc<DB>,
+    done: bool,
+}
+
+impl FlushRole {
+    fn run(mut self) {
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if !std::mem::replace(&mut self.done, true) {
+            self.gc.flush_all(|b| flush(&self.db, b));
+        }
+    }
+}
+
+impl Drop for FlushRole {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 /// Options for a write that may be lost in a crash.
@@ -89,5 +121,38 @@ impl DurableWriter {
     /// Returns once the flush carrying `ticket` is on disk.
     pub fn wait(&self, db: &DB, ticket: Ticket) -> Result<(), String> {
         self.gc.wait(ticket, |b| flush(db, b), blocking)
+    }
+
+    /// Resolves once the flush carrying `ticket` is on disk, blocking no
+    /// thread while it waits. When no flush is under way, this waiter
+    /// starts the flusher on the runtime's blocking pool (inline where
+    /// there is no runtime).
+    pub fn flushed(
+        &self,
+        db: Arc<DB>,
+        ticket: Ticket,
+    ) -> impl Future<Output = Result<(), String>> + Send + 'static {
+        let gc = self.gc.clone();
+        std::future::poll_fn(move |cx| {
+            let (poll, start) = gc.poll_flushed(ticket, cx);
+            if !start {
+                return poll;
+            }
+            let role = FlushRole {
+                gc: gc.clone(),
+                db: db.clone(),
+                done: false,
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) => {
+                    h.spawn_blocking(move || role.run());
+                    poll
+                }
+                Err(_) => {
+                    role.run();
+                    gc.poll_flushed(ticket, cx).0
+                }
+            }
+        })
     }
 }

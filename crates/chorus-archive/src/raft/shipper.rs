@@ -10,7 +10,7 @@ use crate::raft::{ArchiveNet, ArchiveRaft};
 use crate::spool::Spool;
 use crate::state_machine::ArchiveStateMachine;
 use crate::types::{Command, Record, Response};
-use chorus_core::archive::{Archive, ArchiveError, ArchiveRecord, MamPage, MamQuery};
+use chorus_core::archive::{Accepted, Archive, ArchiveError, ArchiveRecord, MamPage, MamQuery};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, RaftMetrics};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -247,6 +247,30 @@ impl Archive for RaftArchive {
             )));
         }
         Ok(Some(id))
+    }
+
+    fn append_deferred(&self, r: ArchiveRecord) -> Result<Accepted, ArchiveError> {
+        // Strict mode waits for the commit itself.
+        if self.strict.is_some() {
+            return self.append(r).map(|id| Accepted { id, durable: None });
+        }
+        let _span = tracing::info_span!("archive.spool", deferred = true).entered();
+        let staged = self
+            .spool
+            .stage(Record::accepted(r, &self.site))
+            .map_err(|e| ArchiveError::Unavailable(e.to_string()))?;
+        let flushed = self.spool.durable(&staged);
+        let wake = self.wake.clone();
+        Ok(Accepted {
+            id: Some(staged.id),
+            durable: Some(Box::pin(async move {
+                flushed
+                    .await
+                    .map_err(|e| ArchiveError::Unavailable(e.to_string()))?;
+                wake.notify_one();
+                Ok(())
+            })),
+        })
     }
 
     fn query(&self, q: &MamQuery) -> Result<MamPage, ArchiveError> {

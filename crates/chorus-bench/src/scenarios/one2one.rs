@@ -2,9 +2,12 @@
 //! their receivers' full JIDs; each body carries the step and the send time,
 //! so receivers measure delivery latency. A step "holds" when at least
 //! 99.9 % of its messages arrive, p99 stays under the limit and the senders
-//! reached 90 % of the asked rate; the last step that holds is the maximum
-//! sustainable throughput, and a final step at half of it gives the latency
-//! a server offers with headroom. With `--recv-addr` the receivers sit on
+//! reached 90 % of the asked rate. After the first step that breaks, a few
+//! more steps halve the interval between it and the last that held; the
+//! highest step that holds is the maximum sustainable throughput, and a
+//! final step at half of it gives the latency a server offers with
+//! headroom. Each sender ticks at its own phase of the pacing period, so
+//! messages arrive spread out, as independent users' would. With `--recv-addr` the receivers sit on
 //! another node: cross-site delivery.
 
 use crate::ServerArgs;
@@ -37,6 +40,11 @@ pub struct Opts {
     /// Seconds each rate is held.
     #[arg(long, default_value_t = 10)]
     pub step_secs: u64,
+    /// After the first rate that does not hold, this many more steps halve
+    /// the interval between it and the last rate that held, so a server
+    /// between two listed rates is not reported at the lower one.
+    #[arg(long, default_value_t = 2)]
+    pub refine: usize,
     /// A step whose p99 delivery latency exceeds this does not hold.
     #[arg(long, default_value_t = 1000)]
     pub p99_limit_ms: u64,
@@ -83,7 +91,7 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Outcome> {
     }
     let receivers = super::login_all(&recv_server, pairs..2 * pairs, true).await?;
     let shared = Arc::new(Shared {
-        steps: (0..=opts.rates.len())
+        steps: (0..=opts.rates.len() + opts.refine)
             .map(|_| Mutex::new(Step::default()))
             .collect(),
         errors: AtomicU64::new(0),
@@ -105,41 +113,22 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Outcome> {
 
     let mut o = Outcome::new(&opts.name);
     let sampler = Sampler::start(server.pid);
-    let mut best: Option<StepResult> = None;
-    for (i, rate) in opts.rates.iter().enumerate() {
-        let r = step(opts, i, *rate as f64, &senders, &to, &shared).await;
-        let s = r.latency.summary();
-        eprintln!(
-            "[{}] {} step {rate}/s: achieved {:.0}/s, delivered {:.4}, p50 {:.2} ms, p99 {:.2} ms",
-            server.label, opts.name, r.achieved, r.delivered, s.p50_ms, s.p99_ms
-        );
-        if !r.holds(opts.p99_limit_ms) {
-            o.notes.push(format!(
-                "broke at {rate}/s: achieved {:.0}/s, delivered {:.2}%, p99 {:.0} ms",
-                r.achieved,
-                r.delivered * 100.0,
-                s.p99_ms
-            ));
-            break;
-        }
-        best = Some(r);
-    }
+    let ctx = Ramp {
+        opts,
+        senders: &senders,
+        to: &to,
+        shared: &shared,
+    };
+    let best = ctx.find_max(&mut o).await;
     let usage = sampler.stop();
     o.usage(&usage);
     match best {
         Some(b) => {
             o.set("sustained_msgs_per_sec", b.achieved);
             o.latency("at_max_latency", &b.latency.summary());
-            // The step that broke left a backlog: let the server work it
-            // off so the half-rate step starts from a quiet server.
-            if let Some(pid) = server.pid
-                && !crate::stats::wait_quiet(pid, 0.1, Duration::from_secs(120)).await
-            {
-                o.notes
-                    .push("the server was still busy 120 s after the last step".into());
-            }
+            ctx.settle(&mut o).await;
             let half = b.achieved / 2.0;
-            let h = step(opts, opts.rates.len(), half, &senders, &to, &shared).await;
+            let h = step(opts, ctx.half_index(), half, &senders, &to, &shared).await;
             o.set("half_rate_msgs_per_sec", h.achieved);
             o.latency("latency", &h.latency.summary());
             if h.delivered < 0.999 {
@@ -157,6 +146,89 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Outcome> {
     Ok(o)
 }
 
+/// The steps of one run: the listed rates, then the refinement.
+struct Ramp<'a> {
+    opts: &'a Opts,
+    senders: &'a [Arc<Session>],
+    to: &'a [String],
+    shared: &'a Arc<Shared>,
+}
+
+impl Ramp<'_> {
+    /// The step slot of the final half-rate step.
+    fn half_index(&self) -> usize {
+        self.opts.rates.len() + self.opts.refine
+    }
+
+    /// Runs one step and reports it; returns it with whether it held.
+    async fn run_step(&self, index: usize, rate: f64, o: &mut Outcome) -> (StepResult, bool) {
+        let r = step(self.opts, index, rate, self.senders, self.to, self.shared).await;
+        let s = r.latency.summary();
+        eprintln!(
+            "[{}] {} step {rate:.0}/s: achieved {:.0}/s, delivered {:.4}, p50 {:.2} ms, p99 {:.2} ms",
+            self.opts.server.label, self.opts.name, r.achieved, r.delivered, s.p50_ms, s.p99_ms
+        );
+        let holds = r.holds(self.opts.p99_limit_ms);
+        if !holds {
+            o.notes.push(format!(
+                "broke at {rate:.0}/s: achieved {:.0}/s, delivered {:.2}%, p99 {:.0} ms",
+                r.achieved,
+                r.delivered * 100.0,
+                s.p99_ms
+            ));
+        }
+        (r, holds)
+    }
+
+    /// The listed rates until one breaks, then [`Opts::refine`] steps
+    /// halving the interval between the last that held and the first
+    /// that broke. Returns the highest step that held.
+    async fn find_max(&self, o: &mut Outcome) -> Option<StepResult> {
+        let mut best: Option<StepResult> = None;
+        let mut broke_at = None;
+        for (i, rate) in self.opts.rates.iter().enumerate() {
+            let (r, holds) = self.run_step(i, *rate as f64, o).await;
+            if !holds {
+                broke_at = Some(*rate as f64);
+                break;
+            }
+            best = Some(r);
+        }
+        let (Some(mut bad), Some(_)) = (broke_at, &best) else {
+            return best;
+        };
+        for k in 0..self.opts.refine {
+            let good = best.as_ref().map_or(0.0, |b| b.asked);
+            let rate = ((good + bad) / 2.0).round();
+            if rate <= good || rate >= bad {
+                break;
+            }
+            self.settle(o).await;
+            let (r, holds) = self.run_step(self.opts.rates.len() + k, rate, o).await;
+            if holds {
+                best = Some(r);
+            } else {
+                bad = rate;
+            }
+        }
+        best
+    }
+
+    /// A step that broke leaves a backlog: lets the server work it off so
+    /// the next step starts from a quiet server.
+    async fn settle(&self, o: &mut Outcome) {
+        if let Some(pid) = self.opts.server.pid
+            && !crate::stats::wait_quiet(pid, 0.1, Duration::from_secs(120)).await
+        {
+            o.notes
+                .push("the server was still busy 120 s after a step that broke".into());
+        }
+    }
+}
+
+/// How often each sender sends what is due.
+const TICK: Duration = Duration::from_millis(10);
+
 /// Sends at `rate` messages per second for `step_secs`, then waits for the
 /// messages to arrive (or for the drain timeout).
 async fn step(
@@ -172,10 +244,16 @@ async fn step(
     let sent = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for (s, to) in senders.iter().zip(to) {
+    let n_senders = senders.len() as u32;
+    for (i, (s, to)) in senders.iter().zip(to).enumerate() {
         let (s, to, sent) = (s.clone(), to.clone(), sent.clone());
+        // Each sender ticks at its own phase of the 10 ms period, so the
+        // messages arrive spread over it as many independent users' would,
+        // not in one burst every 10 ms.
+        let phase = TICK * i as u32 / n_senders;
         tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let first = tokio::time::Instant::from_std(started) + phase;
+            let mut tick = tokio::time::interval_at(first, TICK);
             let mut n = 0u64;
             loop {
                 tick.tick().await;

@@ -1,6 +1,7 @@
 //! The one session driver every transport shares. It performs the
-//! session's effects: reading (through the transport's [`Framing`]), the
-//! routed queue, the stream-management ack timer and ack requests, the
+//! session's effects: reading (through the transport's [`Framing`]),
+//! awaiting a message's archive record until it is durable, the routed
+//! queue, the stream-management ack timer and ack requests, the
 //! handshake timeout, eviction from the unauthenticated pool and promotion
 //! to a logged-in slot, byte shaping, the write timeout, the shutdown ack
 //! grace, switching to a resumed session and the close. Only framing
@@ -119,6 +120,14 @@ pub async fn drive<F: Framing>(
                 }
                 Read::Chunk(c) => {
                     let n = framing.deliver(c, &mut session);
+                    // A message waits for its archive record's group
+                    // commit before it is delivered; the session holds
+                    // later input meanwhile, and no thread blocks.
+                    while let Some(wait) = session.take_durable_wait() {
+                        let result = wait.await;
+                        session.set_now(Instant::now());
+                        session.on_durable(result);
+                    }
                     let wait = shaper.take_debt(n as f64, Instant::now());
                     if !wait.is_zero() {
                         tokio::time::sleep(wait).await;

@@ -2,10 +2,11 @@
 //! delays, XEP-0280 carbons and XEP-0191 block checks.
 
 use super::Session;
+use super::deferred::Then;
 use crate::ns;
 use crate::router::{DeliverError, Routed};
 use crate::xml::{self, ElementExt};
-use chorus_core::archive::{ArchiveError, ArchiveRecord, RecordKind};
+use chorus_core::archive::{Accepted, ArchiveError, ArchiveRecord, Durable, RecordKind};
 use chorus_core::config::ArchiveExclusion;
 use chorus_core::store::{OfflineMessage, StoreError};
 use minidom::Element;
@@ -107,7 +108,15 @@ impl Session {
                 // any other (`archive` stamps the sender's stanza id).
                 let own = self.user().to_owned();
                 match self.archive(&el, &own) {
-                    Ok(archived) => self.route_to_component(&domain, archived),
+                    Ok((archived, None)) => self.route_to_component(&domain, archived),
+                    Ok((archived, Some(wait))) => self.defer(
+                        wait,
+                        Then::Component {
+                            archived,
+                            original: el,
+                            domain,
+                        },
+                    ),
                     Err(refusal) => self.send(refusal),
                 }
             }
@@ -128,42 +137,53 @@ impl Session {
                     }
                     return;
                 }
-                let carbon_eligible = carbon_eligible(&el);
-                if self.route_message(&el, &user, resource.as_deref()) && carbon_eligible {
-                    self.send_sent_carbons(&el);
-                }
+                let carbons = carbon_eligible(&el);
+                self.route_message(el, user, resource, carbons);
             }
         }
     }
 
-    /// Routes a message from this session to a local user. Returns whether
-    /// it was accepted (delivered or stored).
-    pub(super) fn route_message(&mut self, el: &Element, user: &str, resource: Option<&str>) -> bool {
+    /// Routes a message from this session to a local user, once its
+    /// archive record is durable; if it is accepted (delivered or stored)
+    /// and `carbons` is set, the sender's other resources get sent-carbons.
+    fn route_message(&mut self, el: Element, user: String, resource: Option<String>, carbons: bool) {
         let typ = el.attr("type").unwrap_or("normal");
-        if !self.account_exists(user) {
-            if typ != "error" && typ != "headline" {
-                self.send(xml::error_reply(el, "cancel", "service-unavailable"));
-            }
-            return false;
-        }
-        if self.blocks(user, &self.full()) {
-            if typ != "error" {
-                self.send(xml::error_reply(el, "cancel", "service-unavailable"));
-            }
-            return false;
-        }
-        if typ == "groupchat" {
-            self.send(xml::error_reply(el, "cancel", "service-unavailable"));
-            return false;
-        }
-        let archived = match self.archive(el, user) {
-            Ok(a) => a,
-            Err(reply) => {
-                self.send(reply);
-                return false;
+        let refusal = if !self.account_exists(&user) {
+            (typ != "error" && typ != "headline").then_some("service-unavailable")
+        } else if self.blocks(&user, &self.full()) {
+            (typ != "error").then_some("service-unavailable")
+        } else if typ == "groupchat" {
+            Some("service-unavailable")
+        } else {
+            match self.archive(&el, &user) {
+                Ok((archived, Some(wait))) => {
+                    let then = Then::Local {
+                        archived,
+                        original: el,
+                        user,
+                        resource,
+                        carbons,
+                    };
+                    return self.defer(wait, then);
+                }
+                Ok((archived, None)) => {
+                    if self.deliver_archived(&archived, &user, resource.as_deref()) && carbons {
+                        self.send_sent_carbons(&el);
+                    }
+                    return;
+                }
+                Err(reply) => return self.send(reply),
             }
         };
-        let el = &archived;
+        if let Some(condition) = refusal {
+            self.send(xml::error_reply(&el, "cancel", condition));
+        }
+    }
+
+    /// Delivers a message whose record (if any) is durable to a local user.
+    /// Returns whether it was accepted (delivered or stored).
+    pub(super) fn deliver_archived(&mut self, el: &Element, user: &str, resource: Option<&str>) -> bool {
+        let typ = el.attr("type").unwrap_or("normal");
         let resources = self.ctx.router.resources(user);
         if let Some(r) = resource {
             if resources.iter().any(|i| i.resource == r) {
@@ -223,8 +243,10 @@ impl Session {
 
     /// Hands a message to the archive before it is delivered or stored;
     /// returns the message to deliver, carrying its XEP-0359 stanza-id when
-    /// the archive assigned one, or the error to send back.
-    fn archive(&self, el: &Element, user: &str) -> Result<Element, Element> {
+    /// the archive assigned one, with the wait for its record's durability
+    /// when it is not durable yet (nothing may be delivered before), or the
+    /// error to send back.
+    fn archive(&self, el: &Element, user: &str) -> Result<(Element, Option<Durable>), Element> {
         // A client must not be able to forge the archive's ids, neither in
         // what is delivered nor in what is archived.
         let el = &self.without_own_stanza_ids(el);
@@ -238,7 +260,7 @@ impl Session {
             || (typ == "headline" && cfg.excludes(ArchiveExclusion::Headlines))
             || (typ == "error" && cfg.excludes(ArchiveExclusion::Errors))
         {
-            return Ok(el.clone());
+            return Ok((el.clone(), None));
         }
         let to_bare = format!("{user}@{}", self.ctx.domain);
         let record = ArchiveRecord {
@@ -254,17 +276,20 @@ impl Session {
             msg_id: super::edits::msg_id_of(el),
             edit,
         };
-        match self.ctx.archive.append(record) {
-            Ok(Some(id)) => {
+        match self.ctx.archive.append_deferred(record) {
+            Ok(Accepted {
+                id: Some(id),
+                durable,
+            }) => {
                 let mut out = el.clone();
                 out.append_child(
                     xml::new("stanza-id", ns::SID)
                         .with_attr("id", id)
                         .with_attr("by", to_bare),
                 );
-                Ok(out)
+                Ok((out, durable))
             }
-            Ok(None) => Ok(el.clone()),
+            Ok(Accepted { id: None, durable }) => Ok((el.clone(), durable)),
             Err(ArchiveError::NoQuorum(why)) => {
                 tracing::warn!(reason = %why, "strict archive refused a message");
                 Err(xml::error_reply(el, "wait", "service-unavailable"))
@@ -391,7 +416,7 @@ impl Session {
         }
     }
 
-    fn send_sent_carbons(&mut self, el: &Element) {
+    pub(super) fn send_sent_carbons(&mut self, el: &Element) {
         let me = self.resource.clone().unwrap_or_default();
         let user = self.user().to_owned();
         for r in self.ctx.router.resources(&user) {

@@ -9,6 +9,7 @@ mod auth;
 mod avatar;
 mod component;
 mod csi;
+mod deferred;
 mod edits;
 mod extdisco;
 mod iq;
@@ -126,6 +127,9 @@ pub struct Session {
     /// XEP-0115 capabilities and XEP-0163 interests of the client.
     pep: pep::PepSession,
     resumed: Option<ParkedSession>,
+    /// A message whose archive record is not durable yet, and the input
+    /// held behind it (`deferred.rs`).
+    deferred: Option<Box<deferred::Deferred>>,
     closed: bool,
     /// The time now, as the driver last said ([`Session::set_now`]): the
     /// session reads no clock of its own.
@@ -168,6 +172,7 @@ impl Session {
             sm: None,
             pep: pep::PepSession::default(),
             resumed: None,
+            deferred: None,
             closed: false,
             now: Instant::now(),
         }
@@ -295,8 +300,8 @@ impl Session {
         self.closed = true;
     }
 
-    /// Handles the peer's stream header.
-    pub fn on_header(&mut self, attrs: &HashMap<String, String>) {
+    /// The peer's stream header (`on_header`, in order with held input).
+    fn header(&mut self, attrs: &HashMap<String, String>) {
         self.out.push(Output::Header);
         self.stream_open = true;
         self.stream_id = random_id();
@@ -352,8 +357,8 @@ impl Session {
         self.out.push(Output::Element(f));
     }
 
-    /// Handles one top-level element from the client.
-    pub fn on_element(&mut self, el: Element) {
+    /// One top-level element (`on_element`, in order with held input).
+    fn element(&mut self, el: Element) {
         if self.closed {
             return;
         }
@@ -504,8 +509,7 @@ impl Session {
             "message" => {
                 let started = std::time::Instant::now();
                 self.on_message(el);
-                metrics::histogram!("chorus_message_handling_seconds")
-                    .record(started.elapsed().as_secs_f64());
+                self.message_handled(started);
             }
             "presence" => self.on_presence(el),
             _ => self.on_iq(el),
@@ -538,13 +542,13 @@ impl Session {
         }
     }
 
-    /// A parse error ended the stream.
-    pub fn on_parse_error(&mut self, e: &crate::parser::ParseError) {
+    /// A parse error ended the stream (`on_parse_error`).
+    fn parse_error(&mut self, e: &crate::parser::ParseError) {
         self.stream_error(e.condition(), Some(&e.to_string()));
     }
 
-    /// The client closed its stream.
-    pub fn on_close(&mut self) {
+    /// The client closed its stream (`on_close`).
+    fn close_stream(&mut self) {
         if !self.closed {
             self.out.push(Output::Close);
             self.closed = true;
@@ -565,6 +569,8 @@ pub fn random_id() -> String {
 
 #[cfg(test)]
 mod auth_tests;
+#[cfg(test)]
+mod deferred_tests;
 #[cfg(test)]
 mod limits_tests;
 #[cfg(test)]

@@ -13,6 +13,15 @@ use chorus_core::store::Store;
 pub(super) const DOMAIN: &str = "chorus.test";
 
 pub(super) fn context(tweak: impl FnOnce(&mut Config)) -> (Arc<Context>, Arc<MemArchive>) {
+    let archive = Arc::new(MemArchive::default());
+    (context_with_archive(tweak, archive.clone()), archive)
+}
+
+/// Like [`context`], with the archive given.
+pub(super) fn context_with_archive(
+    tweak: impl FnOnce(&mut Config),
+    archive: Arc<dyn chorus_core::archive::Archive>,
+) -> Arc<Context> {
     let mut config = Config::default();
     config.server.domain = DOMAIN.into();
     config.limits.auth_failures_per_account_max = 3;
@@ -23,9 +32,7 @@ pub(super) fn context(tweak: impl FnOnce(&mut Config)) -> (Arc<Context>, Arc<Mem
             .create_account(u, &Credentials::from_password_with(p, 64).expect("valid"))
             .expect("create");
     }
-    let archive = Arc::new(MemArchive::default());
-    let ctx = Context::new(config, store, Arc::new(LocalRouter::new()), archive.clone());
-    (Arc::new(ctx), archive)
+    Arc::new(Context::new(config, store, Arc::new(LocalRouter::new()), archive))
 }
 
 pub(super) fn header() -> HashMap<String, String> {
