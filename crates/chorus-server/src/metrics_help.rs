@@ -220,6 +220,12 @@ pub const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "Writes made durable by one group-commit fsync.",
     ),
     (
+        "chorus_store_group_commit_seconds",
+        Histogram,
+        Some(Unit::Seconds),
+        "Time one group commit takes: its batches written and the write-ahead log synced.",
+    ),
+    (
         "chorus_fatal_error",
         Gauge,
         None,

@@ -74,6 +74,7 @@ pub fn synced() -> WriteOptions {
 /// Writes `batches` in order with one fsync at the end.
 fn flush(db: &DB, batches: Vec<WriteBatch>) -> Result<(), String> {
     let n = batches.len();
+    let started = std::time::Instant::now();
     for (i, b) in batches.into_iter().enumerate() {
         let mut o = WriteOptions::default();
         o.set_sync(i + 1 == n);
@@ -91,6 +92,7 @@ fn flush(db: &DB, batches: Vec<WriteBatch>) -> Result<(), String> {
         }
     }
     metrics::counter!("chorus_store_fsyncs_total").increment(1);
+    metrics::histogram!("chorus_store_group_commit_seconds").record(started.elapsed().as_secs_f64());
     metrics::histogram!("chorus_store_group_commit_batches").record(n as f64);
     Ok(())
 }

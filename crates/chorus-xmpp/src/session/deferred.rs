@@ -1,9 +1,10 @@
 //! Messages whose archive record is accepted but not yet durable.
 //!
-//! A message is archived before it is delivered, and its record must be on
-//! disk first (promise: an acknowledged message is in the archive). The
-//! archive assigns the record's id at once and hands back a wait for the
-//! group commit that carries it ([`chorus_core::archive::Archive::append_deferred`]).
+//! A message (one-to-one, to a component, or in a room) is archived before
+//! it is delivered, and its record must be on disk first (promise: an
+//! acknowledged message is in the archive). The archive assigns the
+//! record's id at once and hands back a wait for the group commit that
+//! carries it ([`chorus_core::archive::Archive::append_deferred`]).
 //! The session keeps what it will do once that wait resolves (deliver the
 //! message, or refuse it if the write failed) and holds every later input
 //! from the client until then, so stanzas keep their order and a stream
@@ -40,12 +41,30 @@ pub(super) enum Then {
         original: Element,
         domain: String,
     },
+    /// Send a room message (or a private message in a room) to these
+    /// occupants' full JIDs.
+    Occupants {
+        message: Element,
+        to: Vec<String>,
+        original: Element,
+    },
 }
 
 impl Then {
+    /// A room message to `to`, refused as `original` if it fails.
+    pub(super) fn occupants(message: Element, to: Vec<String>, original: Element) -> Then {
+        Then::Occupants {
+            message,
+            to,
+            original,
+        }
+    }
+
     fn original(&self) -> &Element {
         match self {
-            Then::Local { original, .. } | Then::Component { original, .. } => original,
+            Then::Local { original, .. }
+            | Then::Component { original, .. }
+            | Then::Occupants { original, .. } => original,
         }
     }
 }
@@ -179,6 +198,7 @@ impl Session {
                 }
             }
             Then::Component { archived, domain, .. } => self.route_to_component(&domain, archived),
+            Then::Occupants { message, to, .. } => self.send_to_occupants(&message, to),
         }
     }
 }

@@ -162,3 +162,45 @@ fn a_stream_closed_behind_a_pending_message_closes_after_it() {
     assert_eq!(bodies(&drain(&mut bob, &mut brx)), ["last"]);
     assert!(alice.is_closed());
 }
+
+#[test]
+fn a_room_message_reaches_no_occupant_before_its_record_is_durable() {
+    const ROOM: &str = "team@conference.chorus.test";
+    let archive = Arc::new(GatedArchive::default());
+    let ctx = context_with_archive(|_| {}, archive.clone());
+    let (mut alice, mut arx) = login(&ctx, "alice", "apw", "desk");
+    let (mut bob, mut brx) = login(&ctx, "bob", "bpw", "phone");
+    let join = |nick: &str| {
+        parse(&format!(
+            "<presence xmlns='jabber:client' to='{ROOM}/{nick}'><x xmlns='{}'/></presence>",
+            ns::MUC
+        ))
+    };
+    alice.on_element(join("Alice"));
+    alice.on_element(parse(&format!(
+        "<iq xmlns='jabber:client' type='set' id='c' to='{ROOM}'><query xmlns='{}'><x xmlns='jabber:x:data' type='submit'/></query></iq>",
+        ns::MUC_OWNER
+    )));
+    bob.on_element(join("Bob"));
+    drain(&mut alice, &mut arx);
+    drain(&mut bob, &mut brx);
+    alice.on_element(parse(&format!(
+        "<message xmlns='jabber:client' to='{ROOM}' type='groupchat' id='g1'><body>hello room</body></message>"
+    )));
+    assert!(
+        bodies(&drain(&mut bob, &mut brx)).is_empty(),
+        "an occupant got it first"
+    );
+    assert!(bodies(&drain(&mut alice, &mut arx)).is_empty(), "reflected first");
+    archive.resolve(Ok(()));
+    finish(&mut alice);
+    let got = drain(&mut bob, &mut brx);
+    assert_eq!(bodies(&got), ["hello room"]);
+    let sid = got[0].get_child("stanza-id", ns::SID).and_then(|s| s.attr("by"));
+    assert_eq!(sid, Some(ROOM), "stamped with the room's archive id");
+    assert_eq!(
+        bodies(&drain(&mut alice, &mut arx)),
+        ["hello room"],
+        "reflected once durable"
+    );
+}

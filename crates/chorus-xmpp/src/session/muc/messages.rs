@@ -3,6 +3,8 @@
 //! mediated invitations.
 
 use super::*;
+use crate::session::deferred::Then;
+use chorus_core::archive::Accepted;
 
 impl Session {
     /// A message to a room (groupchat, subject, invitation) or to an
@@ -94,15 +96,20 @@ impl Session {
                 edit,
             };
             if self.ctx.archive.enabled() {
-                match self.ctx.archive.append(record) {
-                    Ok(Some(id)) => {
-                        reflected.append_child(
-                            xml::new("stanza-id", ns::SID)
-                                .with_attr("id", id)
-                                .with_attr("by", room_jid.clone()),
-                        );
+                match self.ctx.archive.append_deferred(record) {
+                    Ok(accepted) => {
+                        if let Some(id) = accepted.id {
+                            reflected.append_child(
+                                xml::new("stanza-id", ns::SID)
+                                    .with_attr("id", id)
+                                    .with_attr("by", room_jid.clone()),
+                            );
+                        }
+                        if let Some(wait) = accepted.durable {
+                            let to = occupants.iter().map(|o| o.jid.clone()).collect();
+                            return self.defer(wait, Then::occupants(reflected, to, el));
+                        }
                     }
-                    Ok(None) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "archive refused a room message");
                         return self.send(xml::error_reply(&el, "wait", "resource-constraint"));
@@ -110,11 +117,8 @@ impl Session {
                 }
             }
         }
-        for o in occupants {
-            let mut m = reflected.clone();
-            m.put_attr("to", o.jid.clone());
-            self.send_to_occupant(&o.jid.clone(), m);
-        }
+        let to: Vec<String> = occupants.iter().map(|o| o.jid.clone()).collect();
+        self.send_to_occupants(&reflected, to);
     }
 
     pub(in crate::session) fn muc_private(
@@ -153,15 +157,30 @@ impl Session {
                 msg_id: crate::session::edits::msg_id_of(el),
                 edit: crate::session::edits::edit_of(el),
             };
-            if let Err(e) = self.ctx.archive.append(record) {
-                tracing::warn!(error = %e, "archive refused a private room message");
-                return self.send(xml::error_reply(el, "wait", "resource-constraint"));
+            match self.ctx.archive.append_deferred(record) {
+                Ok(Accepted {
+                    durable: Some(wait), ..
+                }) => {
+                    let to = targets.iter().map(|t| t.jid.clone()).collect();
+                    return self.defer(wait, Then::occupants(m, to, el.clone()));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "archive refused a private room message");
+                    return self.send(xml::error_reply(el, "wait", "resource-constraint"));
+                }
             }
         }
-        for t in targets {
-            let mut copy = m.clone();
-            copy.put_attr("to", t.jid.clone());
-            self.send_to_occupant(&t.jid.clone(), copy);
+        let to: Vec<String> = targets.iter().map(|t| t.jid.clone()).collect();
+        self.send_to_occupants(&m, to);
+    }
+
+    /// Sends a copy of `message` to each occupant's full JID.
+    pub(in crate::session) fn send_to_occupants(&mut self, message: &Element, to: Vec<String>) {
+        for jid in to {
+            let mut copy = message.clone();
+            copy.put_attr("to", jid.clone());
+            self.send_to_occupant(&jid, copy);
         }
     }
 

@@ -58,7 +58,7 @@ impl Session {
     }
 
     /// Sends a stanza to an occupant's session, wherever it is.
-    fn send_to_occupant(&mut self, full: &str, el: Element) {
+    pub(in crate::session) fn send_to_occupant(&mut self, full: &str, el: Element) {
         if full == self.full() {
             return self.send(el);
         }
