@@ -55,6 +55,11 @@ pub trait Store: Send + Sync + 'static {
     fn set_credentials(&self, user: &str, creds: &Credentials) -> Result<(), StoreError>;
     /// Reads an account's credentials; `None` if it does not exist.
     fn credentials(&self, user: &str) -> Result<Option<Credentials>, StoreError>;
+    /// Whether an account exists (checked on every message to a local
+    /// user; a store may answer without decoding the credentials).
+    fn account_exists(&self, user: &str) -> Result<bool, StoreError> {
+        self.credentials(user).map(|c| c.is_some())
+    }
     /// Creates many accounts in as few durable writes as the store can
     /// (bulk provisioning); an account that exists already is left as it
     /// is and named in the result.

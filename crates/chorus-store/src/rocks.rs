@@ -253,6 +253,10 @@ impl Store for RocksStore {
         }
     }
 
+    fn account_exists(&self, user: &str) -> Result<bool, StoreError> {
+        Ok(self.live(Table::Accounts, user.as_bytes())?.is_some())
+    }
+
     fn remove_account(&self, user: &str) -> Result<bool, StoreError> {
         let _g = self.rmw.lock().unwrap_or_else(|e| e.into_inner());
         if self.live(Table::Accounts, user.as_bytes())?.is_none() {

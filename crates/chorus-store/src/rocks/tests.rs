@@ -131,7 +131,13 @@ fn remove_account_removes_everything() {
     s.create_account("ab", &creds()).expect("create");
     s.set_blocked("a", &["x@y".into()], true).expect("block");
     s.set_blocked("ab", &["z@y".into()], true).expect("block");
+    assert!(s.account_exists("a").expect("exists"));
+    assert!(!s.account_exists("nobody").expect("exists"));
     assert!(s.remove_account("a").expect("remove"));
+    assert!(
+        !s.account_exists("a").expect("exists"),
+        "a removed account (a tombstone) exists"
+    );
     assert!(s.blocklist("a").expect("list").is_empty());
     assert_eq!(s.blocklist("ab").expect("list"), vec!["z@y".to_string()]);
     assert!(!s.remove_account("a").expect("remove again"));

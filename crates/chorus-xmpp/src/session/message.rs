@@ -80,7 +80,7 @@ impl Session {
     }
 
     pub(super) fn account_exists(&self, user: &str) -> bool {
-        matches!(self.ctx.store.credentials(user), Ok(Some(_)))
+        matches!(self.ctx.store.account_exists(user), Ok(true))
     }
 
     /// Replies with the XEP-0191 "you blocked them" error.
