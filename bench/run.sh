@@ -12,6 +12,9 @@
 #   BENCH_SERVERS="chorus prosody" bash bench/run.sh
 #   BENCH_ONLY_MEMORY=1 bash bench/run.sh # only the fresh-server memory
 #                                         # and tsung scenarios
+#   BENCH_ONLY_SCENARIOS="one2one room" bash bench/run.sh
+#       # only these scenarios (after provisioning), on every server; names:
+#       # login idle one2one presence room mam memory cross_site
 #
 # Results: bench/results/<timestamp>/{results.jsonl,table.md,*.log}.
 set -euo pipefail
@@ -97,6 +100,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Whether a scenario runs (BENCH_ONLY_SCENARIOS unset: all of them).
+wants() { # NAME
+    [ -z "${BENCH_ONLY_SCENARIOS:-}" ] || [[ " $BENCH_ONLY_SCENARIOS " == *" $1 "* ]]
+}
+
 wait_port() { # PORT
     for _ in $(seq 1 600); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
@@ -140,14 +148,14 @@ run_server() { # NAME PORT
     start_server "$name" "$port"
     local common=(--addr "127.0.0.1:$port" --domain "$DOMAIN" --pid "$SERVER_PID" --label "$name" --out "$RESULTS")
     "$BENCH" provision "${common[@]}" --users "$USERS"
-    "$BENCH" login "${common[@]}" --users "$LOGIN_USERS"
-    "$BENCH" idle "${common[@]}" --sessions "$IDLE_SESSIONS"
-    "$BENCH" one2one "${common[@]}" --pairs "$PAIRS" --rates "$RATES" --step-secs "$STEP_SECS"
-    "$BENCH" presence "${common[@]}" --users "$PRESENCE_USERS" --contacts "$PRESENCE_CONTACTS" --updates "$PRESENCE_UPDATES"
-    [[ "$PRESENCE_BIG_SERVERS" == all || " $PRESENCE_BIG_SERVERS " == *" $name "* ]] &&
+    wants login && "$BENCH" login "${common[@]}" --users "$LOGIN_USERS"
+    wants idle && "$BENCH" idle "${common[@]}" --sessions "$IDLE_SESSIONS"
+    wants one2one && "$BENCH" one2one "${common[@]}" --pairs "$PAIRS" --rates "$RATES" --step-secs "$STEP_SECS"
+    wants presence && "$BENCH" presence "${common[@]}" --users "$PRESENCE_USERS" --contacts "$PRESENCE_CONTACTS" --updates "$PRESENCE_UPDATES"
+    wants presence && [[ "$PRESENCE_BIG_SERVERS" == all || " $PRESENCE_BIG_SERVERS " == *" $name "* ]] &&
         "$BENCH" presence "${common[@]}" --users "$PRESENCE_BIG_USERS" --contacts "$PRESENCE_BIG_CONTACTS" --updates "$PRESENCE_BIG_UPDATES" --setup-secs 600
-    "$BENCH" room "${common[@]}" --rooms "$ROOMS" --occupants "$OCCUPANTS" --messages "$ROOM_MESSAGES"
-    "$BENCH" mam "${common[@]}" --messages "$MAM_MESSAGES" --queries "$MAM_QUERIES"
+    wants room && "$BENCH" room "${common[@]}" --rooms "$ROOMS" --occupants "$OCCUPANTS" --messages "$ROOM_MESSAGES"
+    wants mam && "$BENCH" mam "${common[@]}" --messages "$MAM_MESSAGES" --queries "$MAM_QUERIES"
     stop_server "$name"
 }
 
@@ -190,7 +198,7 @@ for s in $SERVERS; do
     if [ -z "${BENCH_ONLY_MEMORY:-}" ]; then
         run_server "$s" "$port" || echo "!! $s: a scenario failed (see above); going on with the next server"
     fi
-    if [[ " $MEMORY_SERVERS " == *" $s "* ]]; then
+    if [[ " $MEMORY_SERVERS " == *" $s "* ]] && wants memory; then
         memory_server "$s" "$port" || echo "!! $s: a memory or tsung scenario failed (see above); going on"
     fi
     port=$((port + 100))
@@ -198,7 +206,7 @@ done
 
 # Cross-site delivery: three single-node sites whose cluster links each run
 # through a proxy adding WAN_DELAY_MS (+ jitter) in each direction.
-if [[ "$SERVERS" == *chorus* && -z "${BENCH_ONLY_MEMORY:-}" ]]; then
+if [[ "$SERVERS" == *chorus* && -z "${BENCH_ONLY_MEMORY:-}" ]] && wants cross_site; then
     echo "== chorus, three sites, +${WAN_DELAY_MS} ms one way between sites"
     X=$OUT/cross
     rm -rf "$X" && mkdir -p "$X"
