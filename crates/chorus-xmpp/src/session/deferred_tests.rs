@@ -66,6 +66,17 @@ fn finish(s: &mut Session) {
     }
 }
 
+type Queue = crate::queue::Receiver<Routed>;
+
+/// A gated archive, with alice (at "desk") and bob (at "phone") logged in.
+fn two_users() -> (Arc<GatedArchive>, Session, Queue, Session, Queue) {
+    let archive = Arc::new(GatedArchive::default());
+    let ctx = context_with_archive(|_| {}, archive.clone());
+    let (alice, arx) = login(&ctx, "alice", "apw", "desk");
+    let (bob, brx) = login(&ctx, "bob", "bpw", "phone");
+    (archive, alice, arx, bob, brx)
+}
+
 fn chat(id: &str) -> Element {
     parse(&format!(
         "<message xmlns='jabber:client' to='bob@{DOMAIN}/phone' type='chat' id='{id}'><body>{id}</body></message>"
@@ -81,10 +92,7 @@ fn bodies(els: &[Element]) -> Vec<String> {
 
 #[test]
 fn a_message_waits_for_its_record_and_later_input_keeps_its_order() {
-    let archive = Arc::new(GatedArchive::default());
-    let ctx = context_with_archive(|_| {}, archive.clone());
-    let (mut alice, _arx) = login(&ctx, "alice", "apw", "desk");
-    let (mut bob, mut brx) = login(&ctx, "bob", "bpw", "phone");
+    let (archive, mut alice, _arx, mut bob, mut brx) = two_users();
     alice.on_element(parse(&format!("<enable xmlns='{}'/>", ns::SM)));
     alice.take_outputs();
     alice.on_element(chat("m1"));
@@ -129,10 +137,7 @@ fn a_message_waits_for_its_record_and_later_input_keeps_its_order() {
 
 #[test]
 fn a_record_that_does_not_reach_the_disk_refuses_its_message() {
-    let archive = Arc::new(GatedArchive::default());
-    let ctx = context_with_archive(|_| {}, archive.clone());
-    let (mut alice, _arx) = login(&ctx, "alice", "apw", "desk");
-    let (mut bob, mut brx) = login(&ctx, "bob", "bpw", "phone");
+    let (archive, mut alice, _arx, mut bob, mut brx) = two_users();
     alice.on_element(chat("lost"));
     archive.resolve(Err(ArchiveError::Unavailable("fsync failed".into())));
     finish(&mut alice);
@@ -150,10 +155,7 @@ fn a_record_that_does_not_reach_the_disk_refuses_its_message() {
 
 #[test]
 fn a_stream_closed_behind_a_pending_message_closes_after_it() {
-    let archive = Arc::new(GatedArchive::default());
-    let ctx = context_with_archive(|_| {}, archive.clone());
-    let (mut alice, _arx) = login(&ctx, "alice", "apw", "desk");
-    let (mut bob, mut brx) = login(&ctx, "bob", "bpw", "phone");
+    let (archive, mut alice, _arx, mut bob, mut brx) = two_users();
     alice.on_element(chat("last"));
     alice.on_close();
     assert!(!alice.is_closed(), "closed before the pending message");
@@ -166,10 +168,7 @@ fn a_stream_closed_behind_a_pending_message_closes_after_it() {
 #[test]
 fn a_room_message_reaches_no_occupant_before_its_record_is_durable() {
     const ROOM: &str = "team@conference.chorus.test";
-    let archive = Arc::new(GatedArchive::default());
-    let ctx = context_with_archive(|_| {}, archive.clone());
-    let (mut alice, mut arx) = login(&ctx, "alice", "apw", "desk");
-    let (mut bob, mut brx) = login(&ctx, "bob", "bpw", "phone");
+    let (archive, mut alice, mut arx, mut bob, mut brx) = two_users();
     let join = |nick: &str| {
         parse(&format!(
             "<presence xmlns='jabber:client' to='{ROOM}/{nick}'><x xmlns='{}'/></presence>",
