@@ -87,6 +87,9 @@ pub(super) struct Deferred {
     /// When the pending message's handling began (for
     /// `chorus_message_handling_seconds`, recorded once it is delivered).
     started: Option<Instant>,
+    /// The message's tracing span: its delivery, which happens later,
+    /// stays in the message's trace (routing, a peer's delivery).
+    span: Option<tracing::Span>,
     held: VecDeque<Held>,
 }
 
@@ -136,6 +139,8 @@ impl Session {
     pub fn on_durable(&mut self, result: Result<(), ArchiveError>) {
         let then = self.deferred.as_mut().and_then(|d| d.then.take());
         let started = self.deferred.as_mut().and_then(|d| d.started.take());
+        let span = self.deferred.as_mut().and_then(|d| d.span.take());
+        let entered = span.as_ref().map(tracing::Span::enter);
         if let Some(then) = then {
             match result {
                 Ok(()) => self.proceed(then),
@@ -146,6 +151,7 @@ impl Session {
                 }
             }
         }
+        drop(entered);
         if let Some(started) = started {
             record_handling(started);
         }
@@ -182,6 +188,7 @@ impl Session {
         let d = self.deferred.get_or_insert_with(Box::default);
         d.wait = Some(wait);
         d.then = Some(then);
+        d.span = Some(tracing::Span::current());
     }
 
     fn proceed(&mut self, then: Then) {
