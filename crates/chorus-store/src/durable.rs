@@ -158,3 +158,57 @@ impl DurableWriter {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::{Context, Poll, Waker};
+
+    fn db(dir: &std::path::Path) -> Arc<DB> {
+        let mut o = rocksdb::Options::default();
+        o.create_if_missing(true);
+        Arc::new(DB::open(&o, dir).expect("open"))
+    }
+
+    #[test]
+    fn a_flusher_role_dropped_unrun_still_flushes() {
+        // The runtime drops a blocking job it never ran when it shuts down:
+        // the waiters it carried must not wait forever.
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let db = db(tmp.path());
+        let w = DurableWriter::default();
+        let mut b = WriteBatch::default();
+        b.put(b"k", b"v");
+        let ticket = w.stage(b);
+        let mut cx = Context::from_waker(Waker::noop());
+        let (poll, start) = w.gc.poll_flushed(ticket, &mut cx);
+        assert!(poll.is_pending() && start, "this waiter holds the flusher's role");
+        drop(FlushRole {
+            gc: w.gc.clone(),
+            db: db.clone(),
+            done: false,
+        });
+        assert_eq!(w.gc.poll_flushed(ticket, &mut cx).0, Poll::Ready(Ok(())));
+        assert_eq!(db.get(b"k").expect("read").as_deref(), Some(b"v".as_slice()));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_async_writer_is_flushed_on_the_blocking_pool() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let db = db(tmp.path());
+        let w = DurableWriter::default();
+        let tickets: Vec<Ticket> = (0..8u8)
+            .map(|i| {
+                let mut b = WriteBatch::default();
+                b.put([i], [i]);
+                w.stage(b)
+            })
+            .collect();
+        for t in tickets {
+            w.flushed(db.clone(), t).await.expect("flushed");
+        }
+        for i in 0..8u8 {
+            assert_eq!(db.get([i]).expect("read").as_deref(), Some([i].as_slice()));
+        }
+    }
+}

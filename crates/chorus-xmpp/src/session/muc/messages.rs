@@ -79,6 +79,7 @@ impl Session {
                 reflected.append_child(c.clone());
             }
         }
+        let to: Vec<String> = occupants.iter().map(|o| o.jid.clone()).collect();
         let edit = crate::session::edits::edit_of(&el);
         if body.is_some() || edit.is_some() {
             let record = ArchiveRecord {
@@ -106,7 +107,6 @@ impl Session {
                             );
                         }
                         if let Some(wait) = accepted.durable {
-                            let to = occupants.iter().map(|o| o.jid.clone()).collect();
                             return self.defer(wait, Then::occupants(reflected, to, el));
                         }
                     }
@@ -117,7 +117,6 @@ impl Session {
                 }
             }
         }
-        let to: Vec<String> = occupants.iter().map(|o| o.jid.clone()).collect();
         self.send_to_occupants(&reflected, to);
     }
 
@@ -133,6 +132,7 @@ impl Session {
         if targets.is_empty() {
             return self.send(xml::error_reply(el, "cancel", "item-not-found"));
         }
+        let to: Vec<String> = targets.iter().map(|t| t.jid.clone()).collect();
         let room_jid = self.muc_jid(room);
         let mut m = el.clone();
         m.put_attr("from", format!("{room_jid}/{}", me.nick));
@@ -161,7 +161,6 @@ impl Session {
                 Ok(Accepted {
                     durable: Some(wait), ..
                 }) => {
-                    let to = targets.iter().map(|t| t.jid.clone()).collect();
                     return self.defer(wait, Then::occupants(m, to, el.clone()));
                 }
                 Ok(_) => {}
@@ -171,7 +170,6 @@ impl Session {
                 }
             }
         }
-        let to: Vec<String> = targets.iter().map(|t| t.jid.clone()).collect();
         self.send_to_occupants(&m, to);
     }
 
