@@ -14,6 +14,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod apply;
+pub mod background;
 pub mod chain;
 pub mod codec;
 pub mod compliance;

@@ -63,6 +63,7 @@ pub async fn start(config: &Config, net: ArchiveNet) -> anyhow::Result<ArchiveRu
     let me = config.cluster.node_id.clone();
     let dir = config.server.data_dir.join("archive");
     let (log, sm, spool) = crate::db::open_with_spool(&dir, &me, config.archive.spool_records_max)?;
+    sm.set_background_nice(config.archive.background_nice);
     // Sites may be continents apart, but heartbeats are pipelined: what a
     // follower's timeout must cover is a gap between heartbeats, not the
     // round trip.
@@ -101,11 +102,23 @@ pub async fn start(config: &Config, net: ArchiveNet) -> anyhow::Result<ArchiveRu
     let archive = Arc::new(archive);
     let (a, r, n) = (archive.clone(), raft.clone(), net.clone());
     tokio::spawn(async move { a.ship(r, n, stop_rx).await });
+    // Opened on its lane, so tantivy's own indexing and merging threads
+    // inherit the lane's lower priority.
+    let index_lane = crate::background::Lane::start("index", config.archive.background_nice)
+        .context("cannot start the search indexer's thread")?;
+    let index_dir = config.server.data_dir.join("archive-index");
     let index = Arc::new(
-        SearchIndex::open(&config.server.data_dir.join("archive-index"))
+        index_lane
+            .run(move || SearchIndex::open(&index_dir))
+            .await?
             .context("open the archive's search index")?,
     );
-    tokio::spawn(run_indexer(index.clone(), sm.clone(), stop.subscribe()));
+    tokio::spawn(run_indexer(
+        index.clone(),
+        sm.clone(),
+        index_lane,
+        stop.subscribe(),
+    ));
     tokio::spawn(run_retention(
         raft.clone(),
         me.clone(),
@@ -139,11 +152,16 @@ pub async fn start(config: &Config, net: ArchiveNet) -> anyhow::Result<ArchiveRu
 }
 
 /// Keeps the search index up with the committed archive.
-async fn run_indexer(index: Arc<SearchIndex>, sm: ArchiveStateMachine, mut stop: watch::Receiver<bool>) {
+async fn run_indexer(
+    index: Arc<SearchIndex>,
+    sm: ArchiveStateMachine,
+    lane: crate::background::Lane,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(INDEX_INTERVAL);
     while tick_or_stop(&mut tick, &mut stop).await {
         let (i, s) = (index.clone(), sm.clone());
-        match tokio::task::spawn_blocking(move || i.catch_up(&s)).await {
+        match lane.run(move || i.catch_up(&s)).await {
             Ok(Ok(n)) if n > 0 => tracing::debug!(records = n, "search index caught up"),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "search indexing failed"),

@@ -54,6 +54,10 @@ pub struct ArchiveStateMachine {
     pub(crate) snapshots: Arc<crate::snapshot::SnapshotDir>,
     /// Serializes recording the current snapshot.
     pub(crate) snapshot_lock: Arc<Mutex<()>>,
+    /// The thread that applies committed batches, started at the first.
+    apply_lane: Arc<std::sync::OnceLock<crate::background::Lane>>,
+    /// How many nice steps below the sessions that thread runs.
+    background_nice: Arc<std::sync::atomic::AtomicI32>,
 }
 
 /// A function told the Raft ids of every removed member.
@@ -109,9 +113,32 @@ impl ArchiveStateMachine {
             removed_listener: Arc::new(std::sync::OnceLock::new()),
             snapshots: Arc::new(snapshots),
             snapshot_lock: Arc::new(Mutex::new(())),
+            apply_lane: Arc::default(),
+            background_nice: Arc::new(crate::background::DEFAULT_NICE.into()),
         };
         sm.resume_interrupted_install()?;
         Ok(sm)
+    }
+
+    /// Sets how many nice steps below the sessions the apply thread runs
+    /// (`[archive] background_nice`); takes effect if set before the first
+    /// apply.
+    pub fn set_background_nice(&self, nice: i32) {
+        self.background_nice
+            .store(nice, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The apply lane, started on first use (applies are serialized by
+    /// openraft, so two never race to start it).
+    fn apply_lane(&self) -> Result<&crate::background::Lane> {
+        if self.apply_lane.get().is_none() {
+            let nice = self.background_nice.load(std::sync::atomic::Ordering::Relaxed);
+            let lane = crate::background::Lane::start("apply", nice).map_err(write_err)?;
+            let _ = self.apply_lane.set(lane);
+        }
+        self.apply_lane
+            .get()
+            .ok_or_else(|| write_err(std::io::Error::other("the apply lane did not start")))
     }
 
     pub(crate) fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -416,9 +443,14 @@ impl RaftStateMachine<TypeConfig> for ArchiveStateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // A batch means thousands of index reads and writes: keep them off
-        // the runtime's worker so sessions on it are not held up.
-        blocking(|| self.apply_entries(entries))
+        // A batch means thousands of index reads and writes: they run on
+        // the apply lane, below the sessions' priority (`background`).
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        let mut sm = self.clone();
+        self.apply_lane()?
+            .run(move || sm.apply_entries(entries))
+            .await
+            .map_err(write_err)?
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

@@ -194,6 +194,12 @@ pub struct ArchiveConfig {
     /// node dies. Raise it where links between sites lose packets often
     /// enough to delay heartbeats this long.
     pub election_timeout_ms: u64,
+    /// How many nice steps below the sessions the archive's background
+    /// threads (the Raft apply of committed batches, search indexing)
+    /// run, 0 to 19: on a busy node a session's wake-up gets the core
+    /// first and the archive catches up in the gaps. 0 runs them as the
+    /// sessions.
+    pub background_nice: i32,
 }
 
 impl Default for ArchiveConfig {
@@ -209,6 +215,7 @@ impl Default for ArchiveConfig {
             retention_interval_secs: 3600,
             retention_min_days: 1,
             election_timeout_ms: 200,
+            background_nice: 10,
         }
     }
 }

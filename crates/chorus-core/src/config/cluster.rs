@@ -62,6 +62,12 @@ impl Config {
                 "must be between 100 and 60000 (a shorter timeout elects on every scheduling hiccup)".into(),
             ));
         }
+        if !(0..=19).contains(&self.archive.background_nice) {
+            return Err((
+                "archive.background_nice",
+                "must be between 0 (as the sessions) and 19 (the lowest priority)".into(),
+            ));
+        }
         if self.archive.retention_min_days == 0 {
             return Err((
                 "archive.retention_min_days",

@@ -48,6 +48,17 @@ fn zero_limit_rejected() {
 }
 
 #[test]
+fn background_nice_is_a_nice_step_count() {
+    for bad in [-1, 20] {
+        let e = parse(&format!("[archive]\nbackground_nice = {bad}\n")).expect_err("out of range");
+        assert_eq!(e.key, "archive.background_nice", "{bad}");
+    }
+    assert_eq!(parse("").expect("defaults").archive.background_nice, 10);
+    let c = parse("[archive]\nbackground_nice = 0\n").expect("as the sessions");
+    assert_eq!(c.archive.background_nice, 0);
+}
+
+#[test]
 fn election_timeout_is_bounded_and_sets_the_raft_timing() {
     for bad in [0, 99, 60_001] {
         let e = parse(&format!("[archive]\nelection_timeout_ms = {bad}\n")).expect_err("out of range");
