@@ -14,11 +14,11 @@
 
 use crate::chain::{Head, LinkKind, content_hash};
 use crate::db::{CF_AUDIT, CF_CHAIN, CF_IDS, CF_INDEX, CF_RECORDS};
+use crate::layout::{id_entry, index_keys, legacy_index_keys};
 use crate::sorted_batch::SortedBatch;
 use crate::state_machine::{
     ArchiveStateMachine, HOLD_PREFIX, KEY_APPLIED, KEY_CHAIN_HEAD, KEY_LIVE, KEY_MEMBERSHIP, KEY_NEXT,
-    KEY_NEXT_AUDIT, KEY_RETENTION, PENDING_PREFIX, REMOVED_PREFIX, Result, be_u64, index_keys, link_key,
-    read_err, write_err,
+    KEY_NEXT_AUDIT, KEY_RETENTION, PENDING_PREFIX, REMOVED_PREFIX, Result, be_u64, read_err, write_err,
 };
 use crate::types::{
     AuditEntry, Command, DAY_MS, Hold, PendingRetention, Record, Response, Retention, TypeConfig,
@@ -93,8 +93,9 @@ impl ArchiveStateMachine {
     fn apply_command(&self, cx: &mut Cursor, cmd: Command, resp: &mut Response) -> Result<()> {
         match cmd {
             Command::Append(records) => {
-                for r in &records {
-                    if self.insert(cx, r)? {
+                let known = self.known_ids(&records)?;
+                for (r, known) in records.iter().zip(known) {
+                    if !known && self.insert(cx, r)? {
                         resp.inserted += 1;
                     }
                 }
@@ -253,20 +254,29 @@ impl ArchiveStateMachine {
         Ok(())
     }
 
-    /// Inserts a record unless its id is already known or was inserted
-    /// earlier in the same batch, and links it into the chain.
+    /// Which of `records` the replica already holds by id (applied before
+    /// this call): one batched lookup for the whole entry.
+    fn known_ids(&self, records: &[Record]) -> Result<Vec<bool>> {
+        self.db
+            .batched_multi_get_cf(self.cf(CF_IDS), records.iter().map(|r| r.id.as_bytes()), false)
+            .into_iter()
+            .map(|v| v.map(|v| v.is_some()).map_err(read_err))
+            .collect()
+    }
+
+    /// Inserts a record unless it was inserted earlier in the same call
+    /// (the caller skips ids applied before), and links it into the chain.
     fn insert(&self, cx: &mut Cursor, r: &Record) -> Result<bool> {
-        if cx.pending.contains(&r.id) || self.position_of(&r.id)?.is_some() {
+        if cx.pending.contains(&r.id) {
             return Ok(false);
         }
         cx.pending.insert(r.id.clone());
         let pos = cx.next;
         self.put_record(&mut cx.batch, pos, r)?;
-        cx.batch.put(CF_IDS, r.id.as_bytes(), pos.to_be_bytes());
+        cx.batch
+            .put(CF_IDS, r.id.as_bytes(), id_entry(pos, cx.head.length));
         cx.next += 1;
         cx.live += 1;
-        cx.batch
-            .put(CF_INDEX, link_key(pos), cx.head.length.to_be_bytes());
         self.link(cx, LinkKind::Record, pos, &r.id, content_hash(r), "")?;
         Ok(true)
     }
@@ -332,7 +342,7 @@ impl ArchiveStateMachine {
                 continue;
             }
             cx.batch.delete(CF_RECORDS, pos.to_be_bytes());
-            for k in index_keys(&r, pos) {
+            for k in index_keys(&r, pos).into_iter().chain(legacy_index_keys(&r, pos)) {
                 cx.batch.delete(CF_INDEX, k);
             }
             let reason = format!("retention: {} days", retention.days_for(&r).unwrap_or_default());

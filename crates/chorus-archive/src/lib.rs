@@ -20,6 +20,7 @@ pub mod codec;
 pub mod compliance;
 pub mod db;
 pub mod export;
+mod layout;
 pub mod log_store;
 pub mod package;
 pub mod query;

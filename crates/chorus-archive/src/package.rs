@@ -181,9 +181,9 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
 }
 
 impl ArchiveStateMachine {
-    /// The chain link of the record at `pos` and the hash before it.
-    fn link_of(&self, pos: u64) -> io::Result<Option<(u64, Link, String)>> {
-        let Some(n) = self.record_link(pos).map_err(io_err)? else {
+    /// The chain link of the record `id` at `pos` and the hash before it.
+    fn link_of(&self, id: &str, pos: u64) -> io::Result<Option<(u64, Link, String)>> {
+        let Some(n) = self.record_link(id, pos).map_err(io_err)? else {
             return Ok(None);
         };
         let mut links = self.chain_links(n.saturating_sub(1), 2).map_err(io_err)?;
@@ -284,7 +284,7 @@ impl ArchiveStateMachine {
             let Some(r) = self.record_at(pos).map_err(io_err)? else {
                 continue;
             };
-            let Some((n, link, prev)) = self.link_of(pos)? else {
+            let Some((n, link, prev)) = self.link_of(&r.id, pos)? else {
                 return Err(io_err(format!("record {} has no chain link", r.id)));
             };
             let edited = self.edited_record(&r).map_err(io_err)?;

@@ -168,7 +168,7 @@ fn scan(
     found: &mut Vec<(Key, Record)>,
 ) -> Result<(), ArchiveError> {
     let prefix = match &q.with {
-        Some(w) => [b"w", q.owner.as_bytes(), b"\0", bare(w).as_bytes(), b"\0"].concat(),
+        Some(w) => crate::layout::pair_prefix(&q.owner, bare(w)),
         None => [b"u", q.owner.as_bytes(), b"\0"].concat(),
     };
     let tail = |stamp: u64, pos: u64| [prefix.as_slice(), &stamp.to_be_bytes(), &pos.to_be_bytes()].concat();

@@ -20,8 +20,8 @@ mod tests;
 use crate::db::{CF_AUDIT, CF_CHAIN, CF_IDS, CF_INDEX, CF_RECORDS, CF_SM_META};
 use crate::state_machine::{
     ArchiveStateMachine, HOLD_PREFIX, KEY_APPLIED, KEY_CHAIN_HEAD, KEY_GENERATION, KEY_LIVE, KEY_MEMBERSHIP,
-    KEY_NEXT, KEY_NEXT_AUDIT, KEY_RETENTION, PENDING_PREFIX, REMOVED_PREFIX, Result, be_u64, link_key,
-    read_err, write_err,
+    KEY_NEXT, KEY_NEXT_AUDIT, KEY_RETENTION, PENDING_PREFIX, REMOVED_PREFIX, Result, be_u64, read_err,
+    write_err,
 };
 use chorus_store::durable::{synced, unsynced};
 use openraft::{BasicNode, SnapshotMeta, StorageError, StorageIOError};
@@ -257,8 +257,11 @@ impl ArchiveStateMachine {
         }
         for item in snap.iterator_cf(self.cf(CF_IDS), IteratorMode::Start) {
             let (k, v) = item.map_err(read_err)?;
-            w.frame(&Frame::Id(String::from_utf8_lossy(&k).into_owned(), be_u64(&v)?))
-                .map_err(e)?;
+            w.frame(&Frame::Id(
+                String::from_utf8_lossy(&k).into_owned(),
+                crate::layout::id_position(&v)?,
+            ))
+            .map_err(e)?;
         }
         for item in snap.iterator_cf(self.cf(CF_AUDIT), IteratorMode::Start) {
             let (k, v) = item.map_err(read_err)?;
@@ -422,7 +425,7 @@ impl ArchiveStateMachine {
                 ),
                 Frame::Chain(n, l) => {
                     if l.kind == crate::chain::LinkKind::Record {
-                        batch.put_cf(self.cf(CF_INDEX), link_key(l.at), n.to_be_bytes());
+                        batch.put_cf(self.cf(CF_INDEX), crate::layout::link_key(l.at), n.to_be_bytes());
                     }
                     batch.put_cf(
                         self.cf(CF_CHAIN),

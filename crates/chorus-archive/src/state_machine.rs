@@ -6,13 +6,11 @@
 //!
 //! Besides the records (`records`, by position) and the id map
 //! (`record_ids`, kept after a purge so a late duplicate is still
-//! recognised), applying maintains the query indexes in `record_index`:
-//! `u<owner>\0<stamp><pos>` for every participant of a message,
-//! `w<owner>\0<with>\0<stamp><pos>` for every pair of participants, and
-//! `t<stamp><pos>` for every record (retention scans).
+//! recognised), applying maintains the query indexes in `record_index`;
+//! `layout` says which keys a record writes.
 
 use crate::db::{CF_AUDIT, CF_IDS, CF_INDEX, CF_RECORDS, CF_SM_META};
-use crate::types::{AuditEntry, Hold, PendingRetention, Record, RecordKind, Response, Retention, TypeConfig};
+use crate::types::{AuditEntry, Hold, PendingRetention, Record, Response, Retention, TypeConfig};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     BasicNode, Entry, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
@@ -62,46 +60,6 @@ pub struct ArchiveStateMachine {
 
 /// A function told the Raft ids of every removed member.
 pub type RemovedListener = Box<dyn Fn(Vec<u64>) + Send + Sync>;
-
-/// The index key `c<pos>` whose value is the record's chain link number.
-pub(crate) fn link_key(pos: u64) -> Vec<u8> {
-    [b"c".as_slice(), &pos.to_be_bytes()].concat()
-}
-
-/// The index keys of a record at a position.
-pub(crate) fn index_keys(r: &Record, pos: u64) -> Vec<Vec<u8>> {
-    let tail = [r.stamp_ms.to_be_bytes(), pos.to_be_bytes()].concat();
-    let mut keys = vec![[b"t".as_slice(), &tail].concat()];
-    if r.kind != RecordKind::Message {
-        return keys;
-    }
-    // `m<sender>\0<message id>\0<pos>`: corrections and retractions find
-    // the record they edit.
-    if let Some(id) = &r.msg_id {
-        let sender = chorus_core::archive::bare(&r.from);
-        keys.push(
-            [
-                b"m",
-                sender.as_bytes(),
-                b"\0",
-                id.as_bytes(),
-                b"\0",
-                &pos.to_be_bytes(),
-            ]
-            .concat(),
-        );
-    }
-    let parts = r.participants();
-    for owner in &parts {
-        keys.push([b"u", owner.as_bytes(), b"\0", &tail].concat());
-        for with in &parts {
-            if with != owner {
-                keys.push([b"w", owner.as_bytes(), b"\0", with.as_bytes(), b"\0", &tail].concat());
-            }
-        }
-    }
-    keys
-}
 
 impl ArchiveStateMachine {
     /// The state machine in `db`, with snapshot files in `snapshot_dir`;
@@ -227,7 +185,7 @@ impl ArchiveStateMachine {
     /// The position an archive id was given, if it was ever applied.
     pub fn position_of(&self, id: &str) -> Result<Option<u64>> {
         match self.db.get_cf(self.cf(CF_IDS), id.as_bytes()).map_err(read_err)? {
-            Some(v) => Ok(Some(be_u64(&v)?)),
+            Some(v) => Ok(Some(crate::layout::id_position(&v)?)),
             None => Ok(None),
         }
     }
@@ -348,11 +306,18 @@ impl ArchiveStateMachine {
         Ok(self.record_by_id(&edit.of)?.map(|(_, orig)| orig.id))
     }
 
-    /// The chain link number of the record at `pos` (kept after a purge).
-    pub fn record_link(&self, pos: u64) -> Result<Option<u64>> {
+    /// The chain link number of the record `id` at `pos` (kept after a
+    /// purge), from its id entry or, in layout 1, its `c<pos>` key.
+    pub fn record_link(&self, id: &str, pos: u64) -> Result<Option<u64>> {
+        if let Some(v) = self.db.get_cf(self.cf(CF_IDS), id.as_bytes()).map_err(read_err)?
+            && crate::layout::id_position(&v)? == pos
+            && let Some(n) = crate::layout::id_link(&v)?
+        {
+            return Ok(Some(n));
+        }
         match self
             .db
-            .get_cf(self.cf(CF_INDEX), link_key(pos))
+            .get_cf(self.cf(CF_INDEX), crate::layout::link_key(pos))
             .map_err(read_err)?
         {
             Some(v) => Ok(Some(be_u64(&v)?)),
@@ -392,7 +357,7 @@ impl ArchiveStateMachine {
             &pos.to_be_bytes(),
             &crate::codec::encode(r).map_err(write_err)?,
         );
-        for k in index_keys(r, pos) {
+        for k in crate::layout::index_keys(r, pos) {
             batch.put(self, CF_INDEX, &k, &[]);
         }
         Ok(())

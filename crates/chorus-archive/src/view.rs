@@ -7,7 +7,7 @@
 //! `test_after_id_and_before_id_together_select_a_range`.)
 
 use crate::db::{CF_IDS, CF_INDEX, CF_RECORDS};
-use crate::state_machine::{ArchiveStateMachine, Result, be_u64, read_err};
+use crate::state_machine::{ArchiveStateMachine, Result, read_err};
 use crate::types::Record;
 use rocksdb::{DB, DBIteratorWithThreadMode, IteratorMode, SnapshotWithThreadMode};
 
@@ -33,7 +33,7 @@ impl<'a> View<'a> {
             .get_cf(self.sm.cf(CF_IDS), id.as_bytes())
             .map_err(read_err)?
         {
-            Some(v) => Ok(Some(be_u64(&v)?)),
+            Some(v) => Ok(Some(crate::layout::id_position(&v)?)),
             None => Ok(None),
         }
     }
