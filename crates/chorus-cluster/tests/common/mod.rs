@@ -325,6 +325,15 @@ pub async fn start_raft(
         let (log, sm, spool) =
             chorus_archive::db::open_with_spool(&dir.join(format!("archive-{i}")), NODES[i].0, 100_000)
                 .expect("archive db");
+        // The archive benchmark can run the apply at the producers'
+        // priority (0) to measure the archive alone; the default is the
+        // shipped one.
+        if let Some(nice) = std::env::var("ARCHIVE_BENCH_NICE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            sm.set_background_nice(nice);
+        }
         spools.push(spool);
         let tls = chorus_cluster::tls::ClusterTls::load(&n.config.cluster).expect("tls");
         let net = chorus_cluster::raft_net::archive_net(&n.config.cluster.peers, tls);
