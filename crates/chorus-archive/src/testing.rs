@@ -2,7 +2,7 @@
 //! openraft feeds them, for the crate's unit tests.
 
 use crate::state_machine::ArchiveStateMachine;
-use crate::types::{Command, Response, TypeConfig};
+use crate::types::{AuditEntry, Command, Response, TypeConfig};
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 use std::path::Path;
@@ -41,4 +41,37 @@ impl Machine {
             .collect();
         self.sm.apply(entries).await.expect("apply")
     }
+}
+
+/// `action` as the API proposes it: wrapped in an audit entry by `actor`.
+pub(crate) fn audited(actor: &str, action: Command) -> Command {
+    Command::Audited {
+        entry: AuditEntry {
+            actor: actor.into(),
+            action: "x".into(),
+            detail: "{}".into(),
+            ..AuditEntry::default()
+        },
+        action: Box::new(action),
+    }
+}
+
+/// A default retention of `days` proposed by one admin and approved by a
+/// second, then a purge judged at `now_ms` (its response comes third).
+pub(crate) fn retention_then_purge(days: u32, now_ms: u64) -> Vec<Command> {
+    let policy = crate::types::Retention {
+        default_days: Some(days),
+        ..crate::types::Retention::default()
+    };
+    vec![
+        audited(
+            "alice",
+            Command::ProposeRetention {
+                id: "p".into(),
+                policy,
+            },
+        ),
+        audited("bob", Command::ApproveRetention { id: "p".into() }),
+        audited("schedule", Command::Purge { now_ms }),
+    ]
 }

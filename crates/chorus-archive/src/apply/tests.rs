@@ -3,23 +3,11 @@
 //! sequence of holds, policies and purges deletes a held or unexpired
 //! record.
 
-use crate::testing::Machine;
-use crate::types::{AuditEntry, Command, DAY_MS, Hold, Record, Retention};
+use crate::testing::{Machine, audited as by, retention_then_purge};
+use crate::types::{Command, DAY_MS, Hold, Record, Retention};
 use proptest::prelude::*;
 
 const T0: u64 = 1_700_000_000_000;
-
-fn by(actor: &str, action: Command) -> Command {
-    Command::Audited {
-        entry: AuditEntry {
-            actor: actor.into(),
-            action: "x".into(),
-            detail: "{}".into(),
-            ..AuditEntry::default()
-        },
-        action: Box::new(action),
-    }
-}
 
 fn days(d: u32) -> Retention {
     Retention {
@@ -154,24 +142,9 @@ async fn a_hold_id_in_use_is_refused_by_the_state_machine() {
 #[tokio::test]
 async fn a_purge_records_its_count_and_policy_in_the_audit_trail() {
     let mut m = Machine::new();
-    m.apply(vec![
-        Command::Append(vec![record(0, "a@x", None, T0)]),
-        by(
-            "alice",
-            Command::ProposeRetention {
-                id: "c".into(),
-                policy: days(30),
-            },
-        ),
-        by("bob", Command::ApproveRetention { id: "c".into() }),
-        by(
-            "schedule",
-            Command::Purge {
-                now_ms: T0 + 31 * DAY_MS,
-            },
-        ),
-    ])
-    .await;
+    let mut cmds = vec![Command::Append(vec![record(0, "a@x", None, T0)])];
+    cmds.extend(retention_then_purge(30, T0 + 31 * DAY_MS));
+    m.apply(cmds).await;
     let o = outcome(&m, 2);
     assert_eq!(o["purged"], 1);
     assert_eq!(o["policy"]["default_days"], 30);

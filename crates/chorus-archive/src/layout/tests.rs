@@ -4,8 +4,8 @@
 use super::*;
 use crate::db::{CF_IDS, CF_INDEX};
 use crate::state_machine::ArchiveStateMachine;
-use crate::testing::Machine;
-use crate::types::{AuditEntry, Command, DAY_MS, Retention};
+use crate::testing::{Machine, retention_then_purge};
+use crate::types::{Command, DAY_MS};
 use chorus_core::archive::MamQuery;
 
 fn chat(from: &str, to: &str) -> Record {
@@ -147,37 +147,7 @@ async fn an_archive_in_layout_1_is_read_extended_and_purged_completely() {
     assert!(m.sm.record_link("n-2", 2).expect("link").is_some());
     // Once purged, nothing of the conversation is left in the index, in
     // either layout's keys.
-    let audited = |actor: &str, action| Command::Audited {
-        entry: AuditEntry {
-            actor: actor.into(),
-            action: "x".into(),
-            detail: "{}".into(),
-            ..AuditEntry::default()
-        },
-        action: Box::new(action),
-    };
-    let policy = Retention {
-        default_days: Some(1),
-        ..Retention::default()
-    };
-    let r = m
-        .apply(vec![
-            audited(
-                "alice",
-                Command::ProposeRetention {
-                    id: "p".into(),
-                    policy,
-                },
-            ),
-            audited("bob", Command::ApproveRetention { id: "p".into() }),
-            audited(
-                "schedule",
-                Command::Purge {
-                    now_ms: T0 + 2 * DAY_MS,
-                },
-            ),
-        ])
-        .await;
+    let r = m.apply(retention_then_purge(1, T0 + 2 * DAY_MS)).await;
     assert_eq!(r[2].purged, 3);
     assert_eq!(index_entries(&m.sm), Vec::<Vec<u8>>::new());
     assert!(with(&m.sm, "bob@x", "alice@x").is_empty());
