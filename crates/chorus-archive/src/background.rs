@@ -95,6 +95,76 @@ mod tests {
         rustix::process::getpriority_process(Some(tid)).expect("getpriority")
     }
 
+    /// This process's threads: id and nice value (field 19 of `stat`; a
+    /// new thread's name may not be set yet, its nice value is).
+    fn threads() -> Vec<(String, i32)> {
+        let mut out = Vec::new();
+        for t in std::fs::read_dir("/proc/self/task").expect("tasks") {
+            let dir = t.expect("task").path();
+            let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+            let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+            if let Some(n) = after_name.split_whitespace().nth(16).and_then(|v| v.parse().ok()) {
+                out.push((dir.display().to_string(), n));
+            }
+        }
+        out
+    }
+
+    fn own_nice() -> i32 {
+        nice_of_thread(rustix::thread::gettid())
+    }
+
+    #[tokio::test]
+    async fn the_state_machine_applies_on_its_lowered_lane() {
+        let mut m = crate::testing::Machine::new();
+        m.sm.set_background_nice(5);
+        let r = crate::types::Record {
+            id: "n-1".into(),
+            body: Some("applied on the lane".into()),
+            ..crate::types::Record::default()
+        };
+        let resp = m.apply(vec![crate::types::Command::Append(vec![r])]).await;
+        assert_eq!(resp[0].inserted, 1);
+        let apply = std::fs::read_dir("/proc/self/task")
+            .expect("tasks")
+            .map(|t| t.expect("task").path())
+            .find(|d| std::fs::read_to_string(d.join("comm")).is_ok_and(|c| c.trim() == "archive-apply"))
+            .expect("an archive-apply thread");
+        let tid = apply
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<i32>().ok());
+        let tid = rustix::process::Pid::from_raw(tid.expect("tid")).expect("pid");
+        assert_eq!(nice_of_thread(tid), (own_nice() + 5).min(19));
+    }
+
+    #[tokio::test]
+    async fn tantivys_threads_inherit_the_index_lanes_priority() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lane = Lane::start("index", 6).expect("start");
+        lane.run(|| ()).await.expect("the lane runs");
+        let before: Vec<String> = threads().into_iter().map(|(t, _)| t).collect();
+        let path = dir.path().join("index");
+        let _index = lane
+            .run(move || crate::search::SearchIndex::open(&path))
+            .await
+            .expect("ran")
+            .expect("open");
+        // Threads started since are tantivy's (a current-thread runtime
+        // starts none of its own).
+        let tantivy: Vec<i32> = threads()
+            .into_iter()
+            .filter(|(t, _)| !before.contains(t))
+            .map(|(_, n)| n)
+            .collect();
+        assert!(!tantivy.is_empty(), "tantivy started no thread");
+        let lowered = (own_nice() + 6).min(19);
+        assert!(
+            tantivy.iter().all(|n| *n == lowered),
+            "{tantivy:?}, want {lowered}"
+        );
+    }
+
     #[tokio::test]
     async fn jobs_run_in_order_on_a_lowered_thread_and_a_panic_is_reported() {
         let lane = Lane::start("test", 7).expect("start");
