@@ -120,6 +120,21 @@ async fn a_snapshot_streams_into_an_identical_replica() {
         ..Default::default()
     };
     assert_eq!(b.sm.mam(&q, &[]).expect("mam").records.len(), 5);
+    let with = chorus_core::archive::MamQuery {
+        owner: "bob@x".into(),
+        with: Some("alice@x".into()),
+        max: 5,
+        ..Default::default()
+    };
+    assert_eq!(b.sm.mam(&with, &[]).expect("mam").records.len(), 5);
+    // Every record's chain link, which exports need, is found on the
+    // replica (link keys written at install) as on the source (id entries).
+    for p in [0u64, 250, 499] {
+        let id = format!("a-{p}");
+        let link = a.sm.record_link(&id, p).expect("link");
+        assert!(link.is_some(), "{id} has a link on the source");
+        assert_eq!(b.sm.record_link(&id, p).expect("link"), link, "{id}");
+    }
     // The installed snapshot is b's current one, and serves b's followers.
     let (r, _) = b.sm.current_snapshot().expect("current").expect("one");
     assert_eq!(r.meta.last_log_id.map(|l| l.index), Some(6));
