@@ -44,12 +44,16 @@ pub fn acceptor(config: &Config) -> anyhow::Result<(TlsAcceptor, Option<Vec<u8>>
     };
     let end_point = end_point_hash(&certs[0]);
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let cfg = ServerConfig::builder_with_provider(provider)
+    let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("choose TLS versions")?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .context("load certificate and key")?;
+    // Client connections run on rustls's unbuffered API, which has no
+    // exporter: this log hands each one its exporter secret for
+    // `tls-exporter` channel binding, and keeps nothing else.
+    cfg.key_log = Arc::new(chorus_xmpp::runtime::tls::ExporterSecretLog);
     Ok((TlsAcceptor::from(Arc::new(cfg)), end_point))
 }
 

@@ -4,6 +4,7 @@ use crate::context::Context;
 use crate::parser::{StreamEvent, StreamParser};
 use crate::runtime::ConnectionGuard;
 use crate::runtime::driver::{End, Framing, Read, Written, drive};
+use crate::runtime::tls::ServerTls;
 use crate::sasl::ChannelBinding;
 use crate::session::{Output, Session, Transport};
 use crate::xml::{self, ElementExt};
@@ -46,7 +47,7 @@ pub async fn serve_connection(
         let mut session = Box::new(Session::new(ctx.clone(), Transport::DirectTls, peer.ip()));
         match Box::pin(tls_handshake(&ctx, &acceptor, tcp, &slot, shutdown.clone())).await {
             Some(mut tls) => {
-                session.set_channel_binding(channel_binding(&ctx, &tls));
+                session.set_channel_binding(channel_binding(&ctx, &mut tls));
                 let mut framing = TcpFraming::new(&mut *tls, parser, &ctx.domain);
                 drive(&ctx, &mut framing, session, shutdown, &mut slot).await;
             }
@@ -66,7 +67,7 @@ pub async fn serve_connection(
     match Box::pin(tls_handshake(&ctx, &acceptor, tcp, &slot, shutdown.clone())).await {
         Some(mut tls) => {
             session.on_tls_established();
-            session.set_channel_binding(channel_binding(&ctx, &tls));
+            session.set_channel_binding(channel_binding(&ctx, &mut tls));
             parser.reset();
             let mut framing = TcpFraming::new(&mut *tls, parser, &ctx.domain);
             drive(&ctx, &mut framing, session, shutdown, &mut slot).await;
@@ -78,17 +79,19 @@ pub async fn serve_connection(
 /// The TLS handshake, within [`TLS_HANDSHAKE_TIMEOUT_SECS`] and within
 /// what is left of the connection's handshake timeout, and abandoned when
 /// the node shuts down (a half-open handshake must not hold up draining).
+/// The connection is a [`ServerTls`], which holds no buffer while idle.
 async fn tls_handshake(
     ctx: &Context,
     acceptor: &TlsAcceptor,
     tcp: TcpStream,
     slot: &ConnectionGuard,
     mut shutdown: watch::Receiver<bool>,
-) -> Option<Box<tokio_rustls::server::TlsStream<TcpStream>>> {
+) -> Option<Box<ServerTls>> {
     let login_by = slot.handshake_deadline(Duration::from_secs(ctx.config.limits.handshake_timeout_secs));
     let tls_by = tokio::time::Instant::now() + Duration::from_secs(TLS_HANDSHAKE_TIMEOUT_SECS);
+    let accept = ServerTls::accept(acceptor.config().clone(), tcp);
     tokio::select! {
-        r = tokio::time::timeout_at(login_by.min(tls_by), acceptor.accept(tcp)) => r.ok()?.ok().map(Box::new),
+        r = tokio::time::timeout_at(login_by.min(tls_by), accept) => r.ok()?.ok().map(Box::new),
         _ = shutdown.wait_for(|s| *s) => None,
     }
 }
@@ -97,15 +100,11 @@ async fn tls_handshake(
 /// the RFC 9266 exporter and our certificate's RFC 5929 hash. Nothing on
 /// TLS 1.2, where clients bind with `tls-unique`, which we do not offer:
 /// they log in with plain SCRAM instead of failing.
-fn channel_binding(ctx: &Context, tls: &tokio_rustls::server::TlsStream<TcpStream>) -> ChannelBinding {
-    let conn = tls.get_ref().1;
-    if conn.protocol_version() != Some(tokio_rustls::rustls::ProtocolVersion::TLSv1_3) {
+fn channel_binding(ctx: &Context, tls: &mut ServerTls) -> ChannelBinding {
+    let exporter = tls.take_exporter().map(|k| k.to_vec());
+    if tls.protocol_version() != Some(tokio_rustls::rustls::ProtocolVersion::TLSv1_3) {
         return ChannelBinding::default();
     }
-    let exporter = conn
-        .export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
-        .ok()
-        .map(|k| k.to_vec());
     ChannelBinding {
         tls_exporter: exporter,
         tls_server_end_point: ctx.tls_server_end_point.get().cloned(),
