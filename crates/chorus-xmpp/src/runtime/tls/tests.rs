@@ -292,3 +292,22 @@ async fn garbage_instead_of_a_client_hello_fails_the_handshake() {
     assert_eq!(result.expect_err("not TLS").kind(), io::ErrorKind::InvalidData);
     assert_eq!(back.first(), Some(&21), "an alert record answers: {back:?}");
 }
+
+#[tokio::test]
+async fn a_record_longer_than_the_protocol_allows_is_refused_without_buffering_it() {
+    let (sc, cc) = configs(&[&version::TLS13], None);
+    let (mut s, c) = pair(sc, cc).await;
+    let (mut tcp, _conn) = c.into_inner();
+    // An application-data header announcing 65,535 bytes (the limit is
+    // 16 KiB plus 256), then a little of it: refused at the header.
+    let mut bytes = vec![23, 3, 3, 0xff, 0xff];
+    bytes.extend_from_slice(&[0u8; 1024]);
+    tcp.write_all(&bytes).await.expect("send");
+    let mut out = [0u8; 64];
+    let err = s.read(&mut out).await.expect_err("the record is refused");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+    assert!(
+        s.incoming.len() <= bytes.len(),
+        "no more than what was sent is held"
+    );
+}
