@@ -99,7 +99,7 @@ impl SnapshotDir {
     /// The file name of a snapshot id (a hash: ids come from peers).
     fn file_for(id: &str) -> String {
         let h = Sha256::digest(id.as_bytes());
-        let hex: String = h[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::chain::hex(&h[..16]);
         format!("{hex}.snap")
     }
 
@@ -219,7 +219,7 @@ impl ArchiveStateMachine {
         let (out, sum, bytes) = w.finish().map_err(|e| snap_err(None, e))?;
         let f = out.into_inner().map_err(|e| snap_err(None, e.into_error()))?;
         f.sync_all().map_err(|e| snap_err(None, e))?;
-        let tag: String = sum[..6].iter().map(|b| format!("{b:02x}")).collect();
+        let tag = crate::chain::hex(&sum[..6]);
         let snapshot_id = match header.last_applied {
             Some(l) => format!("{}-{}-{tag}", l.leader_id, l.index),
             None => format!("none-{tag}"),

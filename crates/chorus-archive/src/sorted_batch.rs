@@ -11,39 +11,71 @@
 //! state machine collects its writes here and hands them over in order.
 //! The sort is stable, so of two writes to one key the later still wins,
 //! as in a plain batch; the batch stays atomic either way.
+//!
+//! Keys and values are copied into one growing buffer rather than two
+//! allocations per write: a batch of full spool batches holds tens of
+//! thousands of writes.
 
 use crate::state_machine::ArchiveStateMachine;
 use rocksdb::WriteBatch;
+use std::ops::Range;
 
-/// One write: column family, key, and the value (`None` deletes).
-type Op = (&'static str, Vec<u8>, Option<Vec<u8>>);
+/// One write: column family, where its key is in the buffer, and where its
+/// value is (`None` deletes).
+struct Op {
+    cf: &'static str,
+    key: Range<usize>,
+    value: Option<Range<usize>>,
+}
 
 /// Writes waiting to be sorted.
 #[derive(Default)]
 pub(crate) struct SortedBatch {
+    bytes: Vec<u8>,
     ops: Vec<Op>,
 }
 
 impl SortedBatch {
+    /// Copies `b` into the buffer and says where it is.
+    fn keep(&mut self, b: &[u8]) -> Range<usize> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(b);
+        start..self.bytes.len()
+    }
+
     /// Sets `key` in the column family `cf`.
     pub(crate) fn put(&mut self, cf: &'static str, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
-        self.ops
-            .push((cf, key.as_ref().to_vec(), Some(value.as_ref().to_vec())));
+        let key = self.keep(key.as_ref());
+        let value = Some(self.keep(value.as_ref()));
+        self.ops.push(Op { cf, key, value });
     }
 
     /// Deletes `key` from the column family `cf`.
     pub(crate) fn delete(&mut self, cf: &'static str, key: impl AsRef<[u8]>) {
-        self.ops.push((cf, key.as_ref().to_vec(), None));
+        let key = self.keep(key.as_ref());
+        self.ops.push(Op { cf, key, value: None });
     }
 
     /// The RocksDB batch, writes ordered by column family and key.
     pub(crate) fn into_write_batch(mut self, sm: &ArchiveStateMachine) -> WriteBatch {
-        self.ops.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let bytes = &self.bytes;
+        self.ops
+            .sort_by(|a, b| (a.cf, &bytes[a.key.clone()]).cmp(&(b.cf, &bytes[b.key.clone()])));
         let mut batch = WriteBatch::default();
-        for (cf, key, value) in self.ops {
-            match value {
-                Some(v) => batch.put_cf(sm.cf(cf), key, v),
-                None => batch.delete_cf(sm.cf(cf), key),
+        let mut handle: Option<(&str, &rocksdb::ColumnFamily)> = None;
+        for op in &self.ops {
+            let cf = match handle {
+                Some((name, cf)) if name == op.cf => cf,
+                _ => {
+                    let cf = sm.cf(op.cf);
+                    handle = Some((op.cf, cf));
+                    cf
+                }
+            };
+            let key = &bytes[op.key.clone()];
+            match &op.value {
+                Some(v) => batch.put_cf(cf, key, &bytes[v.clone()]),
+                None => batch.delete_cf(cf, key),
             }
         }
         batch

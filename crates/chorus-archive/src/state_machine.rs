@@ -152,7 +152,7 @@ impl ArchiveStateMachine {
                 }
             }
         }
-        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::chain::hex(&h.finalize());
         Ok((n, hex))
     }
 
