@@ -89,14 +89,21 @@ fn record(rng: &mut Rng, i: u64, users: u64) -> ArchiveRecord {
     }
 }
 
-/// Appends like a session does (returns once spooled durably); a full
-/// spool is backpressure: wait for the shipper.
-fn append(a: &RaftArchive, rec: &ArchiveRecord) -> String {
+/// Appends like a session does: the record is staged at once, and the
+/// caller awaits its group commit (`append_deferred`) on the runtime
+/// instead of blocking a thread; returns the id once the record is on
+/// disk. A full spool is backpressure: wait for the shipper.
+async fn append(a: &RaftArchive, rec: &ArchiveRecord) -> String {
     loop {
-        match a.append(rec.clone()) {
-            Ok(id) => return id.expect("id"),
+        match a.append_deferred(rec.clone()) {
+            Ok(accepted) => {
+                if let Some(durable) = accepted.durable {
+                    durable.await.expect("spool write");
+                }
+                return accepted.id.expect("id");
+            }
             Err(chorus_core::archive::ArchiveError::Unavailable(_)) => {
-                std::thread::sleep(Duration::from_millis(2))
+                tokio::time::sleep(Duration::from_millis(2)).await
             }
             Err(e) => panic!("append failed: {e}"),
         }
@@ -125,20 +132,24 @@ fn collect_applied(
     });
 }
 
-/// Starts `writers` blocking writers per node; writer `first` (its node
-/// is `first % 3`) takes the records `first, first + stride, ...` where
-/// `stride` is all writers together.
-fn spawn_writers<F>(archives: &[Arc<RaftArchive>], writers: u64, work: F) -> Vec<tokio::task::JoinHandle<()>>
+/// Starts `writers` writers per node, each a task on the runtime like a
+/// session; writer `first` (its node is `first % 3`) takes the records
+/// `first, first + stride, ...` where `stride` is all writers together.
+fn spawn_writers<F, Fut>(
+    archives: &[Arc<RaftArchive>],
+    writers: u64,
+    work: F,
+) -> Vec<tokio::task::JoinHandle<()>>
 where
-    F: Fn(&RaftArchive, u64, u64) + Clone + Send + 'static,
+    F: Fn(Arc<RaftArchive>, u64, u64) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let stride = 3 * writers;
     let mut producers = Vec::new();
     for (n, a) in archives.iter().enumerate() {
         for w in 0..writers {
-            let (a, work) = (a.clone(), work.clone());
             let first = n as u64 + 3 * w;
-            producers.push(tokio::task::spawn_blocking(move || work(&a, first, stride)));
+            producers.push(tokio::spawn(work(a.clone(), first, stride)));
         }
     }
     producers
@@ -158,11 +169,14 @@ async fn fill(
     let samples: Samples = Arc::default();
     let s2 = samples.clone();
     let producers = spawn_writers(archives, writers, move |a, first, stride| {
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (first + 1));
-        for i in (first..records).step_by(stride as usize) {
-            let id = append(a, &record(&mut rng, i, users));
-            if i % LAG_SAMPLE_EVERY < 3 {
-                s2.lock().expect("lock").push((id, Instant::now()));
+        let s2 = s2.clone();
+        async move {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (first + 1));
+            for i in (first..records).step_by(stride as usize) {
+                let id = append(&a, &record(&mut rng, i, users)).await;
+                if i % LAG_SAMPLE_EVERY < 3 {
+                    s2.lock().expect("lock").push((id, Instant::now()));
+                }
             }
         }
     });
@@ -194,9 +208,10 @@ async fn fill(
 }
 
 /// Phase 1b: a steady `rate` records/s (open loop: each writer keeps its
-/// schedule whatever the archive does) for `secs`, spread over the three
-/// nodes; every 100th record is timed from its spool write to applied on
-/// all three sites.
+/// schedule whatever the archive does, its appends awaited in tasks of
+/// their own as a session's messages are) for `secs`, spread over the
+/// three nodes; every 100th record is timed from its spool write to
+/// applied on all three sites.
 async fn paced_lag(
     archives: &[Arc<RaftArchive>],
     machines: &[ArchiveStateMachine],
@@ -208,20 +223,27 @@ async fn paced_lag(
     let samples: Samples = Arc::default();
     let total = rate * secs;
     let interval = Duration::from_secs_f64(3.0 * writers as f64 / rate as f64);
-    let t0 = Instant::now();
+    let t0 = tokio::time::Instant::now();
     let s2 = samples.clone();
     let producers = spawn_writers(archives, writers, move |a, first, stride| {
-        let mut rng = Rng(0x5DEE_CE66_D1CE_4E5B ^ (first + 1));
-        let mut due = t0 + interval.mul_f64(first as f64 / stride as f64);
-        for i in (first..total).step_by(stride as usize) {
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
+        let s2 = s2.clone();
+        async move {
+            let mut rng = Rng(0x5DEE_CE66_D1CE_4E5B ^ (first + 1));
+            let mut due = t0 + interval.mul_f64(first as f64 / stride as f64);
+            let mut inflight = tokio::task::JoinSet::new();
+            for i in (first..total).step_by(stride as usize) {
+                tokio::time::sleep_until(due).await;
+                due += interval;
+                let (a, s2, rec) = (a.clone(), s2.clone(), record(&mut rng, 10_000_000_000 + i, users));
+                inflight.spawn(async move {
+                    let id = append(&a, &rec).await;
+                    if i % 100 == 0 {
+                        s2.lock().expect("lock").push((id, Instant::now()));
+                    }
+                });
+                while inflight.try_join_next().is_some() {}
             }
-            due += interval;
-            let id = append(a, &record(&mut rng, 10_000_000_000 + i, users));
-            if i % 100 == 0 {
-                s2.lock().expect("lock").push((id, Instant::now()));
-            }
+            while inflight.join_next().await.is_some() {}
         }
     });
     let (mut lags, mut pending) = (Vec::new(), Vec::new());

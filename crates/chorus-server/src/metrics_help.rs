@@ -298,6 +298,12 @@ pub const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "Archive records spooled here and not yet committed through Raft.",
     ),
     (
+        "chorus_archive_commit_seconds",
+        Histogram,
+        Some(Unit::Seconds),
+        "Time from proposing a batch of spooled records to its commit and its apply on this node's replica.",
+    ),
+    (
         "chorus_archive_shipped_total",
         Counter,
         None,

@@ -170,6 +170,7 @@ impl RaftArchive {
                 let (seqs, records): (Vec<u64>, Vec<Record>) = batch.into_iter().unzip();
                 let last_id = records.last().map(|r| r.id.clone()).unwrap_or_default();
                 let span = tracing::info_span!("archive.commit", records = records.len());
+                let proposed = Instant::now();
                 let proposal = propose(&raft, &net, Command::Append(records));
                 match tracing::Instrument::instrument(proposal, span).await {
                     Ok(_) => {
@@ -177,6 +178,8 @@ impl RaftArchive {
                         // before it applies the batch itself; until then
                         // queries here still need the spooled copies.
                         self.await_local_apply(&raft, &last_id).await;
+                        metrics::histogram!("chorus_archive_commit_seconds")
+                            .record(proposed.elapsed().as_secs_f64());
                         if let Err(e) = self.spool.remove(&seqs) {
                             tracing::error!(error = %e, "cannot trim the archive spool");
                             break;
