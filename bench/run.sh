@@ -165,6 +165,8 @@ run_server() { # NAME PORT
 # scenario (run_server's `idle` follows the login storm). Then tsung's
 # one-to-one chat with every message timed.
 TOOLS=${BENCH_MEMORY_TOOLS:-"chorus-bench tsung"}
+WS_PYTHON=python3
+[ -x "$ROOT/.venv/bin/python" ] && WS_PYTHON=$ROOT/.venv/bin/python
 memory_server() { # NAME PORT
     local name=$1 port=$2 n tool
     local common=(--addr "127.0.0.1:$port" --domain "$DOMAIN" --label "$name" --concurrency 256)
@@ -182,6 +184,19 @@ memory_server() { # NAME PORT
             stop_server "$name"
         done
     done
+    # Web clients (XMPP over WebSocket, RFC 7395): Chorus only, the
+    # reference servers' configs in bench/refservers/ serve no WebSocket.
+    if [ "$name" = chorus ]; then
+        n=${MEM_SESSIONS%% *}
+        echo "== $name: $n idle WebSocket sessions, on a fresh server"
+        start_server "$name" "$port"
+        "$BENCH" provision "${common[@]}" --pid "$SERVER_PID" --users "$n" >/dev/null
+        # It needs the `websockets` package: the end-to-end suite's venv.
+        "$WS_PYTHON" bench/ws_idle.py --url "wss://127.0.0.1:$((port + 2))/xmpp-websocket" --pid "$SERVER_PID" \
+            --domain "$DOMAIN" --label "$name" --out "$RESULTS" --sessions "$n" ||
+            echo "!! $name: the WebSocket memory scenario failed (needs: bash scripts/test, or pip install websockets)"
+        stop_server "$name"
+    fi
     if [[ " $TOOLS " == *" tsung "* ]]; then
         echo "== $name: tsung one-to-one, $TSUNG_CHAT_USERS users, $TSUNG_CHAT_RATE msg/s"
         start_server "$name" "$port"

@@ -143,6 +143,10 @@ def test_side_by_side_run_against_prosody_and_ejabberd(tmp_path):
     assert by[("chorus", "tsung_idle_100")]["metrics"]["sessions_held"] == 100
     assert by[("chorus", "tsung_idle_100")]["metrics"]["logins_completed"] == 100
     assert by[("chorus", "tsung_one2one_40")]["metrics"]["messages_timed"] > 0
+    # Web clients: idle XMPP-over-WebSocket sessions (bench/ws_idle.py).
+    ws = by.get(("chorus", "ws_idle_100"))
+    assert ws is not None and ws["errors"] == 0, (ws, r.stdout[-3000:])
+    assert ws["metrics"]["sessions_held"] == 100
     # 40 ms each way through the WAN proxies: no faster than the wire.
     assert by[("chorus", "cross_site_40ms")]["metrics"]["latency_p50_ms"] >= 40
     table = (out / "table.md").read_text().splitlines()

@@ -12,6 +12,7 @@ use axum::body::Body;
 use axum::http::{Request, Response, StatusCode};
 use chorus_core::config::{Cidr, Config};
 use chorus_xmpp::runtime::address_key;
+use chorus_xmpp::runtime::tls::ServerTls;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::HashMap;
@@ -184,11 +185,18 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     let activity = Activity::new();
     match &shared.tls {
         Some(acceptor) => {
-            let hs = tokio::time::timeout(shared.limits.handshake, acceptor.accept(tcp)).await;
-            let Ok(Ok(tls)) = hs else {
+            // The XMPP listener's TLS stream: it holds no buffer while the
+            // connection is idle (a WebSocket session can idle for hours),
+            // where tokio-rustls keeps rustls's 4 KiB receive buffer.
+            let accept = ServerTls::accept(acceptor.config().clone(), tcp);
+            let hs = tokio::time::timeout(shared.limits.handshake, accept).await;
+            let Ok(Ok(mut tls)) = hs else {
                 metrics::counter!("chorus_http_closed_total", "reason" => "handshake").increment(1);
                 return;
             };
+            // Nothing here binds to the channel: wipe the exporter secret
+            // now rather than when the connection closes.
+            let _ = tls.take_exporter();
             http1(&shared, Watched::new(tls, activity.clone()), peer, activity).await;
         }
         None => http1(&shared, Watched::new(tcp, activity.clone()), peer, activity).await,

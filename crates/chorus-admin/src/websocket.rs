@@ -18,6 +18,9 @@ use chorus_xmpp::xml::{self, ElementExt};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+/// The WebSocket read buffer each connection holds.
+const WS_READ_BUFFER: usize = 4096;
+
 /// Handles the upgrade request. XMPP over WebSocket needs TLS (ours, or a
 /// trusted proxy's that says so): the session would carry a password.
 pub async fn upgrade(
@@ -42,6 +45,11 @@ pub async fn upgrade(
     ws.protocols(["xmpp"])
         .max_message_size(max)
         .max_frame_size(max)
+        // tungstenite allocates its whole read buffer per connection (128
+        // KiB by default): 144 KiB per idle web client. A stanza larger
+        // than this grows it for as long as it takes.
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| run(s, socket, ip, guard))
 }
 
