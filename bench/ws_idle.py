@@ -24,17 +24,11 @@ import time
 
 from websockets.asyncio.client import connect
 
+from tsung import rss_kib  # bench/, beside this script
+
 FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
 SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 BIND = "urn:ietf:params:xml:ns:xmpp-bind"
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 async def expect(ws, needle, timeout=30):
