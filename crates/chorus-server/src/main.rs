@@ -10,6 +10,7 @@ mod demo;
 mod dev;
 mod gauges;
 mod metrics_help;
+mod metrics_recorder;
 mod private_fs;
 mod provision;
 mod recent_log;

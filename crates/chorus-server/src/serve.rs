@@ -37,9 +37,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let data = config.server.data_dir.clone();
     crate::private_fs::private_dir(&data)?;
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .context("install metrics recorder")?;
+    let metrics = crate::metrics_recorder::install()?;
     crate::metrics_help::describe();
     let store = Arc::new(RocksStore::open(&data.join("db"), config.node_tag())?);
     // Sessions of this node's previous run ended with it: so did their
