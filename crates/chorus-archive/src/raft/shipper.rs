@@ -34,8 +34,8 @@ const LOCAL_APPLY_WAIT: Duration = Duration::from_secs(2);
 /// this long before it proposes. Each proposal costs a Raft entry: a log
 /// fsync, the apply's write, a spool trim. Proposing as soon as the last
 /// commit returned made entries of about 22 records at 5,000 msg/s;
-/// lingering makes them about 75 and takes a tenth of the node's CPU
-/// off the archive (BENCHMARKS.md). Delivery never waits for it.
+/// lingering makes them about 75 (with the search indexer's slower pace,
+/// a sixth less node CPU: BENCHMARKS.md). Delivery never waits for it.
 const SHIP_LINGER: Duration = Duration::from_millis(10);
 /// Pause after a failed proposal, in milliseconds.
 const SHIP_RETRY_MS: u64 = 200;
