@@ -45,6 +45,7 @@ impl Lane {
             .name(format!("archive-{name}"))
             .spawn(move || {
                 lower_priority(&label, nice);
+                chorus_store::quiet_perf_counters();
                 // Ends when every sender (the lane) is dropped.
                 while let Ok(job) = rx.recv() {
                     // The caller learns of a panic: its reply is dropped.

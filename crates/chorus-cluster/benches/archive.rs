@@ -69,6 +69,7 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
+        .on_thread_start(chorus_store::quiet_perf_counters)
         .build()
         .expect("runtime");
     rt.block_on(run());

@@ -26,6 +26,7 @@ const SHUTDOWN_DRAIN_SECS: u64 = 10;
 pub fn run(config: Config) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(chorus_store::quiet_perf_counters)
         .build()
         .context("start runtime")?;
     rt.block_on(async {

@@ -21,3 +21,15 @@ mod rocks;
 
 pub use files::FileBlobs;
 pub use rocks::{OpenError, RocksStore};
+
+/// Turns off RocksDB's per-thread performance counters on the calling
+/// thread. They are on by default (`kEnableCount`): every key compare in a
+/// memtable insert then bumps a thread-local counter, and Debian's shared
+/// `librocksdb` reaches thread-locals through `__tls_get_addr`. Chorus
+/// never reads the counters, and in the archive's apply they cost about a
+/// sixth of its CPU (BENCHMARKS.md, "The apply's CPU"). Call it on every
+/// thread that writes to RocksDB (runtime workers, blocking threads, the
+/// archive's lanes); the setting is the thread's own.
+pub fn quiet_perf_counters() {
+    rocksdb::perf::set_perf_stats(rocksdb::perf::PerfStatsLevel::Disable);
+}
