@@ -11,7 +11,7 @@ use rocksdb::{ColumnFamily, DB, Options, WriteBatch};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::Path;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Column family for node-local bookkeeping (never replicated).
 pub(crate) const CF_META: &str = "meta";
@@ -57,6 +57,8 @@ pub struct RocksStore {
     /// Replicated items versioned further ahead of our clock are refused.
     pub(crate) max_clock_skew_ms: std::sync::atomic::AtomicU64,
     listener: RwLock<Option<ChangeListener>>,
+    /// Block lists and present accounts, as every message looks them up.
+    pub(crate) cache: cache::ReadCache,
 }
 
 fn key2(a: &str, b: &[u8]) -> Vec<u8> {
@@ -115,6 +117,7 @@ impl RocksStore {
             durable: crate::durable::DurableWriter::default(),
             max_clock_skew_ms: std::sync::atomic::AtomicU64::new(DEFAULT_MAX_CLOCK_SKEW_MS),
             listener: RwLock::new(None),
+            cache: cache::ReadCache::default(),
         };
         store.restore_clock();
         Ok(store)
@@ -254,7 +257,15 @@ impl Store for RocksStore {
     }
 
     fn account_exists(&self, user: &str) -> Result<bool, StoreError> {
-        Ok(self.live(Table::Accounts, user.as_bytes())?.is_some())
+        if self.cache.account_present(user) {
+            return Ok(true);
+        }
+        let since = self.cache.generation();
+        let exists = self.live(Table::Accounts, user.as_bytes())?.is_some();
+        if exists {
+            self.cache.put_account(since, user);
+        }
+        Ok(exists)
     }
 
     fn remove_account(&self, user: &str) -> Result<bool, StoreError> {
@@ -474,12 +485,18 @@ impl Store for RocksStore {
     }
 
     fn blocklist(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        if let Some(list) = self.cache.blocklist(user) {
+            return Ok(list.to_vec());
+        }
+        let since = self.cache.generation();
         let p = prefix(user);
-        Ok(self
+        let list: Vec<String> = self
             .scan_live(Table::Blocks, &p)?
             .iter()
             .map(|(k, _)| String::from_utf8_lossy(&k[p.len()..]).into_owned())
-            .collect())
+            .collect();
+        self.cache.put_blocklist(since, user, Arc::from(list.as_slice()));
+        Ok(list)
     }
 
     fn set_blocked(&self, user: &str, jids: &[String], blocked: bool) -> Result<(), StoreError> {
@@ -548,6 +565,7 @@ impl Store for RocksStore {
     }
 }
 
+mod cache;
 mod replication;
 mod rows;
 #[cfg(test)]

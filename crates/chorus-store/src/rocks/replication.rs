@@ -39,9 +39,10 @@ impl RocksStore {
         }
         if !changed.is_empty() {
             // Peers still hold these; anti-entropy repairs a crash's loss.
-            self.db
-                .write_opt(batch, &crate::durable::unsynced())
-                .map_err(io)?;
+            let written = self.db.write_opt(batch, &crate::durable::unsynced());
+            self.cache
+                .invalidate(changed.iter().map(|i| (i.table, i.key.as_slice())));
+            written.map_err(io)?;
             self.notify(&changed, ChangeOrigin::Remote);
         }
         if refused > 0 {

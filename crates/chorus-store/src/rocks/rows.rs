@@ -95,7 +95,11 @@ impl RocksStore {
             items.push(ReplItem { table, key, lww });
         }
         batch.put_cf(self.cf(CF_META), b"clock", last.to_bytes());
-        self.write_durable(batch)?;
+        let written = self.write_durable(batch);
+        // After the write, and even if it failed (it may have landed).
+        self.cache
+            .invalidate(items.iter().map(|i| (i.table, i.key.as_slice())));
+        written?;
         self.notify(&items, ChangeOrigin::Local);
         Ok(last)
     }

@@ -312,3 +312,41 @@ fn items_versioned_beyond_the_skew_bound_are_refused_and_do_not_poison_the_clock
     );
     assert_eq!(b.apply_remote(&honest).expect("apply").len(), 1);
 }
+
+/// The read cache (`cache.rs`) never answers from before a write: a block
+/// or an account removal takes effect for the next lookup, whether it was
+/// made here or replicated from a peer.
+#[test]
+fn cached_block_lists_and_accounts_follow_local_and_replicated_writes() {
+    let d2 = tempfile::tempdir().expect("tempdir");
+    let b = open(d2.path(), 2);
+    // Cached empty, then blocked by a peer.
+    assert!(b.blocklist("u").expect("list").is_empty());
+    let (d1, items) = one_blocked_item();
+    assert_eq!(b.apply_remote(&items).expect("apply").len(), 1);
+    assert_eq!(b.blocklist("u").expect("list"), vec!["x@y".to_string()]);
+    // Cached with the block, then unblocked here.
+    b.set_blocked("u", &["x@y".into()], false).expect("unblock");
+    assert!(b.blocklist("u").expect("list").is_empty());
+    b.set_blocked("u", &["z@y".into()], true).expect("block");
+    assert_eq!(b.blocklist("u").expect("list"), vec!["z@y".to_string()]);
+    b.clear_blocklist("u").expect("clear");
+    assert!(b.blocklist("u").expect("list").is_empty());
+
+    // An account cached as present, removed here.
+    b.create_account("carol", &creds()).expect("create");
+    assert!(b.account_exists("carol").expect("exists"));
+    assert!(b.remove_account("carol").expect("remove"));
+    assert!(!b.account_exists("carol").expect("exists"));
+    // An account cached as present, removed on a peer and replicated.
+    let a = open(&d1.path().join("peer"), 1);
+    a.create_account("dave", &creds()).expect("create");
+    sync(&a, &b);
+    assert!(b.account_exists("dave").expect("exists"));
+    assert!(a.remove_account("dave").expect("remove"));
+    sync(&a, &b);
+    assert!(
+        !b.account_exists("dave").expect("exists"),
+        "a removed account still answered as present"
+    );
+}
