@@ -27,7 +27,7 @@ pub use rocks::{OpenError, RocksStore};
 /// memtable insert then bumps a thread-local counter, and Debian's shared
 /// `librocksdb` reaches thread-locals through `__tls_get_addr`. Chorus
 /// never reads the counters, and in the archive's apply they cost about a
-/// sixth of its CPU (BENCHMARKS.md, "The apply's CPU"). Call it on every
+/// tenth of its CPU (BENCHMARKS.md, "RocksDB's perf counters off"). Call it on every
 /// thread that writes to RocksDB (runtime workers, blocking threads, the
 /// archive's lanes); the setting is the thread's own.
 pub fn quiet_perf_counters() {

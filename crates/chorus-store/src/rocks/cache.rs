@@ -17,7 +17,7 @@
 //! [`ENTRIES_MAX`] users; when full, it starts over empty.
 
 use chorus_core::replication::Table;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 /// Users whose lookups the cache keeps, per kind.
@@ -27,7 +27,7 @@ pub(crate) const ENTRIES_MAX: usize = 65_536;
 struct Inner {
     generation: u64,
     blocks: HashMap<String, Arc<[String]>>,
-    accounts: HashMap<String, ()>,
+    accounts: HashSet<String>,
 }
 
 /// Cached block lists and present accounts (see the module doc).
@@ -66,7 +66,7 @@ impl ReadCache {
 
     /// Whether `user` is known to exist (`false`: not cached).
     pub(crate) fn account_present(&self, user: &str) -> bool {
-        self.lock().accounts.contains_key(user)
+        self.lock().accounts.contains(user)
     }
 
     /// Keeps that `user` exists, read since `generation`.
@@ -78,11 +78,11 @@ impl ReadCache {
         if g.accounts.len() >= ENTRIES_MAX {
             g.accounts.clear();
         }
-        g.accounts.insert(user.to_owned(), ());
+        g.accounts.insert(user.to_owned());
     }
 
-    /// Forgets what rows of `table` at `keys` change; call after writing
-    /// them (whether or not the write succeeded).
+    /// Forgets what the written rows (table, key) change; call after the
+    /// write, whether or not it succeeded.
     pub(crate) fn invalidate<'a>(&self, rows: impl IntoIterator<Item = (Table, &'a [u8])>) {
         let mut rows = rows
             .into_iter()
@@ -97,10 +97,11 @@ impl ReadCache {
             // Block rows are `user NUL jid`; account rows are `user`.
             let user = key.split(|b| *b == 0).next().unwrap_or_default();
             let user = String::from_utf8_lossy(user);
-            match table {
-                Table::Blocks => g.blocks.remove(user.as_ref()),
-                _ => g.accounts.remove(user.as_ref()).map(|_| Arc::from([])),
-            };
+            if table == Table::Blocks {
+                g.blocks.remove(user.as_ref());
+            } else {
+                g.accounts.remove(user.as_ref());
+            }
         }
     }
 }
