@@ -51,6 +51,8 @@ fn record(i: u64, users: u64) -> Record {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // As on the node's apply lane (`background.rs`): this thread applies.
+    chorus_store::quiet_perf_counters();
     let n = env("CHORUS_APPLY_RECORDS", 500_000);
     let users = env("CHORUS_APPLY_USERS", 1_000);
     let base_rss = common::reset_peak();

@@ -50,9 +50,6 @@ impl ArchiveStateMachine {
         &mut self,
         entries: impl IntoIterator<Item = Entry<TypeConfig>>,
     ) -> Result<Vec<Response>> {
-        // A thread-local setting: cheap to repeat, and it holds wherever the
-        // apply runs (the apply lane, or a test's or benchmark's thread).
-        chorus_store::quiet_perf_counters();
         let mut cx = Cursor {
             batch: SortedBatch::default(),
             next: self.next_position()?,

@@ -29,7 +29,8 @@ pub use rocks::{OpenError, RocksStore};
 /// never reads the counters, and in the archive's apply they cost about a
 /// tenth of its CPU (BENCHMARKS.md, "RocksDB's perf counters off"). Call it on every
 /// thread that writes to RocksDB (runtime workers, blocking threads, the
-/// archive's lanes); the setting is the thread's own.
+/// archive's lanes, a benchmark's applying thread); the setting is the
+/// thread's own.
 pub fn quiet_perf_counters() {
     rocksdb::perf::set_perf_stats(rocksdb::perf::PerfStatsLevel::Disable);
 }

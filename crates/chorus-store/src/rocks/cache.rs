@@ -1,16 +1,17 @@
 //! A read cache for the two lookups every delivered message makes: the
 //! recipient's block list (XEP-0191, a RocksDB prefix scan) and whether an
 //! account exists (a point read). At 5,000 messages a second they were
-//! about 5 % of a node's CPU (BENCHMARKS.md, "What limits Chorus now").
+//! about 5 % of a node's CPU (BENCHMARKS.md, "RocksDB's perf counters off,
+//! and a read cache").
 //!
 //! Correctness comes first: a block must take effect for the very next
-//! message, whichever node it was made on. Both write paths of the
-//! replicated tables (`write_local` and `apply_remote`) call
-//! [`ReadCache::invalidate`] after their write, and a reader fills the
-//! cache only if no invalidation ran since it began reading
-//! ([`ReadCache::generation`]). Without that check a reader that read the
-//! old list just before a write could store it just after the write's
-//! invalidation, and the stale list would stay.
+//! message, whether made here or replicated from a peer (once it arrives).
+//! Both write paths of the replicated tables (`write_local` and
+//! `apply_remote`) call [`ReadCache::invalidate`] after their write, and a
+//! reader fills the cache only if no invalidation ran since it began
+//! reading ([`ReadCache::generation`]). Without that check a reader that
+//! read the old list just before a write could store it just after the
+//! write's invalidation, and the stale list would stay.
 //!
 //! Only present accounts are cached, so lookups of names that do not
 //! exist (which anyone can make up) cannot fill it. It holds at most
