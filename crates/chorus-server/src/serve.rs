@@ -24,6 +24,9 @@ const SHUTDOWN_DRAIN_SECS: u64 = 10;
 
 /// Runs the node until a signal arrives.
 pub fn run(config: Config) -> anyhow::Result<()> {
+    // The main thread runs `serve` itself (opening and flushing the
+    // stores); the runtime's threads turn the counters off as they start.
+    chorus_store::quiet_perf_counters();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_start(chorus_store::quiet_perf_counters)
